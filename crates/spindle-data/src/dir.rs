@@ -1,0 +1,162 @@
+//! The data-directory convention: `--data-dir DIR`, else `$SPINDLE_DATA`, else `./data`, else
+//! `../shared/data` (the offline folder that sits beside a checkout, and on CI).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::DataError;
+
+/// Where the data directory came from, for messages and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDirSource {
+    /// `--data-dir DIR`.
+    Flag,
+    /// The `SPINDLE_DATA` environment variable.
+    Env,
+    /// `./data` in the working directory.
+    LocalData,
+    /// `../shared/data` beside the working directory.
+    SharedData,
+}
+
+impl fmt::Display for DataDirSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DataDirSource::Flag => "--data-dir",
+            DataDirSource::Env => "SPINDLE_DATA",
+            DataDirSource::LocalData => "./data",
+            DataDirSource::SharedData => "../shared/data",
+        })
+    }
+}
+
+/// A located data directory laid out like the Hugging Face dataset repositories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+    source: DataDirSource,
+}
+
+impl DataDir {
+    /// Resolves the convention from the process environment and working directory.
+    pub fn resolve(flag: Option<&Path>) -> Result<DataDir, DataError> {
+        let env = std::env::var_os("SPINDLE_DATA").filter(|v| !v.is_empty()).map(PathBuf::from);
+        let cwd = std::env::current_dir()
+            .map_err(|io| DataError::Io { path: PathBuf::from("."), io })?;
+        Self::resolve_with(flag, env.as_deref(), &cwd)
+    }
+
+    /// The convention with every input explicit: an explicit choice (flag, then variable) must
+    /// exist; otherwise the first existing default wins.
+    pub fn resolve_with(
+        flag: Option<&Path>,
+        env: Option<&Path>,
+        cwd: &Path,
+    ) -> Result<DataDir, DataError> {
+        let explicit = flag
+            .map(|p| (p, DataDirSource::Flag))
+            .or_else(|| env.map(|p| (p, DataDirSource::Env)));
+        if let Some((path, source)) = explicit {
+            let root = cwd.join(path);
+            return if root.is_dir() {
+                Ok(DataDir { root, source })
+            } else {
+                Err(DataError::MissingDataDir { path: root, from: source })
+            };
+        }
+        let defaults = [
+            (cwd.join("data"), DataDirSource::LocalData),
+            (cwd.join("..").join("shared").join("data"), DataDirSource::SharedData),
+        ];
+        for (root, source) in &defaults {
+            if root.is_dir() {
+                return Ok(DataDir { root: root.clone(), source: *source });
+            }
+        }
+        Err(DataError::NoDataDir { looked: defaults.into_iter().map(|(p, _)| p).collect() })
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// How it was chosen.
+    pub fn source(&self) -> DataDirSource {
+        self.source
+    }
+
+    /// A path inside the directory, e.g. `wikitext/wikitext-2-raw-v1/test-00000-of-00001.parquet`.
+    pub fn join(&self, relative: impl AsRef<Path>) -> PathBuf {
+        self.root.join(relative)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(dirs: &[&str]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for d in dirs {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn flag_wins_over_env_and_defaults() {
+        let t = tree(&["work/data", "shared/data", "mine", "env"]);
+        let cwd = t.path().join("work");
+        let d = DataDir::resolve_with(Some(&t.path().join("mine")), Some(&t.path().join("env")), &cwd)
+            .unwrap();
+        assert_eq!((d.root(), d.source()), (t.path().join("mine").as_path(), DataDirSource::Flag));
+    }
+
+    #[test]
+    fn env_wins_over_defaults() {
+        let t = tree(&["work/data", "env"]);
+        let d = DataDir::resolve_with(None, Some(&t.path().join("env")), &t.path().join("work")).unwrap();
+        assert_eq!(d.source(), DataDirSource::Env);
+    }
+
+    #[test]
+    fn local_data_before_shared_data() {
+        let t = tree(&["work/data", "shared/data"]);
+        let d = DataDir::resolve_with(None, None, &t.path().join("work")).unwrap();
+        assert_eq!(d.source(), DataDirSource::LocalData);
+        std::fs::remove_dir(t.path().join("work/data")).unwrap();
+        let d = DataDir::resolve_with(None, None, &t.path().join("work")).unwrap();
+        assert_eq!(d.source(), DataDirSource::SharedData);
+        assert_eq!(d.root(), t.path().join("work/../shared/data"));
+    }
+
+    #[test]
+    fn a_missing_explicit_dir_is_an_error_naming_it_never_a_fallback() {
+        let t = tree(&["work/data"]);
+        let err = DataDir::resolve_with(Some(Path::new("nope")), None, &t.path().join("work"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("data directory {} (from --data-dir) does not exist", t.path().join("work/nope").display())
+        );
+        let err = DataDir::resolve_with(None, Some(Path::new("/no/such/dir")), &t.path().join("work"))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "data directory /no/such/dir (from SPINDLE_DATA) does not exist");
+    }
+
+    #[test]
+    fn nothing_found_lists_where_it_looked() {
+        let t = tree(&["work"]);
+        let err = DataDir::resolve_with(None, None, &t.path().join("work")).unwrap_err();
+        let w = t.path().join("work");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no data directory found: pass --data-dir DIR or set SPINDLE_DATA (looked in {}, {})",
+                w.join("data").display(),
+                w.join("../shared/data").display()
+            )
+        );
+    }
+}

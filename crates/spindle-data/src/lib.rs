@@ -1,0 +1,40 @@
+//! `spindle-data` owns the text that spindle reads: where the offline data lives, what is in it,
+//! and (as it grows) how corpora become token streams and calibration windows.
+//!
+//! The pruning literature compares numbers that depend on exactly which text was scored and which
+//! calibration windows were drawn. This crate is where that exactness lives, separate from models
+//! and pruners, so a data question ("which 128 windows did seed 0 pick?") is answered without
+//! loading a model, and a model question never touches a file format.
+//!
+//! Today it holds the data-directory convention ([`DataDir`]) and the integrity check of a data
+//! directory against its `SHA256SUMS` ([`verify`]). Corpus readers, tokenization, calibration
+//! sampling and token caches arrive with the data issue.
+//!
+//! Architecture Invariant: spindle-data knows no tensors and no models. It does not link libtorch;
+//! it produces text and token ids, and the crates that own tensors turn those into tensors. It
+//! draws no progress bars: long work reports through a callback and the binary renders it.
+
+mod checksums;
+mod dir;
+
+pub use checksums::{FileCheck, FileStatus, VerifyReport, verify};
+pub use dir::{DataDir, DataDirSource};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while locating or reading data; each variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The directory given by `--data-dir` or `$SPINDLE_DATA` does not exist.
+    #[error("data directory {path} (from {from}) does not exist")]
+    MissingDataDir { path: PathBuf, from: DataDirSource },
+    /// No flag, no variable, and none of the default places exists.
+    #[error("no data directory found: pass --data-dir DIR or set SPINDLE_DATA (looked in {})", .looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NoDataDir { looked: Vec<PathBuf> },
+    /// A file could not be read.
+    #[error("cannot read {path}: {io}")]
+    Io { path: PathBuf, io: std::io::Error },
+    /// A line of a `SHA256SUMS` file is not `<64 hex digits>  <relative path>`.
+    #[error("{path}:{line}: not a `<sha256>  <file>` line: {text:?}")]
+    BadChecksumLine { path: PathBuf, line: usize, text: String },
+}

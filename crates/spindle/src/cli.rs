@@ -1,0 +1,120 @@
+//! The command line, stage one: raw flags as clap parses them. Each command validates these into
+//! typed configuration before doing any work (stage two), so a bad value is reported before a
+//! model is loaded.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use spindle_model::DeviceSpec;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spindle",
+    version,
+    about = "Sparsity Induction and post-training pruning for large language models",
+    long_about = "Sparsity Induction and post-training pruning for large language models.\n\n\
+        Exit codes: 0 success, 2 usage error (or a command that has not landed yet), 1 any other failure."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// CPU threads for libtorch (default: one per core). Benchmark on an idle machine.
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Compute device: auto, cpu, cuda or cuda:N (GPUs need a build with the `cuda` feature).
+    #[arg(long, global = true, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+    /// Offline data folder (default: $SPINDLE_DATA, else ./data, else ../shared/data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert a checkpoint (GGUF, llama2.c, Hugging Face) into a Hugging Face directory.
+    Convert(ConvertArgs),
+    /// Show a model's architecture, shapes, dtypes and per-layer sparsity.
+    Inspect(InspectArgs),
+    /// Sparsity Induction: absorbable scaling and the Spectral Norm Loss, before pruning.
+    Induce(InduceArgs),
+    /// Prune a model (magnitude, Wanda, SparseGPT, RIA; unstructured or N:M).
+    Prune(PruneArgs),
+    /// Evaluate a model: perplexity and zero-shot tasks.
+    Eval(EvalArgs),
+    /// Locate and check the offline data.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The checkpoint to convert: a .gguf file, a llama2.c .bin, or a Hugging Face directory.
+    pub input: PathBuf,
+    /// The Hugging Face directory to write (must not be the input).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A Hugging Face model directory.
+    pub model: PathBuf,
+    /// Also write the figures as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InduceArgs {
+    /// The dense Hugging Face model directory to transform.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to write the transformed model (never the input).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the figures as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The Hugging Face model directory to prune.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to write the pruned model (never the input).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the figures as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The Hugging Face model directory to evaluate.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Also write the figures as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Print the data folder in use and how it was chosen.
+    Locate {
+        /// Also write the answer as JSON to PATH.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
+    /// Check every file listed in the data folder's SHA256SUMS.
+    Verify {
+        /// Also write the per-file results as JSON to PATH.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
+}

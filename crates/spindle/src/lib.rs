@@ -1,0 +1,20 @@
+//! `spindle` is the only crate that knows both models and pruners: it owns the pipeline that walks
+//! a model block by block, feeds calibration activations to the pruning and induction math, and
+//! writes the result; and it owns the `spindle` binary.
+//!
+//! The other crates are deliberately narrow so that researchers can import one without the rest:
+//! `spindle-prune` and `spindle-induce` are math on tensors, `spindle-model` is files to modules,
+//! `spindle-data` is files to tokens, `spindle-eval` is scoring. Everything that needs to know two
+//! of those at once (which linear of which block gets which statistics, where the output goes)
+//! lives here.
+//!
+//! Today it holds the pieces every command shares: atomic output files ([`output`]) and progress
+//! reporting ([`progress`]). The sequential pruning pipeline arrives with the pruning issue.
+//!
+//! Architecture Invariant: the library half of this crate draws nothing on the terminal except
+//! through [`progress`], and never exits the process; the binary (`src/main.rs`) maps errors to
+//! exit codes: 0 success, 2 usage error (including a command whose issue has not landed), 1 any
+//! other failure, always with a one-line cause on stderr.
+
+pub mod output;
+pub mod progress;

@@ -1,0 +1,84 @@
+//! `cargo xtask`: spindle's task runner.
+//!
+//! It owns the chores around the Rust code, so that a new user types two commands and nothing
+//! else: `cargo xtask reproduce table2` (the main job) and `cargo xtask test` (every test). Both
+//! install libtorch first when it is missing (see [`libtorch`]).
+//!
+//! Architecture Invariant: xtask never links libtorch, nor any `spindle-*` crate. It drives the
+//! `spindle` binary and cargo as subprocesses, so `cargo xtask --help` works on a machine where
+//! libtorch has never been installed. A test in `tests/architecture.rs` keeps `tch` out of its
+//! dependency tree.
+
+mod libtorch;
+mod reproduce;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "spindle's task runner (setup, tests, table reproduction)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install libtorch 2.13.0 from the PyPI torch wheel into the cache and link it as `.libtorch`.
+    ///
+    /// Idempotent: a finished install is reused. `cargo xtask test` and `cargo xtask reproduce`
+    /// run this step themselves; call it directly only to prepare a machine or to switch to CUDA.
+    Setup(libtorch::SetupArgs),
+    /// Run every test: installs libtorch if needed, then doctests, then cargo-nextest on the
+    /// whole workspace (its summary line is printed last).
+    Test(test::TestArgs),
+    /// Reproduce one of the paper's tables (the main job).
+    Reproduce(reproduce::ReproduceArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup(args) => libtorch::setup(&args).map(|install| {
+            println!("libtorch ready: {}", install.display());
+        }),
+        Task::Test(args) => test::run(&args),
+        Task::Reproduce(args) => reproduce::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+pub(crate) fn project_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// `cargo` as cargo itself was invoked (the `CARGO` variable), else the one on PATH.
+pub(crate) fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// Runs `cmd`, echoing it first; fails with the command line and exit status when it fails.
+pub(crate) fn run_echoed(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("$ {}", shown.replace('"', ""));
+    let status = cmd.status().with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
