@@ -1,1 +1,168 @@
+//! The dependency invariants of ARCHITECTURE.md, checked on the real resolved graph
+//! (`cargo metadata`, the data behind `cargo tree -i`): a forbidden edge, direct or transitive,
+//! fails this test with the path that brings it in.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::process::Command;
+
+use serde_json::Value;
+use spindle_tests::workspace_root;
+
+/// The resolved graph: package name -> (dependency name, kinds of the edge).
+struct Graph {
+    edges: BTreeMap<String, Vec<(String, Vec<String>)>>,
+}
+
+fn host_triple() -> String {
+    let out = Command::new("rustc").arg("-vV").output().expect("rustc -vV");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV prints the host triple")
+        .to_owned()
+}
+
+fn graph() -> Graph {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["metadata", "--format-version", "1", "--locked", "--filter-platform"])
+        .arg(host_triple())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
+    let name_of: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let mut edges = BTreeMap::new();
+    for node in meta["resolve"]["nodes"].as_array().unwrap() {
+        let from = name_of[node["id"].as_str().unwrap()].to_owned();
+        let deps = node["deps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let kinds = d["dep_kinds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|k| k["kind"].as_str().unwrap_or("normal").to_owned())
+                    .collect();
+                (name_of[d["pkg"].as_str().unwrap()].to_owned(), kinds)
+            })
+            .collect();
+        edges.insert(from, deps);
+    }
+    Graph { edges }
+}
+
+impl Graph {
+    /// Every package `root` pulls in, each with the path that first reaches it. Dev-dependencies
+    /// count only when `with_dev` (and only the root's own: a dependency's tests are not built).
+    fn closure(&self, root: &str, with_dev: bool) -> BTreeMap<String, Vec<String>> {
+        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut queue = VecDeque::from([vec![root.to_owned()]]);
+        while let Some(path) = queue.pop_front() {
+            let here = path.last().unwrap();
+            for (dep, kinds) in self.edges.get(here).into_iter().flatten() {
+                let dev_only = kinds.iter().all(|k| k == "dev");
+                if dev_only && !(with_dev && here == root) {
+                    continue;
+                }
+                if !seen.contains_key(dep) {
+                    let mut p = path.clone();
+                    p.push(dep.clone());
+                    seen.insert(dep.clone(), p.clone());
+                    queue.push_back(p);
+                }
+            }
+        }
+        seen
+    }
+
+    fn assert_absent(&self, root: &str, forbidden: &[&str], with_dev: bool, why: &str) {
+        assert!(self.edges.contains_key(root), "{root} is not a workspace package");
+        let closure = self.closure(root, with_dev);
+        let hits: Vec<String> = closure
+            .iter()
+            .filter(|(name, _)| forbidden.iter().any(|f| f == name || (f.ends_with('*') && name.starts_with(&f[..f.len() - 1]))))
+            .map(|(_, path)| path.join(" -> "))
+            .collect();
+        assert!(hits.is_empty(), "{root} must not depend on {forbidden:?} ({why}), but: {}", hits.join("; "));
+    }
+}
+
+const FILE_FORMATS: &[&str] = &["safetensors", "parquet", "arrow", "arrow-*", "tokenizers", "memmap2", "hf-hub"];
+
+#[test]
+fn pruners_know_no_files_and_no_models() {
+    let g = graph();
+    let mut forbidden = FILE_FORMATS.to_vec();
+    forbidden.extend(["spindle-model", "spindle-data", "spindle-eval", "spindle-induce", "spindle"]);
+    g.assert_absent("spindle-prune", &forbidden, false, "pruners are pure functions on tensors");
+}
+
+#[test]
+fn induction_knows_no_files_and_no_models() {
+    let g = graph();
+    let mut forbidden = FILE_FORMATS.to_vec();
+    forbidden.extend(["spindle-model", "spindle-data", "spindle-eval", "spindle"]);
+    g.assert_absent("spindle-induce", &forbidden, false, "induction is math on tensors");
+}
+
+#[test]
+fn xtask_never_links_libtorch() {
+    let g = graph();
+    let forbidden = ["tch", "torch-sys", "spindle-model", "spindle-data", "spindle-induce", "spindle-prune", "spindle-eval", "spindle"];
+    // Dev-dependencies too: `cargo xtask` must build and its tests run on a machine without libtorch.
+    g.assert_absent("xtask", &forbidden, true, "`cargo xtask --help` must work without libtorch");
+}
+
+#[test]
+fn data_knows_no_tensors_and_no_models() {
+    let g = graph();
+    let forbidden = ["tch", "torch-sys", "spindle-model", "spindle-prune", "spindle-induce", "spindle-eval", "spindle"];
+    g.assert_absent("spindle-data", &forbidden, false, "data is text and token ids");
+}
+
+#[test]
+fn models_know_no_pruners_datasets_or_evaluation() {
+    let g = graph();
+    let forbidden = ["spindle-prune", "spindle-induce", "spindle-eval", "spindle-data", "spindle", "parquet", "arrow", "arrow-*"];
+    g.assert_absent("spindle-model", &forbidden, false, "a model is files to modules, ids to logits");
+}
+
+#[test]
+fn evaluation_knows_no_pruner() {
+    let g = graph();
+    g.assert_absent("spindle-eval", &["spindle-prune", "spindle-induce", "spindle"], false, "a pruned model is scored like a dense one");
+}
+
+#[test]
+fn only_spindle_knows_both_models_and_pruners() {
+    let g = graph();
+    let members: BTreeSet<&str> = ["spindle-model", "spindle-data", "spindle-induce", "spindle-prune", "spindle-eval", "spindle", "xtask", "spindle-tests"].into();
+    for member in members {
+        let closure = g.closure(member, false);
+        let both = closure.contains_key("spindle-model") && closure.contains_key("spindle-prune");
+        assert_eq!(both, member == "spindle", "{member}: only `spindle` may depend on both spindle-model and spindle-prune");
+    }
+}
+
+#[test]
+fn the_checker_sees_real_edges() {
+    // Guards the guard: if the graph were read wrongly, every test above would pass vacuously.
+    let g = graph();
+    let spindle = g.closure("spindle", false);
+    for dep in ["spindle-model", "spindle-prune", "spindle-data", "tch", "torch-sys", "clap"] {
+        assert!(spindle.contains_key(dep), "spindle should reach {dep}");
+    }
+    assert_eq!(spindle["torch-sys"].first().map(String::as_str), Some("spindle"));
+    // Dev-dependencies are seen only when asked for.
+    assert!(!g.closure("spindle-data", false).contains_key("tempfile"));
+    assert!(g.closure("spindle-data", true).contains_key("tempfile"));
+}

@@ -2,8 +2,7 @@
 //! and maps its outcome to an exit code (0 success, 2 usage error, 1 any other failure) with a
 //! one-line cause on stderr.
 
-mod cli;
-mod data_cmd;
+mod cmd;
 
 use std::process::ExitCode;
 
@@ -12,7 +11,7 @@ use clap::error::ErrorKind;
 use spindle_model::Runtime;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command};
+use cmd::cli::{Cli, Command};
 
 /// How a command failed: the two kinds map to different exit codes.
 #[derive(Debug)]
@@ -56,7 +55,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Induce(_) => Err(not_landed("induce", "Sparsity Induction", 7)),
         Command::Prune(_) => Err(not_landed("prune", "the pruners and the sequential pipeline", 6)),
         Command::Eval(_) => Err(not_landed("eval", "evaluation", 5)),
-        Command::Data(cmd) => data_cmd::run(cmd, cli.data_dir.as_deref()),
+        Command::Data(cmd) => cmd::data::run(cmd, cli.data_dir.as_deref()),
     }
 }
 

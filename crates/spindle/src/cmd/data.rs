@@ -8,7 +8,7 @@ use spindle::{output, progress};
 use spindle_data::{DataDir, FileStatus};
 
 use crate::Failure;
-use crate::cli::DataCommand;
+use crate::cmd::cli::DataCommand;
 
 pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
     // A data directory that cannot be found is a usage problem: the fix is a flag or a variable.

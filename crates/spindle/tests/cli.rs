@@ -1,0 +1,158 @@
+//! The `spindle` binary as a user meets it: help, exit codes, one-line errors, JSON output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const SUBCOMMANDS: &[&str] = &["convert", "inspect", "induce", "prune", "eval", "data"];
+
+fn spindle(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SPINDLE_DATA")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("spindle runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A data folder with one intact file, one listed in SHA256SUMS.
+fn data_dir() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("data/sub")).unwrap();
+    std::fs::write(t.path().join("data/sub/a.txt"), "hello\n").unwrap();
+    std::fs::write(
+        t.path().join("data/SHA256SUMS"),
+        "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03  sub/a.txt\n",
+    )
+    .unwrap();
+    t
+}
+
+#[test]
+fn help_works_for_the_binary_and_every_subcommand() {
+    let here = Path::new(".");
+    let o = spindle(&["--help"], here);
+    assert_eq!(o.status.code(), Some(0));
+    for sub in SUBCOMMANDS {
+        assert!(stdout(&o).contains(sub), "--help lists {sub}");
+        let o = spindle(&[sub, "--help"], here);
+        assert_eq!(o.status.code(), Some(0), "spindle {sub} --help: {}", stderr(&o));
+        assert!(stdout(&o).contains(&format!("Usage: spindle {sub}")), "{}", stdout(&o));
+    }
+    for sub in ["locate", "verify"] {
+        assert_eq!(spindle(&["data", sub, "--help"], here).status.code(), Some(0));
+    }
+}
+
+#[test]
+fn an_unknown_flag_exits_2_with_one_clear_line() {
+    let o = spindle(&["data", "verify", "--frobnicate"], Path::new("."));
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "spindle: error: unexpected argument '--frobnicate' found (see `spindle --help`)\n"
+    );
+    assert!(stdout(&o).is_empty());
+    let o = spindle(&["frob"], Path::new("."));
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn commands_that_have_not_landed_say_so_and_exit_2_without_output() {
+    let t = tempfile::tempdir().unwrap();
+    let json = t.path().join("out.json");
+    let json = json.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["convert", "m.gguf", "--out", "o"], "issue #3"),
+        (&["inspect", "m", "--json", json], "issue #3"),
+        (&["induce", "--model", "m", "--out", "o", "--json", json], "issue #7"),
+        (&["prune", "--model", "m", "--out", "o", "--json", json], "issue #6"),
+        (&["eval", "--model", "m", "--json", json], "issue #5"),
+    ];
+    for (args, issue) in cases {
+        let o = spindle(args, t.path());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("spindle: error: `spindle {}` is not available yet", args[0])), "{err}");
+        assert!(err.contains(issue), "{err}");
+        assert!(stdout(&o).is_empty());
+    }
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "no output files");
+}
+
+#[test]
+fn impossible_runtime_requests_are_usage_errors() {
+    let t = data_dir();
+    let o = spindle(&["--device", "cuda:0", "data", "locate"], t.path());
+    assert_eq!(o.status.code(), Some(2));
+    if !cfg!(feature = "cuda") {
+        assert_eq!(
+            stderr(&o),
+            "spindle: error: device cuda:0 asked for, but this spindle was built without the `cuda` feature (see README: GPU build)\n"
+        );
+    }
+    let o = spindle(&["--device", "tpu", "data", "locate"], t.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown device \"tpu\""), "{}", stderr(&o));
+    let o = spindle(&["--threads", "0", "data", "locate"], t.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "spindle: error: --threads must be at least 1, got 0\n");
+}
+
+#[test]
+fn data_locate_follows_the_convention() {
+    let t = data_dir();
+    let o = spindle(&["data", "locate"], t.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{} (from ./data)\n", t.path().join("data").display()));
+
+    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["data", "locate"])
+        .current_dir(t.path())
+        .env("SPINDLE_DATA", t.path().join("data/sub"))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), format!("{} (from SPINDLE_DATA)\n", t.path().join("data/sub").display()));
+
+    let o = spindle(&["--data-dir", "missing", "data", "locate"], t.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        format!("spindle: error: data directory {} (from --data-dir) does not exist\n", t.path().join("missing").display())
+    );
+}
+
+#[test]
+fn data_verify_reports_intact_and_damaged_files_with_json() {
+    let t = data_dir();
+    let json = t.path().join("verify.json");
+    let o = spindle(&["data", "verify", "--json", json.to_str().unwrap()], t.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("1 files, 0.0 MiB: all intact in "), "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["bytes"], 6);
+    assert_eq!(v["files"][0]["path"], "sub/a.txt");
+    assert_eq!(v["files"][0]["status"], "ok");
+
+    std::fs::write(t.path().join("data/sub/a.txt"), "changed\n").unwrap();
+    let o = spindle(&["data", "verify", "--json", json.to_str().unwrap()], t.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!("spindle: error: 1 of 1 files in {} failed their checksum: sub/a.txt (changed)\n", t.path().join("data").display())
+    );
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["files"][0]["status"], "changed");
+}
