@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "spindle's task runner (setup, tests, table reproduction)")]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "spindle's task runner (setup, tests, table reproduction)")]
 struct Cli {
     #[command(subcommand)]
     command: Task,
