@@ -7,14 +7,26 @@
 //! head; each block exposes its linear layers and norms by their Hugging Face names so that the
 //! pipeline can scale and prune them; and nothing requires the whole model to be resident.
 //!
-//! Today it holds the compute runtime ([`Runtime`]): which device tensors live on (the `cuda`
-//! feature adds GPUs) and how many CPU threads libtorch uses. Configs, checkpoints (safetensors,
-//! GGUF, llama2.c), the block-wise forward and saving arrive with the model-IO issue.
+//! What exists: `config.json` resolved for Llama, Mistral, Qwen2 and OPT in both the
+//! transformers-4 and -5 key layouts ([`ModelConfig`]); memory-mapped safetensors, single or
+//! sharded, read one tensor at a time with shape and finiteness checks ([`Weights`]); the
+//! block-wise forward pass ([`Model`]: `embed` → `block(i).forward` → `head`, logits for every
+//! position), equal to transformers' to ~2e-6 in fp32; safetensors writing; and the compute
+//! runtime ([`Runtime`]). Import from GGUF and llama2.c, tokenizer files and saving a whole model
+//! directory are being added.
 //!
 //! Architecture Invariant: spindle-model knows no pruner, no induction method, no dataset and no
 //! evaluation protocol. It turns files into modules and ids into logits; what is done with the
 //! weights and the logits is decided elsewhere.
 
+mod config;
 mod device;
+mod model;
+mod safetensors_write;
+mod weights;
 
+pub use config::{Architecture, AttentionWindow, ConfigError, DType, Family, ModelConfig, RopeScaling};
 pub use device::{DeviceSpec, Runtime, RuntimeError};
+pub use model::{Block, ForwardCtx, Linear, Model, ModelError, Norm};
+pub use safetensors_write::{WriteError, safetensors_bytes, write_safetensors};
+pub use weights::{Weights, WeightsError};

@@ -1,0 +1,502 @@
+//! The block-wise forward pass: [`Model::embed`] → [`Block::forward`] for each block (loaded on
+//! demand by [`Model::block`]) → [`Model::head`]. Only the embeddings and the head are resident;
+//! a block is read from the memory-mapped checkpoint when asked for and freed when dropped.
+//!
+//! Numerics follow Hugging Face transformers' eager implementations (RMSNorm in fp32, RoPE
+//! frequencies in fp32, softmax through libtorch's scaled_dot_product_attention with an additive
+//! mask), so fp32 logits agree with transformers to about 1e-5.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{AttentionWindow, ConfigError, Family, ModelConfig, RopeScaling};
+use crate::weights::{Weights, WeightsError};
+
+/// Why a model cannot be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("{dir}: no config.json")]
+    NoConfig { dir: PathBuf },
+    #[error("block {index} does not exist: the model has {layers} blocks")]
+    NoSuchBlock { index: usize, layers: usize },
+    #[error("input ids must be a [batch, seq] int64 tensor, got {kind:?} of shape {shape:?}")]
+    BadInput { kind: Kind, shape: Vec<i64> },
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange { id: i64, vocab: usize },
+    #[error("sequence length {len} exceeds the model's {max} learned positions")]
+    TooLong { len: usize, max: usize },
+}
+
+/// A linear layer `y = x Wᵀ + b`, with `weight` `[out, in]` as Hugging Face stores it.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// RMSNorm (Llama family) or LayerNorm (OPT).
+#[derive(Debug)]
+pub struct Norm {
+    pub weight: Tensor,
+    /// LayerNorm's bias; `None` for RMSNorm.
+    pub bias: Option<Tensor>,
+    eps: f64,
+}
+
+impl Norm {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        match &self.bias {
+            // transformers' LlamaRMSNorm: normalise in fp32, cast back, then scale.
+            None => {
+                let dtype = x.kind();
+                let h = x.to_kind(Kind::Float);
+                let variance = h.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+                let h = &h * (variance + self.eps).rsqrt();
+                &self.weight * h.to_kind(dtype)
+            }
+            Some(bias) => {
+                let last = x.size().last().copied().unwrap_or(0);
+                x.layer_norm([last], Some(&self.weight), Some(bias), self.eps, false)
+            }
+        }
+    }
+}
+
+/// Per-batch state shared by every block: the additive attention mask and, for RoPE models,
+/// the rotary tables.
+#[derive(Debug)]
+pub struct ForwardCtx {
+    /// `[batch, 1, seq, seq]`, 0 where attention is allowed and the dtype's minimum elsewhere.
+    pub mask: Tensor,
+    /// `[batch, 1, seq, head_dim]` each, for RoPE models.
+    rope: Option<(Tensor, Tensor)>,
+}
+
+/// One decoder block with its linear layers and norms under their Hugging Face names.
+#[derive(Debug)]
+pub struct Block {
+    index: usize,
+    pre_norm: bool,
+    num_heads: i64,
+    num_kv_heads: i64,
+    head_dim: i64,
+    /// (path inside the block, e.g. `self_attn.q_proj`, layer), in Hugging Face order.
+    linears: Vec<(&'static str, Linear)>,
+    /// (path inside the block, e.g. `input_layernorm`, norm).
+    norms: Vec<(&'static str, Norm)>,
+}
+
+const LLAMA_LINEARS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+const LLAMA_NORMS: [&str; 2] = ["input_layernorm", "post_attention_layernorm"];
+const OPT_LINEARS: [&str; 6] =
+    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2"];
+const OPT_NORMS: [&str; 2] = ["self_attn_layer_norm", "final_layer_norm"];
+
+fn short(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+impl Block {
+    /// This block's index in the model.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The linear layers, by their path inside the block (`self_attn.q_proj`, `mlp.down_proj`,
+    /// `fc1`, ...), in Hugging Face order.
+    pub fn linears(&self) -> impl Iterator<Item = (&'static str, &Linear)> {
+        self.linears.iter().map(|(n, l)| (*n, l))
+    }
+
+    /// A linear layer by its Hugging Face name (`q_proj`, `down_proj`, `fc1`, ...).
+    pub fn linear(&self, name: &str) -> Option<&Linear> {
+        self.linears.iter().find(|(p, _)| short(p) == name).map(|(_, l)| l)
+    }
+
+    /// The same, mutable, for pruning and scaling.
+    pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear> {
+        self.linears.iter_mut().find(|(p, _)| short(p) == name).map(|(_, l)| l)
+    }
+
+    /// The norms, by their path inside the block.
+    pub fn norms(&self) -> impl Iterator<Item = (&'static str, &Norm)> {
+        self.norms.iter().map(|(n, l)| (*n, l))
+    }
+
+    /// A norm by name (`input_layernorm`, `self_attn_layer_norm`, ...), mutable for scaling.
+    pub fn norm_mut(&mut self, name: &str) -> Option<&mut Norm> {
+        self.norms.iter_mut().find(|(p, _)| *p == name).map(|(_, n)| n)
+    }
+
+    // Every name used below is one this module put in the block itself, so a miss is a bug.
+    fn lin(&self, name: &str) -> &Linear {
+        match self.linear(name) {
+            Some(l) => l,
+            None => unreachable!("block built without {name}"),
+        }
+    }
+
+    fn nrm(&self, name: &str) -> &Norm {
+        match self.norms.iter().find(|(p, _)| *p == name) {
+            Some((_, n)) => n,
+            None => unreachable!("block built without {name}"),
+        }
+    }
+
+    /// Runs the block on `hidden` `[batch, seq, hidden]`.
+    pub fn forward(&self, hidden: &Tensor, ctx: &ForwardCtx) -> Tensor {
+        if self.linear("o_proj").is_some() {
+            self.forward_llama(hidden, ctx)
+        } else {
+            self.forward_opt(hidden, ctx)
+        }
+    }
+
+    fn attention(&self, x: &Tensor, ctx: &ForwardCtx, out_name: &str) -> Tensor {
+        let (b, s) = (x.size()[0], x.size()[1]);
+        let split = |t: Tensor, heads: i64| t.view([b, s, heads, self.head_dim]).transpose(1, 2);
+        let mut q = split(self.lin("q_proj").forward(x), self.num_heads);
+        let mut k = split(self.lin("k_proj").forward(x), self.num_kv_heads);
+        let v = split(self.lin("v_proj").forward(x), self.num_kv_heads);
+        if let Some((cos, sin)) = &ctx.rope {
+            q = apply_rope(&q, cos, sin);
+            k = apply_rope(&k, cos, sin);
+        }
+        let mask = ctx.mask.to_kind(q.kind());
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(&mask),
+            0.0,
+            false,
+            None::<f64>,
+            self.num_kv_heads != self.num_heads,
+        );
+        let y = y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]);
+        self.lin(out_name).forward(&y)
+    }
+
+    fn forward_llama(&self, hidden: &Tensor, ctx: &ForwardCtx) -> Tensor {
+        let h = hidden + self.attention(&self.nrm("input_layernorm").forward(hidden), ctx, "o_proj");
+        let x = self.nrm("post_attention_layernorm").forward(&h);
+        let act = self.lin("gate_proj").forward(&x).silu() * self.lin("up_proj").forward(&x);
+        &h + self.lin("down_proj").forward(&act)
+    }
+
+    fn forward_opt(&self, hidden: &Tensor, ctx: &ForwardCtx) -> Tensor {
+        let attn_norm = self.nrm("self_attn_layer_norm");
+        let ffn_norm = self.nrm("final_layer_norm");
+        let x = if self.pre_norm { attn_norm.forward(hidden) } else { hidden.shallow_clone() };
+        let mut h = hidden + self.attention(&x, ctx, "out_proj");
+        if !self.pre_norm {
+            h = attn_norm.forward(&h);
+        }
+        let x = if self.pre_norm { ffn_norm.forward(&h) } else { h.shallow_clone() };
+        let mut out = &h + self.lin("fc2").forward(&self.lin("fc1").forward(&x).relu());
+        if !self.pre_norm {
+            out = ffn_norm.forward(&out);
+        }
+        out
+    }
+}
+
+/// transformers' `rotate_half` convention: the two halves of each head are the pairs.
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let x1 = x.narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    let rotated = Tensor::cat(&[x2.neg(), x1], 3);
+    x * cos.to_kind(x.kind()) + rotated * sin.to_kind(x.kind())
+}
+
+/// The inverse frequencies of RoPE, computed as transformers does (fp32).
+fn inv_freq(theta: f64, scaling: RopeScaling, head_dim: i64, device: Device) -> Tensor {
+    let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / head_dim as f64;
+    let base = Tensor::pow_scalar(theta, &exponents);
+    let inv = base.reciprocal();
+    match scaling {
+        RopeScaling::None => inv,
+        RopeScaling::Linear { factor } => inv / factor,
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            let old = original_max_position_embeddings as f64;
+            let low_wavelen = old / low_freq_factor;
+            let high_wavelen = old / high_freq_factor;
+            let wavelen = (2.0 * std::f64::consts::PI) / &inv;
+            let scaled = inv.where_self(&wavelen.le(low_wavelen), &(&inv / factor));
+            let smooth = (old / &wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            let smoothed: Tensor = (1.0 - &smooth) * &scaled / factor + &smooth * &scaled;
+            let medium = wavelen.ge(high_wavelen).logical_and(&wavelen.le(low_wavelen));
+            smoothed.where_self(&medium, &scaled)
+        }
+    }
+}
+
+/// A loaded model: configuration, the memory-mapped checkpoint, and the resident parts
+/// (embeddings and head). Blocks are loaded on demand.
+#[derive(Debug)]
+pub struct Model {
+    config: ModelConfig,
+    weights: Weights,
+    device: Device,
+    kind: Kind,
+    /// Tensor-name prefix of the decoder (`model.`, `model.decoder.` or `decoder.`).
+    prefix: String,
+    embed_tokens: Tensor,
+    /// OPT's learned positions `[max_pos + 2, hidden]`.
+    embed_positions: Option<Tensor>,
+    project_in: Option<Linear>,
+    project_out: Option<Linear>,
+    final_norm: Option<Norm>,
+    lm_head: Tensor,
+}
+
+impl Model {
+    /// Opens a Hugging Face model directory and loads its embeddings and head on `device` as
+    /// `kind`. Decoder blocks are read later, one at a time.
+    pub fn open(dir: &Path, device: Device, kind: Kind) -> Result<Model, ModelError> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(ModelError::NoConfig { dir: dir.to_path_buf() });
+        }
+        let config = ModelConfig::from_file(&config_path)?;
+        let weights = Weights::open(dir)?;
+        let c = &config;
+        let (h, v) = (c.hidden_size, c.vocab_size);
+        let load = |name: &str, shape: &[usize]| weights.load(name, shape, kind, device);
+        let model = match &c.family {
+            Family::LlamaLike { .. } => {
+                let prefix = "model.".to_owned();
+                let embed_tokens = load("model.embed_tokens.weight", &[v, h])?;
+                let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
+                    load("lm_head.weight", &[v, h])?
+                } else {
+                    embed_tokens.shallow_clone()
+                };
+                let final_norm = Some(Norm { weight: load("model.norm.weight", &[h])?, bias: None, eps: c.norm_eps });
+                Model { embed_positions: None, project_in: None, project_out: None, final_norm, lm_head, embed_tokens, prefix, config: config.clone(), weights, device, kind }
+            }
+            Family::Opt { pre_norm, word_embed_proj_dim, .. } => {
+                let prefix = if weights.contains("model.decoder.embed_tokens.weight") { "model.decoder." } else { "decoder." }.to_owned();
+                let p = |n: &str| format!("{prefix}{n}");
+                let e = *word_embed_proj_dim;
+                let embed_tokens = load(&p("embed_tokens.weight"), &[v, e])?;
+                let embed_positions = Some(load(&p("embed_positions.weight"), &[c.max_position_embeddings + 2, h])?);
+                let (project_in, project_out) = if e != h {
+                    (
+                        Some(Linear { weight: load(&p("project_in.weight"), &[h, e])?, bias: None }),
+                        Some(Linear { weight: load(&p("project_out.weight"), &[e, h])?, bias: None }),
+                    )
+                } else {
+                    (None, None)
+                };
+                let final_norm = if *pre_norm {
+                    Some(Norm { weight: load(&p("final_layer_norm.weight"), &[h])?, bias: Some(load(&p("final_layer_norm.bias"), &[h])?), eps: c.norm_eps })
+                } else {
+                    None
+                };
+                let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
+                    load("lm_head.weight", &[v, e])?
+                } else {
+                    embed_tokens.shallow_clone()
+                };
+                Model { embed_positions, project_in, project_out, final_norm, lm_head, embed_tokens, prefix, config: config.clone(), weights, device, kind }
+            }
+        };
+        Ok(model)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The full tensor-name prefix of block `index` (e.g. `model.layers.3.`).
+    pub fn block_prefix(&self, index: usize) -> String {
+        format!("{}layers.{index}.", self.prefix)
+    }
+
+    /// Reads block `index` from the checkpoint.
+    pub fn block(&self, index: usize) -> Result<Block, ModelError> {
+        let c = &self.config;
+        if index >= c.num_layers {
+            return Err(ModelError::NoSuchBlock { index, layers: c.num_layers });
+        }
+        let prefix = self.block_prefix(index);
+        let load = |name: &str, shape: &[usize]| self.weights.load(&format!("{prefix}{name}"), shape, self.kind, self.device);
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (q_out, kv_out) = (c.num_heads * hd, c.num_kv_heads * hd);
+        let mut linears = Vec::new();
+        let mut norms = Vec::new();
+        let pre_norm = match &c.family {
+            Family::LlamaLike { qkv_bias, o_bias, mlp_bias, .. } => {
+                let i = c.intermediate_size;
+                let shapes = [(q_out, h, *qkv_bias), (kv_out, h, *qkv_bias), (kv_out, h, *qkv_bias), (h, q_out, *o_bias), (i, h, *mlp_bias), (i, h, *mlp_bias), (h, i, *mlp_bias)];
+                for (path, (out, inp, has_bias)) in LLAMA_LINEARS.into_iter().zip(shapes) {
+                    let weight = load(&format!("{path}.weight"), &[out, inp])?;
+                    let bias = if has_bias { Some(load(&format!("{path}.bias"), &[out])?) } else { None };
+                    linears.push((path, Linear { weight, bias }));
+                }
+                for path in LLAMA_NORMS {
+                    norms.push((path, Norm { weight: load(&format!("{path}.weight"), &[h])?, bias: None, eps: c.norm_eps }));
+                }
+                true
+            }
+            Family::Opt { pre_norm, bias, .. } => {
+                let f = c.intermediate_size;
+                let shapes = [(h, h), (h, h), (h, h), (h, h), (f, h), (h, f)];
+                for (path, (out, inp)) in OPT_LINEARS.into_iter().zip(shapes) {
+                    let weight = load(&format!("{path}.weight"), &[out, inp])?;
+                    let bias = if *bias { Some(load(&format!("{path}.bias"), &[out])?) } else { None };
+                    linears.push((path, Linear { weight, bias }));
+                }
+                for path in OPT_NORMS {
+                    let weight = load(&format!("{path}.weight"), &[h])?;
+                    let bias = Some(load(&format!("{path}.bias"), &[h])?);
+                    norms.push((path, Norm { weight, bias, eps: c.norm_eps }));
+                }
+                *pre_norm
+            }
+        };
+        Ok(Block {
+            index,
+            pre_norm,
+            num_heads: c.num_heads as i64,
+            num_kv_heads: c.num_kv_heads as i64,
+            head_dim: hd as i64,
+            linears,
+            norms,
+        })
+    }
+
+    fn check_ids(&self, ids: &Tensor) -> Result<(i64, i64), ModelError> {
+        let shape = ids.size();
+        if ids.kind() != Kind::Int64 || shape.len() != 2 {
+            return Err(ModelError::BadInput { kind: ids.kind(), shape });
+        }
+        if ids.numel() > 0 {
+            let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+            let vocab = self.config.vocab_size;
+            for id in [lo, hi] {
+                if id < 0 || id as usize >= vocab {
+                    return Err(ModelError::TokenOutOfRange { id, vocab });
+                }
+            }
+        }
+        Ok((shape[0], shape[1]))
+    }
+
+    /// A mask of ones when none is given, as int64 on the model's device.
+    fn mask_or_ones(&self, b: i64, s: i64, mask: Option<&Tensor>) -> Tensor {
+        match mask {
+            Some(m) => m.to_kind(Kind::Int64).to_device(self.device),
+            None => Tensor::ones([b, s], (Kind::Int64, self.device)),
+        }
+    }
+
+    /// Token (and, for OPT, position) embeddings of `ids` `[batch, seq]`; `mask` `[batch, seq]`
+    /// marks real tokens with 1 and padding with 0.
+    pub fn embed(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ModelError> {
+        let (b, s) = self.check_ids(ids)?;
+        let ids = ids.to_device(self.device);
+        let mut h = Tensor::embedding(&self.embed_tokens, &ids, -1, false, false);
+        if let Some(p) = &self.project_in {
+            h = p.forward(&h);
+        }
+        if let Some(table) = &self.embed_positions {
+            let max = self.config.max_position_embeddings;
+            if s as usize > max {
+                return Err(ModelError::TooLong { len: s as usize, max });
+            }
+            // transformers' OPTLearnedPositionalEmbedding: cumsum over the mask, offset 2.
+            let m = self.mask_or_ones(b, s, mask);
+            let positions = (m.cumsum(1, Kind::Int64) * &m - 1) + 2;
+            h = h + Tensor::embedding(table, &positions, -1, false, false);
+        }
+        Ok(h)
+    }
+
+    /// The mask and rotary tables every block of this batch needs.
+    pub fn context(&self, batch: i64, seq: i64, mask: Option<&Tensor>) -> ForwardCtx {
+        let dev = self.device;
+        let i = Tensor::arange(seq, (Kind::Int64, dev)).unsqueeze(1);
+        let j = Tensor::arange(seq, (Kind::Int64, dev)).unsqueeze(0);
+        let mut allowed = j.le_tensor(&i);
+        if let AttentionWindow::Sliding(w) = self.config.window {
+            allowed = allowed.logical_and(&(&i - &j).lt(w as i64));
+        }
+        let keys = self.mask_or_ones(batch, seq, mask).ne(0).view([batch, 1, 1, seq]);
+        let allowed = allowed.view([1, 1, seq, seq]).logical_and(&keys);
+        let min = match self.kind {
+            Kind::Half => f64::from(half::f16::MIN),
+            Kind::BFloat16 => f64::from(half::bf16::MIN),
+            _ => f64::from(f32::MIN),
+        };
+        let additive = Tensor::zeros([1], (Kind::Float, dev))
+            .where_self(&allowed, &Tensor::full([1], min, (Kind::Float, dev)));
+        let rope = match &self.config.family {
+            Family::LlamaLike { rope_theta, rope_scaling, .. } => {
+                let inv = inv_freq(*rope_theta, *rope_scaling, self.config.head_dim as i64, dev);
+                let positions = Tensor::arange(seq, (Kind::Float, dev));
+                let freqs = positions.unsqueeze(1).matmul(&inv.unsqueeze(0));
+                let emb = Tensor::cat(&[&freqs, &freqs], -1).view([1, 1, seq, -1]);
+                Some((emb.cos(), emb.sin()))
+            }
+            Family::Opt { .. } => None,
+        };
+        ForwardCtx { mask: additive, rope }
+    }
+
+    /// Logits `[batch, seq, vocab]` for every position.
+    pub fn head(&self, hidden: &Tensor) -> Tensor {
+        let mut h = match &self.final_norm {
+            Some(n) => n.forward(hidden),
+            None => hidden.shallow_clone(),
+        };
+        if let Some(p) = &self.project_out {
+            h = p.forward(&h);
+        }
+        h.linear::<Tensor>(&self.lm_head, None)
+    }
+
+    /// The whole forward pass, one block resident at a time.
+    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ModelError> {
+        let mut h = self.embed(ids, mask)?;
+        let size = ids.size();
+        let ctx = self.context(size[0], size[1], mask);
+        for i in 0..self.config.num_layers {
+            h = self.block(i)?.forward(&h, &ctx);
+        }
+        Ok(self.head(&h))
+    }
+}
