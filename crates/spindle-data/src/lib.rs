@@ -7,7 +7,8 @@
 //! loading a model, and a model question never touches a file format.
 //!
 //! Today it holds the data-directory convention ([`DataDir`]) and the integrity check of a data
-//! directory against its `SHA256SUMS` ([`verify`]). Corpus readers, tokenization, calibration
+//! directory against its `SHA256SUMS` ([`verify`]), and tokenization ([`Tokenizer`], the
+//! `tokenizers` crate reading a Hugging Face `tokenizer.json`). Corpus readers, calibration
 //! sampling and token caches arrive with the data issue.
 //!
 //! Architecture Invariant: spindle-data knows no tensors and no models. It does not link libtorch;
@@ -16,9 +17,11 @@
 
 mod checksums;
 mod dir;
+mod tokenizer;
 
 pub use checksums::{FileCheck, FileStatus, VerifyReport, verify};
 pub use dir::{DataDir, DataDirSource};
+pub use tokenizer::Tokenizer;
 
 use std::path::PathBuf;
 
@@ -37,4 +40,7 @@ pub enum DataError {
     /// A line of a `SHA256SUMS` file is not `<64 hex digits>  <relative path>`.
     #[error("{path}:{line}: not a `<sha256>  <file>` line: {text:?}")]
     BadChecksumLine { path: PathBuf, line: usize, text: String },
+    /// A `tokenizer.json` that the tokenizers library rejects, or text it cannot encode.
+    #[error("{path}: not a usable tokenizer: {problem}")]
+    Tokenizer { path: PathBuf, problem: String },
 }

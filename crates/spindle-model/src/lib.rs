@@ -11,22 +11,31 @@
 //! transformers-4 and -5 key layouts ([`ModelConfig`]); memory-mapped safetensors, single or
 //! sharded, read one tensor at a time with shape and finiteness checks ([`Weights`]); the
 //! block-wise forward pass ([`Model`]: `embed` → `block(i).forward` → `head`, logits for every
-//! position), equal to transformers' to ~2e-6 in fp32; safetensors writing; and the compute
-//! runtime ([`Runtime`]). Import from GGUF and llama2.c, tokenizer files and saving a whole model
-//! directory are being added.
+//! position), equal to transformers' to ~2e-6 in fp32; import from GGUF ([`gguf`],
+//! [`convert_gguf`]) and llama2.c ([`llama2c`], [`convert_llama2c`]); atomic writing of safetensors
+//! files and whole model directories ([`HfDirWriter`]); per-linear sparsity ([`inspect()`]); and
+//! the compute runtime ([`Runtime`]).
 //!
 //! Architecture Invariant: spindle-model knows no pruner, no induction method, no dataset and no
 //! evaluation protocol. It turns files into modules and ids into logits; what is done with the
 //! weights and the logits is decided elsewhere.
 
 mod config;
+mod convert;
 mod device;
+pub mod gguf;
+mod inspect;
+pub mod llama2c;
 mod model;
 mod safetensors_write;
+mod save;
 mod weights;
 
 pub use config::{Architecture, AttentionWindow, ConfigError, DType, Family, ModelConfig, RopeScaling};
+pub use convert::{ConvertError, convert_gguf, convert_llama2c};
 pub use device::{DeviceSpec, Runtime, RuntimeError};
+pub use inspect::{Inspection, LinearSparsity, inspect};
 pub use model::{Block, ForwardCtx, Linear, Model, ModelError, Norm};
-pub use safetensors_write::{WriteError, safetensors_bytes, write_safetensors};
+pub use save::{HfDirWriter, SaveError};
+pub use safetensors_write::{WriteError, safetensors_bytes, write_file_atomic, write_safetensors};
 pub use weights::{Weights, WeightsError};

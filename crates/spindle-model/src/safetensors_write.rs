@@ -60,14 +60,21 @@ pub fn safetensors_bytes(path: &Path, tensors: &[(String, Tensor)]) -> Result<Ve
 /// Writes `tensors` to `path` atomically.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), WriteError> {
     let bytes = safetensors_bytes(path, tensors)?;
-    let io = |io| WriteError::Io { path: path.to_path_buf(), io };
+    write_file_atomic(path, &bytes).map_err(|io| WriteError::Io { path: path.to_path_buf(), io })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, given the
+/// usual `rw-r--r--` permissions, then renamed over `path`. A reader never sees a partial file.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -50,8 +50,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(e.to_string()))?;
     tracing::info!(device = ?runtime.device, threads = runtime.threads, "runtime");
     match cli.command {
-        Command::Convert(_) => Err(not_landed("convert", "checkpoint conversion", 3)),
-        Command::Inspect(_) => Err(not_landed("inspect", "model loading", 3)),
+        Command::Convert(args) => cmd::convert::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
         Command::Induce(_) => Err(not_landed("induce", "Sparsity Induction", 7)),
         Command::Prune(_) => Err(not_landed("prune", "the pruners and the sequential pipeline", 6)),
         Command::Eval(_) => Err(not_landed("eval", "evaluation", 5)),

@@ -2,7 +2,6 @@
 //! then renamed over the destination. A crash or a failed run never leaves a partial file, and a
 //! reader never sees a half-written one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A failed write, naming the destination.
@@ -15,16 +14,7 @@ pub struct OutputError {
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
-    let err = |io| OutputError { path: path.to_path_buf(), io };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    spindle_model::write_file_atomic(path, bytes).map_err(|io| OutputError { path: path.to_path_buf(), io })
 }
 
 /// Writes `value` as pretty JSON (with a final newline) to `path` atomically.

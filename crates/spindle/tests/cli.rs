@@ -72,8 +72,6 @@ fn commands_that_have_not_landed_say_so_and_exit_2_without_output() {
     let json = t.path().join("out.json");
     let json = json.to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["convert", "m.gguf", "--out", "o"], "issue #3"),
-        (&["inspect", "m", "--json", json], "issue #3"),
         (&["induce", "--model", "m", "--out", "o", "--json", json], "issue #7"),
         (&["prune", "--model", "m", "--out", "o", "--json", json], "issue #6"),
         (&["eval", "--model", "m", "--json", json], "issue #5"),
@@ -155,4 +153,43 @@ fn data_verify_reports_intact_and_damaged_files_with_json() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["files"][0]["status"], "changed");
+}
+
+#[test]
+fn convert_refuses_what_it_cannot_do_with_one_line() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("notes.txt"), "x").unwrap();
+    std::fs::write(t.path().join("m.bin"), "x").unwrap();
+    std::fs::create_dir(t.path().join("exists")).unwrap();
+    let o = spindle(&["convert", "notes.txt", "--out", "o"], t.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "spindle: error: notes.txt: cannot tell the format; expected a .gguf file or a llama2.c .bin checkpoint\n");
+    let o = spindle(&["convert", "m.bin", "--out", "o"], t.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("pass its tokenizer with --tokenizer PATH"), "{}", stderr(&o));
+    let o = spindle(&["convert", "m.bin", "--tokenizer", "m.bin", "--out", "o"], t.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("spindle: error: converting m.bin: m.bin: "), "{}", stderr(&o));
+    assert!(!t.path().join("o").exists(), "no partial output");
+}
+
+#[test]
+fn inspect_reports_shapes_and_sparsity_as_text_and_json() {
+    let t = tempfile::tempdir().unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/qwen2");
+    let json = t.path().join("inspect.json");
+    let o = spindle(&["inspect", golden.to_str().unwrap(), "--json", json.to_str().unwrap()], t.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("architecture: Qwen2ForCausalLM, 2 blocks, hidden 32, heads 4/1 (head_dim 8)"), "{out}");
+    assert!(out.contains("block linears: 14 layers, sparsity 0.00%"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["architecture"], "Qwen2ForCausalLM");
+    assert_eq!(v["linears"].as_array().unwrap().len(), 14);
+    assert_eq!(v["linears"][0]["name"], "model.layers.0.mlp.down_proj.weight");
+    assert_eq!(v["linears"][0]["shape"], serde_json::json!([32, 64]));
+    let o = spindle(&["inspect", "no-such-model"], t.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "spindle: error: model \"no-such-model\" is neither a model directory nor a known name (known: smollm2-135m)\n");
 }

@@ -53,15 +53,19 @@ pub enum Command {
 pub struct ConvertArgs {
     /// The checkpoint to convert: a .gguf file, a llama2.c .bin, or a Hugging Face directory.
     pub input: PathBuf,
-    /// The Hugging Face directory to write (must not be the input).
+    /// The Hugging Face directory to write (must not exist yet).
     #[arg(long)]
     pub out: PathBuf,
+    /// The tokenizer of a llama2.c checkpoint (default: tokenizer.bin beside it).
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A Hugging Face model directory.
-    pub model: PathBuf,
+    /// A Hugging Face model directory, or a known name (smollm2-135m), fetched and converted on
+    /// first use into the cache.
+    pub model: String,
     /// Also write the figures as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

@@ -1,0 +1,210 @@
+//! Writing a Hugging Face model directory, atomically: everything goes into a temporary folder
+//! beside the destination (same filesystem), shards are written as they are produced (so a
+//! pipeline can write block by block and hold one block at a time), and only a complete directory
+//! is renamed into place. An existing destination, or one that is the input model, is refused.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+use tch::Tensor;
+
+use crate::safetensors_write::{WriteError, write_safetensors};
+
+/// Why a model directory could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("{out} already exists; choose another output directory (spindle never overwrites a directory)")]
+    Exists { out: PathBuf },
+    #[error("{out} is the input model {input}; spindle never overwrites its input")]
+    WouldOverwriteInput { out: PathBuf, input: PathBuf },
+    #[error("cannot write {path}: {io}")]
+    Io { path: PathBuf, io: std::io::Error },
+    #[error(transparent)]
+    Tensor(#[from] WriteError),
+    #[error("tensor `{name}` is written twice")]
+    Duplicate { name: String },
+}
+
+/// A model directory being written.
+#[derive(Debug)]
+pub struct HfDirWriter {
+    out: PathBuf,
+    tmp: tempfile::TempDir,
+    /// Per shard (in order): its temporary file name and the tensors it holds with their bytes.
+    shards: Vec<(String, Vec<String>, u64)>,
+}
+
+fn same_place(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+impl HfDirWriter {
+    /// Starts writing `out`; `input` is the model being transformed, if any (never overwritten).
+    pub fn create(out: &Path, input: Option<&Path>) -> Result<HfDirWriter, SaveError> {
+        if let Some(input) = input {
+            if same_place(out, input) {
+                return Err(SaveError::WouldOverwriteInput { out: out.to_path_buf(), input: input.to_path_buf() });
+            }
+        }
+        if out.exists() {
+            return Err(SaveError::Exists { out: out.to_path_buf() });
+        }
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|io| SaveError::Io { path: parent.clone(), io })?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".spindle-partial-")
+            .tempdir_in(&parent)
+            .map_err(|io| SaveError::Io { path: parent.clone(), io })?;
+        Ok(HfDirWriter { out: out.to_path_buf(), tmp, shards: Vec::new() })
+    }
+
+    /// Writes one shard of tensors (names as in the checkpoint, each in its own dtype).
+    pub fn write_shard(&mut self, tensors: &[(String, Tensor)]) -> Result<(), SaveError> {
+        for (name, _) in tensors {
+            if self.shards.iter().any(|(_, names, _)| names.contains(name)) {
+                return Err(SaveError::Duplicate { name: name.clone() });
+            }
+        }
+        let file = format!("shard-{:05}.safetensors", self.shards.len());
+        write_safetensors(&self.tmp.path().join(&file), tensors)?;
+        let bytes = tensors.iter().map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64).sum();
+        self.shards.push((file, tensors.iter().map(|(n, _)| n.clone()).collect(), bytes));
+        Ok(())
+    }
+
+    /// Writes a side file (config.json, tokenizer.json, ...).
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), SaveError> {
+        let path = self.tmp.path().join(name);
+        std::fs::write(&path, bytes).map_err(|io| SaveError::Io { path, io })
+    }
+
+    /// Writes `value` as pretty JSON.
+    pub fn write_json(&self, name: &str, value: &Value) -> Result<(), SaveError> {
+        let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+        text.push('\n');
+        self.write_file(name, text.as_bytes())
+    }
+
+    /// Copies a side file from another directory, if it exists there.
+    pub fn copy_if_present(&self, from_dir: &Path, name: &str) -> Result<bool, SaveError> {
+        let src = from_dir.join(name);
+        if !src.is_file() {
+            return Ok(false);
+        }
+        std::fs::copy(&src, self.tmp.path().join(name)).map_err(|io| SaveError::Io { path: src, io })?;
+        Ok(true)
+    }
+
+    /// Names the shards as transformers expects (`model.safetensors`, or
+    /// `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`) and moves the
+    /// finished directory into place.
+    pub fn finish(self) -> Result<PathBuf, SaveError> {
+        let dir = self.tmp.path().to_path_buf();
+        let io = |path: PathBuf| move |io| SaveError::Io { path, io };
+        let n = self.shards.len();
+        if n == 1 {
+            let (file, _, _) = &self.shards[0];
+            std::fs::rename(dir.join(file), dir.join("model.safetensors")).map_err(io(dir.join(file)))?;
+        } else if n > 1 {
+            let mut weight_map = Map::new();
+            let mut total = 0u64;
+            for (i, (file, names, bytes)) in self.shards.iter().enumerate() {
+                let final_name = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
+                std::fs::rename(dir.join(file), dir.join(&final_name)).map_err(io(dir.join(file)))?;
+                for name in names {
+                    weight_map.insert(name.clone(), Value::String(final_name.clone()));
+                }
+                total += bytes;
+            }
+            self.write_json("model.safetensors.index.json", &json!({"metadata": {"total_size": total}, "weight_map": weight_map}))?;
+        }
+        if self.out.exists() {
+            return Err(SaveError::Exists { out: self.out.clone() });
+        }
+        let kept = self.tmp.keep();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // tempdir creates rwx------; a model directory is as readable as any other.
+            std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755)).map_err(io(kept.clone()))?;
+        }
+        std::fs::rename(&kept, &self.out).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&kept);
+            SaveError::Io { path: self.out.clone(), io: e }
+        })?;
+        Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::Weights;
+    use tch::{Device, Kind};
+
+    fn t(v: &[f32]) -> Tensor {
+        Tensor::from_slice(v)
+    }
+
+    #[test]
+    fn one_shard_becomes_model_safetensors() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("m");
+        let mut w = HfDirWriter::create(&out, None).unwrap();
+        w.write_shard(&[("a".into(), t(&[1.0, 2.0]))]).unwrap();
+        w.write_json("config.json", &json!({"x": 1})).unwrap();
+        assert!(!out.exists(), "nothing is visible before finish");
+        w.finish().unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        files.sort();
+        assert_eq!(files, ["config.json", "model.safetensors"]);
+        // Only the finished directory is left beside it.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn several_shards_get_an_index_transformers_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("m");
+        let mut w = HfDirWriter::create(&out, None).unwrap();
+        w.write_shard(&[("a".into(), t(&[1.0, 2.0]))]).unwrap();
+        w.write_shard(&[("b".into(), t(&[3.0]).to_kind(Kind::Half))]).unwrap();
+        assert!(matches!(w.write_shard(&[("a".into(), t(&[0.0]))]), Err(SaveError::Duplicate { .. })));
+        w.finish().unwrap();
+        let index: Value = serde_json::from_str(&std::fs::read_to_string(out.join("model.safetensors.index.json")).unwrap()).unwrap();
+        assert_eq!(index["weight_map"]["b"], "model-00002-of-00002.safetensors");
+        assert_eq!(index["metadata"]["total_size"], 10);
+        let weights = Weights::open(&out).unwrap();
+        assert_eq!(weights.stored_kind("b"), Some(Kind::Half));
+        assert_eq!(weights.load("b", &[1], Kind::Float, Device::Cpu).unwrap().double_value(&[0]), 3.0);
+    }
+
+    #[test]
+    fn the_input_and_existing_directories_are_never_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("in");
+        std::fs::create_dir(&input).unwrap();
+        let err = HfDirWriter::create(&input, Some(&input)).unwrap_err();
+        assert_eq!(err.to_string(), format!("{} is the input model {}; spindle never overwrites its input", input.display(), input.display()));
+        let err = HfDirWriter::create(&d.path().join("in/../in"), Some(&input)).unwrap_err();
+        assert!(matches!(err, SaveError::WouldOverwriteInput { .. }));
+        let err = HfDirWriter::create(&input, None).unwrap_err();
+        assert!(err.to_string().ends_with("already exists; choose another output directory (spindle never overwrites a directory)"));
+    }
+
+    #[test]
+    fn an_abandoned_write_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("m");
+        {
+            let mut w = HfDirWriter::create(&out, None).unwrap();
+            w.write_shard(&[("a".into(), t(&[1.0]))]).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,95 @@
+//! Conversion end to end on the real tiny llama2.c model in the offline data folder
+//! (`models/stories260K`): spindle converts it, loads the result like any Hugging Face model, and
+//! reproduces the figures the data folder's README gives for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use spindle_model::Model;
+use spindle_model::llama2c;
+use tch::{Device, Kind, Tensor};
+
+/// The stories260K folder in the offline data, found by the usual convention ($SPINDLE_DATA,
+/// else ./data or ../shared/data beside the workspace).
+fn stories() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let env = std::env::var_os("SPINDLE_DATA").map(PathBuf::from);
+    let data = spindle_data::DataDir::resolve_with(None, env.as_deref(), &root).unwrap();
+    data.join("models/stories260K")
+}
+
+fn convert(out: &Path) {
+    let s = stories();
+    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .arg("convert")
+        .arg(s.join("stories260K.bin"))
+        .arg("--tokenizer")
+        .arg(s.join("tok512.bin"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn sample_ids() -> Vec<u32> {
+    let s = stories();
+    let tok = llama2c::read_tokenizer(&s.join("tok512.bin"), 512).unwrap();
+    let text = std::fs::read_to_string(s.join("tinystories-sample.txt")).unwrap();
+    tok.encode(text.trim(), true)
+}
+
+fn ids_tensor(ids: &[u32]) -> Tensor {
+    let v: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+    Tensor::from_slice(&v).view([1, -1])
+}
+
+#[test]
+fn converted_stories260k_reproduces_its_known_nll() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("stories");
+    convert(&out);
+    let model = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+    let ids = sample_ids();
+    assert!(ids.len() >= 512, "the sample encodes to {} tokens", ids.len());
+    let window = ids_tensor(&ids[..512]);
+    let logits = model.forward(&window, None).unwrap();
+    let logp = logits.narrow(1, 0, 511).log_softmax(-1, Kind::Double);
+    let targets = window.narrow(1, 1, 511).unsqueeze(-1);
+    let nll = -logp.gather(-1, &targets, false).mean(Kind::Double).double_value(&[]);
+    assert!((nll - 1.7192).abs() <= 1e-3, "mean NLL {nll}, README says 1.7192");
+}
+
+#[test]
+fn converted_stories260k_continues_the_known_story_greedily() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("stories");
+    convert(&out);
+    let model = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+    let s = stories();
+    let tok = llama2c::read_tokenizer(&s.join("tok512.bin"), 512).unwrap();
+    let mut ids = tok.encode("Once upon a time", true);
+    let prompt = ids.len();
+    let mut text = String::new();
+    for _ in 0..40 {
+        let logits = model.forward(&ids_tensor(&ids), None).unwrap();
+        let next = logits.select(1, -1).argmax(-1, false).int64_value(&[0]) as u32;
+        text.push_str(&tok.decode_piece(ids[ids.len() - 1], next));
+        ids.push(next);
+    }
+    assert!(ids.len() > prompt);
+    let expected = ", there was a little girl named Lily. She loved to play outside in the park.";
+    assert!(text.starts_with(expected), "greedy continuation: {text:?}");
+}
+
+#[test]
+fn the_converted_tokenizer_json_encodes_like_llama2c() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("stories");
+    convert(&out);
+    let hf = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
+    let s = stories();
+    let text = std::fs::read_to_string(s.join("tinystories-sample.txt")).unwrap();
+    assert_eq!(hf.encode(text.trim(), true).unwrap(), sample_ids());
+    assert_eq!(hf.encode("Once upon a time", true).unwrap(), llama2c::read_tokenizer(&s.join("tok512.bin"), 512).unwrap().encode("Once upon a time", true));
+}
