@@ -8,8 +8,9 @@
 //!
 //! Today it holds the data-directory convention ([`DataDir`]) and the integrity check of a data
 //! directory against its `SHA256SUMS` ([`verify`]), and tokenization ([`Tokenizer`], the
-//! `tokenizers` crate reading a Hugging Face `tokenizer.json`). Corpus readers, calibration
-//! sampling and token caches arrive with the data issue.
+//! `tokenizers` crate reading a Hugging Face `tokenizer.json`), and string columns of Parquet files
+//! ([`parquet::read_string_column`]). Named corpora, calibration sampling and token caches arrive
+//! with the data issue.
 //!
 //! Architecture Invariant: spindle-data knows no tensors and no models. It does not link libtorch;
 //! it produces text and token ids, and the crates that own tensors turn those into tensors. It
@@ -17,6 +18,7 @@
 
 mod checksums;
 mod dir;
+pub mod parquet;
 mod tokenizer;
 
 pub use checksums::{FileCheck, FileStatus, VerifyReport, verify};
@@ -40,6 +42,9 @@ pub enum DataError {
     /// A line of a `SHA256SUMS` file is not `<64 hex digits>  <relative path>`.
     #[error("{path}:{line}: not a `<sha256>  <file>` line: {text:?}")]
     BadChecksumLine { path: PathBuf, line: usize, text: String },
+    /// A Parquet file that cannot be read as asked.
+    #[error("{path}: {problem}")]
+    Parquet { path: PathBuf, problem: String },
     /// A `tokenizer.json` that the tokenizers library rejects, or text it cannot encode.
     #[error("{path}: not a usable tokenizer: {problem}")]
     Tokenizer { path: PathBuf, problem: String },

@@ -30,6 +30,8 @@ pub enum ModelError {
     TokenOutOfRange { id: i64, vocab: usize },
     #[error("sequence length {len} exceeds the model's {max} learned positions")]
     TooLong { len: usize, max: usize },
+    #[error(transparent)]
+    Save(#[from] crate::save::SaveError),
 }
 
 /// A linear layer `y = x Wᵀ + b`, with `weight` `[out, in]` as Hugging Face stores it.
@@ -160,6 +162,25 @@ impl Block {
             Some((_, n)) => n,
             None => unreachable!("block built without {name}"),
         }
+    }
+
+    /// Every tensor of the block under its full checkpoint name (`prefix` is the block's, e.g.
+    /// `model.layers.3.`), in Hugging Face order.
+    pub fn named_tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (path, l) in &self.linears {
+            out.push((format!("{prefix}{path}.weight"), l.weight.shallow_clone()));
+            if let Some(b) = &l.bias {
+                out.push((format!("{prefix}{path}.bias"), b.shallow_clone()));
+            }
+        }
+        for (path, n) in &self.norms {
+            out.push((format!("{prefix}{path}.weight"), n.weight.shallow_clone()));
+            if let Some(b) = &n.bias {
+                out.push((format!("{prefix}{path}.bias"), b.shallow_clone()));
+            }
+        }
+        out
     }
 
     /// Runs the block on `hidden` `[batch, seq, hidden]`.
@@ -487,6 +508,38 @@ impl Model {
             h = p.forward(&h);
         }
         h.linear::<Tensor>(&self.lm_head, None)
+    }
+
+    /// Writes the model to a new directory `out`: block `i` comes from `block(i)` (a pruned or
+    /// scaled block, or `self.block(i)` unchanged), everything else is copied from the input
+    /// checkpoint. Every tensor keeps its name and its stored dtype; config.json and the tokenizer
+    /// files are copied. One block is resident at a time; the input is never overwritten.
+    pub fn save(&self, out: &Path, block: &mut dyn FnMut(usize) -> Result<Block, ModelError>) -> Result<PathBuf, ModelError> {
+        let dir = self.weights.dir().to_path_buf();
+        let mut writer = crate::save::HfDirWriter::create(out, Some(&dir))?;
+        let stored = |name: &str, t: Tensor| -> (String, Tensor) {
+            let kind = self.weights.stored_kind(name).unwrap_or(self.kind);
+            (name.to_owned(), t.to_device(Device::Cpu).to_kind(kind))
+        };
+        let layers_prefix = format!("{}layers.", self.prefix);
+        let mut rest = Vec::new();
+        for name in self.weights.names().filter(|n| !n.starts_with(&layers_prefix)) {
+            let shape = self.weights.shape(name).map(<[usize]>::to_vec).unwrap_or_default();
+            let kind = self.weights.stored_kind(name).unwrap_or(self.kind);
+            rest.push((name.to_owned(), self.weights.load(name, &shape, kind, Device::Cpu)?));
+        }
+        writer.write_shard(&rest)?;
+        drop(rest);
+        for i in 0..self.config.num_layers {
+            let b = block(i)?;
+            let tensors: Vec<(String, Tensor)> =
+                b.named_tensors(&self.block_prefix(i)).into_iter().map(|(n, t)| stored(&n, t)).collect();
+            writer.write_shard(&tensors)?;
+        }
+        for side in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"] {
+            writer.copy_if_present(&dir, side)?;
+        }
+        Ok(writer.finish()?)
     }
 
     /// The whole forward pass, one block resident at a time.

@@ -118,3 +118,63 @@ fn a_config_that_disagrees_with_the_weights_names_the_tensor() {
         )
     );
 }
+
+#[test]
+fn a_saved_model_keeps_names_dtypes_and_changes() {
+    let dir = with_config("llama3-rope", "config.json");
+    let model = Model::open(dir.path(), Device::Cpu, Kind::Float).unwrap();
+    let ids = golden("llama3-rope", "input_ids");
+    let out = tempfile::tempdir().unwrap();
+    let saved = out.path().join("pruned");
+    // Zero the first row of block 1's up_proj, as a pruner would.
+    model
+        .save(&saved, &mut |i| {
+            let mut b = model.block(i)?;
+            if i == 1 {
+                let up = b.linear_mut("up_proj").unwrap();
+                let _ = up.weight.get(0).fill_(0.0);
+            }
+            Ok(b)
+        })
+        .unwrap();
+    let original = spindle_model::Weights::open(dir.path()).unwrap();
+    let reloaded = spindle_model::Weights::open(&saved).unwrap();
+    assert_eq!(original.names().collect::<Vec<_>>(), reloaded.names().collect::<Vec<_>>(), "same names, tied head still absent");
+    assert!(!reloaded.contains("lm_head.weight"));
+    let again = Model::open(&saved, Device::Cpu, Kind::Float).unwrap();
+    let up = again.block(1).unwrap().linear("up_proj").unwrap().weight.get(0);
+    assert_eq!(up.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    // Block 0 was saved unchanged, so its output is identical.
+    let (b, s) = (ids.size()[0], ids.size()[1]);
+    let ctx = model.context(b, s, None);
+    let h0 = model.block(0).unwrap().forward(&model.embed(&ids, None).unwrap(), &ctx);
+    let h1 = again.block(0).unwrap().forward(&again.embed(&ids, None).unwrap(), &ctx);
+    assert_eq!(max_abs_diff(&h0, &h1), 0.0);
+    assert!(saved.join("config.json").is_file());
+    // Saving over the input is refused.
+    let err = model.save(dir.path(), &mut |i| model.block(i)).unwrap_err();
+    assert!(err.to_string().contains("spindle never overwrites its input"), "{err}");
+}
+
+#[test]
+fn opt_checkpoints_without_the_model_prefix_load_alike() {
+    // Some published OPT checkpoints name their tensors `decoder.*` instead of `model.decoder.*`.
+    let src = golden_dir("opt-pre");
+    let weights = spindle_model::Weights::open(&src).unwrap();
+    let renamed: Vec<(String, Tensor)> = weights
+        .names()
+        .map(|n| {
+            let shape = weights.shape(n).unwrap().to_vec();
+            let t = weights.load(n, &shape, Kind::Float, Device::Cpu).unwrap();
+            (n.strip_prefix("model.").unwrap_or(n).to_owned(), t)
+        })
+        .collect();
+    assert!(renamed.iter().all(|(n, _)| n.starts_with("decoder.")));
+    let dir = tempfile::tempdir().unwrap();
+    spindle_model::write_safetensors(&dir.path().join("model.safetensors"), &renamed).unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let model = Model::open(dir.path(), Device::Cpu, Kind::Float).unwrap();
+    assert_eq!(model.block_prefix(1), "decoder.layers.1.");
+    let logits = model.forward(&golden("opt-pre", "input_ids"), Some(&golden("opt-pre", "attention_mask"))).unwrap();
+    assert!(max_abs_diff(&logits, &golden("opt-pre", "logits")) <= TOLERANCE);
+}

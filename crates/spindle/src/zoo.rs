@@ -88,7 +88,17 @@ pub fn resolve_model(arg: &str, cache: &Path, progress: &mut dyn FnMut(usize, us
         let known = KnownModel::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
         return Err(ZooError::Unknown { arg: arg.to_owned(), known });
     };
-    let dir = cache.join("models").join(model.name());
+    let models = cache.join("models");
+    let dir = models.join(model.name());
+    if dir.join("config.json").is_file() {
+        return Ok(dir);
+    }
+    // One process fetches and converts; others (parallel tests, a second command) wait for it
+    // and then find the finished directory.
+    std::fs::create_dir_all(&models).map_err(|io| ZooError::Io { path: models.clone(), io })?;
+    let lock_path = models.join(format!(".{}.lock", model.name()));
+    let lock = std::fs::File::create(&lock_path).map_err(|io| ZooError::Io { path: lock_path.clone(), io })?;
+    lock.lock().map_err(|io| ZooError::Io { path: lock_path.clone(), io })?;
     if dir.join("config.json").is_file() {
         return Ok(dir);
     }

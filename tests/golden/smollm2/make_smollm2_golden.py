@@ -133,8 +133,9 @@ def first_difference(a, b, around=4):
     return {"index": i, "window_start": lo, "reference_ids": list(a[lo:hi]), "other_ids": list(b[lo:hi])}
 
 
-def build_reference_tokenizer(reader):
-    """A tokenizers.Tokenizer built from the GGUF metadata alone."""
+def build_reference_tokenizer(reader, digits=True):
+    """A tokenizers.Tokenizer built from the GGUF metadata alone (digits=False: without the
+    Digits pre-tokenizer, only to explain transformers' GGUF tokenizer)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     f = reader.fields
@@ -152,12 +153,11 @@ def build_reference_tokenizer(reader):
     vocab = {t: i for i, t in enumerate(tokens)}
     assert len(vocab) == len(tokens)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     specials = [tokens[i] for i, t in enumerate(types) if t == 3]
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
@@ -228,6 +228,11 @@ def tokenizer_facts(gguf_path, text, spindle_hf, reader):
         out["transformers_gguf_tokenizer_first_difference"]["other_tokens"] = tf.convert_ids_to_tokens(
             tf_ids[max(0, i - 4) : i + 5]
         )
+    # Is the difference exactly the missing Digits pre-tokenizer?
+    nodigits_tok, _ = build_reference_tokenizer(reader, digits=False)
+    nodigits = nodigits_tok.encode(text, add_special_tokens=False).ids
+    out["reference_without_digits_pretokenizer_count"] = len(nodigits)
+    out["reference_without_digits_pretokenizer_equals_transformers_gguf"] = nodigits == tf_ids
     print(f"[c] transformers gguf count {len(tf_ids)} (no special {len(tf_ids_nospecial)}) diff {d}", flush=True)
     return out, ref
 
@@ -261,12 +266,13 @@ def nll_stats(logits, ids):
     return lse, tgt, nll
 
 
+@torch.no_grad()
 def tie_report(model):
-    emb = model.model.embed_tokens.weight
-    head = model.lm_head.weight
+    emb = model.model.embed_tokens.weight.detach()
+    head = model.lm_head.weight.detach()
     return {
         "config_tie_word_embeddings": bool(model.config.tie_word_embeddings),
-        "lm_head_is_embed_tokens": head is emb,
+        "lm_head_is_embed_tokens": model.lm_head.weight is model.model.embed_tokens.weight,
         "same_storage": head.data_ptr() == emb.data_ptr(),
         "max_abs_diff_lm_head_vs_embed": float((head - emb).abs().max()),
     }
