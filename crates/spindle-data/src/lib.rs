@@ -16,9 +16,13 @@
 //! it produces text and token ids, and the crates that own tensors turn those into tensors. It
 //! draws no progress bars: long work reports through a callback and the binary renders it.
 
+pub mod cache;
 mod checksums;
+pub mod corpus;
 mod dir;
 pub mod parquet;
+pub mod pyrandom;
+pub mod tasks;
 mod tokenizer;
 
 pub use checksums::{FileCheck, FileStatus, VerifyReport, verify};
@@ -42,6 +46,15 @@ pub enum DataError {
     /// A line of a `SHA256SUMS` file is not `<64 hex digits>  <relative path>`.
     #[error("{path}:{line}: not a `<sha256>  <file>` line: {text:?}")]
     BadChecksumLine { path: PathBuf, line: usize, text: String },
+    /// A corpus file that cannot serve as asked.
+    #[error("{path}: {problem}")]
+    Corpus { path: PathBuf, problem: String },
+    /// Calibration asked of a corpus whose training split is not available offline.
+    #[error("{corpus} has no calibration (train) split offline; calibrate on c4 or a file")]
+    NoCalibrationSplit { corpus: String },
+    /// No document can hold a calibration window.
+    #[error("{path}: no document is longer than seqlen {seqlen} tokens (the longest has {longest}); the reference loader would never finish")]
+    NoLongDocument { path: PathBuf, seqlen: usize, longest: usize },
     /// A Parquet file that cannot be read as asked.
     #[error("{path}: {problem}")]
     Parquet { path: PathBuf, problem: String },

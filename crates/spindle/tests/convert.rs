@@ -93,3 +93,46 @@ fn the_converted_tokenizer_json_encodes_like_llama2c() {
     assert_eq!(hf.encode(text.trim(), true).unwrap(), sample_ids());
     assert_eq!(hf.encode("Once upon a time", true).unwrap(), llama2c::read_tokenizer(&s.join("tok512.bin"), 512).unwrap().encode("Once upon a time", true));
 }
+
+#[test]
+fn data_calib_and_stats_use_the_models_tokenizer() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("stories");
+    convert(&out);
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+            .env("SPINDLE_CACHE", t.path().join("cache"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let model = out.to_str().unwrap();
+    let json = t.path().join("calib.json");
+    let printed = run(&["data", "calib", "--model", model, "--calib", "c4", "--nsamples", "32", "--seqlen", "256", "--seed", "0", "--json", json.to_str().unwrap()]);
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/calib/calib_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let case = golden["cases"].as_array().unwrap().iter().find(|c| c["name"] == "stories260k").unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let pairs = |v: &serde_json::Value| -> Vec<(u64, u64)> {
+        v.as_array().unwrap().iter().map(|w| (w["doc"].as_u64().unwrap(), w["offset"].as_u64().unwrap())).collect()
+    };
+    assert_eq!(pairs(&ours["windows"]), pairs(&case["windows"]));
+    assert!(printed.starts_with(&format!("0\tdoc {}\toffset {}\n", case["windows"][0]["doc"], case["windows"][0]["offset"])), "{printed}");
+    assert!(printed.contains("no train shard offline"), "{printed}");
+
+    let stats_json = t.path().join("stats.json");
+    let printed = run(&["data", "stats", "--model", model, "--corpus", "wikitext2", "--seqlen", "512", "--json", stats_json.to_str().unwrap()]);
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats_json).unwrap()).unwrap();
+    let tokens = stats["tokens"].as_u64().unwrap();
+    assert_eq!(stats["windows"].as_u64().unwrap(), tokens / 512);
+    assert!(printed.starts_with(&format!("wikitext2: 4358 documents, {tokens} tokens; {} windows of 512", tokens / 512)), "{printed}");
+    // The second run reads the token cache.
+    let again = run(&["data", "stats", "--model", model, "--corpus", "wikitext2", "--seqlen", "512"]);
+    assert_eq!(again, printed);
+    assert_eq!(std::fs::read_dir(t.path().join("cache/tokens")).unwrap().count(), 2);
+}

@@ -71,3 +71,34 @@ fn logits_match_transformers_loading_the_gguf() {
     let nll = (lse.narrow(0, 0, 255) - target_logit).mean(Kind::Double).double_value(&[]);
     assert!((nll - 3.565193201860032).abs() < 1e-4, "mean NLL {nll}");
 }
+
+#[test]
+fn calibration_windows_equal_the_python_loaders() {
+    let Some(dir) = smollm2() else { return };
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join("../calib/calib_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let case = golden["cases"].as_array().unwrap().iter().find(|c| c["name"] == "smollm2").unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let env = std::env::var_os("SPINDLE_DATA").map(PathBuf::from);
+    let data = spindle_data::DataDir::resolve_with(None, env.as_deref(), &root).unwrap();
+    let tokenizer = spindle_data::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let docs = spindle_data::corpus::calibration_documents(&spindle_data::corpus::Corpus::C4, &data).unwrap();
+    let mut cache: Vec<Option<Vec<u32>>> = vec![None; docs.docs.len()];
+    let mut tokens = |i: usize| -> Result<Vec<u32>, spindle_data::DataError> {
+        if cache[i].is_none() {
+            cache[i] = Some(tokenizer.encode(&docs.docs[i], true)?);
+        }
+        Ok(cache[i].clone().unwrap_or_default())
+    };
+    let windows = spindle_data::corpus::sample_windows(&docs, &mut tokens, 128, 2048, 0).unwrap();
+    let got: Vec<(u64, u64, u64)> = windows.iter().map(|w| (w.doc as u64, w.offset as u64, u64::from(w.ids[0]))).collect();
+    let expected: Vec<(u64, u64, u64)> = case["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["doc"].as_u64().unwrap(), w["offset"].as_u64().unwrap(), w["first_id"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+}

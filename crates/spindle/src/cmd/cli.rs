@@ -121,4 +121,47 @@ pub enum DataCommand {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// List the calibration windows a run would use: each window's document and token offset,
+    /// drawn exactly as the Wanda/SparseGPT loaders draw them. Writes nothing else.
+    Calib(CalibArgs),
+    /// Token and window counts of an evaluation corpus.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CalibArgs {
+    /// The model whose tokenizer is used (a directory, or a known name such as smollm2-135m).
+    #[arg(long)]
+    pub model: String,
+    /// Calibration corpus: c4, or a .txt/.jsonl/.parquet file.
+    #[arg(long, default_value = "c4")]
+    pub calib: String,
+    /// Number of windows.
+    #[arg(long, default_value_t = 128)]
+    pub nsamples: usize,
+    /// Tokens per window (default: 2048, or the model's context if smaller).
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    /// The seed of Python's `random.seed`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Also write the windows as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The model whose tokenizer is used (a directory, or a known name such as smollm2-135m).
+    #[arg(long)]
+    pub model: String,
+    /// Evaluation corpus: wikitext2, c4, ptb, or a .txt/.jsonl/.parquet file.
+    #[arg(long, default_value = "wikitext2")]
+    pub corpus: String,
+    /// Tokens per window (default: 2048, or the model's context if smaller).
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    /// Also write the counts as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
 }

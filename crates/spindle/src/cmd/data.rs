@@ -4,11 +4,13 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use serde_json::json;
-use spindle::{output, progress};
-use spindle_data::{DataDir, FileStatus};
+use spindle::{output, progress, zoo};
+use spindle_data::cache::TokenCache;
+use spindle_data::corpus::{Corpus, calibration_documents, eval_tokens, sample_windows, tokenize_documents};
+use spindle_data::{DataDir, DataError, FileStatus, Tokenizer};
 
 use crate::Failure;
-use crate::cmd::cli::DataCommand;
+use crate::cmd::cli::{CalibArgs, DataCommand, StatsArgs};
 
 pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
     // A data directory that cannot be found is a usage problem: the fix is a flag or a variable.
@@ -23,7 +25,85 @@ pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
             Ok(())
         }
         DataCommand::Verify { json } => verify(&dir, json.as_deref()),
+        DataCommand::Calib(args) => calib(&dir, args),
+        DataCommand::Stats(args) => stats(&dir, args),
     }
+}
+
+/// The model's tokenizer and its context length.
+fn model_tokenizer(model: &str) -> Result<(Tokenizer, usize), Failure> {
+    let dir = crate::cmd::resolve_model(model)?;
+    let config = spindle_model::ModelConfig::from_file(&dir.join("config.json")).map_err(anyhow::Error::from)?;
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(anyhow::Error::from)?;
+    Ok((tokenizer, config.max_position_embeddings))
+}
+
+/// `--seqlen`, else 2048, else the model's context if that is smaller (the reference default).
+fn resolve_seqlen(flag: Option<usize>, context: usize) -> Result<usize, Failure> {
+    match flag {
+        Some(0) => Err(Failure::Usage("--seqlen must be at least 1".into())),
+        Some(l) => Ok(l),
+        None => Ok(2048.min(context)),
+    }
+}
+
+fn token_cache() -> TokenCache {
+    TokenCache::new(zoo::cache_dir().join("tokens"))
+}
+
+fn calib(dir: &DataDir, args: CalibArgs) -> Result<(), Failure> {
+    let (tokenizer, context) = model_tokenizer(&args.model)?;
+    let seqlen = resolve_seqlen(args.seqlen, context)?;
+    let Ok(corpus) = args.calib.parse::<Corpus>();
+    let docs = calibration_documents(&corpus, dir).map_err(|e| match e {
+        e @ DataError::NoCalibrationSplit { .. } => Failure::Usage(e.to_string()),
+        e => Failure::Other(e.into()),
+    })?;
+    let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
+    let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), args.nsamples, seqlen, args.seed).map_err(anyhow::Error::from)?;
+    for (k, w) in windows.iter().enumerate() {
+        println!("{k}\tdoc {}\toffset {}", w.doc, w.offset);
+    }
+    if !docs.note.is_empty() {
+        println!("{}", docs.note);
+    }
+    if let Some(path) = args.json {
+        let list: Vec<_> = windows.iter().map(|w| json!({"doc": w.doc, "offset": w.offset})).collect();
+        let value = json!({
+            "model": args.model, "calib": corpus.to_string(), "nsamples": args.nsamples, "seqlen": seqlen,
+            "seed": args.seed, "note": docs.note, "windows": list,
+        });
+        output::write_json(&path, &value).map_err(anyhow::Error::from)?;
+    }
+    Ok(())
+}
+
+fn stats(dir: &DataDir, args: StatsArgs) -> Result<(), Failure> {
+    let (tokenizer, context) = model_tokenizer(&args.model)?;
+    let seqlen = resolve_seqlen(args.seqlen, context)?;
+    let Ok(corpus) = args.corpus.parse::<Corpus>();
+    let (ids, limit, docs, _) = eval_tokens(&corpus, dir, &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
+    let used = limit.map_or(ids.len(), |per| ids.len().min(per * seqlen));
+    let windows = used / seqlen;
+    println!(
+        "{corpus}: {} documents, {} tokens; {} windows of {seqlen} ({} tokens of tail dropped{})",
+        docs.docs.len(),
+        ids.len(),
+        windows,
+        used - windows * seqlen,
+        if used < ids.len() { format!("; truncated to {used} tokens as the reference does") } else { String::new() }
+    );
+    if !docs.note.is_empty() {
+        println!("{}", docs.note);
+    }
+    if let Some(path) = args.json {
+        let value = json!({
+            "model": args.model, "corpus": corpus.to_string(), "documents": docs.docs.len(), "tokens": ids.len(),
+            "tokens_used": used, "seqlen": seqlen, "windows": windows, "note": docs.note,
+        });
+        output::write_json(&path, &value).map_err(anyhow::Error::from)?;
+    }
+    Ok(())
 }
 
 fn verify(dir: &DataDir, json_path: Option<&Path>) -> Result<(), Failure> {
