@@ -20,6 +20,7 @@ pub mod cache;
 mod checksums;
 pub mod corpus;
 mod dir;
+pub mod hub;
 pub mod parquet;
 pub mod pyrandom;
 pub mod tasks;
@@ -55,6 +56,9 @@ pub enum DataError {
     /// No document can hold a calibration window.
     #[error("{path}: no document is longer than seqlen {seqlen} tokens (the longest has {longest}); the reference loader would never finish")]
     NoLongDocument { path: PathBuf, seqlen: usize, longest: usize },
+    /// A hub download that failed or was refused.
+    #[error("hub dataset {repo}, file {file}: {problem}")]
+    Hub { repo: String, file: String, problem: String },
     /// A Parquet file that cannot be read as asked.
     #[error("{path}: {problem}")]
     Parquet { path: PathBuf, problem: String },

@@ -193,3 +193,17 @@ fn inspect_reports_shapes_and_sparsity_as_text_and_json() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr(&o), "spindle: error: model \"no-such-model\" is neither a model directory nor a known name (known: smollm2-135m)\n");
 }
+
+#[test]
+fn data_fetch_validates_then_needs_the_hub_feature() {
+    let t = tempfile::tempdir().unwrap();
+    let o = spindle(&["data", "fetch", "Salesforce/wikitext", "../../escape.parquet"], t.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "spindle: error: hub dataset Salesforce/wikitext, file ../../escape.parquet: the file must be a relative path inside the repository\n");
+    if !cfg!(feature = "hub") {
+        let o = spindle(&["data", "fetch", "Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet"], t.path());
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("built without the `hub` feature"), "{}", stderr(&o));
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+    }
+}

@@ -126,6 +126,23 @@ pub enum DataCommand {
     Calib(CalibArgs),
     /// Token and window counts of an evaluation corpus.
     Stats(StatsArgs),
+    /// Download a dataset file from the Hugging Face hub into a data folder, at the place the
+    /// offline folder has it (`<repo name>/<file>`). Needs a build with the `hub` feature.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The dataset repository, e.g. Salesforce/wikitext.
+    pub repo: String,
+    /// The file inside it, e.g. wikitext-2-raw-v1/test-00000-of-00001.parquet.
+    pub file: String,
+    /// Branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// The data folder to place it in.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub into: PathBuf,
 }
 
 #[derive(Debug, Args)]

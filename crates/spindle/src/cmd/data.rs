@@ -10,13 +10,14 @@ use spindle_data::corpus::{Corpus, calibration_documents, eval_tokens, sample_wi
 use spindle_data::{DataDir, DataError, FileStatus, Tokenizer};
 
 use crate::Failure;
-use crate::cmd::cli::{CalibArgs, DataCommand, StatsArgs};
+use crate::cmd::cli::{CalibArgs, DataCommand, FetchArgs, StatsArgs};
 
 pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
     // A data directory that cannot be found is a usage problem: the fix is a flag or a variable.
-    let dir = DataDir::resolve(flag).map_err(|e| Failure::Usage(e.to_string()))?;
+    let resolve = || DataDir::resolve(flag).map_err(|e| Failure::Usage(e.to_string()));
     match cmd {
         DataCommand::Locate { json } => {
+            let dir = resolve()?;
             println!("{} (from {})", dir.root().display(), dir.source());
             if let Some(path) = json {
                 let value = json!({"data_dir": dir.root(), "source": dir.source().to_string()});
@@ -24,10 +25,28 @@ pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
             }
             Ok(())
         }
-        DataCommand::Verify { json } => verify(&dir, json.as_deref()),
-        DataCommand::Calib(args) => calib(&dir, args),
-        DataCommand::Stats(args) => stats(&dir, args),
+        DataCommand::Verify { json } => verify(&resolve()?, json.as_deref()),
+        DataCommand::Calib(args) => calib(&resolve()?, args),
+        DataCommand::Stats(args) => stats(&resolve()?, args),
+        // Writes into its own --into folder; needs no existing data folder.
+        DataCommand::Fetch(args) => fetch(args),
     }
+}
+
+#[cfg(feature = "hub")]
+fn fetch(args: FetchArgs) -> Result<(), Failure> {
+    let path = spindle_data::hub::fetch(&args.repo, &args.revision, &args.file, &args.into).map_err(anyhow::Error::from)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "hub"))]
+fn fetch(args: FetchArgs) -> Result<(), Failure> {
+    // Validate the request even so, then say what is missing.
+    spindle_data::hub::local_path(&args.into, &args.repo, &args.file).map_err(|e| Failure::Usage(e.to_string()))?;
+    Err(Failure::Usage(
+        "this spindle was built without the `hub` feature: rebuild with `cargo build --release -p spindle --features hub`, or place the file in the data folder yourself".into(),
+    ))
 }
 
 /// The model's tokenizer and its context length.
