@@ -133,14 +133,14 @@ pub enum TaskError {
 
 /// One answer choice of OpenBookQA or ARC, as the dataset labels it (`"A"`, or `"1"` in some ARC
 /// copies).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Choice {
     pub label: String,
     pub text: String,
 }
 
 /// A PIQA row: a goal and two solutions, `label` the index (0 or 1) of the right one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Piqa {
     pub goal: String,
     pub sol1: String,
@@ -149,7 +149,7 @@ pub struct Piqa {
 }
 
 /// A BoolQ row: `label` is true where the file has 1.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BoolQ {
     pub question: String,
     pub passage: String,
@@ -158,7 +158,7 @@ pub struct BoolQ {
 }
 
 /// An OpenBookQA row; `answer_key` is one of the choices' labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OpenBookQA {
     pub id: String,
     pub question_stem: String,
@@ -174,7 +174,7 @@ impl OpenBookQA {
 }
 
 /// An ARC (Easy or Challenge) row; `answer_key` is one of the choices' labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Arc {
     pub id: String,
     pub question: String,
@@ -191,7 +191,7 @@ impl Arc {
 
 /// A WinoGrande row: `sentence` holds a `_` for the blank, `answer` is 1 or 2 (which option
 /// fills it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Winogrande {
     pub sentence: String,
     pub option1: String,
@@ -200,7 +200,7 @@ pub struct Winogrande {
 }
 
 /// An RTE row: `label` 0 is entailment, 1 not entailment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Rte {
     pub sentence1: String,
     pub sentence2: String,
@@ -209,7 +209,7 @@ pub struct Rte {
 }
 
 /// A HellaSwag validation row with every original field; `label` indexes `endings`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HellaSwag {
     pub ind: i64,
     pub activity_label: String,
@@ -225,7 +225,7 @@ pub struct HellaSwag {
 
 /// A row of the preprocessed full HellaSwag validation set: `query` is already
 /// `activity_label: ctx` (cleaned, `ctx_b` not capitalised); `label` indexes `endings`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HellaSwagPreprocessed {
     pub query: String,
     pub endings: Vec<String>,
@@ -279,6 +279,23 @@ impl TaskRecords {
     /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every row as a JSON object with the record's field names (what task templates address).
+    pub fn json_rows(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        fn rows<T: serde::Serialize>(r: &[T]) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+            r.iter().map(serde_json::to_value).collect()
+        }
+        match self {
+            TaskRecords::Piqa(r) => rows(r),
+            TaskRecords::BoolQ(r) => rows(r),
+            TaskRecords::OpenBookQA(r) => rows(r),
+            TaskRecords::ArcEasy(r) | TaskRecords::ArcChallenge(r) => rows(r),
+            TaskRecords::Winogrande(r) => rows(r),
+            TaskRecords::Rte(r) => rows(r),
+            TaskRecords::HellaSwag(r) => rows(r),
+            TaskRecords::HellaSwagFull(r) => rows(r),
+        }
     }
 }
 

@@ -54,7 +54,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Induce(_) => Err(not_landed("induce", "Sparsity Induction", 7)),
         Command::Prune(_) => Err(not_landed("prune", "the pruners and the sequential pipeline", 6)),
-        Command::Eval(_) => Err(not_landed("eval", "evaluation", 5)),
+        Command::Eval(args) => cmd::eval::run(args, runtime, cli.data_dir.as_deref()),
         Command::Data(cmd) => cmd::data::run(cmd, cli.data_dir.as_deref()),
     }
 }

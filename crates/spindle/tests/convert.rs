@@ -21,7 +21,7 @@ fn stories() -> PathBuf {
 fn convert(out: &Path) {
     let s = stories();
     let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("convert")
+        .args(["--threads", "1", "convert"])
         .arg(s.join("stories260K.bin"))
         .arg("--tokenizer")
         .arg(s.join("tok512.bin"))
@@ -46,6 +46,7 @@ fn ids_tensor(ids: &[u32]) -> Tensor {
 
 #[test]
 fn converted_stories260k_reproduces_its_known_nll() {
+    tch::set_num_threads(1);
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("stories");
     convert(&out);
@@ -62,6 +63,7 @@ fn converted_stories260k_reproduces_its_known_nll() {
 
 #[test]
 fn converted_stories260k_continues_the_known_story_greedily() {
+    tch::set_num_threads(1);
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("stories");
     convert(&out);
@@ -101,6 +103,7 @@ fn data_calib_and_stats_use_the_models_tokenizer() {
     convert(&out);
     let run = |args: &[&str]| {
         let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .args(["--threads", "1"])
             .args(args)
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
             .env("SPINDLE_CACHE", t.path().join("cache"))
@@ -135,4 +138,49 @@ fn data_calib_and_stats_use_the_models_tokenizer() {
     let again = run(&["data", "stats", "--model", model, "--corpus", "wikitext2", "--seqlen", "512"]);
     assert_eq!(again, printed);
     assert_eq!(std::fs::read_dir(t.path().join("cache/tokens")).unwrap().count(), 2);
+}
+
+#[test]
+fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
+    tch::set_num_threads(1);
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("stories");
+    convert(&out);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let spindle = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_spindle")).arg("--threads").arg("1").args(args).current_dir(&root).env("SPINDLE_CACHE", t.path().join("cache")).output().unwrap()
+    };
+    let json = t.path().join("eval.json");
+    let model = out.to_str().unwrap();
+    // A file corpus keeps this quick: WikiText-2 is ~800k tokens in this 512-token vocabulary.
+    let sample = stories().join("tinystories-sample.txt");
+    let o = spindle(&["eval", "--model", model, "--ppl", sample.to_str().unwrap(), "--seqlen", "128", "--tasks", "piqa,winogrande", "--limit", "6", "--batch-size", "4", "--json", json.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ppl = v["perplexity"][sample.to_str().unwrap()].as_f64().unwrap();
+    assert_eq!(v["tasks"]["piqa"]["n"], 6);
+    assert!(v["tasks"]["piqa"]["acc_norm"].is_f64());
+    assert!(v["tasks"]["winogrande"]["acc_norm"].is_null(), "lm-eval reports no acc_norm for winogrande");
+    assert_eq!(v["config"]["seqlen"], 128);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&format!("{} ppl {ppl:>10.4}", sample.display())), "{text}");
+
+    // The same figure through the library, on the same tokens.
+    let m = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+    let tok = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
+    let data = spindle_data::DataDir::resolve_with(None, None, &root).unwrap();
+    let cache = spindle_data::cache::TokenCache::new(t.path().join("cache2"));
+    let (ids, _, _, _) = spindle_data::corpus::eval_tokens(&spindle_data::corpus::Corpus::File(sample.clone()), &data, &tok, &cache).unwrap();
+    // The file is one document: its text as is, with the tokenizer's BOS.
+    assert_eq!(ids.len(), tok.encode(&std::fs::read_to_string(&sample).unwrap(), true).unwrap().len());
+    let r = spindle_eval::perplexity(&m, &ids, spindle_eval::PplConfig { seqlen: 128, batch_size: 7 }, &mut |_, _| {}).unwrap();
+    assert!(((r.ppl - ppl) / ppl).abs() < 1e-5, "batching must not change the figure: {} vs {ppl}", r.ppl);
+    assert_eq!(r.nsamples, ids.len() / 128);
+
+    let o = spindle(&["eval", "--model", model, "--tasks", "squad"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("spindle: error: unknown task \"squad\" (known: arc_challenge, arc_easy, "));
+    let o = spindle(&["eval", "--model", model]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "spindle: error: nothing to evaluate: pass --ppl CORPORA and/or --tasks TASKS\n");
 }

@@ -99,9 +99,28 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The Hugging Face model directory to evaluate.
+    /// The model to evaluate: a Hugging Face directory, or a known name (smollm2-135m).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
+    /// Perplexity corpora, comma-separated: wikitext2, c4, ptb, or a .txt/.jsonl/.parquet file.
+    #[arg(long, value_name = "CORPORA")]
+    pub ppl: Option<String>,
+    /// Zero-shot tasks, comma-separated: piqa, boolq, openbookqa, arc_easy, arc_challenge,
+    /// winogrande, rte, hellaswag.
+    #[arg(long, value_name = "TASKS")]
+    pub tasks: Option<String>,
+    /// Perplexity window (default: 2048, or the model's context if smaller).
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    /// Score only the first N items of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Windows or requests per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Read task specs from DIR instead of the built-in copies of eval/tasks.
+    #[arg(long, value_name = "DIR")]
+    pub tasks_dir: Option<PathBuf>,
     /// Also write the figures as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod convert;
 pub mod data;
+pub mod eval;
 pub mod inspect;
 
 use std::path::PathBuf;

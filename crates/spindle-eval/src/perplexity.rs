@@ -1,0 +1,79 @@
+//! Perplexity exactly as the SparseGPT and Wanda scripts compute it: the corpus is tokenized
+//! once; N = numel // seqlen non-overlapping windows (the tail is dropped); each window's mean
+//! cross-entropy over its seqlen − 1 next-token predictions, in fp32, is multiplied by seqlen;
+//! ppl = exp(Σ / (N · seqlen)).
+
+use spindle_model::Model;
+use tch::{Kind, Tensor};
+
+use crate::{EvalError, Resident};
+
+/// How to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PplConfig {
+    /// Tokens per window.
+    pub seqlen: usize,
+    /// Windows per forward pass.
+    pub batch_size: usize,
+}
+
+/// The figure and what it was computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PplResult {
+    pub ppl: f64,
+    pub seqlen: usize,
+    /// Number of windows.
+    pub nsamples: usize,
+    /// Per window: mean cross-entropy × seqlen (the reference's `neg_log_likelihood`).
+    pub nlls: Vec<f64>,
+}
+
+/// Perplexity of `model` on `ids`; `progress(done, total)` counts windows.
+pub fn perplexity(
+    model: &Model,
+    ids: &[u32],
+    cfg: PplConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PplResult, EvalError> {
+    if cfg.seqlen < 2 {
+        return Err(EvalError::Config(format!("seqlen must be at least 2, got {}", cfg.seqlen)));
+    }
+    if cfg.batch_size == 0 {
+        return Err(EvalError::Config("batch size must be at least 1".into()));
+    }
+    let nsamples = ids.len() / cfg.seqlen;
+    if nsamples == 0 {
+        return Err(EvalError::Config(format!("the corpus has {} tokens, fewer than one window of {}", ids.len(), cfg.seqlen)));
+    }
+    let all: Vec<i64> = ids[..nsamples * cfg.seqlen].iter().map(|&i| i64::from(i)).collect();
+    let all = Tensor::from_slice(&all).view([nsamples as i64, cfg.seqlen as i64]);
+    let s = cfg.seqlen as i64;
+    let mut nlls = Vec::with_capacity(nsamples);
+    let _guard = tch::no_grad_guard();
+    let resident = Resident::load(model)?;
+    let mut start = 0;
+    while start < nsamples {
+        progress(start, nsamples);
+        let b = cfg.batch_size.min(nsamples - start);
+        let batch = all.narrow(0, start as i64, b as i64).to_device(model.device());
+        let logits = resident.logits(&batch)?;
+        let logp = logits.narrow(1, 0, s - 1).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+        let targets = batch.narrow(1, 1, s - 1).unsqueeze(-1);
+        // Mean over the window's seqlen − 1 predictions, in fp32, as CrossEntropyLoss does.
+        let loss = -logp.gather(-1, &targets, false).squeeze_dim(-1).mean_dim(1, false, Kind::Float);
+        let loss: Vec<f32> = Vec::<f32>::try_from(loss.to_device(tch::Device::Cpu))
+            .map_err(|e| EvalError::Config(format!("reading losses: {e}")))?;
+        for l in loss {
+            // `loss.float() * seqlen` in the reference: an fp32 product.
+            nlls.push(f64::from(l * cfg.seqlen as f32));
+        }
+        start += b;
+    }
+    progress(nsamples, nsamples);
+    let total: f64 = nlls.iter().sum();
+    let ppl = (total / (nsamples * cfg.seqlen) as f64).exp();
+    if !ppl.is_finite() {
+        return Err(EvalError::NotFinite { what: format!("perplexity at seqlen {}", cfg.seqlen) });
+    }
+    Ok(PplResult { ppl, seqlen: cfg.seqlen, nsamples, nlls })
+}

@@ -1,0 +1,106 @@
+//! `spindle eval --model MODEL [--ppl ...] [--tasks ...]`.
+
+use anyhow::Context;
+use serde_json::{Map, Value, json};
+use spindle::{output, progress, zoo};
+use spindle_data::cache::TokenCache;
+use spindle_data::corpus::{Corpus, eval_tokens};
+use spindle_data::{DataDir, Tokenizer};
+use spindle_eval::{PplConfig, TaskConfig};
+use spindle_model::{Model, Runtime};
+use tch::Kind;
+
+use crate::Failure;
+use crate::cmd::cli::EvalArgs;
+
+fn split_list(s: &Option<String>) -> Vec<String> {
+    s.as_deref().map(|s| s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// BOS, else EOS, from config.json: the token lm-eval puts before an empty context.
+fn prefix_token(config: &Value) -> Option<u32> {
+    ["bos_token_id", "eos_token_id"].iter().find_map(|k| config.get(*k).and_then(Value::as_u64)).map(|v| v as u32)
+}
+
+pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>) -> Result<(), Failure> {
+    let corpora = split_list(&args.ppl);
+    let task_names = split_list(&args.tasks);
+    if corpora.is_empty() && task_names.is_empty() {
+        return Err(Failure::Usage("nothing to evaluate: pass --ppl CORPORA and/or --tasks TASKS".into()));
+    }
+    let specs = match &args.tasks_dir {
+        Some(dir) => spindle_eval::load_specs(dir),
+        None => spindle_eval::task::builtin_specs(),
+    }
+    .map_err(anyhow::Error::from)?;
+    for t in &task_names {
+        if !specs.contains_key(t) {
+            let known: Vec<&str> = specs.keys().map(String::as_str).collect();
+            return Err(Failure::Usage(format!("unknown task {t:?} (known: {})", known.join(", "))));
+        }
+    }
+    if args.batch_size == 0 || args.limit == Some(0) || args.seqlen == Some(0) {
+        return Err(Failure::Usage("--batch-size, --limit and --seqlen must be at least 1".into()));
+    }
+    let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
+    let dir = crate::cmd::resolve_model(&args.model)?;
+    let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(anyhow::Error::from)?;
+    let raw_config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).map_err(anyhow::Error::from)?)
+        .map_err(anyhow::Error::from)?;
+    let context = model.config().max_position_embeddings;
+    let seqlen = args.seqlen.unwrap_or(2048.min(context));
+    let cache = TokenCache::new(zoo::cache_dir().join("tokens"));
+
+    let mut ppl = Map::new();
+    let mut notes: Vec<&str> = Vec::new();
+    for name in &corpora {
+        let Ok(corpus) = name.parse::<Corpus>();
+        let (ids, limit, docs, _) = eval_tokens(&corpus, &data, &tokenizer, &cache).map_err(anyhow::Error::from)?;
+        if !docs.note.is_empty() && !notes.contains(&docs.note) {
+            notes.push(docs.note);
+        }
+        let used = limit.map_or(ids.len(), |per| ids.len().min(per * seqlen));
+        let bar = progress::items("perplexity");
+        let r = spindle_eval::perplexity(&model, &ids[..used], PplConfig { seqlen, batch_size: args.batch_size }, &mut |d, t| progress::update(&bar, d, t))
+            .with_context(|| format!("perplexity on {name}"))?;
+        bar.finish_and_clear();
+        println!("{name:<12} ppl {:>10.4}   ({} windows of {seqlen})", r.ppl, r.nsamples);
+        ppl.insert(name.clone(), json!(r.ppl));
+    }
+
+    let mut tasks = Map::new();
+    if !task_names.is_empty() {
+        println!("{:<14} {:>6} {:>8} {:>9}", "task", "n", "acc", "acc_norm");
+    }
+    for name in &task_names {
+        let spec = &specs[name];
+        let records = spindle_data::tasks::load(spec.dataset, &data).map_err(anyhow::Error::from)?;
+        let rows = records.json_rows().map_err(anyhow::Error::from)?;
+        let cfg = TaskConfig { limit: args.limit, batch_size: args.batch_size, max_length: context, prefix_token: prefix_token(&raw_config) };
+        let bar = progress::items("scoring");
+        let r = spindle_eval::evaluate_task(&model, &tokenizer, spec, &rows, cfg, &mut |d, t| progress::update(&bar, d, t))
+            .with_context(|| format!("task {name}"))?;
+        bar.finish_and_clear();
+        let norm = r.acc_norm.map_or("-".to_owned(), |a| format!("{a:.4}"));
+        println!("{:<14} {:>6} {:>8.4} {:>9}", r.name, r.n, r.acc, norm);
+        tasks.insert(name.clone(), json!({"acc": r.acc, "acc_norm": r.acc_norm, "n": r.n, "version": r.version}));
+    }
+    for note in &notes {
+        println!("{note}");
+    }
+    if let Some(path) = args.json {
+        let value = json!({
+            "model": args.model,
+            "model_dir": dir,
+            "perplexity": ppl,
+            "tasks": tasks,
+            "config": {
+                "seqlen": seqlen, "limit": args.limit, "batch_size": args.batch_size, "dtype": "float32",
+                "device": format!("{:?}", runtime.device), "threads": runtime.threads, "notes": notes,
+            },
+        });
+        output::write_json(&path, &value).map_err(anyhow::Error::from)?;
+    }
+    Ok(())
+}
