@@ -246,9 +246,7 @@ mod tests {
     use super::*;
 
     fn data() -> DataDir {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let env = std::env::var_os("SPINDLE_DATA").map(PathBuf::from);
-        DataDir::resolve_with(None, env.as_deref(), &root).unwrap()
+        DataDir::resolve_from(None, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
     }
 
     fn golden_case(name: &str) -> serde_json::Value {

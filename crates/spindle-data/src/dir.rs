@@ -40,10 +40,16 @@ pub struct DataDir {
 impl DataDir {
     /// Resolves the convention from the process environment and working directory.
     pub fn resolve(flag: Option<&Path>) -> Result<DataDir, DataError> {
-        let env = std::env::var_os("SPINDLE_DATA").filter(|v| !v.is_empty()).map(PathBuf::from);
         let cwd = std::env::current_dir()
             .map_err(|io| DataError::Io { path: PathBuf::from("."), io })?;
-        Self::resolve_with(flag, env.as_deref(), &cwd)
+        Self::resolve_from(flag, &cwd)
+    }
+
+    /// The convention as if run from `dir`: `flag`, else `$SPINDLE_DATA`, else `dir/data`, else
+    /// `dir/../shared/data` (tests resolve from the workspace root this way).
+    pub fn resolve_from(flag: Option<&Path>, dir: &Path) -> Result<DataDir, DataError> {
+        let env = std::env::var_os("SPINDLE_DATA").filter(|v| !v.is_empty()).map(PathBuf::from);
+        Self::resolve_with(flag, env.as_deref(), dir)
     }
 
     /// The convention with every input explicit: an explicit choice (flag, then variable) must

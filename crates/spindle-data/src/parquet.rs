@@ -65,9 +65,7 @@ mod tests {
     use crate::DataDir;
 
     fn data() -> DataDir {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let env = std::env::var_os("SPINDLE_DATA").map(std::path::PathBuf::from);
-        DataDir::resolve_with(None, env.as_deref(), &root).unwrap()
+        DataDir::resolve_from(None, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
     }
 
     #[test]

@@ -570,9 +570,7 @@ mod tests {
     use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 
     fn data() -> DataDir {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let env = std::env::var_os("SPINDLE_DATA").map(PathBuf::from);
-        DataDir::resolve_with(None, env.as_deref(), &root).unwrap()
+        DataDir::resolve_from(None, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
     }
 
     /// A data directory in a temporary folder, with `task`'s file made of `columns`.

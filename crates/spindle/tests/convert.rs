@@ -13,9 +13,7 @@ use tch::{Device, Kind, Tensor};
 /// else ./data or ../shared/data beside the workspace).
 fn stories() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env = std::env::var_os("SPINDLE_DATA").map(PathBuf::from);
-    let data = spindle_data::DataDir::resolve_with(None, env.as_deref(), &root).unwrap();
-    data.join("models/stories260K")
+    spindle_data::DataDir::resolve_from(None, &root).unwrap().join("models/stories260K")
 }
 
 fn convert(out: &Path) {
@@ -168,7 +166,7 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
     // The same figure through the library, on the same tokens.
     let m = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
     let tok = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
-    let data = spindle_data::DataDir::resolve_with(None, None, &root).unwrap();
+    let data = spindle_data::DataDir::resolve_from(None, &root).unwrap();
     let cache = spindle_data::cache::TokenCache::new(t.path().join("cache2"));
     let (ids, _, _, _) = spindle_data::corpus::eval_tokens(&spindle_data::corpus::Corpus::File(sample.clone()), &data, &tok, &cache).unwrap();
     // The file is one document: its text as is, with the tokenizer's BOS.

@@ -30,9 +30,7 @@ fn smollm2() -> Option<PathBuf> {
 }
 
 fn wikitext2_test() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env = std::env::var_os("SPINDLE_DATA").map(PathBuf::from);
-    let data = spindle_data::DataDir::resolve_with(None, env.as_deref(), &root).unwrap();
+    let data = data_dir();
     let rows = spindle_data::parquet::read_string_column(&data.join("wikitext/wikitext-2-raw-v1/test-00000-of-00001.parquet"), "text").unwrap();
     rows.join("\n\n")
 }
@@ -83,9 +81,7 @@ fn calibration_windows_equal_the_python_loaders() {
     )
     .unwrap();
     let case = golden["cases"].as_array().unwrap().iter().find(|c| c["name"] == "smollm2").unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env = std::env::var_os("SPINDLE_DATA").map(PathBuf::from);
-    let data = spindle_data::DataDir::resolve_with(None, env.as_deref(), &root).unwrap();
+    let data = data_dir();
     let tokenizer = spindle_data::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     let docs = spindle_data::corpus::calibration_documents(&spindle_data::corpus::Corpus::C4, &data).unwrap();
     let mut cache: Vec<Option<Vec<u32>>> = vec![None; docs.docs.len()];
@@ -114,9 +110,7 @@ fn full_eval() -> bool {
 }
 
 fn data_dir() -> spindle_data::DataDir {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env = std::env::var_os("SPINDLE_DATA").map(PathBuf::from);
-    spindle_data::DataDir::resolve_with(None, env.as_deref(), &root).unwrap()
+    spindle_data::DataDir::resolve_from(None, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
 }
 
 #[test]
