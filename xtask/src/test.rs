@@ -27,12 +27,12 @@ pub(crate) struct TestArgs {
 }
 
 /// LD_LIBRARY_PATH with libtorch's lib folder in front.
-fn library_path() -> OsString {
+fn library_path() -> Result<OsString> {
     let mut paths = vec![libtorch::lib_dir()];
     if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
         paths.extend(std::env::split_paths(&old));
     }
-    std::env::join_paths(paths).unwrap_or_default()
+    std::env::join_paths(paths).context("libtorch's path cannot go into LD_LIBRARY_PATH (does it contain ':'?)")
 }
 
 fn ensure_nextest() -> Result<()> {
@@ -52,7 +52,7 @@ fn ensure_nextest() -> Result<()> {
 pub(crate) fn run(args: &TestArgs) -> Result<()> {
     libtorch::ensure()?;
     ensure_nextest()?;
-    let ld = library_path();
+    let ld = library_path()?;
     let with_env = |cmd: &mut Command| {
         cmd.env("LD_LIBRARY_PATH", &ld);
         if !args.quick {

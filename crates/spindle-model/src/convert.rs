@@ -179,7 +179,11 @@ fn gguf_tokenizer(g: &GgufFile) -> Result<(Value, Value), ConvertError> {
     let add_bos = matches!(g.get("tokenizer.ggml.add_bos_token"), Some(GgufValue::Bool(true)));
     let post_processor = match (add_bos, bos) {
         (true, Some(id)) => {
-            let tok = tokens.get(id as usize).cloned().unwrap_or_default();
+            let tok = tokens.get(id as usize).cloned().ok_or_else(|| ConvertError::Unsupported {
+                path: path.to_path_buf(),
+                what: "tokenizer.ggml.bos_token_id",
+                value: format!("{id} is outside the vocabulary of {} tokens", tokens.len()),
+            })?;
             json!({"type": "TemplateProcessing",
                    "single": [{"SpecialToken": {"id": tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
                    "pair": [{"SpecialToken": {"id": tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},

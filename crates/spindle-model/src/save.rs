@@ -86,7 +86,8 @@ impl HfDirWriter {
 
     /// Writes `value` as pretty JSON.
     pub fn write_json(&self, name: &str, value: &Value) -> Result<(), SaveError> {
-        let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+        let path = self.tmp.path().join(name);
+        let mut text = serde_json::to_string_pretty(value).map_err(|e| SaveError::Io { path, io: e.into() })?;
         text.push('\n');
         self.write_file(name, text.as_bytes())
     }
