@@ -3,8 +3,10 @@
 //!
 //! A (context, continuation) pair is encoded as lm-eval's `HFLM._encode_pair` does: trailing
 //! whitespace of the context moves to the front of the continuation; `context + continuation` is
-//! encoded whole (no special tokens, lm-eval's default) and split at `len(encode(context))`; an
-//! empty context becomes the model's prefix token. The model sees
+//! encoded whole and split at `len(encode(context))`; an empty context becomes the model's prefix
+//! token. Encoding uses the tokenizer's own special-token handling, as lm-eval 0.4.13 does when
+//! `add_bos_token` is left unset (`tokenizer.encode` with its default `add_special_tokens=True`):
+//! a Llama tokenizer's BOS is there, SmolLM2's tokenizer adds nothing. The model sees
 //! `(context + continuation)[-(max_length + 1):][:-1]`; the score is the sum of the continuation
 //! tokens' log-probabilities. Requests are batched longest first with right padding, which a
 //! causal model cannot see.
@@ -28,7 +30,7 @@ pub struct Encoded {
 pub fn encode_pair(tokenizer: &Tokenizer, context: &str, continuation: &str, prefix: Option<u32>) -> Result<Encoded, EvalError> {
     if context.is_empty() {
         let prefix = prefix.ok_or_else(|| EvalError::Config("a request has an empty context and the model declares no BOS or EOS token".into()))?;
-        return Ok(Encoded { context: vec![prefix], continuation: tokenizer.encode(continuation, false)? });
+        return Ok(Encoded { context: vec![prefix], continuation: tokenizer.encode(continuation, true)? });
     }
     let trimmed = context.trim_end();
     let (context, continuation) = if trimmed.len() < context.len() {
@@ -36,8 +38,8 @@ pub fn encode_pair(tokenizer: &Tokenizer, context: &str, continuation: &str, pre
     } else {
         (context.to_owned(), continuation.to_owned())
     };
-    let whole = tokenizer.encode(&format!("{context}{continuation}"), false)?;
-    let context_ids = tokenizer.encode(&context, false)?;
+    let whole = tokenizer.encode(&format!("{context}{continuation}"), true)?;
+    let context_ids = tokenizer.encode(&context, true)?;
     let split = context_ids.len().min(whole.len());
     Ok(Encoded { continuation: whole[split..].to_vec(), context: context_ids })
 }
@@ -160,6 +162,21 @@ mod tests {
     fn argmax_takes_the_first_maximum_like_numpy() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
         assert_eq!(argmax(&[-1.0]), 0);
+    }
+
+    #[test]
+    fn pairs_are_encoded_whole_and_split_like_lm_eval() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/llama2c/tokenizer.json");
+        let tok = Tokenizer::from_file(&path).unwrap();
+        // This tokenizer adds BOS (id 1), as lm-eval's default encode keeps it.
+        let e = encode_pair(&tok, "Once upon ", "a time", None).unwrap();
+        let whole = tok.encode("Once upon a time", true).unwrap();
+        assert_eq!(e.context, tok.encode("Once upon", true).unwrap());
+        assert_eq!(e.context[0], 1);
+        assert_eq!([e.context.clone(), e.continuation.clone()].concat(), whole, "the trailing space moved to the continuation");
+        let err = encode_pair(&tok, "", "a", None).unwrap_err();
+        assert_eq!(err.to_string(), "a request has an empty context and the model declares no BOS or EOS token");
+        assert_eq!(encode_pair(&tok, "", "a", Some(1)).unwrap().context, [1]);
     }
 
     #[test]
