@@ -84,6 +84,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seqlen", type=int)
     ap.add_argument("--sdpa-check", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run from the windows already in the output file "
+                         "(their float32 NLLs are exact in JSON, so the sums are unchanged)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -164,8 +167,16 @@ def main():
     nlls = []
     nll_t = []
     t0 = time.time()
+    first = 0
+    prev = load_out().get(key)
+    if args.resume and prev and not prev.get("complete") and prev.get("nsamples") == nsamples:
+        nlls = list(prev["nll"])
+        nll_t = [torch.tensor(x, dtype=torch.float32) for x in nlls]
+        first = len(nlls)
+        t0 -= prev.get("elapsed_s", 0.0)
+        print(f"[{key}] resuming at window {first}", flush=True)
     with torch.no_grad():
-        for i in range(nsamples):
+        for i in range(first, nsamples):
             batch = ids[:, i * seqlen:(i + 1) * seqlen]
             logits = model(batch).logits
             shift_logits = logits[:, :-1, :]
