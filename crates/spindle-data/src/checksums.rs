@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::cache::hex;
 use crate::{DataDir, DataError};
 
 /// The outcome for one listed file.
@@ -61,10 +62,6 @@ fn parse_sums(path: &Path, text: &str) -> Result<Vec<(String, PathBuf)>, DataErr
         entries.push((digest.to_ascii_lowercase(), PathBuf::from(file)));
     }
     Ok(entries)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks every file listed in `<dir>/SHA256SUMS`. `progress(done, total)` is called with bytes

