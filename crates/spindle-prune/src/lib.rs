@@ -2,15 +2,121 @@
 //! RIA; unstructured and N:M patterns; uniform and OWL layer-wise allocation) as pure functions.
 //!
 //! Each algorithm is two kinds of function, in the manner of llm-compressor: one accumulates
-//! statistics from a linear layer's input activations (`[tokens, in]` → column norms, a Hessian),
-//! the other sparsifies a weight `[out, in]` from those statistics and a typed configuration, and
-//! returns the mask it chose. Keeping them pure is what makes them testable against the reference
-//! implementations mask for mask, and reusable outside spindle's pipeline: a researcher can call
-//! Wanda on one matrix without a model, a file or a dataset.
+//! statistics from a linear layer's input activations (`[.., in]` → column norms, a Hessian,
+//! activation norms: [`stats`]), the other sparsifies a weight `[out, in]` from those statistics
+//! and a typed configuration and returns the mask it chose ([`magnitude`], [`wanda`], [`ria`],
+//! [`sparsegpt`]); [`owl`] turns per-block outlier ratios into per-block sparsities. Keeping them
+//! pure is what makes them testable against the reference implementations mask for mask
+//! (`tests/golden/prune/`), and reusable outside spindle's pipeline: a researcher can call Wanda
+//! on one matrix without a model, a file or a dataset.
 //!
-//! The algorithms land with the pruning issue (#6); this crate is empty until then.
+//! The numerics follow the published code exactly, quirks included, because published tables
+//! were made with it: statistics are running means in f32 over sequences; magnitude's threshold
+//! is `sorted(|W|)[floor(numel·p)]` compared with `<=`; Wanda and RIA rank within each output row
+//! with a stable sort; N:M groups take the `M − N` smallest scores of each group with `topk`;
+//! SparseGPT works on blocks of 128 columns with the upper Cholesky factor of the damped inverse
+//! Hessian. Where the reference would do something no user wants (pruning one weight at
+//! sparsity 0), the function says so in its documentation.
+//!
+//! A mask is a `Bool` tensor shaped like the weight, `true` where a weight is removed.
 //!
 //! Architecture Invariant: spindle-prune knows nothing of files, tensor names, architectures or
 //! datasets. It never depends on safetensors, parquet, arrow or tokenizers, nor on any other
 //! spindle crate; `tests/architecture.rs` fails if it does. Which weight of which block is pruned
 //! with which statistics is decided by the pipeline in `spindle`.
+
+pub mod magnitude;
+pub mod mask;
+pub mod owl;
+pub mod ria;
+pub mod sparsegpt;
+pub mod stats;
+pub mod wanda;
+
+use std::fmt;
+
+pub use mask::{apply_mask, sparsity};
+pub use sparsegpt::{DampRetry, SparseGptConfig, SparseGptOutcome};
+pub use stats::{ActNorms, ColumnNorms, Hessian};
+
+/// Which weights may be removed together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pattern {
+    /// Any `sparsity` share of the weights, `0 <= sparsity < 1`.
+    Unstructured { sparsity: f64 },
+    /// At most `n` nonzeros in every `m` consecutive weights along the input dimension
+    /// (2:4 keeps 2 of every 4), `0 < n < m`.
+    NM { n: usize, m: usize },
+}
+
+impl Pattern {
+    /// Checks the pattern's own numbers (not yet against a weight).
+    pub fn validate(self) -> Result<Pattern, PruneError> {
+        match self {
+            Pattern::Unstructured { sparsity } if !(0.0..1.0).contains(&sparsity) => {
+                Err(PruneError::BadPattern(format!("sparsity must be in [0, 1), got {sparsity}")))
+            }
+            Pattern::NM { n, m } if n == 0 || n >= m => {
+                Err(PruneError::BadPattern(format!("N:M needs 0 < N < M, got {n}:{m}")))
+            }
+            p => Ok(p),
+        }
+    }
+
+    /// The share of weights this pattern removes.
+    pub fn ratio(self) -> f64 {
+        match self {
+            Pattern::Unstructured { sparsity } => sparsity,
+            Pattern::NM { n, m } => (m - n) as f64 / m as f64,
+        }
+    }
+
+    /// How many of every group of `m` are removed (`m − n`), for N:M.
+    pub fn pruned_per_group(self) -> Option<(usize, usize)> {
+        match self {
+            Pattern::NM { n, m } => Some((m - n, m)),
+            Pattern::Unstructured { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pattern::Unstructured { sparsity } => write!(f, "{:.0}% unstructured", sparsity * 100.0),
+            Pattern::NM { n, m } => write!(f, "{n}:{m}"),
+        }
+    }
+}
+
+/// Why a weight cannot be pruned as asked. Each variant carries the numbers that were wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error("bad sparsity pattern: {0}")]
+    BadPattern(String),
+    #[error("{pattern} needs an input dimension divisible by {m}, but the weight is {shape:?}")]
+    NotDivisible { pattern: String, m: usize, shape: Vec<i64> },
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    #[error("statistics are empty: no activations were accumulated")]
+    NoStatistics,
+    #[error(
+        "the Cholesky factorisation of the damped Hessian failed at every damping up to {max_percdamp} \
+         (tried {tried:?}); the calibration activations may be degenerate"
+    )]
+    Cholesky { tried: Vec<f64>, max_percdamp: f64 },
+    #[error("{what} is not finite")]
+    NotFinite { what: String },
+    #[error("OWL cannot allocate: {0}")]
+    Owl(String),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// `[out, in]` of a 2-D weight, or a shape error.
+pub(crate) fn dims2(w: &tch::Tensor) -> Result<(i64, i64), PruneError> {
+    match w.size()[..] {
+        [o, i] => Ok((o, i)),
+        ref s => Err(PruneError::Shape(format!("a weight must be [out, in], got {s:?}"))),
+    }
+}

@@ -1,0 +1,129 @@
+//! Statistics accumulated from a linear layer's input activations, in f32, as running means over
+//! sequences exactly as the reference code updates them (so a batch of `b` sequences is one
+//! update with `tmp = b`, and feeding one sequence at a time reproduces the reference bit for bit
+//! up to summation order).
+
+use tch::{Device, Kind, Tensor};
+
+use crate::PruneError;
+
+/// Rows of `x` as `[tokens, in]` f32 and the number of sequences they came from: `[in]` is one
+/// token of one sequence, `[tokens, in]` one sequence, `[b, .., in]` b sequences.
+fn flatten(x: &Tensor, columns: i64) -> Result<(Tensor, usize), PruneError> {
+    let size = x.size();
+    let last = size.last().copied().unwrap_or(0);
+    if last != columns {
+        return Err(PruneError::Shape(format!("activations {size:?} do not end in the layer's {columns} inputs")));
+    }
+    let sequences = if size.len() >= 3 { size[0] as usize } else { 1 };
+    Ok((x.reshape([-1, columns]).to_kind(Kind::Float), sequences))
+}
+
+/// Wanda's `scaler_row`: the running mean over sequences of each input column's squared L2 norm
+/// (`WrappedGPT.add_batch`).
+#[derive(Debug)]
+pub struct ColumnNorms {
+    sq: Tensor,
+    nsamples: usize,
+}
+
+impl ColumnNorms {
+    pub fn new(columns: i64, device: Device) -> ColumnNorms {
+        ColumnNorms { sq: Tensor::zeros([columns], (Kind::Float, device)), nsamples: 0 }
+    }
+
+    /// Adds the activations of one batch of sequences.
+    pub fn add_batch(&mut self, x: &Tensor) -> Result<(), PruneError> {
+        let (x, tmp) = flatten(x, self.sq.size()[0])?;
+        let n = self.nsamples as f64;
+        self.sq *= n / (n + tmp as f64);
+        self.nsamples += tmp;
+        let norms = x.norm_scalaropt_dim(2, [0], false).pow_tensor_scalar(2);
+        self.sq += norms / self.nsamples as f64;
+        Ok(())
+    }
+
+    /// `scaler_row` `[in]`.
+    pub fn get(&self) -> Result<&Tensor, PruneError> {
+        if self.nsamples == 0 {
+            return Err(PruneError::NoStatistics);
+        }
+        Ok(&self.sq)
+    }
+
+    pub fn nsamples(&self) -> usize {
+        self.nsamples
+    }
+}
+
+/// SparseGPT's Hessian `H = (2/n)·Σ XᵀX` over n sequences, as a running update
+/// (`SparseGPT.add_batch`).
+#[derive(Debug)]
+pub struct Hessian {
+    h: Tensor,
+    nsamples: usize,
+}
+
+impl Hessian {
+    pub fn new(columns: i64, device: Device) -> Hessian {
+        Hessian { h: Tensor::zeros([columns, columns], (Kind::Float, device)), nsamples: 0 }
+    }
+
+    pub fn add_batch(&mut self, x: &Tensor) -> Result<(), PruneError> {
+        let (x, tmp) = flatten(x, self.h.size()[0])?;
+        let n = self.nsamples as f64;
+        self.h *= n / (n + tmp as f64);
+        self.nsamples += tmp;
+        let x = x * (2.0 / self.nsamples as f64).sqrt();
+        self.h += x.tr().matmul(&x);
+        Ok(())
+    }
+
+    /// `H` `[in, in]`.
+    pub fn get(&self) -> Result<&Tensor, PruneError> {
+        if self.nsamples == 0 {
+            return Err(PruneError::NoStatistics);
+        }
+        Ok(&self.h)
+    }
+
+    pub fn nsamples(&self) -> usize {
+        self.nsamples
+    }
+}
+
+/// OWL's activation norms (llm-compressor `_get_activations`): the mean over the `total`
+/// calibration sequences of each input column's L2 norm within a sequence.
+#[derive(Debug)]
+pub struct ActNorms {
+    acc: Tensor,
+    total: usize,
+    seen: usize,
+}
+
+impl ActNorms {
+    /// `total` is the number of calibration sequences the mean is over.
+    pub fn new(columns: i64, total: usize, device: Device) -> ActNorms {
+        ActNorms { acc: Tensor::zeros([columns], (Kind::Float, device)), total, seen: 0 }
+    }
+
+    /// Adds a batch `[b, seq, in]` (each leading index one sequence).
+    pub fn add_batch(&mut self, x: &Tensor) -> Result<(), PruneError> {
+        let columns = self.acc.size()[0];
+        let size = x.size();
+        if size.len() != 3 || size[2] != columns {
+            return Err(PruneError::Shape(format!("activations {size:?} are not [batch, seq, {columns}]")));
+        }
+        let per_seq = x.to_kind(Kind::Float).pow_tensor_scalar(2).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).sqrt();
+        self.acc += per_seq.sum_dim_intlist([0i64].as_slice(), false, Kind::Float) / self.total as f64;
+        self.seen += size[0] as usize;
+        Ok(())
+    }
+
+    pub fn get(&self) -> Result<&Tensor, PruneError> {
+        if self.seen == 0 {
+            return Err(PruneError::NoStatistics);
+        }
+        Ok(&self.acc)
+    }
+}
