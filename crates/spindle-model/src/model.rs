@@ -108,6 +108,13 @@ const LLAMA_LINEARS: [&str; 7] = [
     "mlp.up_proj",
     "mlp.down_proj",
 ];
+/// A callback shown each linear layer's input during [`Block::forward_observed`].
+pub type Observer<'a> = &'a mut dyn FnMut(&'static [&'static str], &Tensor);
+
+const QKV: &[&str] = &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"];
+const LLAMA_GROUPS: [&[&str]; 4] =
+    [QKV, &["self_attn.o_proj"], &["mlp.gate_proj", "mlp.up_proj"], &["mlp.down_proj"]];
+const OPT_GROUPS: [&[&str]; 4] = [QKV, &["self_attn.out_proj"], &["fc1"], &["fc2"]];
 const LLAMA_NORMS: [&str; 2] = ["input_layernorm", "post_attention_layernorm"];
 const OPT_LINEARS: [&str; 6] =
     ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2"];
@@ -185,16 +192,31 @@ impl Block {
 
     /// Runs the block on `hidden` `[batch, seq, hidden]`.
     pub fn forward(&self, hidden: &Tensor, ctx: &ForwardCtx) -> Tensor {
+        self.forward_observed(hidden, ctx, &mut |_, _| {})
+    }
+
+    /// Runs the block and shows `observe` the input of every linear layer as it is computed:
+    /// `observe(paths, x)` with the paths of the linears that read `x` (`q_proj`, `k_proj` and
+    /// `v_proj` share one input, as do `gate_proj` and `up_proj`). The pruning pipeline
+    /// accumulates its statistics here.
+    pub fn forward_observed(&self, hidden: &Tensor, ctx: &ForwardCtx, observe: Observer<'_>) -> Tensor {
         if self.linear("o_proj").is_some() {
-            self.forward_llama(hidden, ctx)
+            self.forward_llama(hidden, ctx, observe)
         } else {
-            self.forward_opt(hidden, ctx)
+            self.forward_opt(hidden, ctx, observe)
         }
     }
 
-    fn attention(&self, x: &Tensor, ctx: &ForwardCtx, out_name: &str) -> Tensor {
+    /// The groups of linears that read the same input, in the order the forward pass reaches
+    /// them (for true-sequential pruning).
+    pub fn input_groups(&self) -> &'static [&'static [&'static str]] {
+        if self.linear("o_proj").is_some() { &LLAMA_GROUPS } else { &OPT_GROUPS }
+    }
+
+    fn attention(&self, x: &Tensor, ctx: &ForwardCtx, out_group: &'static [&'static str], observe: Observer<'_>) -> Tensor {
         let (b, s) = (x.size()[0], x.size()[1]);
         let split = |t: Tensor, heads: i64| t.view([b, s, heads, self.head_dim]).transpose(1, 2);
+        observe(QKV, x);
         let mut q = split(self.lin("q_proj").forward(x), self.num_heads);
         let mut k = split(self.lin("k_proj").forward(x), self.num_kv_heads);
         let v = split(self.lin("v_proj").forward(x), self.num_kv_heads);
@@ -214,26 +236,32 @@ impl Block {
             self.num_kv_heads != self.num_heads,
         );
         let y = y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]);
-        self.lin(out_name).forward(&y)
+        observe(out_group, &y);
+        self.lin(short(out_group[0])).forward(&y)
     }
 
-    fn forward_llama(&self, hidden: &Tensor, ctx: &ForwardCtx) -> Tensor {
-        let h = hidden + self.attention(&self.nrm("input_layernorm").forward(hidden), ctx, "o_proj");
+    fn forward_llama(&self, hidden: &Tensor, ctx: &ForwardCtx, observe: Observer<'_>) -> Tensor {
+        let h = hidden + self.attention(&self.nrm("input_layernorm").forward(hidden), ctx, LLAMA_GROUPS[1], observe);
         let x = self.nrm("post_attention_layernorm").forward(&h);
+        observe(LLAMA_GROUPS[2], &x);
         let act = self.lin("gate_proj").forward(&x).silu() * self.lin("up_proj").forward(&x);
+        observe(LLAMA_GROUPS[3], &act);
         &h + self.lin("down_proj").forward(&act)
     }
 
-    fn forward_opt(&self, hidden: &Tensor, ctx: &ForwardCtx) -> Tensor {
+    fn forward_opt(&self, hidden: &Tensor, ctx: &ForwardCtx, observe: Observer<'_>) -> Tensor {
         let attn_norm = self.nrm("self_attn_layer_norm");
         let ffn_norm = self.nrm("final_layer_norm");
         let x = if self.pre_norm { attn_norm.forward(hidden) } else { hidden.shallow_clone() };
-        let mut h = hidden + self.attention(&x, ctx, "out_proj");
+        let mut h = hidden + self.attention(&x, ctx, OPT_GROUPS[1], observe);
         if !self.pre_norm {
             h = attn_norm.forward(&h);
         }
         let x = if self.pre_norm { ffn_norm.forward(&h) } else { h.shallow_clone() };
-        let mut out = &h + self.lin("fc2").forward(&self.lin("fc1").forward(&x).relu());
+        observe(OPT_GROUPS[2], &x);
+        let act = self.lin("fc1").forward(&x).relu();
+        observe(OPT_GROUPS[3], &act);
+        let mut out = &h + self.lin("fc2").forward(&act);
         if !self.pre_norm {
             out = ffn_norm.forward(&out);
         }
@@ -513,10 +541,11 @@ impl Model {
     /// Writes the model to a new directory `out`: block `i` comes from `block(i)` (a pruned or
     /// scaled block, or `self.block(i)` unchanged), everything else is copied from the input
     /// checkpoint. Every tensor keeps its name and its stored dtype; config.json and the tokenizer
-    /// files are copied. One block is resident at a time; the input is never overwritten.
-    pub fn save(&self, out: &Path, block: &mut dyn FnMut(usize) -> Result<Block, ModelError>) -> Result<PathBuf, ModelError> {
+    /// files are copied. One block is resident at a time; the input is never overwritten. An
+    /// error from `block` stops the write and leaves no output directory behind.
+    pub fn save<E: From<ModelError>>(&self, out: &Path, block: &mut dyn FnMut(usize) -> Result<Block, E>) -> Result<PathBuf, E> {
         let dir = self.weights.dir().to_path_buf();
-        let mut writer = crate::save::HfDirWriter::create(out, Some(&dir))?;
+        let mut writer = crate::save::HfDirWriter::create(out, Some(&dir)).map_err(ModelError::from)?;
         let stored = |name: &str, t: Tensor| -> (String, Tensor) {
             let kind = self.weights.stored_kind(name).unwrap_or(self.kind);
             (name.to_owned(), t.to_device(Device::Cpu).to_kind(kind))
@@ -524,22 +553,26 @@ impl Model {
         let layers_prefix = format!("{}layers.", self.prefix);
         let mut rest = Vec::new();
         for name in self.weights.names().filter(|n| !n.starts_with(&layers_prefix)) {
-            let shape = self.weights.shape(name).map(<[usize]>::to_vec).unwrap_or_default();
+            let shape: Vec<i64> = self.weights.shape(name).unwrap_or_default().iter().map(|&d| d as i64).collect();
             let kind = self.weights.stored_kind(name).unwrap_or(self.kind);
-            rest.push((name.to_owned(), self.weights.load(name, &shape, kind, Device::Cpu)?));
+            rest.push(crate::safetensors_write::TensorSpec { name: name.to_owned(), shape, kind });
         }
-        writer.write_shard(&rest)?;
-        drop(rest);
+        writer
+            .write_shard_lazy(&rest, &mut |spec| {
+                let shape: Vec<usize> = spec.shape.iter().map(|&d| d as usize).collect();
+                self.weights.load(&spec.name, &shape, spec.kind, Device::Cpu).map_err(|e| e.to_string())
+            })
+            .map_err(ModelError::from)?;
         for i in 0..self.config.num_layers {
             let b = block(i)?;
             let tensors: Vec<(String, Tensor)> =
                 b.named_tensors(&self.block_prefix(i)).into_iter().map(|(n, t)| stored(&n, t)).collect();
-            writer.write_shard(&tensors)?;
+            writer.write_shard(&tensors).map_err(ModelError::from)?;
         }
         for side in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"] {
-            writer.copy_if_present(&dir, side)?;
+            writer.copy_if_present(&dir, side).map_err(ModelError::from)?;
         }
-        Ok(writer.finish()?)
+        Ok(writer.finish().map_err(ModelError::from)?)
     }
 
     /// The whole forward pass, one block resident at a time.

@@ -18,6 +18,25 @@ pub enum WriteError {
     DType { path: PathBuf, name: String, kind: Kind },
     #[error("{path}: cannot copy tensor `{name}`: {err}")]
     Copy { path: PathBuf, name: String, err: tch::TchError },
+    #[error("{path}: tensor `{name}`: {problem}")]
+    Load { path: PathBuf, name: String, problem: String },
+}
+
+/// Tensors are copied out in slices of about this many bytes.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// What the header says of one tensor, known before its data is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub kind: Kind,
+}
+
+impl TensorSpec {
+    pub fn of(name: &str, t: &Tensor) -> TensorSpec {
+        TensorSpec { name: name.to_owned(), shape: t.size(), kind: t.kind() }
+    }
 }
 
 fn dtype_name(kind: Kind) -> Option<&'static str> {
@@ -29,50 +48,115 @@ fn dtype_name(kind: Kind) -> Option<&'static str> {
     }
 }
 
-/// The bytes of a safetensors file holding `tensors` (each stored in its own dtype).
-pub fn safetensors_bytes(path: &Path, tensors: &[(String, Tensor)]) -> Result<Vec<u8>, WriteError> {
+/// The header of a safetensors file holding `specs`, padded.
+fn header(path: &Path, specs: &[TensorSpec]) -> Result<Vec<u8>, WriteError> {
     let mut header = Map::new();
     header.insert("__metadata__".into(), json!({"format": "pt"}));
-    let mut data: Vec<u8> = Vec::new();
-    for (name, t) in tensors {
-        let kind = t.kind();
-        let dtype = dtype_name(kind).ok_or_else(|| WriteError::DType { path: path.to_path_buf(), name: name.clone(), kind })?;
-        let t = t.to_device(Device::Cpu).contiguous();
-        let numel = t.numel();
-        let start = data.len();
-        data.resize(start + numel * kind.elt_size_in_bytes(), 0);
-        t.f_copy_data_u8(&mut data[start..], numel)
-            .map_err(|err| WriteError::Copy { path: path.to_path_buf(), name: name.clone(), err })?;
-        let shape: Vec<Value> = t.size().into_iter().map(Value::from).collect();
-        header.insert(name.clone(), json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}));
+    let mut offset = 0usize;
+    for spec in specs {
+        let dtype = dtype_name(spec.kind).ok_or_else(|| WriteError::DType { path: path.to_path_buf(), name: spec.name.clone(), kind: spec.kind })?;
+        let len = spec.shape.iter().product::<i64>() as usize * spec.kind.elt_size_in_bytes();
+        header.insert(spec.name.clone(), json!({"dtype": dtype, "shape": spec.shape, "data_offsets": [offset, offset + len]}));
+        offset += len;
     }
     let mut header = Value::Object(header).to_string().into_bytes();
     while header.len() % 8 != 0 {
         header.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + header.len() + data.len());
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&data);
+    Ok(header)
+}
+
+/// A tensor's data, read when its turn comes.
+pub type Loader<'a> = &'a mut dyn FnMut(&TensorSpec) -> Result<Tensor, String>;
+
+/// Streams a safetensors file into `out`: the header from `specs`, then each tensor as `load`
+/// returns it (checked against its spec), so only one tensor is held at a time.
+fn write_to(path: &Path, specs: &[TensorSpec], load: Loader<'_>, out: &mut dyn Write) -> Result<(), WriteError> {
+    let io = |io| WriteError::Io { path: path.to_path_buf(), io };
+    let header = header(path, specs)?;
+    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    let mut buf: Vec<u8> = Vec::new();
+    for spec in specs {
+        let fail = |problem: String| WriteError::Load { path: path.to_path_buf(), name: spec.name.clone(), problem };
+        let t = load(spec).map_err(fail)?;
+        if t.size() != spec.shape || t.kind() != spec.kind {
+            return Err(fail(format!("is {:?} {:?}, the header says {:?} {:?}", t.kind(), t.size(), spec.kind, spec.shape)));
+        }
+        // In slices of rows, so a large tensor is not held twice (tensor and bytes).
+        let rows = spec.shape.first().copied().unwrap_or(1).max(1);
+        let row_bytes = (t.numel() * t.kind().elt_size_in_bytes()) / rows as usize;
+        let rows_per = if spec.shape.is_empty() { 1 } else { (CHUNK_BYTES / row_bytes.max(1)).max(1) as i64 };
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = rows_per.min(rows - r0);
+            let part = if spec.shape.is_empty() { t.shallow_clone() } else { t.narrow(0, r0, n) };
+            let part = part.to_device(Device::Cpu).contiguous();
+            let numel = part.numel();
+            buf.clear();
+            buf.resize(numel * part.kind().elt_size_in_bytes(), 0);
+            part.f_copy_data_u8(&mut buf, numel).map_err(|err| WriteError::Copy { path: path.to_path_buf(), name: spec.name.clone(), err })?;
+            out.write_all(&buf).map_err(io)?;
+            r0 += n;
+        }
+    }
+    Ok(())
+}
+
+fn specs_of(tensors: &[(String, Tensor)]) -> Vec<TensorSpec> {
+    tensors.iter().map(|(n, t)| TensorSpec::of(n, t)).collect()
+}
+
+/// The bytes of a safetensors file holding `tensors` (each stored in its own dtype).
+pub fn safetensors_bytes(path: &Path, tensors: &[(String, Tensor)]) -> Result<Vec<u8>, WriteError> {
+    let mut out = Vec::new();
+    let mut k = 0;
+    write_to(path, &specs_of(tensors), &mut |_| { k += 1; Ok(tensors[k - 1].1.shallow_clone()) }, &mut out)?;
     Ok(out)
 }
 
-/// Writes `tensors` to `path` atomically.
+/// Writes `tensors` to `path` atomically, streaming.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), WriteError> {
-    let bytes = safetensors_bytes(path, tensors)?;
-    write_file_atomic(path, &bytes).map_err(|io| WriteError::Io { path: path.to_path_buf(), io })
+    let mut k = 0;
+    write_safetensors_lazy(path, &specs_of(tensors), &mut |_| {
+        k += 1;
+        Ok(tensors[k - 1].1.shallow_clone())
+    })
+}
+
+/// Writes the tensors of `specs` to `path` atomically, reading each with `load` only when it
+/// is written (memory: the largest tensor, twice).
+pub fn write_safetensors_lazy(path: &Path, specs: &[TensorSpec], load: Loader<'_>) -> Result<(), WriteError> {
+    let io = |io| WriteError::Io { path: path.to_path_buf(), io };
+    let mut tmp = atomic_temp(path).map_err(io)?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        write_to(path, specs, load, &mut w)?;
+        w.flush().map_err(io)?;
+    }
+    persist(tmp, path).map_err(io)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, given the
 /// usual `rw-r--r--` permissions, then renamed over `path`. A reader never sees a partial file.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = atomic_temp(path)?;
+    tmp.write_all(bytes)?;
+    persist(tmp, path)
+}
+
+/// A temporary file in `path`'s folder.
+fn atomic_temp(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
+    tempfile::NamedTempFile::new_in(dir)
+}
+
+/// Syncs `tmp`, gives it `rw-r--r--` and renames it over `path`.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     tmp.as_file().sync_all()?;
     tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(path).map_err(|e| e.error)?;

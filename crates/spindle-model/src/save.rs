@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 use tch::Tensor;
 
-use crate::safetensors_write::{WriteError, write_safetensors};
+use crate::safetensors_write::{Loader, TensorSpec, WriteError, write_safetensors, write_safetensors_lazy};
 
 /// Why a model directory could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,20 @@ impl HfDirWriter {
         write_safetensors(&self.tmp.path().join(&file), tensors)?;
         let bytes = tensors.iter().map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64).sum();
         self.shards.push((file, tensors.iter().map(|(n, _)| n.clone()).collect(), bytes));
+        Ok(())
+    }
+
+    /// Writes one shard whose tensors are read by `load` one at a time as they are written.
+    pub fn write_shard_lazy(&mut self, specs: &[TensorSpec], load: Loader<'_>) -> Result<(), SaveError> {
+        for spec in specs {
+            if self.shards.iter().any(|(_, names, _)| names.contains(&spec.name)) {
+                return Err(SaveError::Duplicate { name: spec.name.clone() });
+            }
+        }
+        let file = format!("shard-{:05}.safetensors", self.shards.len());
+        write_safetensors_lazy(&self.tmp.path().join(&file), specs, load)?;
+        let bytes = specs.iter().map(|s| (s.shape.iter().product::<i64>() as usize * s.kind.elt_size_in_bytes()) as u64).sum();
+        self.shards.push((file, specs.iter().map(|s| s.name.clone()).collect(), bytes));
         Ok(())
     }
 

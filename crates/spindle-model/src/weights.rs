@@ -137,11 +137,33 @@ struct Entry {
     end: usize,
 }
 
+/// Tensors larger than this are read in slices of rows.
+const CHUNK_BYTES: usize = 1 << 20;
+
 /// One memory-mapped safetensors file.
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
     map: Mmap,
+}
+
+impl Shard {
+    /// Drops the pages of `start..end` from this process's resident set once a tensor has been
+    /// copied out of them, so that streaming a checkpoint block by block does not leave the whole
+    /// file counted in resident memory. Advisory: a failure only costs memory.
+    fn release(&self, start: usize, end: usize) {
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is a read-only private file mapping that spindle never writes, so
+            // MADV_DONTNEED only discards clean pages, which a later read faults back in from the
+            // file unchanged. The only borrow of the range (the tensor's source bytes) has ended:
+            // `Tensor::f_from_data_size` copies.
+            #[allow(unsafe_code)]
+            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
+        #[cfg(not(unix))]
+        let _ = (start, end);
+    }
 }
 
 /// The weights of a checkpoint directory, indexed by tensor name, read lazily.
@@ -232,9 +254,31 @@ impl Weights {
             }
         };
         let shape: Vec<i64> = entry.shape.iter().map(|&d| d as i64).collect();
-        let bytes = &shard.map[entry.start..entry.end];
-        let tensor = Tensor::f_from_data_size(bytes, &shape, stored)
-            .map_err(|e| WeightsError::Format { path: shard.path.clone(), problem: format!("tensor `{name}`: {e}") })?;
+        let format = |e: tch::TchError| WeightsError::Format { path: shard.path.clone(), problem: format!("tensor `{name}`: {e}") };
+        // Large tensors are copied in slices of rows, each slice's pages released as soon as it
+        // is copied, so reading never holds a tensor twice (file pages and copy).
+        let row_bytes = if shape.is_empty() { 0 } else { (entry.end - entry.start) / (shape[0].max(1) as usize) };
+        let tensor = if shape.len() >= 2 && entry.end - entry.start > CHUNK_BYTES && row_bytes > 0 {
+            let tensor = Tensor::f_empty(&shape, (stored, Device::Cpu)).map_err(format)?;
+            let rows_per = (CHUNK_BYTES / row_bytes).max(1) as i64;
+            let mut r0 = 0i64;
+            while r0 < shape[0] {
+                let n = rows_per.min(shape[0] - r0);
+                let (a, b) = (entry.start + r0 as usize * row_bytes, entry.start + (r0 + n) as usize * row_bytes);
+                let mut chunk_shape = shape.clone();
+                chunk_shape[0] = n;
+                let chunk = Tensor::f_from_data_size(&shard.map[a..b], &chunk_shape, stored).map_err(format)?;
+                tensor.narrow(0, r0, n).f_copy_(&chunk).map_err(format)?;
+                shard.release(a, b);
+                r0 += n;
+            }
+            tensor
+        } else {
+            let bytes = &shard.map[entry.start..entry.end];
+            let tensor = Tensor::f_from_data_size(bytes, &shape, stored).map_err(format)?;
+            shard.release(entry.start, entry.end);
+            tensor
+        };
         let finite = tensor.isfinite().all().int64_value(&[]) == 1;
         if !finite {
             return Err(WeightsError::NotFinite { path: shard.path.clone(), name: name.to_owned() });

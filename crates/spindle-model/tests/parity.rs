@@ -128,7 +128,7 @@ fn a_saved_model_keeps_names_dtypes_and_changes() {
     let saved = out.path().join("pruned");
     // Zero the first row of block 1's up_proj, as a pruner would.
     model
-        .save(&saved, &mut |i| {
+        .save(&saved, &mut |i| -> Result<_, spindle_model::ModelError> {
             let mut b = model.block(i)?;
             if i == 1 {
                 let up = b.linear_mut("up_proj").unwrap();

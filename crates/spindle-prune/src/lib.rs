@@ -13,10 +13,12 @@
 //! The numerics follow the published code exactly, quirks included, because published tables
 //! were made with it: statistics are running means in f32 over sequences; magnitude's threshold
 //! is `sorted(|W|)[floor(numel·p)]` compared with `<=`; Wanda and RIA rank within each output row
-//! with a stable sort; N:M groups take the `M − N` smallest scores of each group with `topk`;
-//! SparseGPT works on blocks of 128 columns with the upper Cholesky factor of the damped inverse
-//! Hessian. Where the reference would do something no user wants (pruning one weight at
-//! sparsity 0), the function says so in its documentation.
+//! with a stable sort; N:M groups take the `M − N` smallest scores of each group; SparseGPT works
+//! on blocks of 128 columns with the upper Cholesky factor of the damped inverse Hessian. Two
+//! deliberate departures, each documented where it happens: sparsity 0 prunes nothing (the
+//! reference's `<=` threshold would still prune the smallest weight), and ties inside an N:M group
+//! go to the lower input index (the reference's `topk` leaves them to the kernel, and
+//! dequantized checkpoints tie often).
 //!
 //! A mask is a `Bool` tensor shaped like the weight, `true` where a weight is removed.
 //!

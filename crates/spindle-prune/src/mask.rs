@@ -50,14 +50,23 @@ pub fn per_matrix(score: &Tensor, sparsity: f64) -> Result<Tensor, PruneError> {
 }
 
 /// N:M selection: in every group of `m` consecutive inputs of each row, the `m − n` lowest
-/// scores (`torch.topk(..., largest=False)`, as the reference does group by group).
+/// scores. The reference takes them with `torch.topk(..., largest=False)`, whose choice among
+/// equal scores is unspecified (and differs between CPU and GPU); dequantized checkpoints tie
+/// often (15% of SmolLM2's magnitude groups tie at the cut). Here ties go to the lower input
+/// index, by a stable sort, so a mask never depends on the kernel that chose it. Without ties
+/// the result is topk's.
 pub fn n_m(score: &Tensor, n: usize, m: usize) -> Result<Tensor, PruneError> {
     let (o, i) = dims2(score)?;
     let (m64, prune) = (m as i64, (m - n) as i64);
     let groups = score.to_kind(Kind::Float).reshape([o, i / m64, m64]);
-    let (_, idx) = groups.topk(prune, 2, false, true);
-    let mask = Tensor::zeros([o, i / m64, m64], (Kind::Bool, score.device())).scatter_value(2, &idx, 1);
+    let mask = Tensor::zeros([o, i / m64, m64], (Kind::Bool, score.device())).scatter_value(2, &lowest(&groups, prune), 1);
     Ok(mask.reshape([o, i]))
+}
+
+/// The indices of the `k` lowest values along the last dimension, ties to the lower index.
+pub(crate) fn lowest(x: &Tensor, k: i64) -> Tensor {
+    let (_, idx) = x.sort_stable(true, -1, false);
+    idx.narrow(-1, 0, k)
 }
 
 /// The mask of `pattern` from `score`, ranking per row for unstructured patterns.

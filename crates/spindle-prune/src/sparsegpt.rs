@@ -72,7 +72,7 @@ pub fn prune(w: &Tensor, h: &Tensor, pattern: Pattern, cfg: SparseGptConfig) -> 
     if h.size() != [cols, cols] {
         return Err(PruneError::Shape(format!("Hessian {:?} does not match a weight with {cols} inputs", h.size())));
     }
-    if cfg.blocksize < 1 || !(cfg.percdamp > 0.0) {
+    if cfg.blocksize < 1 || cfg.percdamp.is_nan() || cfg.percdamp <= 0.0 {
         return Err(PruneError::BadPattern(format!("blocksize {} and percdamp {} must be positive", cfg.blocksize, cfg.percdamp)));
     }
     let _guard = tch::no_grad_guard();
@@ -138,7 +138,7 @@ pub fn prune(w: &Tensor, h: &Tensor, pattern: Pattern, cfg: SparseGptConfig) -> 
             {
                 let m = m as i64;
                 let tmp = w1.narrow(1, i, m).pow_tensor_scalar(2) / hdiag1.narrow(0, i, m).reshape([1, -1]).pow_tensor_scalar(2);
-                let (_, idx) = tmp.topk(prune_n as i64, 1, false, true);
+                let idx = crate::mask::lowest(&tmp, prune_n as i64);
                 let _ = mask1.narrow(1, i, m).scatter_value_(1, &idx, 1);
             }
             let q = wcol.masked_fill(&mask1.select(1, i), 0.0);

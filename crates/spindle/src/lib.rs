@@ -8,14 +8,18 @@
 //! of those at once (which linear of which block gets which statistics, where the output goes)
 //! lives here.
 //!
-//! Today it holds the pieces every command shares: atomic output files ([`output`]) and progress
-//! reporting ([`progress`]). The sequential pruning pipeline arrives with the pruning issue.
+//! It holds the sequential pruning pipeline ([`prune`]: calibration inputs through one resident
+//! block at a time, statistics, the pruners of `spindle-prune`, the pruned block written as it
+//! goes) and the pieces every command shares: atomic output files ([`output`]), progress
+//! reporting ([`progress`]), peak memory ([`mem`]) and the model zoo ([`zoo`]).
 //!
 //! Architecture Invariant: the library half of this crate draws nothing on the terminal except
 //! through [`progress`], and never exits the process; the binary (`src/main.rs`) maps errors to
 //! exit codes: 0 success, 2 usage error (including a command whose issue has not landed), 1 any
 //! other failure, always with a one-line cause on stderr.
 
+pub mod mem;
 pub mod output;
 pub mod progress;
+pub mod prune;
 pub mod zoo;

@@ -53,7 +53,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Induce(_) => Err(not_landed("induce", "Sparsity Induction", 7)),
-        Command::Prune(_) => Err(not_landed("prune", "the pruners and the sequential pipeline", 6)),
+        Command::Prune(args) => cmd::prune::run(args, runtime, cli.data_dir.as_deref()),
         Command::Eval(args) => cmd::eval::run(args, runtime, cli.data_dir.as_deref()),
         Command::Data(cmd) => cmd::data::run(cmd, cli.data_dir.as_deref()),
     }

@@ -73,7 +73,6 @@ fn commands_that_have_not_landed_say_so_and_exit_2_without_output() {
     let json = json.to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["induce", "--model", "m", "--out", "o", "--json", json], "issue #7"),
-        (&["prune", "--model", "m", "--out", "o", "--json", json], "issue #6"),
     ];
     for (args, issue) in cases {
         let o = spindle(args, t.path());

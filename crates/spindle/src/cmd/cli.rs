@@ -86,15 +86,86 @@ pub struct InduceArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// The Hugging Face model directory to prune.
+    /// The model to prune: a Hugging Face directory, or a known name (smollm2-135m).
     #[arg(long)]
-    pub model: PathBuf,
-    /// Where to write the pruned model (never the input).
+    pub model: String,
+    /// The pruner.
+    #[arg(long, value_enum)]
+    pub method: MethodArg,
+    /// Unstructured sparsity in [0, 1), e.g. 0.5.
+    #[arg(long, conflicts_with = "pattern", required_unless_present = "pattern")]
+    pub sparsity: Option<f64>,
+    /// N:M sparsity: at most N nonzeros in every M consecutive inputs, e.g. 2:4 or 4:8.
+    #[arg(long, value_name = "N:M")]
+    pub pattern: Option<String>,
+    /// How the sparsity is shared between blocks (OWL: by outlier ratio, unstructured only).
+    #[arg(long, value_enum, default_value = "uniform")]
+    pub allocation: AllocationArg,
+    /// OWL's outlier threshold, as a multiple of the mean score.
+    #[arg(long, default_value_t = 5.0, value_name = "M")]
+    pub owl_m: f64,
+    /// OWL's λ: block sparsities spread over target ± λ.
+    #[arg(long, default_value_t = 0.08, value_name = "LAMBDA")]
+    pub owl_lambda: f64,
+    /// Calibration corpus: c4, or a .txt/.jsonl/.parquet file.
+    #[arg(long, default_value = "c4")]
+    pub calib: String,
+    /// Number of calibration windows.
+    #[arg(long, default_value_t = 128)]
+    pub nsamples: usize,
+    /// Tokens per calibration window (default: 2048, or the model's context if smaller).
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    /// The seed of Python's `random.seed` that draws the windows.
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Prune q/k/v, then o, then gate/up, then down, re-accumulating statistics in between.
+    #[arg(long)]
+    pub true_sequential: bool,
+    /// Calibration windows per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Magnitude only: one threshold per matrix (the reference), or per output row.
+    #[arg(long, value_enum, default_value = "matrix")]
+    pub magnitude_scope: ScopeArg,
+    /// RIA only: the activation exponent a.
+    #[arg(long, default_value_t = 0.5)]
+    pub ria_alpha: f64,
+    /// SparseGPT only: damping as a share of the mean Hessian diagonal.
+    #[arg(long, default_value_t = 0.01)]
+    pub percdamp: f64,
+    /// SparseGPT only: the largest damping tried after failed factorisations (×10 each retry).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_percdamp: f64,
+    /// SparseGPT only: columns per block.
+    #[arg(long, default_value_t = 128)]
+    pub blocksize: i64,
+    /// Where to write the pruned model (a new directory; never the input).
     #[arg(long)]
     pub out: PathBuf,
-    /// Also write the figures as JSON to PATH.
+    /// Also write the report as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    Magnitude,
+    Wanda,
+    Sparsegpt,
+    Ria,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AllocationArg {
+    Uniform,
+    Owl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeArg {
+    Matrix,
+    Row,
 }
 
 #[derive(Debug, Args)]

@@ -50,7 +50,7 @@ fn fetch(args: FetchArgs) -> Result<(), Failure> {
 }
 
 /// The model's tokenizer and its context length.
-fn model_tokenizer(model: &str) -> Result<(Tokenizer, usize), Failure> {
+pub(crate) fn model_tokenizer(model: &str) -> Result<(Tokenizer, usize), Failure> {
     let dir = crate::cmd::resolve_model(model)?;
     let config = spindle_model::ModelConfig::from_file(&dir.join("config.json")).map_err(anyhow::Error::from)?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(anyhow::Error::from)?;
@@ -58,7 +58,7 @@ fn model_tokenizer(model: &str) -> Result<(Tokenizer, usize), Failure> {
 }
 
 /// `--seqlen`, else 2048, else the model's context if that is smaller (the reference default).
-fn resolve_seqlen(flag: Option<usize>, context: usize) -> Result<usize, Failure> {
+pub(crate) fn resolve_seqlen(flag: Option<usize>, context: usize) -> Result<usize, Failure> {
     match flag {
         Some(0) => Err(Failure::Usage("--seqlen must be at least 1".into())),
         Some(l) => Ok(l),
@@ -66,7 +66,7 @@ fn resolve_seqlen(flag: Option<usize>, context: usize) -> Result<usize, Failure>
     }
 }
 
-fn token_cache() -> TokenCache {
+pub(crate) fn token_cache() -> TokenCache {
     TokenCache::new(zoo::cache_dir().join("tokens"))
 }
 

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod data;
 pub mod eval;
 pub mod inspect;
+pub mod prune;
 
 use std::path::PathBuf;
 

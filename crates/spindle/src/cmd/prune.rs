@@ -1,0 +1,199 @@
+//! `spindle prune`: flags → a validated [`PruneConfig`] (before anything is loaded) → the
+//! sequential pipeline of `spindle::prune` → a report on the terminal and, with `--json`, a file.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use spindle::prune::{Allocation, Method, PruneConfig, PruneReport, prune_model};
+use spindle::{mem, output, progress};
+use spindle_data::DataDir;
+use spindle_data::cache::file_sha256;
+use spindle_data::corpus::{Corpus, calibration_documents, sample_windows, tokenize_documents};
+use spindle_model::{Model, Runtime};
+use spindle_prune::magnitude::Scope;
+use spindle_prune::owl::OwlConfig;
+use spindle_prune::ria::RiaConfig;
+use spindle_prune::{Pattern, SparseGptConfig};
+use tch::{Kind, Tensor};
+
+use crate::Failure;
+use crate::cmd::cli::{AllocationArg, MethodArg, PruneArgs, ScopeArg};
+use crate::cmd::data::{model_tokenizer, resolve_seqlen, token_cache};
+
+/// `"2:4"` → `Pattern::NM { n: 2, m: 4 }`; the only place a pattern is a string.
+pub fn parse_pattern(s: &str) -> Result<Pattern, String> {
+    let bad = || format!("--pattern must be N:M with 0 < N < M (e.g. 2:4), got {s:?}");
+    let (n, m) = s.split_once(':').ok_or_else(bad)?;
+    let (n, m) = (n.trim().parse::<usize>().map_err(|_| bad())?, m.trim().parse::<usize>().map_err(|_| bad())?);
+    Pattern::NM { n, m }.validate().map_err(|_| bad())
+}
+
+/// Stage two: the raw flags as a typed configuration, or a usage error naming the flag.
+fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
+    let pattern = match (&args.pattern, args.sparsity) {
+        (Some(p), _) => parse_pattern(p).map_err(Failure::Usage)?,
+        (None, Some(s)) => Pattern::Unstructured { sparsity: s }
+            .validate()
+            .map_err(|_| Failure::Usage(format!("--sparsity must be in [0, 1), got {s}")))?,
+        (None, None) => return Err(Failure::Usage("pass --sparsity or --pattern".into())),
+    };
+    let method = match args.method {
+        MethodArg::Magnitude => Method::Magnitude(match args.magnitude_scope {
+            ScopeArg::Matrix => Scope::Matrix,
+            ScopeArg::Row => Scope::Row,
+        }),
+        MethodArg::Wanda => Method::Wanda,
+        MethodArg::Ria => {
+            if !args.ria_alpha.is_finite() {
+                return Err(Failure::Usage(format!("--ria-alpha must be finite, got {}", args.ria_alpha)));
+            }
+            Method::Ria(RiaConfig { alpha: args.ria_alpha })
+        }
+        MethodArg::Sparsegpt => {
+            if !(args.percdamp > 0.0 && args.max_percdamp >= args.percdamp) {
+                return Err(Failure::Usage(format!(
+                    "--percdamp must be positive and at most --max-percdamp, got {} and {}",
+                    args.percdamp, args.max_percdamp
+                )));
+            }
+            if args.blocksize < 1 {
+                return Err(Failure::Usage(format!("--blocksize must be at least 1, got {}", args.blocksize)));
+            }
+            Method::SparseGpt(SparseGptConfig { blocksize: args.blocksize, percdamp: args.percdamp, max_percdamp: args.max_percdamp })
+        }
+    };
+    let allocation = match args.allocation {
+        AllocationArg::Uniform => Allocation::Uniform,
+        AllocationArg::Owl => {
+            if matches!(pattern, Pattern::NM { .. }) {
+                return Err(Failure::Usage("--allocation owl needs --sparsity (OWL allocates unstructured sparsity per block)".into()));
+            }
+            if !(args.owl_m > 0.0 && args.owl_lambda >= 0.0) {
+                return Err(Failure::Usage(format!("--owl-m must be positive and --owl-lambda non-negative, got {} and {}", args.owl_m, args.owl_lambda)));
+            }
+            Allocation::Owl(OwlConfig { m: args.owl_m, lambda: args.owl_lambda })
+        }
+    };
+    if args.batch_size == 0 || args.nsamples == 0 {
+        return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
+    }
+    Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, batch_size: args.batch_size })
+}
+
+/// SHA-256 of every safetensors file of a model directory, by name.
+fn model_hashes(dir: &Path) -> anyhow::Result<Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    let mut out = serde_json::Map::new();
+    for f in files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        out.insert(name, json!(file_sha256(&f)?));
+    }
+    Ok(Value::Object(out))
+}
+
+pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Result<(), Failure> {
+    let started = Instant::now();
+    let cfg = config(&args)?;
+    let needs_calib = !matches!(cfg.method, Method::Magnitude(_)) || matches!(cfg.allocation, Allocation::Owl(_));
+    if args.out.exists() {
+        return Err(Failure::Usage(format!("--out {} already exists; spindle writes a new directory and never overwrites", args.out.display())));
+    }
+    let dir = crate::cmd::resolve_model(&args.model)?;
+    let (tokenizer, context) = model_tokenizer(&args.model)?;
+    let seqlen = resolve_seqlen(args.seqlen, context)?;
+
+    // Calibration windows, drawn as the reference loaders draw them.
+    let t0 = Instant::now();
+    let (calib, data_info) = if needs_calib {
+        let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
+        let Ok(corpus) = args.calib.parse::<Corpus>();
+        let docs = calibration_documents(&corpus, &data).map_err(|e| Failure::Usage(e.to_string()))?;
+        let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
+        let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), args.nsamples, seqlen, args.seed).map_err(anyhow::Error::from)?;
+        let ids: Vec<i64> = windows.iter().flat_map(|w| w.ids.iter().map(|&t| i64::from(t))).collect();
+        let ids = Tensor::from_slice(&ids).view([args.nsamples as i64, seqlen as i64]);
+        let info = json!({
+            "calib": corpus.to_string(), "source": docs.source, "source_sha256": file_sha256(&docs.source).map_err(anyhow::Error::from)?,
+            "nsamples": args.nsamples, "seqlen": seqlen, "seed": args.seed, "note": docs.note,
+            "windows": windows.iter().map(|w| json!([w.doc, w.offset])).collect::<Vec<_>>(),
+        });
+        (Some(ids), info)
+    } else {
+        (None, json!(null))
+    };
+    let seconds_calib = t0.elapsed().as_secs_f64();
+
+    let t0 = Instant::now();
+    let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
+    let seconds_load = t0.elapsed().as_secs_f64();
+    tracing::debug!(peak_mib = mem::peak_rss_bytes().unwrap_or(0) >> 20, "model open");
+    let bar = progress::items("pruning blocks");
+    let report = prune_model(&model, calib.as_ref(), &cfg, &args.out, &mut |d, t| progress::update(&bar, d, t))
+        .map_err(|e| Failure::Other(anyhow::Error::from(e).context(format!("pruning {}", dir.display()))))?;
+    bar.finish_and_clear();
+    let peak = mem::peak_rss_bytes();
+    print_report(&report, &cfg, peak);
+
+    if let Some(path) = args.json {
+        let value = json!({
+            "model": args.model,
+            "model_dir": dir,
+            "model_sha256": model_hashes(&dir)?,
+            "out": report.out,
+            "config": {
+                "method": cfg.method.name(), "method_options": format!("{:?}", cfg.method), "pattern": pattern_json(cfg.pattern),
+                "allocation": format!("{:?}", cfg.allocation), "true_sequential": cfg.true_sequential,
+                "batch_size": cfg.batch_size, "dtype": "float32", "device": format!("{:?}", runtime.device), "threads": runtime.threads,
+                "spindle_version": env!("CARGO_PKG_VERSION"),
+            },
+            "data": data_info,
+            "overall_sparsity": report.overall_sparsity,
+            "linears": report.linears.iter().map(|l| json!({
+                "name": l.name, "shape": l.shape, "target": l.target, "sparsity": l.sparsity, "rel_error": l.rel_error,
+                "percdamp": l.percdamp, "damp_retries": l.damp_retries,
+            })).collect::<Vec<_>>(),
+            "blocks": report.blocks.iter().map(|b| json!({
+                "index": b.index, "target": b.target, "outlier_ratio": b.outlier_ratio, "seconds": b.seconds,
+            })).collect::<Vec<_>>(),
+            "seconds": {
+                "calibration_data": seconds_calib, "load": seconds_load, "owl": report.seconds_owl,
+                "prune_and_save": report.seconds_prune, "total": started.elapsed().as_secs_f64(),
+            },
+            "peak_rss_bytes": peak,
+        });
+        output::write_json(&path, &value).map_err(anyhow::Error::from)?;
+    }
+    Ok(())
+}
+
+fn pattern_json(p: Pattern) -> Value {
+    match p {
+        Pattern::Unstructured { sparsity } => json!({"unstructured": sparsity}),
+        Pattern::NM { n, m } => json!({"n": n, "m": m}),
+    }
+}
+
+fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) {
+    let retries: usize = r.linears.iter().map(|l| l.damp_retries.len()).sum();
+    let worst = r.linears.iter().filter_map(|l| l.rel_error.map(|e| (e, &l.name))).fold(None::<(f64, &String)>, |acc, (e, n)| match acc {
+        Some((a, _)) if a >= e => acc,
+        _ => Some((e, n)),
+    });
+    println!("{} {} over {} linears in {} blocks: overall sparsity {:.4}", cfg.method.name(), cfg.pattern, r.linears.len(), r.blocks.len(), r.overall_sparsity);
+    if let Some((e, n)) = worst {
+        println!("largest relative reconstruction error {e:.4} ({n})");
+    }
+    if retries > 0 {
+        println!("SparseGPT: {retries} Cholesky retries with more damping (see the JSON report)");
+    }
+    let peak = peak.map_or("unknown".to_owned(), |b| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)));
+    println!("wrote {} in {:.1} s; peak resident memory {peak}", r.out.display(), r.seconds_prune + r.seconds_owl);
+}

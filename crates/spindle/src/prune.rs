@@ -1,0 +1,430 @@
+//! The sequential pruning pipeline: the lifecycle that walks a model block by block and applies
+//! `spindle-prune`'s pure functions to its linears, as the Wanda and SparseGPT scripts do, with
+//! one block resident at a time and the pruned model written as it goes.
+//!
+//! For each block: run the (still dense) block on the calibration inputs while accumulating the
+//! method's statistics for every linear (its input columns' norms, or its Hessian); prune every
+//! linear; re-run the pruned block to produce the next block's inputs. With `true_sequential`,
+//! the linears are pruned group by group in forward order (q/k/v, then o, then gate/up, then
+//! down), re-accumulating statistics through the partly pruned block before each group, as the
+//! SparseGPT repo's `--true-sequential` does. Magnitude pruning needs no calibration: without
+//! calibration inputs no forward pass is run at all.
+//!
+//! OWL allocation needs per-block outlier ratios of the dense model; they are measured in a
+//! separate dense pass before pruning starts (the OWL repo does the same).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use spindle_model::{Block, ForwardCtx, Model, ModelError};
+use spindle_prune::magnitude::Scope;
+use spindle_prune::owl::OwlConfig;
+use spindle_prune::ria::RiaConfig;
+use spindle_prune::{ActNorms, ColumnNorms, Hessian, Pattern, PruneError, SparseGptConfig};
+use tch::{Kind, Tensor};
+
+/// Which pruner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    Magnitude(Scope),
+    Wanda,
+    SparseGpt(SparseGptConfig),
+    Ria(RiaConfig),
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Magnitude(_) => "magnitude",
+            Method::Wanda => "wanda",
+            Method::SparseGpt(_) => "sparsegpt",
+            Method::Ria(_) => "ria",
+        }
+    }
+
+    fn needs_calibration(self) -> bool {
+        !matches!(self, Method::Magnitude(_))
+    }
+}
+
+/// How the target sparsity is shared between blocks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Allocation {
+    Uniform,
+    Owl(OwlConfig),
+}
+
+/// A validated pruning configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PruneConfig {
+    pub method: Method,
+    pub pattern: Pattern,
+    pub allocation: Allocation,
+    pub true_sequential: bool,
+    /// Calibration sequences per forward pass.
+    pub batch_size: usize,
+}
+
+/// Why a pruning run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{linear}: {source}")]
+    Prune { linear: String, source: PruneError },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What happened to one linear layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearReport {
+    /// The full tensor name without `.weight`, e.g. `model.layers.3.mlp.down_proj`.
+    pub name: String,
+    pub shape: Vec<i64>,
+    /// The sparsity asked of this layer.
+    pub target: f64,
+    /// The share of exact zeros after pruning.
+    pub sparsity: f64,
+    /// `Σ‖X(W − Ŵ)ᵀ‖² / Σ‖XWᵀ‖²` over the calibration inputs the layer sees in the pruned
+    /// block; `None` without calibration.
+    pub rel_error: Option<f64>,
+    /// SparseGPT only: the damping that factorised and the retries before it.
+    pub percdamp: Option<f64>,
+    pub damp_retries: Vec<(f64, f64)>,
+}
+
+/// One block's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockReport {
+    pub index: usize,
+    pub target: f64,
+    /// OWL's outlier ratio in percent.
+    pub outlier_ratio: Option<f64>,
+    pub seconds: f64,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneReport {
+    pub out: PathBuf,
+    pub linears: Vec<LinearReport>,
+    pub blocks: Vec<BlockReport>,
+    /// Zeros over weights, over every decoder linear.
+    pub overall_sparsity: f64,
+    pub seconds_owl: f64,
+    pub seconds_prune: f64,
+}
+
+/// Calibration inputs of the current block, batch by batch, with their forward contexts.
+struct Activations {
+    batches: Vec<Tensor>,
+    ctxs: Vec<ForwardCtx>,
+}
+
+impl Activations {
+    fn embed(model: &Model, ids: &Tensor, batch_size: usize) -> Result<Activations, ModelError> {
+        let n = ids.size()[0];
+        let s = ids.size()[1];
+        let mut batches = Vec::new();
+        let mut ctxs = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let b = (batch_size as i64).min(n - start);
+            let chunk = ids.narrow(0, start, b);
+            batches.push(model.embed(&chunk, None)?);
+            ctxs.push(model.context(b, s, None));
+            start += b;
+        }
+        Ok(Activations { batches, ctxs })
+    }
+
+    /// Runs `block` on every batch, showing `observe` each linear's input; returns the outputs.
+    fn run(&self, block: &Block, observe: spindle_model::Observer<'_>) -> Vec<Tensor> {
+        self.batches.iter().zip(&self.ctxs).map(|(x, ctx)| block.forward_observed(x, ctx, observe)).collect()
+    }
+}
+
+/// Statistics of one input group.
+enum GroupStats {
+    Norms(ColumnNorms),
+    Hessian(Hessian),
+}
+
+fn prune_err(linear: &str) -> impl Fn(PruneError) -> PipelineError + '_ {
+    move |source| PipelineError::Prune { linear: linear.to_owned(), source }
+}
+
+fn short(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// Prunes `model` into `out` as `cfg` says, with `calib` `[nsamples, seqlen]` token ids (needed
+/// by every method but magnitude, and by OWL). `progress(done, total)` counts blocks.
+pub fn prune_model(
+    model: &Model,
+    calib: Option<&Tensor>,
+    cfg: &PruneConfig,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PruneReport, PipelineError> {
+    let _guard = tch::no_grad_guard();
+    cfg.pattern.validate().map_err(|e| PipelineError::Config(e.to_string()))?;
+    if cfg.batch_size == 0 {
+        return Err(PipelineError::Config("the calibration batch size must be at least 1".into()));
+    }
+    let owl = match cfg.allocation {
+        Allocation::Owl(o) => Some(o),
+        Allocation::Uniform => None,
+    };
+    if owl.is_some() && matches!(cfg.pattern, Pattern::NM { .. }) {
+        return Err(PipelineError::Config("OWL allocates unstructured sparsity per block; it cannot be combined with an N:M pattern".into()));
+    }
+    let needs_calib = cfg.method.needs_calibration() || owl.is_some();
+    let calib = match calib {
+        Some(c) if c.size().len() == 2 && c.size()[0] > 0 => Some(c),
+        Some(c) => return Err(PipelineError::Config(format!("calibration ids must be [nsamples > 0, seqlen], got {:?}", c.size()))),
+        None if needs_calib => {
+            return Err(PipelineError::Config(format!("{} needs calibration data", if owl.is_some() { "OWL" } else { cfg.method.name() })));
+        }
+        None => None,
+    };
+    let layers = model.config().num_layers;
+    let nsamples = calib.map_or(0, |c| c.size()[0] as usize);
+
+    // OWL: per-block outlier ratios of the dense model, then per-block sparsities.
+    let t0 = Instant::now();
+    let (targets, ratios) = match (owl, calib) {
+        (Some(o), Some(ids)) => {
+            let ratios = owl_ratios(model, ids, cfg.batch_size, o, nsamples, progress)?;
+            let sparsities = spindle_prune::owl::sparsities(&ratios, cfg.pattern.ratio(), o)
+                .map_err(|e| PipelineError::Config(e.to_string()))?;
+            (sparsities, Some(ratios))
+        }
+        _ => (vec![cfg.pattern.ratio(); layers], None),
+    };
+    let seconds_owl = t0.elapsed().as_secs_f64();
+
+    crate::mem::release_free_memory();
+    tracing::debug!(current_rss_mib = crate::mem::current_rss_bytes().unwrap_or(0) >> 20, peak_mib = crate::mem::peak_rss_bytes().unwrap_or(0) >> 20, "before the first block");
+    let t0 = Instant::now();
+    let mut acts = match calib {
+        Some(ids) => Some(Activations::embed(model, ids, cfg.batch_size)?),
+        None => None,
+    };
+    let mut linears = Vec::new();
+    let mut blocks = Vec::new();
+    let out_dir = model.save(out, &mut |i| -> Result<Block, PipelineError> {
+        progress(i, layers);
+        let started = Instant::now();
+        let mut block = model.block(i)?;
+        let pattern = match cfg.pattern {
+            Pattern::Unstructured { .. } => Pattern::Unstructured { sparsity: targets[i] },
+            p => p,
+        };
+        let prefix = model.block_prefix(i);
+        let dense: Vec<(&'static str, Tensor)> = block.linears().map(|(p, l)| (p, l.weight.copy())).collect();
+        let mut info: Vec<LinearInfo> = Vec::new();
+        let groups = block.input_groups();
+        if cfg.true_sequential && acts.is_some() {
+            for group in groups {
+                let stats = accumulate(&block, acts.as_ref(), cfg.method, &[group])?;
+                info.extend(prune_group(&mut block, group, stats.into_iter().next().flatten(), cfg.method, pattern, &prefix)?);
+            }
+        } else {
+            let all: Vec<&[&str]> = groups.to_vec();
+            let stats = accumulate(&block, acts.as_ref(), cfg.method, &all)?;
+            for (group, s) in groups.iter().zip(stats) {
+                info.extend(prune_group(&mut block, group, s, cfg.method, pattern, &prefix)?);
+            }
+        }
+        // Re-run the pruned block: the next block's inputs, and each linear's error.
+        let mut err: Vec<(f64, f64)> = vec![(0.0, 0.0); dense.len()];
+        if let Some(a) = acts.as_mut() {
+            let current: Vec<Tensor> = dense.iter().map(|(p, _)| block.linear(short(p)).map(|l| l.weight.shallow_clone())).collect::<Option<_>>()
+                .ok_or_else(|| PipelineError::Config("a block lost a linear layer".into()))?;
+            let outs = a.run(&block, &mut |paths, x| {
+                let x = x.to_kind(Kind::Float);
+                for p in paths {
+                    if let Some(k) = dense.iter().position(|(q, _)| q == p) {
+                        let w = dense[k].1.to_kind(Kind::Float);
+                        let dw = &w - current[k].to_kind(Kind::Float);
+                        err[k].0 += x.matmul(&dw.tr()).pow_tensor_scalar(2).sum(Kind::Double).double_value(&[]);
+                        err[k].1 += x.matmul(&w.tr()).pow_tensor_scalar(2).sum(Kind::Double).double_value(&[]);
+                    }
+                }
+            });
+            a.batches = outs;
+        }
+        for (k, (path, w)) in dense.iter().enumerate() {
+            let pruned = block.linear(short(path)).map(|l| spindle_prune::sparsity(&l.weight)).unwrap_or(0.0);
+            let (percdamp, retries) = info.iter().find(|(p, ..)| p == path).map(|(_, d, r)| (*d, r.clone())).unwrap_or((None, Vec::new()));
+            linears.push(LinearReport {
+                name: format!("{prefix}{path}"),
+                shape: w.size(),
+                target: pattern.ratio(),
+                sparsity: pruned,
+                rel_error: acts.as_ref().map(|_| if err[k].1 > 0.0 { err[k].0 / err[k].1 } else { 0.0 }),
+                percdamp,
+                damp_retries: retries,
+            });
+        }
+        crate::mem::release_free_memory();
+        tracing::debug!(block = i, current_rss_mib = crate::mem::current_rss_bytes().unwrap_or(0) >> 20, peak_mib = crate::mem::peak_rss_bytes().unwrap_or(0) >> 20, "block pruned");
+        blocks.push(BlockReport {
+            index: i,
+            target: pattern.ratio(),
+            outlier_ratio: ratios.as_ref().map(|r| r[i]),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok(block)
+    })?;
+    progress(layers, layers);
+    let (zeros, total) = linears.iter().fold((0.0, 0.0), |(z, t), l| {
+        let n = l.shape.iter().product::<i64>() as f64;
+        (z + l.sparsity * n, t + n)
+    });
+    Ok(PruneReport {
+        out: out_dir,
+        linears,
+        blocks,
+        overall_sparsity: if total > 0.0 { zeros / total } else { 0.0 },
+        seconds_owl,
+        seconds_prune: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs the block over the calibration inputs once, accumulating the method's statistics for
+/// each of `groups` (one entry per group; `None` for magnitude or without calibration).
+fn accumulate(block: &Block, acts: Option<&Activations>, method: Method, groups: &[&[&str]]) -> Result<Vec<Option<GroupStats>>, PipelineError> {
+    let Some(acts) = acts else {
+        return Ok(groups.iter().map(|_| None).collect());
+    };
+    if !method.needs_calibration() {
+        return Ok(groups.iter().map(|_| None).collect());
+    }
+    let device = acts.batches[0].device();
+    let mut stats: Vec<Option<GroupStats>> = Vec::with_capacity(groups.len());
+    for g in groups {
+        let columns = block.linear(short(g[0])).map(|l| l.weight.size()[1]).ok_or_else(|| PipelineError::Config(format!("no linear {}", g[0])))?;
+        stats.push(Some(match method {
+            Method::SparseGpt(_) => GroupStats::Hessian(Hessian::new(columns, device)),
+            _ => GroupStats::Norms(ColumnNorms::new(columns, device)),
+        }));
+    }
+    let mut failure: Option<PipelineError> = None;
+    let _ = acts.run(block, &mut |paths, x| {
+        if failure.is_some() {
+            return;
+        }
+        if let Some(k) = groups.iter().position(|g| g[0] == paths[0]) {
+            let r = match &mut stats[k] {
+                Some(GroupStats::Norms(n)) => n.add_batch(x),
+                Some(GroupStats::Hessian(h)) => h.add_batch(x),
+                None => Ok(()),
+            };
+            if let Err(e) = r {
+                failure = Some(PipelineError::Prune { linear: paths[0].to_owned(), source: e });
+            }
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}
+
+type LinearInfo = (&'static str, Option<f64>, Vec<(f64, f64)>);
+
+/// Prunes the linears of one input group in place.
+fn prune_group(
+    block: &mut Block,
+    group: &[&'static str],
+    stats: Option<GroupStats>,
+    method: Method,
+    pattern: Pattern,
+    prefix: &str,
+) -> Result<Vec<LinearInfo>, PipelineError> {
+    let mut info = Vec::new();
+    for path in group {
+        let name = format!("{prefix}{path}");
+        let linear = block.linear_mut(short(path)).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
+        let w = &linear.weight;
+        let (new_w, damp) = match (method, &stats) {
+            (Method::Magnitude(scope), _) => {
+                let mask = spindle_prune::magnitude::mask(w, pattern, scope).map_err(prune_err(&name))?;
+                (spindle_prune::apply_mask(w, &mask), None)
+            }
+            (Method::Wanda, Some(GroupStats::Norms(n))) => {
+                let mask = spindle_prune::wanda::mask(w, n.get().map_err(prune_err(&name))?, pattern).map_err(prune_err(&name))?;
+                (spindle_prune::apply_mask(w, &mask), None)
+            }
+            (Method::Ria(c), Some(GroupStats::Norms(n))) => {
+                let mask = spindle_prune::ria::mask(w, n.get().map_err(prune_err(&name))?, pattern, c).map_err(prune_err(&name))?;
+                (spindle_prune::apply_mask(w, &mask), None)
+            }
+            (Method::SparseGpt(c), Some(GroupStats::Hessian(h))) => {
+                let o = spindle_prune::sparsegpt::prune(w, h.get().map_err(prune_err(&name))?, pattern, c).map_err(prune_err(&name))?;
+                for r in &o.retries {
+                    tracing::warn!(linear = %name, failed = r.failed_percdamp, next = r.next_percdamp, "Cholesky failed; retrying with more damping");
+                }
+                let retries = o.retries.iter().map(|r| (r.failed_percdamp, r.next_percdamp)).collect();
+                (o.weight, Some((o.percdamp, retries)))
+            }
+            _ => return Err(PipelineError::Config(format!("{name}: {} has no statistics", method.name()))),
+        };
+        linear.weight = new_w;
+        match damp {
+            Some((d, r)) => info.push((*path, Some(d), r)),
+            None => info.push((*path, None, Vec::new())),
+        }
+    }
+    Ok(info)
+}
+
+/// OWL's dense pass: each block's outlier ratio from its linears' `|W|·‖x‖` scores.
+fn owl_ratios(
+    model: &Model,
+    ids: &Tensor,
+    batch_size: usize,
+    cfg: OwlConfig,
+    nsamples: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f64>, PipelineError> {
+    let layers = model.config().num_layers;
+    let mut acts = Activations::embed(model, ids, batch_size)?;
+    let mut ratios = Vec::with_capacity(layers);
+    for i in 0..layers {
+        progress(i, layers);
+        let block = model.block(i)?;
+        let groups = block.input_groups();
+        let device = acts.batches[0].device();
+        let mut norms: Vec<ActNorms> = Vec::new();
+        for g in groups {
+            let columns = block.linear(short(g[0])).map(|l| l.weight.size()[1]).ok_or_else(|| PipelineError::Config(format!("no linear {}", g[0])))?;
+            norms.push(ActNorms::new(columns, nsamples, device));
+        }
+        let mut failure = None;
+        let outs = acts.run(&block, &mut |paths, x| {
+            if let Some(k) = groups.iter().position(|g| g[0] == paths[0])
+                && let Err(e) = norms[k].add_batch(x)
+            {
+                failure = Some(PipelineError::Prune { linear: format!("{}{}", model.block_prefix(i), paths[0]), source: e });
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let mut scores = Vec::new();
+        for (g, n) in groups.iter().zip(&norms) {
+            for path in *g {
+                let name = format!("{}{path}", model.block_prefix(i));
+                let w = &block.linear(short(path)).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?.weight;
+                scores.push(spindle_prune::owl::score(w, n.get().map_err(prune_err(&name))?).map_err(prune_err(&name))?);
+            }
+        }
+        ratios.push(spindle_prune::owl::outlier_ratio(&scores, cfg.m).map_err(prune_err(&model.block_prefix(i)))?);
+        acts.batches = outs;
+    }
+    Ok(ratios)
+}

@@ -1,0 +1,253 @@
+//! The sequential pruning pipeline: its wiring (which activations feed which linear's
+//! statistics), what it leaves untouched, the exact N:M structure of its output, and its errors,
+//! on the tiny golden checkpoint and on the real tiny stories260K model converted from the
+//! offline data folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use spindle::prune::{Allocation, Method, PruneConfig, prune_model};
+use spindle_model::{Model, Weights};
+use spindle_prune::{ColumnNorms, Pattern};
+use tch::{Device, Kind, Tensor};
+
+fn golden_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
+}
+
+fn calib_ids(n: i64, s: i64, vocab: i64) -> Tensor {
+    tch::manual_seed(3);
+    Tensor::randint(vocab, [n, s], (Kind::Int64, Device::Cpu))
+}
+
+fn cfg(method: Method, pattern: Pattern, true_sequential: bool) -> PruneConfig {
+    PruneConfig { method, pattern, allocation: Allocation::Uniform, true_sequential, batch_size: 3 }
+}
+
+/// Every tensor of a checkpoint by name.
+fn tensors(dir: &Path) -> BTreeMap<String, Tensor> {
+    let w = Weights::open(dir).unwrap();
+    w.names()
+        .map(|n| {
+            let shape = w.shape(n).unwrap().to_vec();
+            (n.to_owned(), w.load(n, &shape, w.stored_kind(n).unwrap(), Device::Cpu).unwrap())
+        })
+        .collect()
+}
+
+/// The input each linear group of `block` sees when it runs on `h`.
+fn group_inputs(model: &Model, block: &spindle_model::Block, h: &Tensor) -> BTreeMap<&'static str, Tensor> {
+    let size = h.size();
+    let ctx = model.context(size[0], size[1], None);
+    let mut seen = BTreeMap::new();
+    let _ = block.forward_observed(h, &ctx, &mut |paths, x| {
+        seen.insert(paths[0], x.shallow_clone());
+    });
+    seen
+}
+
+fn wanda_mask(w: &Tensor, x: &Tensor) -> Tensor {
+    let mut norms = ColumnNorms::new(w.size()[1], Device::Cpu);
+    norms.add_batch(x).unwrap();
+    spindle_prune::wanda::mask(w, norms.get().unwrap(), Pattern::Unstructured { sparsity: 0.5 }).unwrap()
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.size() == b.size() && a.logical_xor(b).sum(Kind::Int64).int64_value(&[]) == 0
+}
+
+#[test]
+fn statistics_come_from_the_right_activations() {
+    tch::set_num_threads(1);
+    let dir = golden_dir("llama-gqa");
+    let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
+    let ids = calib_ids(6, 16, 128);
+    let t = tempfile::tempdir().unwrap();
+    for true_sequential in [false, true] {
+        let out = t.path().join(format!("wanda-{true_sequential}"));
+        let report = prune_model(&model, Some(&ids), &cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, true_sequential), &out, &mut |_, _| {}).unwrap();
+        assert_eq!(report.linears.len(), 14);
+        let pruned = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+        let mut h = model.embed(&ids, None).unwrap();
+        for i in 0..2 {
+            let dense = model.block(i).unwrap();
+            let after = pruned.block(i).unwrap();
+            // Non-sequential: every group's statistics come from the dense block on this
+            // block's inputs. True-sequential: from the block as pruned so far (a group's own
+            // weights never affect its input, so the finished block shows the same inputs).
+            let inputs = group_inputs(&model, if true_sequential { &after } else { &dense }, &h);
+            for (path, linear) in dense.linears() {
+                let group = dense.input_groups().iter().find(|g| g.contains(&path)).unwrap()[0];
+                let expected = wanda_mask(&linear.weight, &inputs[group]);
+                let got = after.linear(path.rsplit('.').next().unwrap()).unwrap().weight.eq(0.0);
+                assert!(same(&got, &expected), "block {i} {path} (true_sequential {true_sequential})");
+            }
+            // The next block's inputs come from the pruned block.
+            let size = h.size();
+            h = after.forward(&h, &model.context(size[0], size[1], None));
+        }
+    }
+}
+
+#[test]
+fn n_m_runs_leave_exactly_n_nonzeros_per_group_and_nothing_else_changed() {
+    tch::set_num_threads(1);
+    let dir = golden_dir("llama-gqa");
+    let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
+    let ids = calib_ids(4, 16, 128);
+    let t = tempfile::tempdir().unwrap();
+    let before = tensors(&dir);
+    let methods = [
+        Method::Magnitude(Default::default()),
+        Method::Wanda,
+        Method::Ria(Default::default()),
+        Method::SparseGpt(Default::default()),
+    ];
+    for (k, method) in methods.into_iter().enumerate() {
+        for (n, m) in [(2usize, 4usize), (4, 8)] {
+            let out = t.path().join(format!("m{k}-{n}-{m}"));
+            let calib = if matches!(method, Method::Magnitude(_)) { None } else { Some(&ids) };
+            let r = prune_model(&model, calib, &cfg(method, Pattern::NM { n, m }, false), &out, &mut |_, _| {}).unwrap();
+            assert!((r.overall_sparsity - 0.5).abs() < 1e-12, "{method:?} {n}:{m}: {}", r.overall_sparsity);
+            for (name, t) in tensors(&out) {
+                let is_decoder_linear = name.contains(".layers.") && name.ends_with("_proj.weight");
+                if is_decoder_linear {
+                    let (o, i) = (t.size()[0], t.size()[1]);
+                    let nonzeros = t.ne(0.0).to_kind(Kind::Int64).reshape([o, i / m as i64, m as i64]).sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
+                    assert!(bool::try_from(nonzeros.eq(n as i64).all()).unwrap(), "{method:?} {n}:{m} {name}");
+                } else {
+                    assert!(t.equal(&before[&name]), "{method:?} changed {name}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_requests_fail_before_writing_anything() {
+    let dir = golden_dir("llama-gqa");
+    let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("never");
+    // A calibration-free method runs without ids; Wanda cannot.
+    let err = prune_model(&model, None, &cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, false), &out, &mut |_, _| {}).unwrap_err();
+    assert_eq!(err.to_string(), "wanda needs calibration data");
+    // N:M whose M does not divide an input dimension (hidden 32, intermediate 64): 3:12.
+    let err = prune_model(&model, None, &cfg(Method::Magnitude(Default::default()), Pattern::NM { n: 3, m: 12 }, false), &out, &mut |_, _| {}).unwrap_err();
+    assert_eq!(err.to_string(), "model.layers.0.self_attn.q_proj: 3:12 needs an input dimension divisible by 12, but the weight is [32, 32]");
+    let owl = PruneConfig { allocation: Allocation::Owl(Default::default()), ..cfg(Method::Wanda, Pattern::NM { n: 2, m: 4 }, false) };
+    let err = prune_model(&model, None, &owl, &out, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().starts_with("OWL allocates unstructured sparsity per block"), "{err}");
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "no output, not even a partial one");
+}
+
+#[test]
+fn owl_gives_blocks_different_sparsities_around_the_target() {
+    tch::set_num_threads(1);
+    let dir = golden_dir("llama-gqa");
+    let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
+    let ids = calib_ids(4, 16, 128);
+    let t = tempfile::tempdir().unwrap();
+    let c = PruneConfig { allocation: Allocation::Owl(spindle_prune::owl::OwlConfig { m: 2.0, lambda: 0.08 }), ..cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, false) };
+    let r = prune_model(&model, Some(&ids), &c, &t.path().join("owl"), &mut |_, _| {}).unwrap();
+    let targets: Vec<f64> = r.blocks.iter().map(|b| b.target).collect();
+    let ratios: Vec<f64> = r.blocks.iter().map(|b| b.outlier_ratio.unwrap()).collect();
+    let expected = spindle_prune::owl::sparsities(&ratios, 0.5, spindle_prune::owl::OwlConfig { m: 2.0, lambda: 0.08 }).unwrap();
+    assert_eq!(targets, expected);
+    assert!((targets[0] - targets[1]).abs() > 0.1, "two blocks spread over ±λ: {targets:?}");
+    assert!(((targets[0] + targets[1]) / 2.0 - 0.5).abs() < 1e-12);
+    for l in &r.linears {
+        let block: usize = l.name.split('.').nth(2).unwrap().parse().unwrap();
+        assert!((l.sparsity - targets[block]).abs() < 0.05, "{} {} vs {}", l.name, l.sparsity, targets[block]);
+    }
+}
+
+// ---- The binary, on the real tiny model -------------------------------------------------------
+
+fn data() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    spindle_data::DataDir::resolve_from(None, &root).unwrap().root().to_path_buf()
+}
+
+fn spindle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spindle")).args(["--threads", "1", "--data-dir"]).arg(data()).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+fn stories(out: &Path) {
+    let s = data().join("models/stories260K");
+    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["--threads", "1", "convert"])
+        .arg(s.join("stories260K.bin"))
+        .arg("--tokenizer")
+        .arg(s.join("tok512.bin"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn spindle_prune_writes_a_model_and_a_report() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("stories");
+    stories(&model);
+    let m = model.to_str().unwrap();
+    let out = t.path().join("pruned");
+    let json = t.path().join("report.json");
+    let o = spindle(&[
+        "prune", "--model", m, "--method", "sparsegpt", "--pattern", "2:4", "--nsamples", "4", "--seqlen", "64",
+        "--out", out.to_str().unwrap(), "--json", json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.starts_with("sparsegpt 2:4 over 35 linears in 5 blocks: overall sparsity 0.5000"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["linears"].as_array().unwrap().len(), 35);
+    assert!((r["overall_sparsity"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    assert_eq!(r["data"]["windows"].as_array().unwrap().len(), 4);
+    assert_eq!(r["config"]["pattern"], serde_json::json!({"n": 2, "m": 4}));
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(r["model_sha256"]["model.safetensors"].as_str().unwrap().len() == 64);
+    for l in r["linears"].as_array().unwrap() {
+        assert_eq!(l["percdamp"], serde_json::json!(0.01));
+        let e = l["rel_error"].as_f64().unwrap();
+        assert!(e > 0.0 && e < 1.0, "{l}");
+    }
+    // The written model loads and runs.
+    let pruned = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+    let logits = pruned.forward(&Tensor::from_slice(&[1i64, 5, 9]).view([1, 3]), None).unwrap();
+    assert!(bool::try_from(logits.isfinite().all()).unwrap());
+
+    // Usage errors: exit 2, one line, nothing written.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--method", "wanda", "--pattern", "2:x"], "--pattern must be N:M with 0 < N < M (e.g. 2:4), got \"2:x\""),
+        (&["--method", "wanda", "--pattern", "4:2"], "--pattern must be N:M with 0 < N < M (e.g. 2:4), got \"4:2\""),
+        (&["--method", "wanda", "--sparsity", "1.5"], "--sparsity must be in [0, 1), got 1.5"),
+        (&["--method", "wanda", "--sparsity", "0.5", "--allocation", "owl", "--pattern", "2:4"], "the argument '--sparsity <SPARSITY>' cannot be used with '--pattern <N:M>'"),
+        (&["--method", "wanda", "--pattern", "2:4", "--allocation", "owl"], "--allocation owl needs --sparsity (OWL allocates unstructured sparsity per block)"),
+        (&["--method", "sparsegpt", "--sparsity", "0.5", "--percdamp", "0"], "--percdamp must be positive and at most --max-percdamp, got 0 and 1"),
+    ];
+    let fresh = t.path().join("fresh");
+    for (extra, msg) in cases {
+        let mut args = vec!["prune", "--model", m, "--out", fresh.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = spindle(&args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(msg), "{err}");
+        assert!(!fresh.exists());
+    }
+    // An existing output is refused, and the input is never overwritten.
+    let o = spindle(&["prune", "--model", m, "--method", "magnitude", "--sparsity", "0.5", "--out", m]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    // 4:8 cannot divide stories260K's intermediate size (172): a clear error naming the layer.
+    let o = spindle(&["prune", "--model", m, "--method", "magnitude", "--pattern", "4:8", "--out", fresh.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("model.layers.0.mlp.down_proj: 4:8 needs an input dimension divisible by 8, but the weight is [64, 172]"), "{err}");
+    assert!(!fresh.exists(), "no partial output");
+}
