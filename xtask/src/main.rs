@@ -9,6 +9,7 @@
 //! libtorch has never been installed. A test in `tests/architecture.rs` keeps `tch` out of its
 //! dependency tree.
 
+mod bench;
 mod libtorch;
 mod reproduce;
 mod test;
@@ -38,6 +39,8 @@ enum Task {
     Test(test::TestArgs),
     /// Reproduce one of the paper's tables (the main job).
     Reproduce(reproduce::ReproduceArgs),
+    /// Benchmark spindle against the Python reference in one run; writes docs/results/bench.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         }),
         Task::Test(args) => test::run(&args),
         Task::Reproduce(args) => reproduce::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,8 @@ pub struct PplResult {
     pub nsamples: usize,
     /// Per window: mean cross-entropy × seqlen (the reference's `neg_log_likelihood`).
     pub nlls: Vec<f64>,
+    /// Wall time of the window loop alone (blocks already resident), for throughput figures.
+    pub seconds: f64,
 }
 
 /// Perplexity of `model` on `ids`; `progress(done, total)` counts windows.
@@ -51,6 +53,7 @@ pub fn perplexity(
     let mut nlls = Vec::with_capacity(nsamples);
     let _guard = tch::no_grad_guard();
     let resident = Resident::load(model)?;
+    let started = std::time::Instant::now();
     let mut start = 0;
     while start < nsamples {
         progress(start, nsamples);
@@ -70,10 +73,11 @@ pub fn perplexity(
         start += b;
     }
     progress(nsamples, nsamples);
+    let seconds = started.elapsed().as_secs_f64();
     let total: f64 = nlls.iter().sum();
     let ppl = (total / (nsamples * cfg.seqlen) as f64).exp();
     if !ppl.is_finite() {
         return Err(EvalError::NotFinite { what: format!("perplexity at seqlen {}", cfg.seqlen) });
     }
-    Ok(PplResult { ppl, seqlen: cfg.seqlen, nsamples, nlls })
+    Ok(PplResult { ppl, seqlen: cfg.seqlen, nsamples, nlls, seconds })
 }

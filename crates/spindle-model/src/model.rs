@@ -79,8 +79,10 @@ impl Norm {
 /// the rotary tables.
 #[derive(Debug)]
 pub struct ForwardCtx {
-    /// `[batch, 1, seq, seq]`, 0 where attention is allowed and the dtype's minimum elsewhere.
-    pub mask: Tensor,
+    /// `[batch, 1, seq, seq]`, 0 where attention is allowed and the dtype's minimum elsewhere;
+    /// `None` when attention is plainly causal (no padding, no sliding window), which lets
+    /// libtorch use its fused causal kernel instead of materialising the mask.
+    pub mask: Option<Tensor>,
     /// `[batch, 1, seq, head_dim]` each, for RoPE models.
     rope: Option<(Tensor, Tensor)>,
 }
@@ -224,17 +226,13 @@ impl Block {
             q = apply_rope(&q, cos, sin);
             k = apply_rope(&k, cos, sin);
         }
-        let mask = ctx.mask.to_kind(q.kind());
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(&mask),
-            0.0,
-            false,
-            None::<f64>,
-            self.num_kv_heads != self.num_heads,
-        );
+        let mask = ctx.mask.as_ref().map(|m| m.to_kind(q.kind()));
+        // Grouped-query attention: each kv head serves `group` query heads. Repeating k and v
+        // (as transformers' `repeat_kv` does) keeps libtorch on its fused CPU kernels, which the
+        // `enable_gqa` flag would leave.
+        let group = self.num_heads / self.num_kv_heads;
+        let (k, v) = if group > 1 { (k.repeat_interleave_self_int(group, 1, None), v.repeat_interleave_self_int(group, 1, None)) } else { (k, v) };
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), None::<f64>, false);
         let y = y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]);
         observe(out_group, &y);
         self.lin(short(out_group[0])).forward(&y)
@@ -498,21 +496,25 @@ impl Model {
     /// The mask and rotary tables every block of this batch needs.
     pub fn context(&self, batch: i64, seq: i64, mask: Option<&Tensor>) -> ForwardCtx {
         let dev = self.device;
-        let i = Tensor::arange(seq, (Kind::Int64, dev)).unsqueeze(1);
-        let j = Tensor::arange(seq, (Kind::Int64, dev)).unsqueeze(0);
-        let mut allowed = j.le_tensor(&i);
-        if let AttentionWindow::Sliding(w) = self.config.window {
-            allowed = allowed.logical_and(&(&i - &j).lt(w as i64));
-        }
-        let keys = self.mask_or_ones(batch, seq, mask).ne(0).view([batch, 1, 1, seq]);
-        let allowed = allowed.view([1, 1, seq, seq]).logical_and(&keys);
-        let min = match self.kind {
-            Kind::Half => f64::from(half::f16::MIN),
-            Kind::BFloat16 => f64::from(half::bf16::MIN),
-            _ => f64::from(f32::MIN),
+        let sliding = matches!(self.config.window, AttentionWindow::Sliding(w) if (w as i64) < seq);
+        let additive = if mask.is_none() && !sliding {
+            None
+        } else {
+            let i = Tensor::arange(seq, (Kind::Int64, dev)).unsqueeze(1);
+            let j = Tensor::arange(seq, (Kind::Int64, dev)).unsqueeze(0);
+            let mut allowed = j.le_tensor(&i);
+            if let AttentionWindow::Sliding(w) = self.config.window {
+                allowed = allowed.logical_and(&(&i - &j).lt(w as i64));
+            }
+            let keys = self.mask_or_ones(batch, seq, mask).ne(0).view([batch, 1, 1, seq]);
+            let allowed = allowed.view([1, 1, seq, seq]).logical_and(&keys);
+            let min = match self.kind {
+                Kind::Half => f64::from(half::f16::MIN),
+                Kind::BFloat16 => f64::from(half::bf16::MIN),
+                _ => f64::from(f32::MIN),
+            };
+            Some(Tensor::zeros([1], (Kind::Float, dev)).where_self(&allowed, &Tensor::full([1], min, (Kind::Float, dev))))
         };
-        let additive = Tensor::zeros([1], (Kind::Float, dev))
-            .where_self(&allowed, &Tensor::full([1], min, (Kind::Float, dev)));
         let rope = match &self.config.family {
             Family::LlamaLike { rope_theta, rope_scaling, .. } => {
                 let inv = inv_freq(*rope_theta, *rope_scaling, self.config.head_dim as i64, dev);

@@ -255,9 +255,11 @@ impl Weights {
         };
         let shape: Vec<i64> = entry.shape.iter().map(|&d| d as i64).collect();
         let format = |e: tch::TchError| WeightsError::Format { path: shard.path.clone(), problem: format!("tensor `{name}`: {e}") };
-        // Large tensors are copied in slices of rows, each slice's pages released as soon as it
-        // is copied, so reading never holds a tensor twice (file pages and copy).
+        // Large tensors are copied (and checked) in slices of rows, each slice's pages released
+        // as soon as it is copied, so reading never holds a tensor twice (file pages and copy),
+        // nor the temporaries of a whole-tensor finiteness check.
         let row_bytes = if shape.is_empty() { 0 } else { (entry.end - entry.start) / (shape[0].max(1) as usize) };
+        let not_finite = || WeightsError::NotFinite { path: shard.path.clone(), name: name.to_owned() };
         let tensor = if shape.len() >= 2 && entry.end - entry.start > CHUNK_BYTES && row_bytes > 0 {
             let tensor = Tensor::f_empty(&shape, (stored, Device::Cpu)).map_err(format)?;
             let rows_per = (CHUNK_BYTES / row_bytes).max(1) as i64;
@@ -268,8 +270,11 @@ impl Weights {
                 let mut chunk_shape = shape.clone();
                 chunk_shape[0] = n;
                 let chunk = Tensor::f_from_data_size(&shard.map[a..b], &chunk_shape, stored).map_err(format)?;
-                tensor.narrow(0, r0, n).f_copy_(&chunk).map_err(format)?;
                 shard.release(a, b);
+                if chunk.isfinite().all().int64_value(&[]) != 1 {
+                    return Err(not_finite());
+                }
+                tensor.narrow(0, r0, n).f_copy_(&chunk).map_err(format)?;
                 r0 += n;
             }
             tensor
@@ -277,12 +282,11 @@ impl Weights {
             let bytes = &shard.map[entry.start..entry.end];
             let tensor = Tensor::f_from_data_size(bytes, &shape, stored).map_err(format)?;
             shard.release(entry.start, entry.end);
+            if tensor.isfinite().all().int64_value(&[]) != 1 {
+                return Err(not_finite());
+            }
             tensor
         };
-        let finite = tensor.isfinite().all().int64_value(&[]) == 1;
-        if !finite {
-            return Err(WeightsError::NotFinite { path: shard.path.clone(), name: name.to_owned() });
-        }
         Ok(tensor.to_kind(kind).to_device(device))
     }
 

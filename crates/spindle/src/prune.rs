@@ -116,10 +116,11 @@ pub struct PruneReport {
     pub seconds_prune: f64,
 }
 
-/// Calibration inputs of the current block, batch by batch, with their forward contexts.
+/// Calibration inputs of the current block, batch by batch, with their forward contexts (one
+/// per distinct batch size: the mask and rotary tables depend on nothing else).
 struct Activations {
     batches: Vec<Tensor>,
-    ctxs: Vec<ForwardCtx>,
+    ctxs: Vec<(i64, ForwardCtx)>,
 }
 
 impl Activations {
@@ -127,21 +128,38 @@ impl Activations {
         let n = ids.size()[0];
         let s = ids.size()[1];
         let mut batches = Vec::new();
-        let mut ctxs = Vec::new();
+        let mut ctxs: Vec<(i64, ForwardCtx)> = Vec::new();
         let mut start = 0;
         while start < n {
             let b = (batch_size as i64).min(n - start);
             let chunk = ids.narrow(0, start, b);
             batches.push(model.embed(&chunk, None)?);
-            ctxs.push(model.context(b, s, None));
+            if !ctxs.iter().any(|(size, _)| *size == b) {
+                ctxs.push((b, model.context(b, s, None)));
+            }
             start += b;
         }
         Ok(Activations { batches, ctxs })
     }
 
+    fn ctx(&self, batch: &Tensor) -> &ForwardCtx {
+        let b = batch.size()[0];
+        match self.ctxs.iter().find(|(size, _)| *size == b) {
+            Some((_, ctx)) => ctx,
+            None => unreachable!("a context is made for every batch size in `embed`"),
+        }
+    }
+
     /// Runs `block` on every batch, showing `observe` each linear's input; returns the outputs.
     fn run(&self, block: &Block, observe: spindle_model::Observer<'_>) -> Vec<Tensor> {
-        self.batches.iter().zip(&self.ctxs).map(|(x, ctx)| block.forward_observed(x, ctx, observe)).collect()
+        self.batches.iter().map(|x| block.forward_observed(x, self.ctx(x), observe)).collect()
+    }
+
+    /// The same, keeping no outputs (a statistics pass).
+    fn observe(&self, block: &Block, observe: spindle_model::Observer<'_>) {
+        for x in &self.batches {
+            drop(block.forward_observed(x, self.ctx(x), observe));
+        }
     }
 }
 
@@ -313,7 +331,7 @@ fn accumulate(block: &Block, acts: Option<&Activations>, method: Method, groups:
         }));
     }
     let mut failure: Option<PipelineError> = None;
-    let _ = acts.run(block, &mut |paths, x| {
+    acts.observe(block, &mut |paths, x| {
         if failure.is_some() {
             return;
         }

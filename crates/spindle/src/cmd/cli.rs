@@ -122,8 +122,9 @@ pub struct PruneArgs {
     /// Prune q/k/v, then o, then gate/up, then down, re-accumulating statistics in between.
     #[arg(long)]
     pub true_sequential: bool,
-    /// Calibration windows per forward pass.
-    #[arg(long, default_value_t = 8)]
+    /// Calibration windows per forward pass (1, as the reference scripts: larger batches are no
+    /// faster on a CPU and raise peak memory by their attention and MLP temporaries).
+    #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
     /// Magnitude only: one threshold per matrix (the reference), or per output row.
     #[arg(long, value_enum, default_value = "matrix")]
@@ -186,6 +187,10 @@ pub struct EvalArgs {
     /// Score only the first N items of each task.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Perplexity over only the first K windows (quick checks and benchmarks; the figure is then
+    /// not the protocol's, and the output says so).
+    #[arg(long, value_name = "K")]
+    pub max_windows: Option<usize>,
     /// Windows or requests per forward pass.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,

@@ -39,8 +39,8 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             return Err(Failure::Usage(format!("unknown task {t:?} (known: {})", known.join(", "))));
         }
     }
-    if args.batch_size == 0 || args.limit == Some(0) || args.seqlen == Some(0) {
-        return Err(Failure::Usage("--batch-size, --limit and --seqlen must be at least 1".into()));
+    if args.batch_size == 0 || args.limit == Some(0) || args.seqlen == Some(0) || args.max_windows == Some(0) {
+        return Err(Failure::Usage("--batch-size, --limit, --max-windows and --seqlen must be at least 1".into()));
     }
     let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
     let dir = crate::cmd::resolve_model(&args.model)?;
@@ -53,6 +53,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     let cache = TokenCache::new(zoo::cache_dir().join("tokens"));
 
     let mut ppl = Map::new();
+    let mut timing = Map::new();
     let mut notes: Vec<&str> = Vec::new();
     for name in &corpora {
         let Ok(corpus) = name.parse::<Corpus>();
@@ -60,13 +61,23 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
         if !docs.note.is_empty() && !notes.contains(&docs.note) {
             notes.push(docs.note);
         }
-        let used = limit.map_or(ids.len(), |per| ids.len().min(per * seqlen));
+        let mut used = limit.map_or(ids.len(), |per| ids.len().min(per * seqlen));
+        let full_windows = used / seqlen;
+        if let Some(k) = args.max_windows {
+            used = used.min(k * seqlen);
+        }
         let bar = progress::items("perplexity");
         let r = spindle_eval::perplexity(&model, &ids[..used], PplConfig { seqlen, batch_size: args.batch_size }, &mut |d, t| progress::update(&bar, d, t))
             .with_context(|| format!("perplexity on {name}"))?;
+        let seconds = r.seconds;
         bar.finish_and_clear();
-        println!("{name:<12} ppl {:>10.4}   ({} windows of {seqlen})", r.ppl, r.nsamples);
+        let partial = if r.nsamples < full_windows { format!("; only the first of {full_windows}: not the protocol's figure") } else { String::new() };
+        println!("{name:<12} ppl {:>10.4}   ({} windows of {seqlen}{partial})", r.ppl, r.nsamples);
         ppl.insert(name.clone(), json!(r.ppl));
+        timing.insert(name.clone(), json!({
+            "windows": r.nsamples, "of_windows": full_windows, "seconds": seconds,
+            "tokens_per_second": (r.nsamples * seqlen) as f64 / seconds,
+        }));
     }
 
     let mut tasks = Map::new();
@@ -94,9 +105,10 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             "model": args.model,
             "model_dir": dir,
             "perplexity": ppl,
+            "perplexity_timing": timing,
             "tasks": tasks,
             "config": {
-                "seqlen": seqlen, "limit": args.limit, "batch_size": args.batch_size, "dtype": "float32",
+                "seqlen": seqlen, "limit": args.limit, "max_windows": args.max_windows, "batch_size": args.batch_size, "dtype": "float32",
                 "device": format!("{:?}", runtime.device), "threads": runtime.threads, "notes": notes,
             },
         });
