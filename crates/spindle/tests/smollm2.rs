@@ -198,3 +198,55 @@ fn zero_shot_matches_lm_evaluation_harness() {
     }
     assert!(same as f64 >= 0.99 * total as f64, "same predicted choice on {same} of {total}");
 }
+
+/// `spindle prune` on the real model, 2:4 with Wanda on 32 C4 windows of 512 tokens (the
+/// calibration of docs/results/prune_smollm2.md): every group of 4 inputs of every decoder linear
+/// keeps at most 2 nonzeros, a group keeps fewer only where the dense weights already held a zero,
+/// every other tensor is bit-identical, and the process's peak resident memory stays below the
+/// fp32 checkpoint plus the calibration activations of two blocks.
+#[test]
+fn pruning_2_4_keeps_the_structure_within_the_memory_bound() {
+    let Some(dir) = smollm2() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let (out, json) = (t.path().join("wanda-2-4"), t.path().join("report.json"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["--threads", "1", "--data-dir"])
+        .arg(data_dir().root())
+        .args(["prune", "--model"])
+        .arg(&dir)
+        .args(["--method", "wanda", "--pattern", "2:4", "--nsamples", "32", "--seqlen", "512", "--out"])
+        .arg(&out)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let model_bytes = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+    let two_blocks_of_activations = 2 * 32 * 512 * 576 * 4;
+    let peak = report["peak_rss_bytes"].as_u64().unwrap();
+    assert!(peak < model_bytes + two_blocks_of_activations, "peak {peak} B, bound {} B", model_bytes + two_blocks_of_activations);
+
+    let dense = spindle_model::Weights::open(&dir).unwrap();
+    let pruned = spindle_model::Weights::open(&out).unwrap();
+    assert_eq!(dense.names().collect::<Vec<_>>(), pruned.names().collect::<Vec<_>>());
+    let mut linears = 0;
+    for name in dense.names() {
+        let shape = dense.shape(name).unwrap().to_vec();
+        let a = dense.load(name, &shape, Kind::Float, Device::Cpu).unwrap();
+        let b = pruned.load(name, &shape, Kind::Float, Device::Cpu).unwrap();
+        if name.contains(".layers.") && name.ends_with("_proj.weight") {
+            linears += 1;
+            let (rows, cols) = (shape[0] as i64, shape[1] as i64);
+            let kept = b.ne(0.0).to_kind(Kind::Int64).reshape([rows, cols / 4, 4]).sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
+            assert!(kept.le(2).all().int64_value(&[]) == 1, "{name}: a group keeps more than 2");
+            let fewer = kept.lt(2);
+            let dense_zero = a.eq(0.0).reshape([rows, cols / 4, 4]).any_dim(2, false);
+            let unexplained = fewer.logical_and(&dense_zero.logical_not()).sum(Kind::Int64).int64_value(&[]);
+            assert_eq!(unexplained, 0, "{name}: groups with fewer than 2 nonzeros where the dense model had none");
+        } else {
+            assert!(a.equal(&b), "{name} changed");
+        }
+    }
+    assert_eq!(linears, 210);
+}
