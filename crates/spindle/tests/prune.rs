@@ -220,6 +220,13 @@ fn spindle_prune_writes_a_model_and_a_report() {
     let logits = pruned.forward(&Tensor::from_slice(&[1i64, 5, 9]).view([1, 3]), None).unwrap();
     assert!(bool::try_from(logits.isfinite().all()).unwrap());
 
+    // Pruning in bf16 writes each tensor back in its stored dtype (f32 here).
+    let bf = t.path().join("bf16");
+    let o = spindle(&["prune", "--model", m, "--method", "wanda", "--pattern", "2:4", "--nsamples", "2", "--seqlen", "32", "--dtype", "bfloat16", "--out", bf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let w = Weights::open(&bf).unwrap();
+    assert!(w.names().all(|n| w.stored_kind(n) == Some(Kind::Float)));
+
     // Usage errors: exit 2, one line, nothing written.
     let cases: &[(&[&str], &str)] = &[
         (&["--method", "wanda", "--pattern", "2:x"], "--pattern must be N:M with 0 < N < M (e.g. 2:4), got \"2:x\""),

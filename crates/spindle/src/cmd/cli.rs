@@ -122,6 +122,10 @@ pub struct PruneArgs {
     /// Prune q/k/v, then o, then gate/up, then down, re-accumulating statistics in between.
     #[arg(long)]
     pub true_sequential: bool,
+    /// The dtype weights and calibration activations are held in while pruning (statistics are
+    /// always f32; the written model keeps each tensor's stored dtype). `model`: the checkpoint's.
+    #[arg(long, value_enum, default_value = "float32")]
+    pub dtype: DtypeArg,
     /// Calibration windows per forward pass (1, as the reference scripts: larger batches are no
     /// faster on a CPU and raise peak memory by their attention and MLP temporaries).
     #[arg(long, default_value_t = 1)]
@@ -155,6 +159,14 @@ pub enum MethodArg {
     Wanda,
     Sparsegpt,
     Ria,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    Float32,
+    Bfloat16,
+    Float16,
+    Model,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

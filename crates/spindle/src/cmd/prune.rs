@@ -19,7 +19,7 @@ use spindle_prune::{Pattern, SparseGptConfig};
 use tch::{Kind, Tensor};
 
 use crate::Failure;
-use crate::cmd::cli::{AllocationArg, MethodArg, PruneArgs, ScopeArg};
+use crate::cmd::cli::{AllocationArg, DtypeArg, MethodArg, PruneArgs, ScopeArg};
 use crate::cmd::data::{model_tokenizer, resolve_seqlen, token_cache};
 
 /// `"2:4"` → `Pattern::NM { n: 2, m: 4 }`; the only place a pattern is a string.
@@ -132,7 +132,13 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
     let seconds_calib = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
-    let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
+    let kind = match args.dtype {
+        DtypeArg::Float32 => Kind::Float,
+        DtypeArg::Bfloat16 => Kind::BFloat16,
+        DtypeArg::Float16 => Kind::Half,
+        DtypeArg::Model => spindle_model::ModelConfig::from_file(&dir.join("config.json")).map_err(anyhow::Error::from)?.dtype.kind(),
+    };
+    let model = Model::open(&dir, runtime.device, kind).with_context(|| format!("loading {}", dir.display()))?;
     let seconds_load = t0.elapsed().as_secs_f64();
     tracing::debug!(peak_mib = mem::peak_rss_bytes().unwrap_or(0) >> 20, "model open");
     let bar = progress::items("pruning blocks");
@@ -151,7 +157,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
             "config": {
                 "method": cfg.method.name(), "method_options": format!("{:?}", cfg.method), "pattern": pattern_json(cfg.pattern),
                 "allocation": format!("{:?}", cfg.allocation), "true_sequential": cfg.true_sequential,
-                "batch_size": cfg.batch_size, "dtype": "float32", "device": format!("{:?}", runtime.device), "threads": runtime.threads,
+                "batch_size": cfg.batch_size, "dtype": format!("{kind:?}"), "device": format!("{:?}", runtime.device), "threads": runtime.threads,
                 "spindle_version": env!("CARGO_PKG_VERSION"),
             },
             "data": data_info,
