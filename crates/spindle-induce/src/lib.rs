@@ -1,16 +1,63 @@
 //! `spindle-induce` owns Sparsity Induction (arXiv 2602.21652): transformations of a dense model
 //! that make it easier to prune, applied before any pruner runs.
 //!
-//! Two levels, as the paper describes them: (1) absorbable channel-wise scaling between a
-//! producer and its consumers (a norm and the linears it feeds; v and o; up and down), which leaves
-//! the dense function unchanged and reshapes the importance distribution a pruner sees; (2) a
-//! Spectral Norm Loss on features, which changes the model to make its features low-rank. Both are
-//! math on tensors with typed configurations, so each can be tested for exact invariance (the
-//! dense output does not move) and for what it does and does not change in each pruner's mask.
+//! The paper's full text is not available; what is built here is a reconstruction from its
+//! abstract, with every unknown choice a named option (see `docs/induction.md`). Two levels:
 //!
-//! The method lands with the induction issue (#7); this crate is empty until then.
+//! 1. **Distribution level** ([`scale`], [`measure`], [`distribution`]): a positive per-channel
+//!    scaling `D` between a producer (a norm, or a linear's output rows) and its consumers (the
+//!    linears reading those channels) is absorbed exactly — producer ÷ D, consumer columns × D —
+//!    so the dense function does not change, but the weights a pruner ranks do. `D` starts from
+//!    SmoothQuant's closed form `max|X_j|^α / max|W_j|^(1−α)` and is refined by gradient descent
+//!    to minimise the *true importance* (`|W_ij|·‖X_j‖`, which no absorbable scaling changes)
+//!    that the target pruner's selection would remove at the target sparsity.
+//! 2. **Feature level** ([`snl`], [`feature`]): the Spectral Norm Loss on a token × channel
+//!    feature matrix, in two readings: *equivalent* (it only chooses the absorbable scales, the
+//!    function stays the same) and *model-changing* (learnable channel scalers on the linears'
+//!    inputs, trained block by block against the dense block's output plus λ·SNL, then merged).
+//!
+//! What can act on which pruner follows from invariances that the tests check: Wanda's score
+//! `|W_ij|·‖X_j‖` is unchanged by any absorbable scaling, so its masks (unstructured and N:M)
+//! are too; SparseGPT's selection and updates are equivariant under input-column scaling;
+//! magnitude (and RIA's relative term) are not. So the distribution level can only help
+//! magnitude and RIA; a gain for Wanda or SparseGPT must come from the model-changing feature
+//! level.
+//!
+//! Everything here is math on tensors with typed configurations: a caller hands over weights,
+//! activations or a closure that runs a block, never a name or a file.
 //!
 //! Architecture Invariant: spindle-induce knows no files, no tensor names and no datasets. It is
 //! given tensors (weights, activations) and where they sit relative to each other, never a path;
 //! it never depends on safetensors, parquet, arrow or tokenizers, nor on `spindle-model` or
 //! `spindle-data`. It may use `spindle-prune`'s scores, never the other way round.
+
+pub mod distribution;
+pub mod feature;
+pub mod measure;
+pub mod scale;
+pub mod snl;
+
+pub use distribution::{DistributionConfig, Site, SiteFit, Start};
+pub use feature::{EpochLoss, EquivalentSnlConfig, FeatureConfig, FeatureSource, TrainOutcome};
+pub use measure::{Measures, Scorer};
+pub use scale::{ChannelMap, ChannelStats};
+pub use snl::Snl;
+
+/// Why an induction step cannot be carried out. Each variant carries what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum InduceError {
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    #[error("{what} is not finite")]
+    NotFinite { what: String },
+    #[error("scales must be positive and finite: {0}")]
+    BadScales(String),
+    #[error("bad induction configuration: {0}")]
+    Config(String),
+    #[error("statistics are empty: no activations were accumulated")]
+    NoStatistics,
+    #[error(transparent)]
+    Prune(#[from] spindle_prune::PruneError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}

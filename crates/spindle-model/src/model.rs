@@ -122,6 +122,43 @@ const OPT_LINEARS: [&str; 6] =
     ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2"];
 const OPT_NORMS: [&str; 2] = ["self_attn_layer_norm", "final_layer_norm"];
 
+/// What produces the channels of an absorbable scaling site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleProducer {
+    /// A norm (path inside the block) whose weight (and bias) can be divided by the scales.
+    Norm(&'static str),
+    /// A linear (path inside the block) whose output rows (and bias) can be divided by the scales.
+    Linear(&'static str),
+}
+
+/// A place inside a block where a positive per-channel scaling `D` can be absorbed exactly: the
+/// producer's output channels are divided by `D` and the consumers' input columns multiplied by
+/// it, and the block computes the same function. Which places exist is architecture knowledge,
+/// so it lives here; what `D` should be is `spindle-induce`'s business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalingSite {
+    /// A short label for reports: `attn_in`, `attn_out`, `ffn_in`, `ffn_out`.
+    pub label: &'static str,
+    pub producer: ScaleProducer,
+    /// The linears that read the producer's channels (one input group).
+    pub consumers: &'static [&'static str],
+    /// The producer reaches the consumers through a ReLU (OPT's fc1 → fc2): scales must be
+    /// positive (they always are in spindle).
+    pub through_relu: bool,
+    /// Grouped-query attention: the producer (v_proj) has `kv_heads · head_dim` channels, each
+    /// read by `group` query heads, so each scale is repeated over its query group in the
+    /// consumer's columns (`[kv_heads, group, head_dim]` order).
+    pub repeat: Option<KvRepeat>,
+}
+
+/// The shape of grouped-query attention's channel repetition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvRepeat {
+    pub kv_heads: i64,
+    pub group: i64,
+    pub head_dim: i64,
+}
+
 fn short(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
@@ -146,6 +183,48 @@ impl Block {
     /// The same, mutable, for pruning and scaling.
     pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear> {
         self.linears.iter_mut().find(|(p, _)| short(p) == name).map(|(_, l)| l)
+    }
+
+    /// A linear layer by its path inside the block (`self_attn.q_proj`, `fc1`, ...).
+    pub fn linear_at(&self, path: &str) -> Option<&Linear> {
+        self.linears.iter().find(|(p, _)| *p == path).map(|(_, l)| l)
+    }
+
+    /// The same, mutable.
+    pub fn linear_at_mut(&mut self, path: &str) -> Option<&mut Linear> {
+        self.linears.iter_mut().find(|(p, _)| *p == path).map(|(_, l)| l)
+    }
+
+    /// The places where a per-channel scaling can be absorbed without changing the block's
+    /// function, in forward order: the pre-attention norm into q/k/v and v into o, the pre-MLP
+    /// norm into gate/up (fc1) and up (fc1, through its ReLU) into down (fc2). q/k are left out
+    /// (RoPE mixes channel pairs), and so are the norm sites of post-norm OPT, whose q/k/v and
+    /// fc1 read the residual stream itself.
+    pub fn scaling_sites(&self) -> Vec<ScalingSite> {
+        let repeat = (self.num_heads != self.num_kv_heads).then_some(KvRepeat {
+            kv_heads: self.num_kv_heads,
+            group: self.num_heads / self.num_kv_heads,
+            head_dim: self.head_dim,
+        });
+        if self.linear("o_proj").is_some() {
+            vec![
+                ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("input_layernorm"), consumers: QKV, through_relu: false, repeat: None },
+                ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: LLAMA_GROUPS[1], through_relu: false, repeat },
+                ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("post_attention_layernorm"), consumers: LLAMA_GROUPS[2], through_relu: false, repeat: None },
+                ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("mlp.up_proj"), consumers: LLAMA_GROUPS[3], through_relu: false, repeat: None },
+            ]
+        } else {
+            let mut sites = Vec::new();
+            if self.pre_norm {
+                sites.push(ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("self_attn_layer_norm"), consumers: QKV, through_relu: false, repeat: None });
+            }
+            sites.push(ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: OPT_GROUPS[1], through_relu: false, repeat });
+            if self.pre_norm {
+                sites.push(ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("final_layer_norm"), consumers: OPT_GROUPS[2], through_relu: false, repeat: None });
+            }
+            sites.push(ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("fc1"), consumers: OPT_GROUPS[3], through_relu: true, repeat: None });
+            sites
+        }
     }
 
     /// The norms, by their path inside the block.

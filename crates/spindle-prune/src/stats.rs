@@ -32,6 +32,12 @@ impl ColumnNorms {
         ColumnNorms { sq: Tensor::zeros([columns], (Kind::Float, device)), nsamples: 0 }
     }
 
+    /// Statistics already accumulated elsewhere (e.g. rescaled after a change of basis):
+    /// `scaler_row` `[in]` over `nsamples` sequences.
+    pub fn from_parts(sq: Tensor, nsamples: usize) -> ColumnNorms {
+        ColumnNorms { sq: sq.to_kind(Kind::Float), nsamples }
+    }
+
     /// Adds the activations of one batch of sequences.
     pub fn add_batch(&mut self, x: &Tensor) -> Result<(), PruneError> {
         let (x, tmp) = flatten(x, self.sq.size()[0])?;

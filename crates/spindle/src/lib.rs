@@ -18,6 +18,7 @@
 //! exit codes: 0 success, 2 usage error (including a command whose issue has not landed), 1 any
 //! other failure, always with a one-line cause on stderr.
 
+pub mod induce;
 pub mod mem;
 pub mod output;
 pub mod progress;

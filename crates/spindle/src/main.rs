@@ -29,10 +29,6 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// A command whose issue has not landed: say so, exit 2, produce nothing.
-fn not_landed(command: &str, what: &str, issue: u32) -> Failure {
-    Failure::Usage(format!("`spindle {command}` is not available yet: {what} lands with issue #{issue}"))
-}
-
 fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(match verbose {
@@ -52,7 +48,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
-        Command::Induce(_) => Err(not_landed("induce", "Sparsity Induction", 7)),
+        Command::Induce(args) => cmd::induce::run(args, runtime, cli.data_dir.as_deref()),
         Command::Prune(args) => cmd::prune::run(args, runtime, cli.data_dir.as_deref()),
         Command::Eval(args) => cmd::eval::run(args, runtime, cli.data_dir.as_deref()),
         Command::Data(cmd) => cmd::data::run(cmd, cli.data_dir.as_deref()),

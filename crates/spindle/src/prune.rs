@@ -63,6 +63,8 @@ pub struct PruneConfig {
     pub true_sequential: bool,
     /// Calibration sequences per forward pass.
     pub batch_size: usize,
+    /// Sparsity Induction applied to each block just before it is pruned.
+    pub induce: Option<crate::induce::InduceConfig>,
 }
 
 /// Why a pruning run failed.
@@ -74,6 +76,8 @@ pub enum PipelineError {
     Prune { linear: String, source: PruneError },
     #[error("{0}")]
     Config(String),
+    #[error("sparsity induction: {0}")]
+    Induce(#[from] spindle_induce::InduceError),
 }
 
 /// What happened to one linear layer.
@@ -114,17 +118,19 @@ pub struct PruneReport {
     pub overall_sparsity: f64,
     pub seconds_owl: f64,
     pub seconds_prune: f64,
+    /// Per block, when induction ran.
+    pub induction: Vec<crate::induce::BlockInduction>,
 }
 
 /// Calibration inputs of the current block, batch by batch, with their forward contexts (one
 /// per distinct batch size: the mask and rotary tables depend on nothing else).
-struct Activations {
-    batches: Vec<Tensor>,
+pub(crate) struct Activations {
+    pub(crate) batches: Vec<Tensor>,
     ctxs: Vec<(i64, ForwardCtx)>,
 }
 
 impl Activations {
-    fn embed(model: &Model, ids: &Tensor, batch_size: usize) -> Result<Activations, ModelError> {
+    pub(crate) fn embed(model: &Model, ids: &Tensor, batch_size: usize) -> Result<Activations, ModelError> {
         let n = ids.size()[0];
         let s = ids.size()[1];
         let mut batches = Vec::new();
@@ -142,7 +148,7 @@ impl Activations {
         Ok(Activations { batches, ctxs })
     }
 
-    fn ctx(&self, batch: &Tensor) -> &ForwardCtx {
+    pub(crate) fn ctx(&self, batch: &Tensor) -> &ForwardCtx {
         let b = batch.size()[0];
         match self.ctxs.iter().find(|(size, _)| *size == b) {
             Some((_, ctx)) => ctx,
@@ -151,12 +157,12 @@ impl Activations {
     }
 
     /// Runs `block` on every batch, showing `observe` each linear's input; returns the outputs.
-    fn run(&self, block: &Block, observe: spindle_model::Observer<'_>) -> Vec<Tensor> {
+    pub(crate) fn run(&self, block: &Block, observe: spindle_model::Observer<'_>) -> Vec<Tensor> {
         self.batches.iter().map(|x| block.forward_observed(x, self.ctx(x), observe)).collect()
     }
 
     /// The same, keeping no outputs (a statistics pass).
-    fn observe(&self, block: &Block, observe: spindle_model::Observer<'_>) {
+    pub(crate) fn observe(&self, block: &Block, observe: spindle_model::Observer<'_>) {
         for x in &self.batches {
             drop(block.forward_observed(x, self.ctx(x), observe));
         }
@@ -198,12 +204,14 @@ pub fn prune_model(
     if owl.is_some() && matches!(cfg.pattern, Pattern::NM { .. }) {
         return Err(PipelineError::Config("OWL allocates unstructured sparsity per block; it cannot be combined with an N:M pattern".into()));
     }
-    let needs_calib = cfg.method.needs_calibration() || owl.is_some();
+    let induce = cfg.induce.filter(|c| !c.is_empty());
+    let needs_calib = cfg.method.needs_calibration() || owl.is_some() || induce.is_some();
     let calib = match calib {
         Some(c) if c.size().len() == 2 && c.size()[0] > 0 => Some(c),
         Some(c) => return Err(PipelineError::Config(format!("calibration ids must be [nsamples > 0, seqlen], got {:?}", c.size()))),
         None if needs_calib => {
-            return Err(PipelineError::Config(format!("{} needs calibration data", if owl.is_some() { "OWL" } else { cfg.method.name() })));
+            let who = if induce.is_some() { "sparsity induction" } else if owl.is_some() { "OWL" } else { cfg.method.name() };
+            return Err(PipelineError::Config(format!("{who} needs calibration data")));
         }
         None => None,
     };
@@ -232,10 +240,14 @@ pub fn prune_model(
     };
     let mut linears = Vec::new();
     let mut blocks = Vec::new();
+    let mut induction = Vec::new();
     let out_dir = model.save(out, &mut |i| -> Result<Block, PipelineError> {
         progress(i, layers);
         let started = Instant::now();
         let mut block = model.block(i)?;
+        if let (Some(ic), Some(a)) = (&induce, acts.as_ref()) {
+            induction.push(crate::induce::induce_block(&mut block, a, ic)?);
+        }
         let pattern = match cfg.pattern {
             Pattern::Unstructured { .. } => Pattern::Unstructured { sparsity: targets[i] },
             p => p,
@@ -309,6 +321,7 @@ pub fn prune_model(
         overall_sparsity: if total > 0.0 { zeros / total } else { 0.0 },
         seconds_owl,
         seconds_prune: t0.elapsed().as_secs_f64(),
+        induction,
     })
 }
 

@@ -22,7 +22,7 @@ fn calib_ids(n: i64, s: i64, vocab: i64) -> Tensor {
 }
 
 fn cfg(method: Method, pattern: Pattern, true_sequential: bool) -> PruneConfig {
-    PruneConfig { method, pattern, allocation: Allocation::Uniform, true_sequential, batch_size: 3 }
+    PruneConfig { method, pattern, allocation: Allocation::Uniform, true_sequential, batch_size: 3, induce: None }
 }
 
 /// Every tensor of a checkpoint by name.

@@ -73,15 +73,125 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct InduceArgs {
-    /// The dense Hugging Face model directory to transform.
+    /// The dense model to transform: a Hugging Face directory, or a known name (smollm2-135m).
     #[arg(long)]
-    pub model: PathBuf,
-    /// Where to write the transformed model (never the input).
+    pub model: String,
+    /// The pruner the model is being prepared for (its selection is what the distribution stage
+    /// optimises, and what the pruning-aware feature stage prunes through).
+    #[arg(long, value_enum, default_value = "magnitude")]
+    pub target: MethodArg,
+    /// The unstructured sparsity it will be pruned to.
+    #[arg(long, conflicts_with = "pattern", default_value_t = 0.5)]
+    pub sparsity: f64,
+    /// Or the N:M pattern, e.g. 2:4.
+    #[arg(long, value_name = "N:M")]
+    pub pattern: Option<String>,
+    #[command(flatten)]
+    pub induce: InduceFlags,
+    /// Calibration corpus: c4, or a .txt/.jsonl/.parquet file.
+    #[arg(long, default_value = "c4")]
+    pub calib: String,
+    /// Number of calibration windows.
+    #[arg(long, default_value_t = 128)]
+    pub nsamples: usize,
+    /// Tokens per calibration window (default: 2048, or the model's context if smaller).
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    /// The seed of Python's `random.seed` that draws the windows.
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Calibration windows per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Where to write the induced dense model (a new directory; never the input).
     #[arg(long)]
     pub out: PathBuf,
-    /// Also write the figures as JSON to PATH.
+    /// Also write the report as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+}
+
+/// Sparsity Induction's options, shared by `spindle induce` and `spindle prune --induce`.
+#[derive(Debug, Args)]
+pub struct InduceFlags {
+    /// Induction stages, comma-separated: distribution, equivalent-snl, feature; or none
+    /// (default: `distribution,feature` for `spindle induce`, none for `spindle prune`).
+    #[arg(long, value_name = "STAGES")]
+    pub induce: Option<String>,
+    /// Distribution stage: where the search for the scales starts.
+    #[arg(long, value_enum, default_value = "smoothquant")]
+    pub si_start: StartArg,
+    /// Distribution stage: SmoothQuant's migration strength α of the start.
+    #[arg(long, default_value_t = 0.5)]
+    pub si_alpha: f64,
+    /// Distribution stage: gradient steps on log D per site.
+    #[arg(long, default_value_t = 40)]
+    pub si_steps: usize,
+    /// Distribution stage: Adam's learning rate on log D.
+    #[arg(long, default_value_t = 0.05)]
+    pub si_lr: f64,
+    /// Distribution stage: the soft mask's temperature (relative to the threshold).
+    #[arg(long, default_value_t = 0.05)]
+    pub si_temperature: f64,
+    /// Distribution stage: the bound on |log D|.
+    #[arg(long, default_value_t = 8.0)]
+    pub si_max_log_scale: f64,
+    /// The Spectral Norm Loss of the feature stages.
+    #[arg(long, value_enum, default_value = "nuclear")]
+    pub snl: SnlArg,
+    /// Feature stage: the SNL's weight λ.
+    #[arg(long, default_value_t = 1e-3)]
+    pub snl_lambda: f64,
+    /// Feature stage: the features the SNL acts on.
+    #[arg(long, value_enum, default_value = "inputs")]
+    pub snl_features: SnlFeaturesArg,
+    /// Tokens of each feature matrix that enter the SNL.
+    #[arg(long, default_value_t = 256)]
+    pub snl_tokens: i64,
+    /// Feature stage: AdamW's learning rate on the scalers.
+    #[arg(long, default_value_t = 5e-3)]
+    pub feature_lr: f64,
+    /// Feature stage: epochs over the calibration windows, per block.
+    #[arg(long, default_value_t = 2)]
+    pub feature_epochs: usize,
+    /// Feature stage: AdamW's decoupled weight decay (toward scalers of 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub feature_weight_decay: f64,
+    /// Feature stage: reconstruct through the target pruner's mask (straight-through).
+    #[arg(long)]
+    pub pruning_aware: bool,
+    /// Equivalent SNL stage: gradient steps per site.
+    #[arg(long, default_value_t = 30)]
+    pub equiv_steps: usize,
+    /// Equivalent SNL stage: the bound on |log D|.
+    #[arg(long, default_value_t = 1.0)]
+    pub equiv_max_log_scale: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartArg {
+    Identity,
+    Smoothquant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnlArg {
+    /// Σσ / σ₁
+    Nuclear,
+    /// −σ₁ / ‖F‖_F
+    SpectralFrobenius,
+    /// −σ₁² / Σσ²
+    SpectralEnergy,
+    /// No SNL (the feature stage then only reconstructs).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnlFeaturesArg {
+    /// The scaled inputs of the block's linears.
+    Inputs,
+    /// The block's output.
+    Output,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +236,8 @@ pub struct PruneArgs {
     /// always f32; the written model keeps each tensor's stored dtype). `model`: the checkpoint's.
     #[arg(long, value_enum, default_value = "float32")]
     pub dtype: DtypeArg,
+    #[command(flatten)]
+    pub induce: InduceFlags,
     /// Calibration windows per forward pass (1, as the reference scripts: larger batches are no
     /// faster on a CPU and raise peak memory by their attention and MLP temporaries).
     #[arg(long, default_value_t = 1)]

@@ -51,7 +51,11 @@ fn fetch(args: FetchArgs) -> Result<(), Failure> {
 
 /// The model's tokenizer and its context length.
 pub(crate) fn model_tokenizer(model: &str) -> Result<(Tokenizer, usize), Failure> {
-    let dir = crate::cmd::resolve_model(model)?;
+    tokenizer_of(&crate::cmd::resolve_model(model)?)
+}
+
+/// The tokenizer and context length of a model directory.
+pub(crate) fn tokenizer_of(dir: &std::path::Path) -> Result<(Tokenizer, usize), Failure> {
     let config = spindle_model::ModelConfig::from_file(&dir.join("config.json")).map_err(anyhow::Error::from)?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(anyhow::Error::from)?;
     Ok((tokenizer, config.max_position_embeddings))

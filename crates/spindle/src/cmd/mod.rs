@@ -5,6 +5,7 @@ pub mod cli;
 pub mod convert;
 pub mod data;
 pub mod eval;
+pub mod induce;
 pub mod inspect;
 pub mod prune;
 

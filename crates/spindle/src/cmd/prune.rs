@@ -20,7 +20,7 @@ use tch::{Kind, Tensor};
 
 use crate::Failure;
 use crate::cmd::cli::{AllocationArg, DtypeArg, MethodArg, PruneArgs, ScopeArg};
-use crate::cmd::data::{model_tokenizer, resolve_seqlen, token_cache};
+use crate::cmd::data::{resolve_seqlen, token_cache, tokenizer_of};
 
 /// `"2:4"` → `Pattern::NM { n: 2, m: 4 }`; the only place a pattern is a string.
 pub fn parse_pattern(s: &str) -> Result<Pattern, String> {
@@ -79,11 +79,32 @@ fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
     if args.batch_size == 0 || args.nsamples == 0 {
         return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
     }
-    Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, batch_size: args.batch_size })
+    let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none")?;
+    Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, batch_size: args.batch_size, induce })
+}
+
+/// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them, and their
+/// description for the JSON report.
+pub(crate) fn calibration(dir: &Path, calib: &str, nsamples: usize, seqlen: Option<usize>, seed: i64, data_flag: Option<&Path>) -> Result<(Tensor, Value), Failure> {
+    let (tokenizer, context) = tokenizer_of(dir)?;
+    let seqlen = resolve_seqlen(seqlen, context)?;
+    let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
+    let Ok(corpus) = calib.parse::<Corpus>();
+    let docs = calibration_documents(&corpus, &data).map_err(|e| Failure::Usage(e.to_string()))?;
+    let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
+    let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), nsamples, seqlen, seed).map_err(anyhow::Error::from)?;
+    let ids: Vec<i64> = windows.iter().flat_map(|w| w.ids.iter().map(|&t| i64::from(t))).collect();
+    let ids = Tensor::from_slice(&ids).view([nsamples as i64, seqlen as i64]);
+    let info = json!({
+        "calib": corpus.to_string(), "source": docs.source, "source_sha256": file_sha256(&docs.source).map_err(anyhow::Error::from)?,
+        "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "note": docs.note,
+        "windows": windows.iter().map(|w| json!([w.doc, w.offset])).collect::<Vec<_>>(),
+    });
+    Ok((ids, info))
 }
 
 /// SHA-256 of every safetensors file of a model directory, by name.
-fn model_hashes(dir: &Path) -> anyhow::Result<Value> {
+pub(crate) fn model_hashes(dir: &Path) -> anyhow::Result<Value> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(Result::ok)
@@ -102,29 +123,16 @@ fn model_hashes(dir: &Path) -> anyhow::Result<Value> {
 pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Result<(), Failure> {
     let started = Instant::now();
     let cfg = config(&args)?;
-    let needs_calib = !matches!(cfg.method, Method::Magnitude(_)) || matches!(cfg.allocation, Allocation::Owl(_));
+    let needs_calib = !matches!(cfg.method, Method::Magnitude(_)) || matches!(cfg.allocation, Allocation::Owl(_)) || cfg.induce.is_some();
     if args.out.exists() {
         return Err(Failure::Usage(format!("--out {} already exists; spindle writes a new directory and never overwrites", args.out.display())));
     }
     let dir = crate::cmd::resolve_model(&args.model)?;
-    let (tokenizer, context) = model_tokenizer(&args.model)?;
-    let seqlen = resolve_seqlen(args.seqlen, context)?;
 
     // Calibration windows, drawn as the reference loaders draw them.
     let t0 = Instant::now();
     let (calib, data_info) = if needs_calib {
-        let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
-        let Ok(corpus) = args.calib.parse::<Corpus>();
-        let docs = calibration_documents(&corpus, &data).map_err(|e| Failure::Usage(e.to_string()))?;
-        let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
-        let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), args.nsamples, seqlen, args.seed).map_err(anyhow::Error::from)?;
-        let ids: Vec<i64> = windows.iter().flat_map(|w| w.ids.iter().map(|&t| i64::from(t))).collect();
-        let ids = Tensor::from_slice(&ids).view([args.nsamples as i64, seqlen as i64]);
-        let info = json!({
-            "calib": corpus.to_string(), "source": docs.source, "source_sha256": file_sha256(&docs.source).map_err(anyhow::Error::from)?,
-            "nsamples": args.nsamples, "seqlen": seqlen, "seed": args.seed, "note": docs.note,
-            "windows": windows.iter().map(|w| json!([w.doc, w.offset])).collect::<Vec<_>>(),
-        });
+        let (ids, info) = calibration(&dir, &args.calib, args.nsamples, args.seqlen, args.seed, data_flag)?;
         (Some(ids), info)
     } else {
         (None, json!(null))
@@ -159,7 +167,9 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
                 "allocation": format!("{:?}", cfg.allocation), "true_sequential": cfg.true_sequential,
                 "batch_size": cfg.batch_size, "dtype": format!("{kind:?}"), "device": format!("{:?}", runtime.device), "threads": runtime.threads,
                 "spindle_version": env!("CARGO_PKG_VERSION"),
+                "induce": cfg.induce.as_ref().map(crate::cmd::induce::config_json),
             },
+            "induction": crate::cmd::induce::blocks_json(&report.induction),
             "data": data_info,
             "overall_sparsity": report.overall_sparsity,
             "linears": report.linears.iter().map(|l| json!({
@@ -193,6 +203,9 @@ fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) {
         Some((a, _)) if a >= e => acc,
         _ => Some((e, n)),
     });
+    if let Some(line) = crate::cmd::induce::summary_line(&r.induction) {
+        println!("{line}");
+    }
     println!("{} {} over {} linears in {} blocks: overall sparsity {:.4}", cfg.method.name(), cfg.pattern, r.linears.len(), r.blocks.len(), r.overall_sparsity);
     if let Some((e, n)) = worst {
         println!("largest relative reconstruction error {e:.4} ({n})");
