@@ -37,7 +37,7 @@ pub mod measure;
 pub mod scale;
 pub mod snl;
 
-pub use distribution::{DistributionConfig, Site, SiteFit, Start};
+pub use distribution::{DistributionConfig, Producer, Site, SiteFit, Start};
 pub use feature::{EpochLoss, EquivalentSnlConfig, FeatureConfig, FeatureSource, TrainOutcome};
 pub use measure::{Measures, Scorer};
 pub use scale::{ChannelMap, ChannelStats};

@@ -24,7 +24,11 @@ pub enum Snl {
 }
 
 impl Snl {
-    pub const ALL: [Snl; 3] = [Snl::NuclearOverSpectral, Snl::SpectralOverFrobenius, Snl::SpectralEnergy];
+    pub const ALL: [Snl; 3] = [
+        Snl::NuclearOverSpectral,
+        Snl::SpectralOverFrobenius,
+        Snl::SpectralEnergy,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,7 +44,9 @@ impl Snl {
         let size = f.size();
         let channels = size.last().copied().unwrap_or(0);
         if size.len() < 2 || channels == 0 || f.numel() == 0 {
-            return Err(InduceError::Shape(format!("SNL needs a [tokens, channels] feature matrix, got {size:?}")));
+            return Err(InduceError::Shape(format!(
+                "SNL needs a [tokens, channels] feature matrix, got {size:?}"
+            )));
         }
         let m = f.reshape([-1, channels]).to_kind(Kind::Double);
         let (_, s, _) = m.svd(true, true);
@@ -48,7 +54,9 @@ impl Snl {
         let loss = match self {
             Snl::NuclearOverSpectral => s.sum(Kind::Double) / s1,
             Snl::SpectralOverFrobenius => -(s1 / s.pow_tensor_scalar(2).sum(Kind::Double).sqrt()),
-            Snl::SpectralEnergy => -(s1.pow_tensor_scalar(2) / s.pow_tensor_scalar(2).sum(Kind::Double)),
+            Snl::SpectralEnergy => {
+                -(s1.pow_tensor_scalar(2) / s.pow_tensor_scalar(2).sum(Kind::Double))
+            }
         };
         Ok(loss.to_kind(Kind::Float))
     }

@@ -13,9 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use spindle_induce::distribution::{self, Site};
+use spindle_induce::distribution::{self, Producer, Site};
 use spindle_induce::feature::{self, EpochLoss};
-use spindle_induce::{ChannelMap, ChannelStats, DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, InduceError, Measures, Scorer, scale};
+use spindle_induce::{
+    ChannelMap, ChannelStats, DistributionConfig, EquivalentSnlConfig, FeatureConfig,
+    FeatureSource, InduceError, Measures, Scorer, scale,
+};
 use spindle_model::{Block, KvRepeat, Model, ScaleProducer, ScalingSite};
 use spindle_prune::Pattern;
 use tch::{Kind, Tensor};
@@ -32,6 +35,17 @@ pub struct InduceConfig {
     /// by Wanda's).
     pub mask: Scorer,
     pub pattern: Pattern,
+    /// Which absorbable sites the equivalent stages use.
+    pub sites: SiteChoice,
+}
+
+/// Which absorbable sites of a block the equivalent stages rescale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteChoice {
+    /// Every site of `Block::scaling_sites`.
+    All,
+    /// Only the sites whose producer is a norm (no pruned matrix is divided by the scales).
+    Norms,
 }
 
 impl InduceConfig {
@@ -50,9 +64,20 @@ impl InduceConfig {
         }
         if let Some(f) = &self.feature {
             let snl = f.snl.map_or("none", |s| s.name());
-            parts.push(format!("feature({snl}{})", if f.pruning_aware { ",pruning-aware" } else { "" }));
+            parts.push(format!(
+                "feature({snl}{})",
+                if f.pruning_aware {
+                    ",pruning-aware"
+                } else {
+                    ""
+                }
+            ));
         }
-        if parts.is_empty() { "none".to_owned() } else { parts.join("+") }
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join("+")
+        }
     }
 }
 
@@ -71,7 +96,13 @@ pub struct SiteReport {
     /// (distribution stage only).
     pub before: Vec<Measures>,
     pub after: Vec<Measures>,
+    /// The first consumer's score distribution under the target pruner's scorer, before and
+    /// after ([`HISTOGRAM`] bins of `log10(score / median)`); distribution stage only.
+    pub histogram: Option<(Vec<f64>, Vec<f64>)>,
 }
+
+/// The histograms' range and bins: `log10(score / median)` over `[lo, hi)`.
+pub const HISTOGRAM: (f64, f64, i64) = (-4.0, 2.0, 60);
 
 /// One block's induction.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +134,15 @@ fn missing(what: &str) -> PipelineError {
 
 fn map_of(site: &ScalingSite) -> ChannelMap {
     match site.repeat {
-        Some(KvRepeat { kv_heads, group, head_dim }) => ChannelMap::Repeat { kv_heads, group, head_dim },
+        Some(KvRepeat {
+            kv_heads,
+            group,
+            head_dim,
+        }) => ChannelMap::Repeat {
+            kv_heads,
+            group,
+            head_dim,
+        },
         None => ChannelMap::Identity,
     }
 }
@@ -137,13 +176,27 @@ struct GroupObs {
     sample: Vec<Option<Tensor>>,
 }
 
-fn observe_groups(block: &Block, acts: &Activations, keep_sample: bool) -> Result<GroupObs, PipelineError> {
+/// `gram_for`: the paths of producer linears whose input group also needs its Gram matrix.
+fn observe_groups(
+    block: &Block,
+    acts: &Activations,
+    keep_sample: bool,
+    gram_for: &[&str],
+) -> Result<GroupObs, PipelineError> {
     let groups = block.input_groups();
     let device = acts.batches[0].device();
     let mut stats = Vec::new();
     for g in groups {
-        let columns = block.linear_at(g[0]).ok_or_else(|| missing(g[0]))?.weight.size()[1];
-        stats.push(ChannelStats::new(columns, device));
+        let columns = block
+            .linear_at(g[0])
+            .ok_or_else(|| missing(g[0]))?
+            .weight
+            .size()[1];
+        stats.push(if g.iter().any(|p| gram_for.contains(p)) {
+            ChannelStats::with_gram(columns, device)
+        } else {
+            ChannelStats::new(columns, device)
+        });
     }
     let mut sample: Vec<Option<Tensor>> = groups.iter().map(|_| None).collect();
     let mut failure = None;
@@ -164,7 +217,11 @@ fn observe_groups(block: &Block, acts: &Activations, keep_sample: bool) -> Resul
 }
 
 fn group_of(block: &Block, path: &str) -> Result<usize, PipelineError> {
-    block.input_groups().iter().position(|g| g.contains(&path)).ok_or_else(|| missing(path))
+    block
+        .input_groups()
+        .iter()
+        .position(|g| g.contains(&path))
+        .ok_or_else(|| missing(path))
 }
 
 fn range(d: &Tensor) -> (f64, f64) {
@@ -172,41 +229,99 @@ fn range(d: &Tensor) -> (f64, f64) {
 }
 
 /// Induces one block in place, on its calibration inputs `acts` (which are not changed).
-pub(crate) fn induce_block(block: &mut Block, acts: &Activations, cfg: &InduceConfig) -> Result<BlockInduction, PipelineError> {
+pub(crate) fn induce_block(
+    block: &mut Block,
+    acts: &Activations,
+    cfg: &InduceConfig,
+) -> Result<BlockInduction, PipelineError> {
     let started = Instant::now();
-    let mut report = BlockInduction { index: block.index(), sites: Vec::new(), feature_epochs: Vec::new(), scaler_ranges: Vec::new(), seconds: 0.0 };
+    let mut report = BlockInduction {
+        index: block.index(),
+        sites: Vec::new(),
+        feature_epochs: Vec::new(),
+        scaler_ranges: Vec::new(),
+        seconds: 0.0,
+    };
     let _guard = tch::no_grad_guard();
     if cfg.distribution.is_some() || cfg.equivalent.is_some() {
-        let mut obs = observe_groups(block, acts, cfg.equivalent.is_some())?;
-        let sites = block.scaling_sites();
+        let sites: Vec<ScalingSite> = block
+            .scaling_sites()
+            .into_iter()
+            .filter(|s| {
+                cfg.sites == SiteChoice::All || matches!(s.producer, ScaleProducer::Norm(_))
+            })
+            .collect();
+        let producers: Vec<&str> = sites
+            .iter()
+            .filter_map(|s| match s.producer {
+                ScaleProducer::Linear(p) => Some(p),
+                ScaleProducer::Norm(_) => None,
+            })
+            .collect();
+        let mut obs = observe_groups(block, acts, cfg.equivalent.is_some(), &producers)?;
         if let Some(dc) = &cfg.distribution {
             for site in &sites {
                 let g = group_of(block, site.consumers[0])?;
                 let consumers: Vec<Tensor> = site
                     .consumers
                     .iter()
-                    .map(|p| block.linear_at(p).map(|l| l.weight.shallow_clone()).ok_or_else(|| missing(p)))
+                    .map(|p| {
+                        block
+                            .linear_at(p)
+                            .map(|l| l.weight.shallow_clone())
+                            .ok_or_else(|| missing(p))
+                    })
                     .collect::<Result<_, _>>()?;
                 let producer = match site.producer {
                     ScaleProducer::Linear(path) => {
                         let pg = group_of(block, path)?;
-                        let w = block.linear_at(path).ok_or_else(|| missing(path))?.weight.shallow_clone();
-                        Some((w, obs.stats[pg].sq_norms().map_err(ind)?.shallow_clone()))
+                        let w = block
+                            .linear_at(path)
+                            .ok_or_else(|| missing(path))?
+                            .weight
+                            .shallow_clone();
+                        let out_sq = obs.stats[pg].output_sq_norms(&w).map_err(ind)?;
+                        Some((
+                            w,
+                            obs.stats[pg].sq_norms().map_err(ind)?.shallow_clone(),
+                            out_sq,
+                        ))
                     }
                     ScaleProducer::Norm(_) => None,
                 };
+                let sq = obs.stats[g].sq_norms().map_err(ind)?.shallow_clone();
+                let hist = |w: &Tensor, sq: &Tensor| {
+                    let (lo, hi, bins) = HISTOGRAM;
+                    spindle_induce::measure::log_histogram(
+                        &dc.scorer.score(&w.to_kind(Kind::Float), sq),
+                        lo,
+                        hi,
+                        bins,
+                    )
+                };
+                let hist_before = hist(&consumers[0], &sq);
                 let fit = {
                     let s = Site {
                         consumers: consumers.iter().collect(),
                         stats: &obs.stats[g],
                         map: map_of(site),
-                        producer: producer.as_ref().map(|(w, sq)| (w, sq)),
+                        producer: producer.as_ref().map(|(weight, sq_in, out_sq)| Producer {
+                            weight,
+                            sq_in,
+                            out_sq,
+                        }),
                     };
                     tch::with_grad(|| distribution::fit(&s, dc)).map_err(ind)?
                 };
                 absorb(block, site, &fit.scales)?;
                 let e = map_of(site).expand(&fit.scales);
                 obs.stats[g] = obs.stats[g].rescaled(&e).map_err(ind)?;
+                let first = block
+                    .linear_at(site.consumers[0])
+                    .ok_or_else(|| missing(site.consumers[0]))?
+                    .weight
+                    .shallow_clone();
+                let hist_after = hist(&first, obs.stats[g].sq_norms().map_err(ind)?);
                 if let Some(x) = obs.sample[g].as_mut() {
                     *x = &*x / e.view([1, -1]).to_kind(Kind::Float);
                 }
@@ -219,14 +334,18 @@ pub(crate) fn induce_block(block: &mut Block, acts: &Activations, cfg: &InduceCo
                     scale_range: range(&fit.scales),
                     before: fit.before,
                     after: fit.after,
+                    histogram: Some((hist_before, hist_after)),
                 });
             }
         }
         if let Some(ec) = &cfg.equivalent {
             for site in &sites {
                 let g = group_of(block, site.consumers[0])?;
-                let Some(x) = obs.sample[g].as_ref() else { return Err(missing("observed input")) };
-                let (d, before, after) = tch::with_grad(|| feature::fit_equivalent(x, map_of(site), ec)).map_err(ind)?;
+                let Some(x) = obs.sample[g].as_ref() else {
+                    return Err(missing("observed input"));
+                };
+                let (d, before, after) =
+                    tch::with_grad(|| feature::fit_equivalent(x, map_of(site), ec)).map_err(ind)?;
                 absorb(block, site, &d)?;
                 let e = map_of(site).expand(&d);
                 if let Some(x) = obs.sample[g].as_mut() {
@@ -241,6 +360,7 @@ pub(crate) fn induce_block(block: &mut Block, acts: &Activations, cfg: &InduceCo
                     scale_range: range(&d),
                     before: Vec::new(),
                     after: Vec::new(),
+                    histogram: None,
                 });
             }
         }
@@ -255,57 +375,85 @@ pub(crate) fn induce_block(block: &mut Block, acts: &Activations, cfg: &InduceCo
 }
 
 /// The model-changing stage on one block: scalers per input group, trained, merged.
-fn train_block(block: &mut Block, acts: &Activations, cfg: &FeatureConfig, mask: Scorer, pattern: Pattern) -> Result<(Vec<EpochLoss>, Vec<(f64, f64)>), PipelineError> {
+fn train_block(
+    block: &mut Block,
+    acts: &Activations,
+    cfg: &FeatureConfig,
+    mask: Scorer,
+    pattern: Pattern,
+) -> Result<(Vec<EpochLoss>, Vec<(f64, f64)>), PipelineError> {
     let groups = block.input_groups();
     // Targets: the block's output before this stage; the dense weights; each group's statistics
     // (for the pruning-aware masks).
     let targets: Vec<Tensor> = acts.run(block, &mut |_, _| {});
-    let obs = if cfg.pruning_aware { Some(observe_groups(block, acts, false)?) } else { None };
+    let obs = if cfg.pruning_aware {
+        Some(observe_groups(block, acts, false, &[])?)
+    } else {
+        None
+    };
     let mut dense: Vec<Vec<(&'static str, Tensor)>> = Vec::new();
     let mut sizes = Vec::new();
     for g in groups {
         let mut ws = Vec::new();
         for p in *g {
-            ws.push((*p, block.linear_at(p).ok_or_else(|| missing(p))?.weight.copy()));
+            ws.push((
+                *p,
+                block.linear_at(p).ok_or_else(|| missing(p))?.weight.copy(),
+            ));
         }
         sizes.push(ws[0].1.size()[1]);
         dense.push(ws);
     }
     let device = acts.batches[0].device();
     let outcome = tch::with_grad(|| {
-        feature::train(&sizes, device, acts.batches.len(), cfg, &mut |scalers, sample| {
-            for (k, ws) in dense.iter().enumerate() {
-                for (path, w) in ws {
-                    let s = scalers[k].to_kind(w.kind());
-                    let mut scaled = w * s.view([1, -1]);
-                    if let Some(obs) = &obs {
-                        let sq = obs.stats[k].sq_norms()?;
-                        let m = mask.select(&mask.score(&scaled.detach(), sq), pattern)?;
-                        scaled = feature::straight_through(&scaled, &m);
-                    }
-                    match block.linear_at_mut(path) {
-                        Some(l) => l.weight = scaled,
-                        None => return Err(InduceError::Shape(format!("the block lost {path}"))),
+        feature::train(
+            &sizes,
+            device,
+            acts.batches.len(),
+            cfg,
+            &mut |scalers, sample| {
+                for (k, ws) in dense.iter().enumerate() {
+                    for (path, w) in ws {
+                        let s = scalers[k].to_kind(w.kind());
+                        let mut scaled = w * s.view([1, -1]);
+                        if let Some(obs) = &obs {
+                            let sq = obs.stats[k].sq_norms()?;
+                            let m = mask.select(&mask.score(&scaled.detach(), sq), pattern)?;
+                            scaled = feature::straight_through(&scaled, &m);
+                        }
+                        match block.linear_at_mut(path) {
+                            Some(l) => l.weight = scaled,
+                            None => {
+                                return Err(InduceError::Shape(format!("the block lost {path}")));
+                            }
+                        }
                     }
                 }
-            }
-            let x = &acts.batches[sample];
-            let mut feats: Vec<Tensor> = Vec::new();
-            let out = block.forward_observed(x, acts.ctx(x), &mut |paths, input| {
-                if cfg.source == FeatureSource::LinearInputs
-                    && let Some(k) = groups.iter().position(|g| g[0] == paths[0])
-                {
-                    feats.push(input.to_kind(Kind::Float) * scalers[k].view([1, 1, -1]));
+                let x = &acts.batches[sample];
+                let mut feats: Vec<Tensor> = Vec::new();
+                let out = block.forward_observed(x, acts.ctx(x), &mut |paths, input| {
+                    if cfg.source == FeatureSource::LinearInputs
+                        && let Some(k) = groups.iter().position(|g| g[0] == paths[0])
+                    {
+                        feats.push(input.to_kind(Kind::Float) * scalers[k].view([1, 1, -1]));
+                    }
+                });
+                let target = &targets[sample];
+                let diff = (out.to_kind(Kind::Float) - target.to_kind(Kind::Float))
+                    .pow_tensor_scalar(2)
+                    .mean(Kind::Float);
+                let recon = diff
+                    / target
+                        .to_kind(Kind::Float)
+                        .pow_tensor_scalar(2)
+                        .mean(Kind::Float)
+                        .clamp_min(1e-30);
+                if cfg.source == FeatureSource::BlockOutput {
+                    feats.push(out);
                 }
-            });
-            let target = &targets[sample];
-            let diff = (out.to_kind(Kind::Float) - target.to_kind(Kind::Float)).pow_tensor_scalar(2).mean(Kind::Float);
-            let recon = diff / target.to_kind(Kind::Float).pow_tensor_scalar(2).mean(Kind::Float).clamp_min(1e-30);
-            if cfg.source == FeatureSource::BlockOutput {
-                feats.push(out);
-            }
-            Ok((recon, feats))
-        })
+                Ok((recon, feats))
+            },
+        )
     });
     // Whatever happened, the block gets plain (detached) weights back.
     let merged = match &outcome {
@@ -338,10 +486,15 @@ pub fn induce_model(
 ) -> Result<InduceReport, PipelineError> {
     let _guard = tch::no_grad_guard();
     if cfg.is_empty() {
-        return Err(PipelineError::Config("no induction stage was chosen".into()));
+        return Err(PipelineError::Config(
+            "no induction stage was chosen".into(),
+        ));
     }
     if calib.size().len() != 2 || calib.size()[0] == 0 || batch_size == 0 {
-        return Err(PipelineError::Config(format!("calibration ids must be [nsamples > 0, seqlen] with a batch size ≥ 1, got {:?}", calib.size())));
+        return Err(PipelineError::Config(format!(
+            "calibration ids must be [nsamples > 0, seqlen] with a batch size ≥ 1, got {:?}",
+            calib.size()
+        )));
     }
     let t0 = Instant::now();
     let layers = model.config().num_layers;
@@ -356,5 +509,9 @@ pub fn induce_model(
         Ok(block)
     })?;
     progress(layers, layers);
-    Ok(InduceReport { out: dir, blocks, seconds: t0.elapsed().as_secs_f64() })
+    Ok(InduceReport {
+        out: dir,
+        blocks,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }

@@ -4,18 +4,27 @@
 
 use std::path::{Path, PathBuf};
 
-use spindle::induce::{InduceConfig, induce_model};
+use spindle::induce::{InduceConfig, SiteChoice, induce_model};
 use spindle::prune::{Allocation, Method, PruneConfig, prune_model};
 use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, Scorer};
 use spindle_model::{Model, Weights};
 use spindle_prune::Pattern;
 use tch::{Device, Kind, Tensor};
 
-const ARCHS: [&str; 6] = ["llama-gqa", "llama3-rope", "mistral", "qwen2", "opt-pre", "opt-post-proj"];
+const ARCHS: [&str; 6] = [
+    "llama-gqa",
+    "llama3-rope",
+    "mistral",
+    "qwen2",
+    "opt-pre",
+    "opt-post-proj",
+];
 const HALF: Pattern = Pattern::Unstructured { sparsity: 0.5 };
 
 fn golden_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden")
+        .join(name)
 }
 
 fn ids(n: i64, s: i64, vocab: i64, seed: i64) -> Tensor {
@@ -29,11 +38,16 @@ fn open(dir: &Path) -> Model {
 
 fn distribution(scorer: Scorer) -> InduceConfig {
     InduceConfig {
-        distribution: Some(DistributionConfig { scorer, steps: 10, ..Default::default() }),
+        distribution: Some(DistributionConfig {
+            scorer,
+            steps: 10,
+            ..Default::default()
+        }),
         equivalent: None,
         feature: None,
         mask: scorer,
         pattern: HALF,
+        sites: SiteChoice::All,
     }
 }
 
@@ -68,21 +82,50 @@ fn equivalent_stages_leave_every_architecture_s_logits_unchanged() {
         let t = tempfile::tempdir().unwrap();
         for (name, cfg) in [
             ("distribution", distribution(Scorer::Magnitude)),
-            ("equivalent-snl", InduceConfig { distribution: None, equivalent: Some(EquivalentSnlConfig { steps: 5, ..Default::default() }), ..distribution(Scorer::Magnitude) }),
+            (
+                "equivalent-snl",
+                InduceConfig {
+                    distribution: None,
+                    equivalent: Some(EquivalentSnlConfig {
+                        steps: 5,
+                        ..Default::default()
+                    }),
+                    ..distribution(Scorer::Magnitude)
+                },
+            ),
         ] {
             let out = t.path().join(name);
             let report = induce_model(&model, &calib, &cfg, 2, &out, &mut |_, _| {}).unwrap();
-            let moved = report.blocks.iter().flat_map(|b| &b.sites).filter(|s| (s.scale_range.0 - 1.0).abs() > 1e-3 || (s.scale_range.1 - 1.0).abs() > 1e-3).count();
-            assert!(moved > 0, "{arch} {name}: no site was rescaled, the test would prove nothing");
+            let moved = report
+                .blocks
+                .iter()
+                .flat_map(|b| &b.sites)
+                .filter(|s| {
+                    (s.scale_range.0 - 1.0).abs() > 1e-3 || (s.scale_range.1 - 1.0).abs() > 1e-3
+                })
+                .count();
+            assert!(
+                moved > 0,
+                "{arch} {name}: no site was rescaled, the test would prove nothing"
+            );
             let induced = open(&out);
             let probe = ids(2, 12, vocab, 7);
             let rel = max_rel(&logits(&model, &probe), &logits(&induced, &probe));
-            assert!(rel <= 1e-4, "{arch} {name}: logits moved by {rel:e} (relative)");
+            assert!(
+                rel <= 1e-4,
+                "{arch} {name}: logits moved by {rel:e} (relative)"
+            );
             assert!(outside_blocks_identical(&dir, &out), "{arch} {name}");
             // the stage did change the weights a pruner sees
-            let b0 = model.block(0).unwrap();
-            let b1 = induced.block(0).unwrap();
-            let changed = b0.linears().zip(b1.linears()).filter(|((_, a), (_, b))| !a.weight.equal(&b.weight)).count();
+            let changed: usize = (0..model.config().num_layers)
+                .map(|i| {
+                    let (b0, b1) = (model.block(i).unwrap(), induced.block(i).unwrap());
+                    b0.linears()
+                        .zip(b1.linears())
+                        .filter(|((_, a), (_, b))| !a.weight.equal(&b.weight))
+                        .count()
+                })
+                .sum();
             assert!(changed > 0, "{arch} {name}");
         }
     }
@@ -92,10 +135,17 @@ fn zero_masks(dir: &Path) -> Vec<(String, Tensor)> {
     let w = Weights::open(dir).unwrap();
     let mut out: Vec<(String, Tensor)> = w
         .names()
-        .filter(|n| n.contains(".layers.") && n.ends_with("proj.weight") || n.ends_with("fc1.weight") || n.ends_with("fc2.weight"))
+        .filter(|n| {
+            n.contains(".layers.") && n.ends_with("proj.weight")
+                || n.ends_with("fc1.weight")
+                || n.ends_with("fc2.weight")
+        })
         .map(|n| {
             let shape = w.shape(n).unwrap().to_vec();
-            (n.to_owned(), w.load(n, &shape, Kind::Float, Device::Cpu).unwrap().eq(0.0))
+            (
+                n.to_owned(),
+                w.load(n, &shape, Kind::Float, Device::Cpu).unwrap().eq(0.0),
+            )
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -110,19 +160,46 @@ fn wanda_masks_are_identical_after_the_distribution_stage() {
         let calib = ids(4, 16, model.config().vocab_size as i64, 2);
         let t = tempfile::tempdir().unwrap();
         for pattern in [HALF, Pattern::NM { n: 2, m: 4 }] {
-            let plain = PruneConfig { method: Method::Wanda, pattern, allocation: Allocation::Uniform, true_sequential: false, batch_size: 2, induce: None };
+            let plain = PruneConfig {
+                method: Method::Wanda,
+                pattern,
+                allocation: Allocation::Uniform,
+                true_sequential: false,
+                batch_size: 2,
+                induce: None,
+            };
             // scales chosen for magnitude (so they are far from identity), then Wanda prunes
-            let induced = PruneConfig { induce: Some(InduceConfig { pattern, ..distribution(Scorer::Magnitude) }), ..plain };
+            let induced = PruneConfig {
+                induce: Some(InduceConfig {
+                    pattern,
+                    ..distribution(Scorer::Magnitude)
+                }),
+                ..plain
+            };
             let a = t.path().join(format!("plain-{pattern}"));
             let b = t.path().join(format!("induced-{pattern}"));
             prune_model(&model, Some(&calib), &plain, &a, &mut |_, _| {}).unwrap();
             let report = prune_model(&model, Some(&calib), &induced, &b, &mut |_, _| {}).unwrap();
-            assert!(report.induction.iter().flat_map(|b| &b.sites).any(|s| s.chosen != "identity"), "{arch}: scales stayed at identity");
+            assert!(
+                report
+                    .induction
+                    .iter()
+                    .flat_map(|b| &b.sites)
+                    .any(|s| s.chosen != "identity"),
+                "{arch}: scales stayed at identity"
+            );
             let (za, zb) = (zero_masks(&a), zero_masks(&b));
-            assert!(za.len() >= 12 && za.len() == zb.len(), "{arch}: {} linears", za.len());
+            assert!(
+                za.len() >= 12 && za.len() == zb.len(),
+                "{arch}: {} linears",
+                za.len()
+            );
             for ((name, ma), (_, mb)) in za.iter().zip(zb) {
                 let moved = ma.logical_xor(&mb).sum(Kind::Int64).int64_value(&[]);
-                assert_eq!(moved, 0, "{arch} {pattern} {name}: {moved} mask entries moved");
+                assert_eq!(
+                    moved, 0,
+                    "{arch} {pattern} {name}: {moved} mask entries moved"
+                );
             }
         }
     }
@@ -134,7 +211,15 @@ fn the_feature_stage_changes_the_model_deterministically() {
     let model = open(&dir);
     let calib = ids(4, 16, model.config().vocab_size as i64, 3);
     let t = tempfile::tempdir().unwrap();
-    let cfg = InduceConfig { distribution: None, feature: Some(FeatureConfig { epochs: 2, lambda: 0.1, ..Default::default() }), ..distribution(Scorer::Magnitude) };
+    let cfg = InduceConfig {
+        distribution: None,
+        feature: Some(FeatureConfig {
+            epochs: 2,
+            lambda: 0.1,
+            ..Default::default()
+        }),
+        ..distribution(Scorer::Magnitude)
+    };
     let a = t.path().join("a");
     let b = t.path().join("b");
     let ra = induce_model(&model, &calib, &cfg, 1, &a, &mut |_, _| {}).unwrap();
@@ -143,13 +228,19 @@ fn the_feature_stage_changes_the_model_deterministically() {
     for blk in &ra.blocks {
         assert_eq!(blk.feature_epochs.len(), 2);
         assert_eq!(blk.scaler_ranges.len(), 4, "one scaler per input group");
-        assert!(blk.feature_epochs.iter().all(|e| e.snl >= 1.0), "the nuclear/spectral ratio is at least 1");
+        assert!(
+            blk.feature_epochs.iter().all(|e| e.snl >= 1.0),
+            "the nuclear/spectral ratio is at least 1"
+        );
     }
     let (ma, mb) = (open(&a), open(&b));
     let probe = ids(1, 12, model.config().vocab_size as i64, 9);
     let (la, lb) = (logits(&ma, &probe), logits(&mb, &probe));
     assert!(la.equal(&lb), "two runs with one seed differ");
-    assert!(max_rel(&logits(&model, &probe), &la) > 1e-6, "the feature stage left the model unchanged");
+    assert!(
+        max_rel(&logits(&model, &probe), &la) > 1e-6,
+        "the feature stage left the model unchanged"
+    );
     assert!(outside_blocks_identical(&dir, &a));
 }
 
@@ -160,14 +251,29 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
     let calib = ids(4, 16, model.config().vocab_size as i64, 4);
     let t = tempfile::tempdir().unwrap();
     let induce = InduceConfig {
-        feature: Some(FeatureConfig { epochs: 1, pruning_aware: true, ..Default::default() }),
+        feature: Some(FeatureConfig {
+            epochs: 1,
+            pruning_aware: true,
+            ..Default::default()
+        }),
         ..distribution(Scorer::Magnitude)
     };
-    let cfg = PruneConfig { method: Method::Magnitude(spindle_prune::magnitude::Scope::Matrix), pattern: HALF, allocation: Allocation::Uniform, true_sequential: false, batch_size: 2, induce: Some(induce) };
+    let cfg = PruneConfig {
+        method: Method::Magnitude(spindle_prune::magnitude::Scope::Matrix),
+        pattern: HALF,
+        allocation: Allocation::Uniform,
+        true_sequential: false,
+        batch_size: 2,
+        induce: Some(induce),
+    };
     let out = t.path().join("p");
     let r = prune_model(&model, Some(&calib), &cfg, &out, &mut |_, _| {}).unwrap();
     assert_eq!(r.induction.len(), 2);
-    assert!((r.overall_sparsity - 0.5).abs() < 0.01, "{}", r.overall_sparsity);
+    assert!(
+        (r.overall_sparsity - 0.5).abs() < 0.01,
+        "{}",
+        r.overall_sparsity
+    );
     // without calibration data induction is refused, with the reason
     let e = prune_model(&model, None, &cfg, &t.path().join("q"), &mut |_, _| {}).unwrap_err();
     assert_eq!(e.to_string(), "sparsity induction needs calibration data");

@@ -258,3 +258,109 @@ fn spindle_prune_writes_a_model_and_a_report() {
     assert!(err.contains("model.layers.0.mlp.down_proj: 4:8 needs an input dimension divisible by 8, but the weight is [64, 172]"), "{err}");
     assert!(!fresh.exists(), "no partial output");
 }
+
+#[test]
+fn spindle_induce_writes_an_equivalent_model_a_report_and_plots() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("stories");
+    stories(&model);
+    let m = model.to_str().unwrap();
+    let out = t.path().join("induced");
+    let json = t.path().join("report.json");
+    let plots = t.path().join("plots");
+    let o = spindle(&[
+        "induce",
+        "--model",
+        m,
+        "--target",
+        "magnitude",
+        "--induce",
+        "distribution",
+        "--si-steps",
+        "5",
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.starts_with("sparsity induction (distribution) over 5 blocks\ndistribution: true importance removed "), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let blocks = r["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 5);
+    let sites = blocks[0]["sites"].as_array().unwrap();
+    assert_eq!(
+        sites
+            .iter()
+            .map(|s| s["label"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["attn_in", "attn_out", "ffn_in", "ffn_out"]
+    );
+    for s in sites {
+        assert!(s["objective_after"].as_f64().unwrap() <= s["objective_before"].as_f64().unwrap());
+        let h = s["histogram"].as_array().unwrap();
+        let before: f64 = h[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!(
+            (before - 1.0).abs() < 1e-9,
+            "a histogram holds every weight once"
+        );
+    }
+    assert_eq!(r["config"]["stages"], "distribution");
+    assert!(r["data"]["windows"].as_array().unwrap().len() == 4);
+    // first, middle, last block: three PNG files
+    let files = r["plots"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    for f in files {
+        let bytes = std::fs::read(f.as_str().unwrap()).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    }
+    // the induced model scores like the input
+    let ppl = |dir: &Path| {
+        let j = t.path().join(format!(
+            "{}.eval.json",
+            dir.file_name().unwrap().to_str().unwrap()
+        ));
+        let o = spindle(&[
+            "eval",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ppl",
+            "wikitext2",
+            "--seqlen",
+            "64",
+            "--max-windows",
+            "4",
+            "--json",
+            j.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        v["perplexity"]["wikitext2"].as_f64().unwrap()
+    };
+    let (a, b) = (ppl(&model), ppl(&out));
+    assert!((a - b).abs() / a < 1e-4, "{a} vs {b}");
+}

@@ -106,6 +106,10 @@ pub struct InduceArgs {
     /// Where to write the induced dense model (a new directory; never the input).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also draw PNG plots of the importance distributions before and after (first, middle and
+    /// last block) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
     /// Also write the report as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -118,6 +122,10 @@ pub struct InduceFlags {
     /// (default: `distribution,feature` for `spindle induce`, none for `spindle prune`).
     #[arg(long, value_name = "STAGES")]
     pub induce: Option<String>,
+    /// Which absorbable sites the equivalent stages rescale: all, or only the norm → linear ones
+    /// (no pruned matrix is divided by the scales).
+    #[arg(long, value_enum, default_value = "all")]
+    pub si_sites: SitesArg,
     /// Distribution stage: where the search for the scales starts.
     #[arg(long, value_enum, default_value = "smoothquant")]
     pub si_start: StartArg,
@@ -169,9 +177,17 @@ pub struct InduceFlags {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SitesArg {
+    All,
+    Norms,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StartArg {
     Identity,
     Smoothquant,
+    /// D = ‖X‖: magnitude's score becomes Wanda's, per matrix.
+    ActNorm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -7,15 +7,20 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use spindle::induce::{BlockInduction, InduceConfig, induce_model};
+use spindle::induce::{BlockInduction, InduceConfig, SiteChoice, induce_model};
 use spindle::{mem, output, progress};
-use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, Measures, Scorer, Snl, Start};
+use spindle_induce::{
+    DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, Measures, Scorer, Snl,
+    Start,
+};
 use spindle_model::{Model, Runtime};
 use spindle_prune::Pattern;
 use tch::Kind;
 
 use crate::Failure;
-use crate::cmd::cli::{InduceArgs, InduceFlags, MethodArg, SnlArg, SnlFeaturesArg, StartArg};
+use crate::cmd::cli::{
+    InduceArgs, InduceFlags, MethodArg, SitesArg, SnlArg, SnlFeaturesArg, StartArg,
+};
 use crate::cmd::prune::{calibration, model_hashes, parse_pattern};
 
 /// The selection a pruner makes, as the induction stages see it (SparseGPT's is approximated by
@@ -29,7 +34,12 @@ pub(crate) fn scorer_of(method: MethodArg, ria_alpha: f64) -> Scorer {
 }
 
 /// Stage two of the induction flags: `None` when no stage is asked for.
-pub(crate) fn config(flags: &InduceFlags, scorer: Scorer, pattern: Pattern, default_stages: &str) -> Result<Option<InduceConfig>, Failure> {
+pub(crate) fn config(
+    flags: &InduceFlags,
+    scorer: Scorer,
+    pattern: Pattern,
+    default_stages: &str,
+) -> Result<Option<InduceConfig>, Failure> {
     let stages = flags.induce.as_deref().unwrap_or(default_stages);
     let (mut distribution, mut equivalent, mut feature) = (false, false, false);
     for stage in stages.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -58,7 +68,10 @@ pub(crate) fn config(flags: &InduceFlags, scorer: Scorer, pattern: Pattern, defa
     let distribution = if distribution {
         let start = match flags.si_start {
             StartArg::Identity => Start::Identity,
-            StartArg::Smoothquant => Start::SmoothQuant { alpha: flags.si_alpha },
+            StartArg::Smoothquant => Start::SmoothQuant {
+                alpha: flags.si_alpha,
+            },
+            StartArg::ActNorm => Start::ActNorm,
         };
         let c = DistributionConfig {
             scorer,
@@ -76,12 +89,23 @@ pub(crate) fn config(flags: &InduceFlags, scorer: Scorer, pattern: Pattern, defa
     };
     let equivalent = if equivalent {
         let Some(snl) = snl else {
-            return Err(Failure::Usage("--induce equivalent-snl needs an --snl other than none".into()));
+            return Err(Failure::Usage(
+                "--induce equivalent-snl needs an --snl other than none".into(),
+            ));
         };
         if !(flags.equiv_max_log_scale > 0.0 && flags.snl_tokens > 0) {
-            return Err(Failure::Usage(format!("--equiv-max-log-scale and --snl-tokens must be positive, got {} and {}", flags.equiv_max_log_scale, flags.snl_tokens)));
+            return Err(Failure::Usage(format!(
+                "--equiv-max-log-scale and --snl-tokens must be positive, got {} and {}",
+                flags.equiv_max_log_scale, flags.snl_tokens
+            )));
         }
-        Some(EquivalentSnlConfig { snl, steps: flags.equiv_steps, max_log_scale: flags.equiv_max_log_scale, max_tokens: flags.snl_tokens, ..Default::default() })
+        Some(EquivalentSnlConfig {
+            snl,
+            steps: flags.equiv_steps,
+            max_log_scale: flags.equiv_max_log_scale,
+            max_tokens: flags.snl_tokens,
+            ..Default::default()
+        })
     } else {
         None
     };
@@ -104,7 +128,18 @@ pub(crate) fn config(flags: &InduceFlags, scorer: Scorer, pattern: Pattern, defa
     } else {
         None
     };
-    Ok(Some(InduceConfig { distribution, equivalent, feature, mask: scorer, pattern }))
+    let sites = match flags.si_sites {
+        SitesArg::All => SiteChoice::All,
+        SitesArg::Norms => SiteChoice::Norms,
+    };
+    Ok(Some(InduceConfig {
+        distribution,
+        equivalent,
+        feature,
+        mask: scorer,
+        pattern,
+        sites,
+    }))
 }
 
 fn measures_json(m: &[Measures]) -> Value {
@@ -118,7 +153,7 @@ pub(crate) fn blocks_json(blocks: &[BlockInduction]) -> Value {
         "seconds": b.seconds,
         "sites": b.sites.iter().map(|s| json!({
             "label": s.label, "stage": s.stage, "objective_before": s.objective_before, "objective_after": s.objective_after,
-            "chosen": s.chosen, "scale_min": s.scale_range.0, "scale_max": s.scale_range.1,
+            "chosen": s.chosen, "scale_min": s.scale_range.0, "scale_max": s.scale_range.1, "histogram": s.histogram,
             "measures_before": measures_json(&s.before), "measures_after": measures_json(&s.after),
         })).collect::<Vec<_>>(),
         "feature_epochs": b.feature_epochs.iter().map(|e| json!({"reconstruction": e.reconstruction, "snl": e.snl})).collect::<Vec<_>>(),
@@ -135,22 +170,37 @@ pub(crate) fn config_json(c: &InduceConfig) -> Value {
         "feature": c.feature.map(|f| format!("{f:?}")),
         "mask": format!("{:?}", c.mask),
         "pattern": format!("{}", c.pattern),
+        "sites": format!("{:?}", c.sites),
     })
 }
 
 /// Mean of the distribution stage's objective before and after, over every site.
 pub(crate) fn summary_line(blocks: &[BlockInduction]) -> Option<String> {
-    let sites: Vec<_> = blocks.iter().flat_map(|b| b.sites.iter().filter(|s| s.stage == "distribution")).collect();
+    let sites: Vec<_> = blocks
+        .iter()
+        .flat_map(|b| b.sites.iter().filter(|s| s.stage == "distribution"))
+        .collect();
     let mut out = Vec::new();
     if !sites.is_empty() {
         let n = sites.len() as f64;
         let before = sites.iter().map(|s| s.objective_before).sum::<f64>() / n;
         let after = sites.iter().map(|s| s.objective_after).sum::<f64>() / n;
-        out.push(format!("distribution: true importance removed {:.4} -> {:.4} (mean over {} sites)", before, after, sites.len()));
+        out.push(format!(
+            "distribution: true importance removed {:.4} -> {:.4} (mean over {} sites)",
+            before,
+            after,
+            sites.len()
+        ));
     }
-    let last: Vec<f64> = blocks.iter().filter_map(|b| b.feature_epochs.last().map(|e| e.reconstruction)).collect();
+    let last: Vec<f64> = blocks
+        .iter()
+        .filter_map(|b| b.feature_epochs.last().map(|e| e.reconstruction))
+        .collect();
     if !last.is_empty() {
-        out.push(format!("feature: final relative reconstruction error, mean over blocks {:.3e}", last.iter().sum::<f64>() / last.len() as f64));
+        out.push(format!(
+            "feature: final relative reconstruction error, mean over blocks {:.3e}",
+            last.iter().sum::<f64>() / last.len() as f64
+        ));
     }
     (!out.is_empty()).then(|| out.join("\n"))
 }
@@ -159,31 +209,97 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
     let started = Instant::now();
     let pattern = match &args.pattern {
         Some(p) => parse_pattern(p).map_err(Failure::Usage)?,
-        None => Pattern::Unstructured { sparsity: args.sparsity }
-            .validate()
-            .map_err(|_| Failure::Usage(format!("--sparsity must be in [0, 1), got {}", args.sparsity)))?,
+        None => Pattern::Unstructured {
+            sparsity: args.sparsity,
+        }
+        .validate()
+        .map_err(|_| {
+            Failure::Usage(format!(
+                "--sparsity must be in [0, 1), got {}",
+                args.sparsity
+            ))
+        })?,
     };
-    let cfg = config(&args.induce, scorer_of(args.target, 0.5), pattern, "distribution,feature")?
-        .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
+    let cfg = config(
+        &args.induce,
+        scorer_of(args.target, 0.5),
+        pattern,
+        "distribution,feature",
+    )?
+    .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
     if args.batch_size == 0 || args.nsamples == 0 {
-        return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
+        return Err(Failure::Usage(
+            "--batch-size and --nsamples must be at least 1".into(),
+        ));
     }
     if args.out.exists() {
-        return Err(Failure::Usage(format!("--out {} already exists; spindle writes a new directory and never overwrites", args.out.display())));
+        return Err(Failure::Usage(format!(
+            "--out {} already exists; spindle writes a new directory and never overwrites",
+            args.out.display()
+        )));
     }
     let dir = crate::cmd::resolve_model(&args.model)?;
-    let (calib, data_info) = calibration(&dir, &args.calib, args.nsamples, args.seqlen, args.seed, data_flag)?;
-    let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
+    let (calib, data_info) = calibration(
+        &dir,
+        &args.calib,
+        args.nsamples,
+        args.seqlen,
+        args.seed,
+        data_flag,
+    )?;
+    let model = Model::open(&dir, runtime.device, Kind::Float)
+        .with_context(|| format!("loading {}", dir.display()))?;
     let bar = progress::items("inducing blocks");
-    let report = induce_model(&model, &calib, &cfg, args.batch_size, &args.out, &mut |d, t| progress::update(&bar, d, t))
-        .map_err(|e| Failure::Other(anyhow::Error::from(e).context(format!("inducing {}", dir.display()))))?;
+    let report = induce_model(
+        &model,
+        &calib,
+        &cfg,
+        args.batch_size,
+        &args.out,
+        &mut |d, t| progress::update(&bar, d, t),
+    )
+    .map_err(|e| {
+        Failure::Other(anyhow::Error::from(e).context(format!("inducing {}", dir.display())))
+    })?;
     bar.finish_and_clear();
     let peak = mem::peak_rss_bytes();
-    println!("sparsity induction ({}) over {} blocks", cfg.stages(), report.blocks.len());
+    println!(
+        "sparsity induction ({}) over {} blocks",
+        cfg.stages(),
+        report.blocks.len()
+    );
     if let Some(line) = summary_line(&report.blocks) {
         println!("{line}");
     }
     println!("wrote {} in {:.1} s", report.out.display(), report.seconds);
+    let plots = match &args.plots {
+        Some(dir) if cfg.distribution.is_some() => {
+            let (files, labelled) = crate::cmd::plot::write_histograms(
+                dir,
+                &report.blocks,
+                &format!("{:?}", cfg.mask),
+            )?;
+            println!(
+                "plots: {}{}",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if labelled {
+                    ""
+                } else {
+                    " (no system font found: unlabelled)"
+                }
+            );
+            json!({"files": files, "labelled": labelled})
+        }
+        Some(_) => {
+            println!("plots: none (they show the distribution stage, which did not run)");
+            json!(null)
+        }
+        None => json!(null),
+    };
     if let Some(path) = args.json {
         let value = json!({
             "model": args.model,
@@ -198,6 +314,7 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
             "blocks": blocks_json(&report.blocks),
             "seconds": {"induce_and_save": report.seconds, "total": started.elapsed().as_secs_f64()},
             "peak_rss_bytes": peak,
+            "plots": plots,
         });
         output::write_json(&path, &value).map_err(anyhow::Error::from)?;
     }

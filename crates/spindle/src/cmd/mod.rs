@@ -7,6 +7,7 @@ pub mod data;
 pub mod eval;
 pub mod induce;
 pub mod inspect;
+pub mod plot;
 pub mod prune;
 
 use std::path::PathBuf;
