@@ -52,7 +52,9 @@ pub struct SparseGptOutcome {
 /// `Hinv`: the upper Cholesky factor of the inverse of `h` damped by `percdamp`, or `None` when
 /// a factorisation fails.
 fn inverse_factor(h: &Tensor, percdamp: f64) -> Result<Option<Tensor>, PruneError> {
-    let damp = percdamp * h.diagonal(0, 0, 1).mean(Kind::Float).double_value(&[]);
+    // As the reference: `percdamp * torch.mean(torch.diag(H))`, a mean over a contiguous copy of
+    // the diagonal (a strided view sums in another order) times `percdamp` in f32.
+    let damp = (h.diagonal(0, 0, 1).contiguous().mean(Kind::Float) * percdamp).double_value(&[]);
     let h = h + Tensor::eye(h.size()[0], (Kind::Float, h.device())) * damp;
     let (l, info) = h.f_linalg_cholesky_ex(false, false)?;
     if info.int64_value(&[]) != 0 {
