@@ -58,8 +58,8 @@ impl Default for DistributionConfig {
         DistributionConfig {
             scorer: Scorer::Magnitude,
             pattern: Pattern::Unstructured { sparsity: 0.5 },
-            start: Start::SmoothQuant { alpha: 0.5 },
-            steps: 40,
+            start: Start::ActNorm,
+            steps: 0,
             lr: 0.05,
             temperature: 0.05,
             max_log_scale: 8.0,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use spindle::induce::{InduceConfig, SiteChoice, induce_model};
 use spindle::prune::{Allocation, Method, PruneConfig, prune_model};
-use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, Scorer};
+use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, Scorer, Start};
 use spindle_model::{Model, Weights};
 use spindle_prune::Pattern;
 use tch::{Device, Kind, Tensor};
@@ -41,6 +41,8 @@ fn distribution(scorer: Scorer) -> InduceConfig {
         distribution: Some(DistributionConfig {
             scorer,
             steps: 10,
+            // far from identity, so the exactness tests prove something
+            start: Start::SmoothQuant { alpha: 0.5 },
             ..Default::default()
         }),
         equivalent: None,

@@ -276,6 +276,8 @@ fn spindle_induce_writes_an_equivalent_model_a_report_and_plots() {
         "magnitude",
         "--induce",
         "distribution",
+        "--si-sites",
+        "all",
         "--si-steps",
         "5",
         "--nsamples",

@@ -124,16 +124,17 @@ pub struct InduceFlags {
     pub induce: Option<String>,
     /// Which absorbable sites the equivalent stages rescale: all, or only the norm → linear ones
     /// (no pruned matrix is divided by the scales).
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_enum, default_value = "norms")]
     pub si_sites: SitesArg,
     /// Distribution stage: where the search for the scales starts.
-    #[arg(long, value_enum, default_value = "smoothquant")]
+    #[arg(long, value_enum, default_value = "act-norm")]
     pub si_start: StartArg,
     /// Distribution stage: SmoothQuant's migration strength α of the start.
     #[arg(long, default_value_t = 0.5)]
     pub si_alpha: f64,
-    /// Distribution stage: gradient steps on log D per site.
-    #[arg(long, default_value_t = 40)]
+    /// Distribution stage: gradient steps on log D per site (0: the start is only compared with
+    /// identity; at norm sites the act-norm start is already the objective's optimum).
+    #[arg(long, default_value_t = 0)]
     pub si_steps: usize,
     /// Distribution stage: Adam's learning rate on log D.
     #[arg(long, default_value_t = 0.05)]
