@@ -187,11 +187,7 @@ fn observe_groups(
     let device = acts.batches[0].device();
     let mut stats = Vec::new();
     for g in groups {
-        let columns = block
-            .linear_at(g[0])
-            .ok_or_else(|| missing(g[0]))?
-            .weight
-            .size()[1];
+        let columns = crate::prune::group_columns(block, g)?;
         stats.push(if g.iter().any(|p| gram_for.contains(p)) {
             ChannelStats::with_gram(columns, device)
         } else {

@@ -175,12 +175,14 @@ enum GroupStats {
     Hessian(Hessian),
 }
 
-fn prune_err(linear: &str) -> impl Fn(PruneError) -> PipelineError + '_ {
-    move |source| PipelineError::Prune { linear: linear.to_owned(), source }
+/// The input width of a group of linears that share one input.
+pub(crate) fn group_columns(block: &Block, group: &[&str]) -> Result<i64, PipelineError> {
+    let first = group.first().ok_or_else(|| PipelineError::Config("an empty input group".into()))?;
+    block.linear_at(first).map(|l| l.weight.size()[1]).ok_or_else(|| PipelineError::Config(format!("no linear {first}")))
 }
 
-fn short(path: &str) -> &str {
-    path.rsplit('.').next().unwrap_or(path)
+fn prune_err(linear: &str) -> impl Fn(PruneError) -> PipelineError + '_ {
+    move |source| PipelineError::Prune { linear: linear.to_owned(), source }
 }
 
 /// Prunes `model` into `out` as `cfg` says, with `calib` `[nsamples, seqlen]` token ids (needed
@@ -271,7 +273,7 @@ pub fn prune_model(
         // Re-run the pruned block: the next block's inputs, and each linear's error.
         let mut err: Vec<(f64, f64)> = vec![(0.0, 0.0); dense.len()];
         if let Some(a) = acts.as_mut() {
-            let current: Vec<Tensor> = dense.iter().map(|(p, _)| block.linear(short(p)).map(|l| l.weight.shallow_clone())).collect::<Option<_>>()
+            let current: Vec<Tensor> = dense.iter().map(|(p, _)| block.linear_at(p).map(|l| l.weight.shallow_clone())).collect::<Option<_>>()
                 .ok_or_else(|| PipelineError::Config("a block lost a linear layer".into()))?;
             let outs = a.run(&block, &mut |paths, x| {
                 let x = x.to_kind(Kind::Float);
@@ -287,7 +289,7 @@ pub fn prune_model(
             a.batches = outs;
         }
         for (k, (path, w)) in dense.iter().enumerate() {
-            let pruned = block.linear(short(path)).map(|l| spindle_prune::sparsity(&l.weight)).unwrap_or(0.0);
+            let pruned = block.linear_at(path).map(|l| spindle_prune::sparsity(&l.weight)).unwrap_or(0.0);
             let (percdamp, retries) = info.iter().find(|(p, ..)| p == path).map(|(_, d, r)| (*d, r.clone())).unwrap_or((None, Vec::new()));
             linears.push(LinearReport {
                 name: format!("{prefix}{path}"),
@@ -337,7 +339,7 @@ fn accumulate(block: &Block, acts: Option<&Activations>, method: Method, groups:
     let device = acts.batches[0].device();
     let mut stats: Vec<Option<GroupStats>> = Vec::with_capacity(groups.len());
     for g in groups {
-        let columns = block.linear(short(g[0])).map(|l| l.weight.size()[1]).ok_or_else(|| PipelineError::Config(format!("no linear {}", g[0])))?;
+        let columns = group_columns(block, g)?;
         stats.push(Some(match method {
             Method::SparseGpt(_) => GroupStats::Hessian(Hessian::new(columns, device)),
             _ => GroupStats::Norms(ColumnNorms::new(columns, device)),
@@ -379,7 +381,7 @@ fn prune_group(
     let mut info = Vec::new();
     for path in group {
         let name = format!("{prefix}{path}");
-        let linear = block.linear_mut(short(path)).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
+        let linear = block.linear_at_mut(path).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
         let w = &linear.weight;
         let (new_w, damp) = match (method, &stats) {
             (Method::Magnitude(scope), _) => {
@@ -432,7 +434,7 @@ fn owl_ratios(
         let device = acts.batches[0].device();
         let mut norms: Vec<ActNorms> = Vec::new();
         for g in groups {
-            let columns = block.linear(short(g[0])).map(|l| l.weight.size()[1]).ok_or_else(|| PipelineError::Config(format!("no linear {}", g[0])))?;
+            let columns = group_columns(&block, g)?;
             norms.push(ActNorms::new(columns, nsamples, device));
         }
         let mut failure = None;
@@ -450,7 +452,7 @@ fn owl_ratios(
         for (g, n) in groups.iter().zip(&norms) {
             for path in *g {
                 let name = format!("{}{path}", model.block_prefix(i));
-                let w = &block.linear(short(path)).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?.weight;
+                let w = &block.linear_at(path).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?.weight;
                 scores.push(spindle_prune::owl::score(w, n.get().map_err(prune_err(&name))?).map_err(prune_err(&name))?);
             }
         }
