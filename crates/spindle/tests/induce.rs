@@ -218,6 +218,8 @@ fn the_feature_stage_changes_the_model_deterministically() {
         feature: Some(FeatureConfig {
             epochs: 2,
             lambda: 0.1,
+            snl: Some(spindle_induce::Snl::NuclearOverSpectral),
+            pruning_aware: false,
             ..Default::default()
         }),
         ..distribution(Scorer::Magnitude)

@@ -145,9 +145,10 @@ pub struct InduceFlags {
     /// Distribution stage: the bound on |log D|.
     #[arg(long, default_value_t = 8.0)]
     pub si_max_log_scale: f64,
-    /// The Spectral Norm Loss of the feature stages.
-    #[arg(long, value_enum, default_value = "nuclear")]
-    pub snl: SnlArg,
+    /// The Spectral Norm Loss (default: none for the feature stage, where it measured harmful at
+    /// λ 1e-3; nuclear for the equivalent stage, which needs one).
+    #[arg(long, value_enum)]
+    pub snl: Option<SnlArg>,
     /// Feature stage: the SNL's weight λ.
     #[arg(long, default_value_t = 1e-3)]
     pub snl_lambda: f64,
@@ -166,8 +167,9 @@ pub struct InduceFlags {
     /// Feature stage: AdamW's decoupled weight decay (toward scalers of 1).
     #[arg(long, default_value_t = 0.0)]
     pub feature_weight_decay: f64,
-    /// Feature stage: reconstruct through the target pruner's mask (straight-through).
-    #[arg(long)]
+    /// Feature stage: reconstruct through the target pruner's mask (straight-through); `false`
+    /// reconstructs the dense block (then only the SNL moves the scalers).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub pruning_aware: bool,
     /// Equivalent SNL stage: gradient steps per site.
     #[arg(long, default_value_t = 30)]

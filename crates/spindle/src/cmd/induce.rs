@@ -60,10 +60,10 @@ pub(crate) fn config(
     }
     let usage = |e: spindle_induce::InduceError| Failure::Usage(e.to_string());
     let snl = match flags.snl {
-        SnlArg::Nuclear => Some(Snl::NuclearOverSpectral),
-        SnlArg::SpectralFrobenius => Some(Snl::SpectralOverFrobenius),
-        SnlArg::SpectralEnergy => Some(Snl::SpectralEnergy),
-        SnlArg::None => None,
+        Some(SnlArg::Nuclear) => Some(Snl::NuclearOverSpectral),
+        Some(SnlArg::SpectralFrobenius) => Some(Snl::SpectralOverFrobenius),
+        Some(SnlArg::SpectralEnergy) => Some(Snl::SpectralEnergy),
+        Some(SnlArg::None) | None => None,
     };
     let distribution = if distribution {
         let start = match flags.si_start {
@@ -88,7 +88,8 @@ pub(crate) fn config(
         None
     };
     let equivalent = if equivalent {
-        let Some(snl) = snl else {
+        let explicit = if flags.snl.is_none() { Some(Snl::NuclearOverSpectral) } else { snl };
+        let Some(snl) = explicit else {
             return Err(Failure::Usage(
                 "--induce equivalent-snl needs an --snl other than none".into(),
             ));
