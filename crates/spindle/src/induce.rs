@@ -370,6 +370,9 @@ pub(crate) fn induce_block(
     Ok(report)
 }
 
+/// Per-epoch losses and the `(min, max)` of each trained scaler.
+type Trained = (Vec<EpochLoss>, Vec<(f64, f64)>);
+
 /// The model-changing stage on one block: scalers per input group, trained, merged.
 fn train_block(
     block: &mut Block,
@@ -377,7 +380,7 @@ fn train_block(
     cfg: &FeatureConfig,
     mask: Scorer,
     pattern: Pattern,
-) -> Result<(Vec<EpochLoss>, Vec<(f64, f64)>), PipelineError> {
+) -> Result<Trained, PipelineError> {
     let groups = block.input_groups();
     // Targets: the block's output before this stage; the dense weights; each group's statistics
     // (for the pruning-aware masks).
