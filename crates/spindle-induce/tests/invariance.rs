@@ -352,51 +352,26 @@ fn the_trainer_learns_a_scaler_that_reconstructs_the_target() {
         epochs: 60,
         ..Default::default()
     };
-    let out = feature::train(&[8], Device::Cpu, 2, &cfg, &mut |s, sample| {
-        let xs = x.get(sample as i64);
-        let y = xs.linear::<Tensor>(&(&w * s[0].view([1, -1])), None);
-        let t = target.get(sample as i64);
-        Ok((
-            (y - &t).pow_tensor_scalar(2).mean(Kind::Float)
-                / t.pow_tensor_scalar(2).mean(Kind::Float),
-            vec![],
-        ))
-    })
-    .unwrap();
+    // One scaler on W's inputs; the relative reconstruction error of the target.
+    let train = |cfg: &FeatureConfig| {
+        feature::train(&[8], Device::Cpu, 2, cfg, &mut |s, sample| {
+            let xs = x.get(sample as i64);
+            let y = xs.linear::<Tensor>(&(&w * s[0].view([1, -1])), None);
+            let t = target.get(sample as i64);
+            Ok((
+                (y - &t).pow_tensor_scalar(2).mean(Kind::Float)
+                    / t.pow_tensor_scalar(2).mean(Kind::Float),
+                vec![],
+            ))
+        })
+    };
+    let out = train(&cfg).unwrap();
     assert_eq!(out.epochs.len(), 60);
     assert!(out.epochs[59].reconstruction < 0.01 * out.epochs[0].reconstruction);
     assert!((&out.scalers[0] - 2.0).abs().max().double_value(&[]) < 0.1);
     // deterministic for a seed
-    let again = feature::train(
-        &[8],
-        Device::Cpu,
-        2,
-        &FeatureConfig { epochs: 2, ..cfg },
-        &mut |s, sample| {
-            let xs = x.get(sample as i64);
-            Ok((
-                (xs.linear::<Tensor>(&(&w * s[0].view([1, -1])), None) - target.get(sample as i64))
-                    .pow_tensor_scalar(2)
-                    .mean(Kind::Float),
-                vec![],
-            ))
-        },
-    );
-    let again2 = feature::train(
-        &[8],
-        Device::Cpu,
-        2,
-        &FeatureConfig { epochs: 2, ..cfg },
-        &mut |s, sample| {
-            let xs = x.get(sample as i64);
-            Ok((
-                (xs.linear::<Tensor>(&(&w * s[0].view([1, -1])), None) - target.get(sample as i64))
-                    .pow_tensor_scalar(2)
-                    .mean(Kind::Float),
-                vec![],
-            ))
-        },
-    );
+    let again = train(&FeatureConfig { epochs: 2, ..cfg });
+    let again2 = train(&FeatureConfig { epochs: 2, ..cfg });
     assert!(again.unwrap().scalers[0].equal(&again2.unwrap().scalers[0]));
 }
 
