@@ -10,8 +10,11 @@
 //! dependency tree.
 
 mod bench;
+mod compare;
 mod libtorch;
+mod report;
 mod reproduce;
+mod spec;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -37,8 +40,11 @@ enum Task {
     /// Run every test: installs libtorch if needed, then doctests, then cargo-nextest on the
     /// whole workspace (its summary line is printed last).
     Test(test::TestArgs),
-    /// Reproduce one of the paper's tables (the main job).
+    /// Reproduce one of the paper's tables (the main job): runs cached under results/cache,
+    /// the table written to results/<table>.md, .json and .csv.
     Reproduce(reproduce::ReproduceArgs),
+    /// Compare a reproduced table with its committed baseline (eval/baselines), cell by cell.
+    Compare(compare::CompareArgs),
     /// Benchmark spindle against the Python reference in one run; writes docs/results/bench.md.
     Bench(bench::BenchArgs),
 }
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
         }),
         Task::Test(args) => test::run(&args),
         Task::Reproduce(args) => reproduce::run(&args),
+        Task::Compare(args) => compare::run(&args),
         Task::Bench(args) => bench::run(&args),
     };
     match result {

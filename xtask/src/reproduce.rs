@@ -1,53 +1,465 @@
 //! `cargo xtask reproduce <table>`: the main job.
 //!
-//! It builds the release `spindle` binary (installing libtorch first when missing) and drives it.
-//! Today the pipeline stops after its first stage: the offline data the tables read is located and
-//! checked against its SHA256SUMS. Converting the default model, pruning, inducing and evaluating
-//! arrive with issues #3-#7 and the cached, resumable table runner with #8; until then this command
-//! says exactly which part ran.
+//! It reads the table's spec (`eval/tables/<table>.toml`, see [`crate::spec`]), expands the chosen
+//! profile into runs (one `spindle prune` and one `spindle eval` per model × row), and executes
+//! the runs that are not cached yet with the release `spindle` binary, under one progress bar.
+//!
+//! **Cache.** Each run lives in `results/cache/<key>/`, where the key is a SHA-256 over exactly
+//! what determines its figures: the `spindle` arguments, the model's identity (a known name, or
+//! the bytes of `config.json` and every safetensors header and length of a directory), the data
+//! folder's `SHA256SUMS`, and the code version (every file under `crates/`, `Cargo.lock` and
+//! `eval/tasks/`). A run is finished when its `run.json` exists (written atomically, last). An
+//! interrupted run keeps what it finished: a pruned model that was completely written is
+//! evaluated without pruning again. The thread count is not in the key.
+//!
+//! **Outputs.** `results/<table>.md` (the `cpu` profile; `results/<table>-<profile>.md` for
+//! others), `.json` and `.csv` beside it, rendered from the cache by [`crate::report`] after
+//! every finished run, so an interrupted table shows what it has. The Markdown is also printed.
+//!
+//! `--dry-run` lists the runs, their keys and whether each is cached, without building anything.
 
-use anyhow::Result;
-use clap::ValueEnum;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::report;
+use crate::spec::{self, Measure, Run, Table};
 use crate::{cargo, libtorch, project_root, run_echoed};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Table {
-    /// WikiText-2 and C4 perplexity at 50% unstructured sparsity, each pruner with and without SI.
-    Table1,
-    /// Zero-shot accuracy on six tasks at 50% unstructured sparsity, with and without SI.
-    Table2,
-    /// 2:4 and 4:8 perplexity with and without SI.
-    Table3,
-    /// The SI ablation.
-    Table4,
-}
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReproduceArgs {
-    /// Which table of the paper to reproduce.
-    #[arg(value_enum)]
-    table: Table,
-    /// CPU threads for libtorch (default: all cores).
+    /// The table: a spec in eval/tables (table1 perplexity ± SI, table2 zero-shot ± SI, table3 N:M
+    /// ± SI, table4 the SI ablation).
+    table: String,
+    /// `cpu` (the converted SmolLM2-135M on a budget that fits a laptop) or `paper` (the paper's
+    /// models from $SPINDLE_MODELS, full protocol).
+    #[arg(long, default_value = "cpu")]
+    profile: String,
+    /// Run only this row (repeatable); the table is still written, with the other rows as cached.
+    #[arg(long, value_name = "ROW")]
+    only: Vec<String>,
+    /// List the runs and whether each is cached; build and run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// CPU threads for libtorch (default: spindle's, one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// The offline data folder (default: $SPINDLE_DATA, else ./data, else ../shared/data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// What a run's cache key is computed from, besides its own arguments.
+pub(crate) struct Fingerprint {
+    pub data_dir: PathBuf,
+    pub data_hash: String,
+    pub code_version: String,
+}
+
+/// A run with its cache key and state.
+pub(crate) struct Planned {
+    pub run: Run,
+    /// The expanded model source (`None` when it cannot be resolved here: the reason).
+    pub source: Result<String, String>,
+    pub key: Option<String>,
+}
+
+impl Planned {
+    pub(crate) fn dir(&self, cache: &Path) -> Option<PathBuf> {
+        self.key.as_ref().map(|k| cache.join(k))
+    }
+
+    /// The figures of a finished run, from its `run.json`.
+    pub(crate) fn finished(&self, cache: &Path) -> Option<Value> {
+        let path = self.dir(cache)?.join("run.json");
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The data folder, by the convention every `spindle` command follows.
+fn data_dir(flag: Option<&Path>, root: &Path) -> Result<PathBuf> {
+    if let Some(d) = flag {
+        return Ok(d.to_path_buf());
+    }
+    if let Some(d) = std::env::var_os("SPINDLE_DATA").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    for candidate in [root.join("data"), root.join("../shared/data")] {
+        if candidate.is_dir() {
+            return Ok(candidate);
+        }
+    }
+    bail!("no data folder: pass --data-dir, set SPINDLE_DATA, or place the offline data at ./data or ../shared/data")
+}
+
+/// SHA-256 of every file under `paths` (relative to `root`), in sorted order, names included.
+pub(crate) fn code_version(root: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    for p in ["crates", "Cargo.lock", "eval/tasks"] {
+        collect_files(&root.join(p), &mut files)?;
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        let rel = f.strip_prefix(root).unwrap_or(&f);
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
+        h.update([0]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+    } else if meta.is_dir() {
+        for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+            collect_files(&entry?.path(), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// A model's identity: a known name as itself (the binary pins its download by SHA-256); a
+/// directory by its config.json and its safetensors headers and lengths (a header lists every
+/// tensor's name, dtype, shape and offsets, so any re-export changes it).
+fn model_hash(source: &str) -> Result<String> {
+    let dir = Path::new(source);
+    if !dir.exists() && !source.contains('/') {
+        return Ok(format!("name:{source}"));
+    }
+    if !dir.is_dir() {
+        bail!("model {source}: no such directory");
+    }
+    let mut h = Sha256::new();
+    let config = dir.join("config.json");
+    h.update(std::fs::read(&config).with_context(|| format!("model {source}: reading {}", config.display()))?);
+    let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    weights.sort();
+    if weights.is_empty() {
+        bail!("model {source}: no .safetensors files");
+    }
+    for w in weights {
+        let mut f = File::open(&w).with_context(|| format!("opening {}", w.display()))?;
+        let len = f.metadata()?.len();
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n).with_context(|| format!("{}: not a safetensors file", w.display()))?;
+        let header_len = u64::from_le_bytes(n);
+        if header_len > len.saturating_sub(8) {
+            bail!("{}: its header length {header_len} exceeds the file", w.display());
+        }
+        let mut header = vec![0u8; header_len as usize];
+        f.read_exact(&mut header).with_context(|| format!("reading the header of {}", w.display()))?;
+        h.update(w.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+        h.update(len.to_le_bytes());
+        h.update(&header);
+    }
+    Ok(format!("dir:{}", hex(&h.finalize())))
+}
+
+/// The cache key of a run.
+pub(crate) fn run_key(run: &Run, model_hash: &str, fp: &Fingerprint) -> String {
+    let mut h = Sha256::new();
+    let mut line = |k: &str, v: &str| {
+        h.update(k.as_bytes());
+        h.update([0x1f]);
+        h.update(v.as_bytes());
+        h.update([0x1e]);
+    };
+    line("schema", "spindle-run/1");
+    line("model", model_hash);
+    line("prune", &run.prune.as_ref().map(|a| a.join("\u{1f}")).unwrap_or_else(|| "dense".to_owned()));
+    line("eval", &run.eval.join("\u{1f}"));
+    line("data", &fp.data_hash);
+    line("code", &fp.code_version);
+    hex(&h.finalize())[..24].to_owned()
+}
+
+/// Expands and keys the runs of a table's profile, filtered by `--only`.
+pub(crate) fn plan(table: &Table, profile: &str, only: &[String], fp: &Fingerprint) -> Result<Vec<Planned>> {
+    let profile = table.profile(profile)?;
+    for o in only {
+        if table.row(o).is_none() {
+            let rows: Vec<&str> = table.rows.iter().map(|r| r.id.as_str()).collect();
+            bail!("--only {o:?}: table {} has no such row (its rows: {})", table.name, rows.join(", "));
+        }
+    }
+    let mut hashes: std::collections::BTreeMap<String, Result<(String, String), String>> = Default::default();
+    let mut out = Vec::new();
+    for run in table.runs(profile) {
+        if !only.is_empty() && !only.contains(&run.row.id) {
+            continue;
+        }
+        let resolved = hashes
+            .entry(run.model.id.clone())
+            .or_insert_with(|| {
+                let src = spec::expand_source(&run.model.source).map_err(|e| format!("{e:#}"))?;
+                let h = model_hash(&src).map_err(|e| format!("{e:#}"))?;
+                Ok((src, h))
+            })
+            .clone();
+        let (source, key) = match resolved {
+            Ok((src, h)) => {
+                let key = run_key(&run, &h, fp);
+                (Ok(src), Some(key))
+            }
+            Err(e) => (Err(e), None),
+        };
+        out.push(Planned { run, source, key });
+    }
+    Ok(out)
+}
+
+pub(crate) fn results_dir(root: &Path) -> PathBuf {
+    root.join("results")
+}
+
+pub(crate) fn cache_dir(root: &Path) -> PathBuf {
+    results_dir(root).join("cache")
+}
+
+/// `results/<table>` for the cpu profile, `results/<table>-<profile>` otherwise (no extension).
+pub(crate) fn output_stem(root: &Path, table: &str, profile: &str) -> PathBuf {
+    let name = if profile == "cpu" { table.to_owned() } else { format!("{table}-{profile}") };
+    results_dir(root).join(name)
+}
+
+fn fingerprint(args: &ReproduceArgs, root: &Path) -> Result<Fingerprint> {
+    let data_dir = data_dir(args.data_dir.as_deref(), root)?;
+    let sums = data_dir.join("SHA256SUMS");
+    let bytes = std::fs::read(&sums).with_context(|| format!("reading {} (the data folder's checksums)", sums.display()))?;
+    Ok(Fingerprint { data_hash: hex(&Sha256::digest(&bytes)), data_dir, code_version: code_version(root)? })
 }
 
 pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
-    libtorch::ensure()?;
-    run_echoed(cargo().args(["build", "--release", "--quiet", "--package", "spindle"]))?;
-    let spindle = project_root().join("target").join("release").join("spindle");
-    let mut verify = std::process::Command::new(spindle);
-    if let Some(threads) = args.threads {
-        verify.arg("--threads").arg(threads.to_string());
+    let root = project_root();
+    let table = spec::load(&root, &args.table)?;
+    let fp = fingerprint(args, &root)?;
+    let planned = plan(&table, &args.profile, &args.only, &fp)?;
+    let cache = cache_dir(&root);
+
+    if args.dry_run {
+        println!(
+            "{} ({} profile): {} runs; code {}, data {} ({})",
+            table.name,
+            args.profile,
+            planned.len(),
+            &fp.code_version[..12],
+            &fp.data_hash[..12],
+            fp.data_dir.display()
+        );
+        for p in &planned {
+            let state = match (&p.source, p.finished(&cache)) {
+                (Err(e), _) => format!("cannot run: {e}"),
+                (Ok(_), Some(_)) => "cached".to_owned(),
+                (Ok(_), None) if p.dir(&cache).is_some_and(|d| d.join("model/config.json").is_file()) => "pruned, to evaluate".to_owned(),
+                (Ok(_), None) => "to run".to_owned(),
+            };
+            let key = p.key.as_deref().unwrap_or("-");
+            println!("  {:<14} {:<28} {key:<24}  {state}", p.run.model.id, p.run.row.id);
+            if let Ok(src) = &p.source {
+                if let Some(a) = &p.run.prune {
+                    println!("      spindle prune --model {src} {}", a.join(" "));
+                }
+                println!("      spindle eval --model {} {}", if p.run.prune.is_some() { "<pruned>" } else { src }, p.run.eval.join(" "));
+            }
+        }
+        return Ok(());
     }
-    verify.args(["data", "verify"]);
-    run_echoed(&mut verify)?;
-    let name = args.table.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
-    println!(
-        "{name}: only the data stage of the pipeline exists yet; the offline data it reads is present \
-         and intact. Model conversion (#3), calibration data (#4), evaluation (#5), pruning (#6), \
-         Sparsity Induction (#7) and the table runner (#8) have not landed, so no figures were computed."
+
+    for p in &planned {
+        if let Err(e) = &p.source {
+            bail!("{} / {}: {e}", p.run.model.id, p.run.row.id);
+        }
+    }
+    let pending: Vec<&Planned> = planned.iter().filter(|p| p.finished(&cache).is_none()).collect();
+    if !pending.is_empty() {
+        libtorch::ensure()?;
+        run_echoed(cargo().args(["build", "--release", "--quiet", "--package", "spindle"]))?;
+    }
+    let spindle = root.join("target").join("release").join("spindle");
+    eprintln!(
+        "{} ({} profile): {} runs, {} cached, {} to run",
+        table.name,
+        args.profile,
+        planned.len(),
+        planned.len() - pending.len(),
+        pending.len()
     );
+    let bar = ProgressBar::new(pending.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} runs, ETA {eta} {msg}")
+            .map_err(|e| anyhow::anyhow!("progress template: {e}"))?,
+    );
+    let all_planned = plan(&table, &args.profile, &[], &fp)?;
+    for p in pending {
+        let what = format!("{} / {}", p.run.model.id, p.run.row.id);
+        let t0 = Instant::now();
+        execute(p, &table, &spindle, &cache, &fp, args.threads, &bar).with_context(|| format!("run {what}"))?;
+        bar.inc(1);
+        bar.println(format!("finished {what} in {:.1} min", t0.elapsed().as_secs_f64() / 60.0));
+        report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
+    }
+    bar.finish_and_clear();
+    let md = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
+    print!("{md}");
     Ok(())
+}
+
+/// Runs `cmd` with its output into `log`; on failure, the error carries the log's last lines.
+fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
+    let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = file.try_clone()?;
+    let shown = format!("{cmd:?}").replace('"', "");
+    let status = cmd.stdout(Stdio::from(file)).stderr(Stdio::from(err)).status().with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("{shown} failed with {status}; the end of {}:\n{}", log.display(), tail.join("\n"));
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn execute(p: &Planned, table: &Table, spindle: &Path, cache: &Path, fp: &Fingerprint, threads: Option<usize>, bar: &ProgressBar) -> Result<()> {
+    let (Ok(source), Some(dir)) = (&p.source, p.dir(cache)) else {
+        bail!("the run has no resolved model");
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let base = |cmd: &mut Command| {
+        if let Some(t) = threads {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        cmd.arg("--data-dir").arg(&fp.data_dir);
+    };
+    let model = dir.join("model");
+    let t0 = Instant::now();
+    let mut prune_seconds = None;
+    if let Some(args) = &p.run.prune
+        && !model.join("config.json").is_file() {
+            if model.exists() {
+                std::fs::remove_dir_all(&model).with_context(|| format!("removing the partial {}", model.display()))?;
+            }
+            bar.set_message(format!("{}: prune", p.run.row.id));
+            let mut cmd = Command::new(spindle);
+            base(&mut cmd);
+            cmd.arg("prune").arg("--model").arg(source).args(args).arg("--out").arg(&model).arg("--json").arg(dir.join("prune.json"));
+            logged(&mut cmd, &dir.join("prune.log"))?;
+            prune_seconds = Some(t0.elapsed().as_secs_f64());
+        }
+    bar.set_message(format!("{}: eval", p.run.row.id));
+    let t1 = Instant::now();
+    let eval_json = dir.join("eval.json");
+    let mut cmd = Command::new(spindle);
+    base(&mut cmd);
+    cmd.arg("eval").arg("--model");
+    if p.run.prune.is_some() { cmd.arg(&model) } else { cmd.arg(source) };
+    cmd.args(&p.run.eval).arg("--json").arg(&eval_json);
+    logged(&mut cmd, &dir.join("eval.log"))?;
+    let eval_seconds = t1.elapsed().as_secs_f64();
+
+    let text = std::fs::read_to_string(&eval_json).with_context(|| format!("reading {}", eval_json.display()))?;
+    let eval: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", eval_json.display()))?;
+    let mut figures = serde_json::Map::new();
+    for c in &table.columns {
+        let v = match &c.measure {
+            Measure::Ppl { corpus } => eval["perplexity"][corpus].as_f64(),
+            Measure::Task { task, metric } => eval["tasks"][task][metric.key()].as_f64().map(|a| a * 100.0),
+        };
+        let v = v.with_context(|| format!("{} lacks the figure of column {} ({:?})", eval_json.display(), c.id, c.measure))?;
+        figures.insert(c.id.clone(), json!(v));
+    }
+    let record = json!({
+        "key": p.key,
+        "model": {"id": p.run.model.id, "source": source},
+        "row": p.run.row.id,
+        "prune_args": p.run.prune,
+        "eval_args": p.run.eval,
+        "figures": figures,
+        "prune_seconds": prune_seconds,
+        "eval_seconds": eval_seconds,
+        "threads": threads,
+        "code_version": fp.code_version,
+        "data_hash": fp.data_hash,
+    });
+    write_atomic(&dir.join("run.json"), &(serde_json::to_string_pretty(&record)? + "\n"))?;
+    if model.exists() {
+        std::fs::remove_dir_all(&model).with_context(|| format!("removing {}", model.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp() -> Fingerprint {
+        Fingerprint { data_dir: PathBuf::from("/d"), data_hash: "d".repeat(64), code_version: "c".repeat(64) }
+    }
+
+    #[test]
+    fn keys_change_with_what_determines_the_figures_and_nothing_else() {
+        let t = crate::spec::load(&project_root(), "table2").unwrap();
+        let runs = t.runs(t.profile("cpu").unwrap());
+        let k = |r: &Run, f: &Fingerprint| run_key(r, "name:smollm2-135m", f);
+        let base = k(&runs[1], &fp());
+        assert_eq!(base, k(&runs[1], &fp()), "a key is a pure function");
+        assert_ne!(base, k(&runs[2], &fp()), "rows differ");
+        assert_ne!(base, run_key(&runs[1], "name:other", &fp()), "models differ");
+        let mut other = fp();
+        other.code_version = "e".repeat(64);
+        assert_ne!(base, k(&runs[1], &other), "code versions differ");
+        let mut other = fp();
+        other.data_hash = "e".repeat(64);
+        assert_ne!(base, k(&runs[1], &other), "data differs");
+        let mut other = fp();
+        other.data_dir = PathBuf::from("/elsewhere");
+        assert_eq!(base, k(&runs[1], &other), "the same data in another folder is the same run");
+    }
+
+    #[test]
+    fn a_directory_model_is_known_by_its_config_and_headers() {
+        let dir = std::env::temp_dir().join(format!("xtask-model-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let mut st = (header.len() as u64).to_le_bytes().to_vec();
+        st.extend_from_slice(header);
+        st.extend_from_slice(&[0, 0, 128, 63]);
+        std::fs::write(dir.join("model.safetensors"), &st).unwrap();
+        let src = dir.to_string_lossy().into_owned();
+        let a = model_hash(&src).unwrap();
+        std::fs::write(dir.join("config.json"), "{\"x\":1}").unwrap();
+        let b = model_hash(&src).unwrap();
+        assert_ne!(a, b);
+        std::fs::write(dir.join("model.safetensors"), &st[..12]).unwrap();
+        let e = format!("{:#}", model_hash(&src).unwrap_err());
+        assert!(e.contains("model.safetensors"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(model_hash("smollm2-135m").unwrap(), "name:smollm2-135m");
+        assert!(format!("{:#}", model_hash("/no/such/model").unwrap_err()).contains("/no/such/model"));
+    }
 }

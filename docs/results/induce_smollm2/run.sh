@@ -32,8 +32,11 @@ declare -A ROWS=(
   [snl-se.wanda]="--method wanda --induce feature $SNL --snl spectral-energy"
   [pa+snl.wanda]="--method wanda --induce feature --pruning-aware true --snl nuclear --snl-lambda 1e-3"
   [pa+snl-small.wanda]="--method wanda --induce feature --pruning-aware true --snl nuclear --snl-lambda 1e-5"
+  [pa.magnitude]="--method magnitude --induce feature $PA"
+  [snl-out.wanda]="--method wanda --induce feature $SNL --snl nuclear --snl-features output"
+  [pa-lr1e-3.sparsegpt]="--method sparsegpt --induce feature $PA --feature-lr 1e-3"
 )
-ORDER="magnitude wanda sparsegpt dist.magnitude dist+pa.magnitude pa.wanda pa.sparsegpt dist-all.magnitude dist-sq.magnitude equiv-snl.magnitude snl-nuclear.wanda snl-sf.wanda snl-se.wanda pa+snl.wanda pa+snl-small.wanda"
+ORDER="magnitude wanda sparsegpt dist.magnitude dist+pa.magnitude pa.wanda pa.sparsegpt dist-all.magnitude equiv-snl.magnitude pa.magnitude snl-nuclear.wanda snl-sf.wanda snl-se.wanda snl-out.wanda pa+snl.wanda pa+snl-small.wanda pa-lr1e-3.sparsegpt dist-sq.magnitude"
 [ $# -gt 0 ] && ORDER="$*"
 EVAL=(--max-windows "$W")
 [ "$W" = all ] && EVAL=()
