@@ -245,3 +245,76 @@ pub(crate) fn write(root: &Path, table: &Table, profile: &str, planned: &[Planne
     }
     Ok(md)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+        name = "t"
+        version = 3
+        title = "a title"
+        columns = [{ id = "w", label = "W", ppl = "wikitext2" }, { id = "c", label = "C", ppl = "c4" }]
+        tolerance = { ppl_rel = 0.01, acc_abs = 1.0 }
+        [profiles.cpu]
+        description = "small"
+        models = [{ id = "m", label = "Model M", source = "smollm2-135m" }]
+        nsamples = 8
+        seqlen = 512
+        max_windows = 64
+        [profiles.paper]
+        description = "big"
+        models = [{ id = "m", label = "Model M", source = "smollm2-135m" }]
+        nsamples = 128
+        seqlen = 2048
+        [[rows]]
+        id = "wanda"
+        label = "Wanda"
+        method = "wanda"
+        sparsity = 0.5
+        [[rows]]
+        id = "wanda+si"
+        label = "Wanda + SI"
+        method = "wanda"
+        sparsity = 0.5
+        si = { stages = ["feature"] }
+        base = "wanda"
+        [[reference]]
+        model = "m"
+        row = "wanda"
+        column = "w"
+        value = 10.0
+        source = "a paper"
+    "#;
+
+    fn row(id: &str, label: &str, values: Vec<Option<f64>>) -> RowFigures {
+        RowFigures { id: id.into(), label: label.into(), key: Some(format!("key-{id}")), values }
+    }
+
+    #[test]
+    fn cells_carry_their_change_against_the_base_row_and_the_reference() {
+        let t = crate::spec::parse(SPEC).unwrap();
+        let figures = Figures {
+            models: vec![ModelFigures {
+                id: "m".into(),
+                label: "Model M".into(),
+                rows: vec![row("wanda", "Wanda", vec![Some(11.0), Some(20.0)]), row("wanda+si", "Wanda + SI", vec![Some(9.9), None])],
+            }],
+            pending: 1,
+        };
+        let fp = Fingerprint { data_dir: "/d".into(), data_hash: "d".repeat(64), code_version: "c".repeat(64) };
+        let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp);
+        assert!(md.starts_with("# t: a title\n"), "{md}");
+        assert!(md.contains("Budget: calibration 8 × 512 tokens of c4 (seed 0); perplexity over the first 64 windows of each corpus."), "{md}");
+        assert!(md.contains("**Incomplete:** 1 run(s) not finished"), "{md}");
+        assert!(md.contains("| Wanda | 11.00 [ref 10, +10.0%] | 20.00 |\n"), "{md}");
+        assert!(md.contains("| Wanda + SI | 9.90 (-10.0%) |  |\n"), "{md}");
+        assert!(md.contains("a paper"), "{md}");
+        let csv = to_csv(&t, &figures);
+        assert_eq!(csv, "model,row,column,value,reference\nm,wanda,w,11,10\nm,wanda,c,20,\nm,wanda+si,w,9.9,\nm,wanda+si,c,,\n");
+        let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp);
+        assert_eq!(json["models"][0]["rows"][1]["figures"]["c"], Value::Null);
+        assert_eq!(json["models"][0]["rows"][1]["base"], "wanda");
+        assert_eq!(json["pending"], 1);
+    }
+}

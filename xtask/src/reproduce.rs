@@ -315,13 +315,23 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
         let t0 = Instant::now();
         execute(p, &table, &spindle, &cache, &fp, args.threads, &bar).with_context(|| format!("run {what}"))?;
         bar.inc(1);
-        bar.println(format!("finished {what} in {:.1} min", t0.elapsed().as_secs_f64() / 60.0));
+        let line = format!("finished {what} in {:.1} min ({}/{})", t0.elapsed().as_secs_f64() / 60.0, bar.position(), bar.length().unwrap_or(0));
+        // A hidden bar (stderr is not a terminal, as in CI) drops println: say it plainly there.
+        if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
         report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
     }
     bar.finish_and_clear();
     let md = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
     print!("{md}");
     Ok(())
+}
+
+/// Shows the step on the bar, or as a line when the bar is hidden.
+fn step(bar: &ProgressBar, what: String) {
+    if bar.is_hidden() {
+        eprintln!("{what}");
+    }
+    bar.set_message(what);
 }
 
 /// Runs `cmd` with its output into `log`; on failure, the error carries the log's last lines.
@@ -363,14 +373,14 @@ fn execute(p: &Planned, table: &Table, spindle: &Path, cache: &Path, fp: &Finger
             if model.exists() {
                 std::fs::remove_dir_all(&model).with_context(|| format!("removing the partial {}", model.display()))?;
             }
-            bar.set_message(format!("{}: prune", p.run.row.id));
+            step(bar, format!("{}: prune", p.run.row.id));
             let mut cmd = Command::new(spindle);
             base(&mut cmd);
             cmd.arg("prune").arg("--model").arg(source).args(args).arg("--out").arg(&model).arg("--json").arg(dir.join("prune.json"));
             logged(&mut cmd, &dir.join("prune.log"))?;
             prune_seconds = Some(t0.elapsed().as_secs_f64());
         }
-    bar.set_message(format!("{}: eval", p.run.row.id));
+    step(bar, format!("{}: eval", p.run.row.id));
     let t1 = Instant::now();
     let eval_json = dir.join("eval.json");
     let mut cmd = Command::new(spindle);
