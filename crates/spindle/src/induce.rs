@@ -37,6 +37,13 @@ pub struct InduceConfig {
     pub pattern: Pattern,
     /// Which absorbable sites the equivalent stages use.
     pub sites: SiteChoice,
+    /// Train the feature stage's scalers on the *pruned* block instead, after the pruner ran:
+    /// its own mask and updated weights, fixed, against the block's output before pruning; the
+    /// scalers are then merged into the pruned weights, so the sparsity is unchanged. This is
+    /// the pruning-aware reading for a pruner that updates the weights it keeps (SparseGPT): the
+    /// scalers compensate what that pruner leaves, not what a proxy mask would remove. Only
+    /// meaningful inside `prune_model`; `induce_model` refuses it.
+    pub feature_on_pruned: bool,
 }
 
 /// Which absorbable sites of a block the equivalent stages rescale.
@@ -64,14 +71,14 @@ impl InduceConfig {
         }
         if let Some(f) = &self.feature {
             let snl = f.snl.map_or("none", |s| s.name());
-            parts.push(format!(
-                "feature({snl}{})",
-                if f.pruning_aware {
-                    ",pruning-aware"
-                } else {
-                    ""
-                }
-            ));
+            let how = if self.feature_on_pruned {
+                ",on-pruned"
+            } else if f.pruning_aware {
+                ",pruning-aware"
+            } else {
+                ""
+            };
+            parts.push(format!("feature({snl}{how})"));
         }
         if parts.is_empty() {
             "none".to_owned()
@@ -361,8 +368,8 @@ pub(crate) fn induce_block(
             }
         }
     }
-    if let Some(fc) = &cfg.feature {
-        let (epochs, ranges) = train_block(block, acts, fc, cfg.mask, cfg.pattern)?;
+    if let Some(fc) = cfg.feature.as_ref().filter(|_| !cfg.feature_on_pruned) {
+        let (epochs, ranges) = train_block(block, acts, fc, Some((cfg.mask, cfg.pattern)), None)?;
         report.feature_epochs = epochs;
         report.scaler_ranges = ranges;
     }
@@ -370,25 +377,50 @@ pub(crate) fn induce_block(
     Ok(report)
 }
 
+/// The feature stage on a block that has just been pruned (`InduceConfig::feature_on_pruned`):
+/// scalers on each input group of the pruned weights (mask and values fixed), trained against
+/// `targets` (the block's outputs on `acts` before pruning), merged into the pruned weights.
+/// Adds the losses, scaler ranges and time to `report`.
+pub(crate) fn train_pruned_block(
+    block: &mut Block,
+    acts: &Activations,
+    cfg: &FeatureConfig,
+    targets: Vec<Tensor>,
+    report: &mut BlockInduction,
+) -> Result<(), PipelineError> {
+    let started = Instant::now();
+    let _guard = tch::no_grad_guard();
+    let (epochs, ranges) = train_block(block, acts, cfg, None, Some(targets))?;
+    report.feature_epochs = epochs;
+    report.scaler_ranges = ranges;
+    report.seconds += started.elapsed().as_secs_f64();
+    Ok(())
+}
+
 /// Per-epoch losses and the `(min, max)` of each trained scaler.
 type Trained = (Vec<EpochLoss>, Vec<(f64, f64)>);
 
 /// The model-changing stage on one block: scalers per input group, trained, merged.
+/// `mask`: the selection a pruning-aware run trains through (straight-through), if
+/// `cfg.pruning_aware`. `targets`: the outputs to reconstruct (default: the block's own before
+/// this stage).
 fn train_block(
     block: &mut Block,
     acts: &Activations,
     cfg: &FeatureConfig,
-    mask: Scorer,
-    pattern: Pattern,
+    mask: Option<(Scorer, Pattern)>,
+    targets: Option<Vec<Tensor>>,
 ) -> Result<Trained, PipelineError> {
     let groups = block.input_groups();
-    // Targets: the block's output before this stage; the dense weights; each group's statistics
-    // (for the pruning-aware masks).
-    let targets: Vec<Tensor> = acts.run(block, &mut |_, _| {});
-    let obs = if cfg.pruning_aware {
-        Some(observe_groups(block, acts, false, &[])?)
-    } else {
-        None
+    // Targets: the block's output before this stage; the current weights; each group's
+    // statistics (for the pruning-aware masks).
+    let targets: Vec<Tensor> = match targets {
+        Some(t) => t,
+        None => acts.run(block, &mut |_, _| {}),
+    };
+    let obs = match mask {
+        Some(m) if cfg.pruning_aware => Some((m, observe_groups(block, acts, false, &[])?)),
+        _ => None,
     };
     let mut dense: Vec<Vec<(&'static str, Tensor)>> = Vec::new();
     let mut sizes = Vec::new();
@@ -415,9 +447,9 @@ fn train_block(
                     for (path, w) in ws {
                         let s = scalers[k].to_kind(w.kind());
                         let mut scaled = w * s.view([1, -1]);
-                        if let Some(obs) = &obs {
+                        if let Some(((mask, pattern), obs)) = &obs {
                             let sq = obs.stats[k].sq_norms()?;
-                            let m = mask.select(&mask.score(&scaled.detach(), sq), pattern)?;
+                            let m = mask.select(&mask.score(&scaled.detach(), sq), *pattern)?;
                             scaled = feature::straight_through(&scaled, &m);
                         }
                         match block.linear_at_mut(path) {
@@ -487,6 +519,11 @@ pub fn induce_model(
     if cfg.is_empty() {
         return Err(PipelineError::Config(
             "no induction stage was chosen".into(),
+        ));
+    }
+    if cfg.feature_on_pruned {
+        return Err(PipelineError::Config(
+            "the feature stage on the pruned block needs a pruner: use it with `spindle prune --induce`".into(),
         ));
     }
     if calib.size().len() != 2 || calib.size()[0] == 0 || batch_size == 0 {

@@ -250,6 +250,11 @@ pub fn prune_model(
         if let (Some(ic), Some(a)) = (&induce, acts.as_ref()) {
             induction.push(crate::induce::induce_block(&mut block, a, ic)?);
         }
+        // The feature stage on the pruned block needs the block's outputs before pruning.
+        let on_pruned = match (&induce, acts.as_ref()) {
+            (Some(ic), Some(a)) if ic.feature_on_pruned => ic.feature.map(|fc| (fc, a.run(&block, &mut |_, _| {}))),
+            _ => None,
+        };
         let pattern = match cfg.pattern {
             Pattern::Unstructured { .. } => Pattern::Unstructured { sparsity: targets[i] },
             p => p,
@@ -269,6 +274,9 @@ pub fn prune_model(
             for (group, s) in groups.iter().zip(stats) {
                 info.extend(prune_group(&mut block, group, s, cfg.method, pattern, &prefix)?);
             }
+        }
+        if let (Some((fc, targets)), Some(a), Some(report)) = (on_pruned, acts.as_ref(), induction.last_mut()) {
+            crate::induce::train_pruned_block(&mut block, a, &fc, targets, report)?;
         }
         // Re-run the pruned block: the next block's inputs, and each linear's error.
         let mut err: Vec<(f64, f64)> = vec![(0.0, 0.0); dense.len()];

@@ -50,6 +50,7 @@ fn distribution(scorer: Scorer) -> InduceConfig {
         mask: scorer,
         pattern: HALF,
         sites: SiteChoice::All,
+        feature_on_pruned: false,
     }
 }
 
@@ -282,4 +283,61 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
     let e = prune_model(&model, None, &cfg, &t.path().join("q"), &mut |_, _| {}).unwrap_err();
     assert_eq!(e.to_string(), "sparsity induction needs calibration data");
     assert!(!t.path().join("q").exists());
+}
+
+#[test]
+fn scalers_trained_on_the_pruned_block_keep_sparsegpt_s_mask_and_lower_its_error() {
+    let dir = golden_dir("llama-gqa");
+    let model = open(&dir);
+    let calib = ids(4, 16, model.config().vocab_size as i64, 5);
+    let t = tempfile::tempdir().unwrap();
+    let prune = |induce: Option<InduceConfig>, out: &Path| {
+        let cfg = PruneConfig {
+            method: Method::SparseGpt(Default::default()),
+            pattern: HALF,
+            allocation: Allocation::Uniform,
+            true_sequential: false,
+            batch_size: 2,
+            induce,
+        };
+        prune_model(&model, Some(&calib), &cfg, out, &mut |_, _| {}).unwrap()
+    };
+    let (plain, trained) = (t.path().join("plain"), t.path().join("trained"));
+    prune(None, &plain);
+    let induce = InduceConfig {
+        distribution: None,
+        equivalent: None,
+        feature: Some(FeatureConfig {
+            epochs: 4,
+            lr: 2e-2,
+            pruning_aware: false,
+            ..Default::default()
+        }),
+        mask: Scorer::Wanda,
+        pattern: HALF,
+        sites: SiteChoice::Norms,
+        feature_on_pruned: true,
+    };
+    let r = prune(Some(induce), &trained);
+    assert_eq!(induce.stages(), "feature(none,on-pruned)");
+    // Block 0 sees the same inputs in both runs, so SparseGPT chose the same mask there; the
+    // scalers multiply columns of the pruned weights, so its zeros are exactly SparseGPT's.
+    let (a, b) = (zero_masks(&plain), zero_masks(&trained));
+    let mut compared = 0;
+    for ((na, ma), (nb, mb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        if na.contains(".layers.0.") {
+            assert!(ma.equal(mb), "{na}: the mask moved");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 7);
+    assert!((r.overall_sparsity - 0.5).abs() < 0.01, "{}", r.overall_sparsity);
+    // The scalers learned: the reconstruction loss falls from the first epoch to the last.
+    for block in &r.induction {
+        let (first, last) = (block.feature_epochs[0].reconstruction, block.feature_epochs[3].reconstruction);
+        assert!(last < first, "block {}: {first} -> {last}", block.index);
+        assert_eq!(block.scaler_ranges.len(), 4);
+    }
+    assert!(outside_blocks_identical(&plain, &trained));
 }

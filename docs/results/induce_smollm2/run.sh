@@ -16,6 +16,7 @@ mkdir -p "$OUT"
 D="--si-sites norms --si-start act-norm --si-steps 0"
 PA="--pruning-aware true --snl none"
 SNL="--pruning-aware false --snl-lambda 1e-3"
+ONP="--pruning-aware false --feature-on-pruned true --snl none"
 declare -A ROWS=(
   [magnitude]="--method magnitude"
   [wanda]="--method wanda"
@@ -35,8 +36,11 @@ declare -A ROWS=(
   [pa.magnitude]="--method magnitude --induce feature $PA"
   [snl-out.wanda]="--method wanda --induce feature $SNL --snl nuclear --snl-features output"
   [pa-lr1e-3.sparsegpt]="--method sparsegpt --induce feature $PA --feature-lr 1e-3"
+  [onpruned.sparsegpt]="--method sparsegpt --induce feature $ONP"
+  [onpruned.wanda]="--method wanda --induce feature $ONP"
+  [dist+onpruned.magnitude]="--method magnitude --induce distribution,feature $D $ONP"
 )
-ORDER="magnitude wanda sparsegpt dist.magnitude dist+pa.magnitude pa.wanda pa.sparsegpt dist-all.magnitude equiv-snl.magnitude pa.magnitude snl-nuclear.wanda snl-sf.wanda snl-se.wanda snl-out.wanda pa+snl.wanda pa+snl-small.wanda pa-lr1e-3.sparsegpt dist-sq.magnitude"
+ORDER="magnitude wanda sparsegpt dist.magnitude dist+pa.magnitude pa.wanda pa.sparsegpt dist-all.magnitude equiv-snl.magnitude pa.magnitude snl-nuclear.wanda snl-sf.wanda snl-se.wanda snl-out.wanda pa+snl.wanda pa+snl-small.wanda pa-lr1e-3.sparsegpt dist-sq.magnitude onpruned.sparsegpt onpruned.wanda dist+onpruned.magnitude"
 [ $# -gt 0 ] && ORDER="$*"
 EVAL=(--max-windows "$W")
 [ "$W" = all ] && EVAL=()

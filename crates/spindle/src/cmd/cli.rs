@@ -171,6 +171,11 @@ pub struct InduceFlags {
     /// reconstructs the dense block (then only the SNL moves the scalers).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub pruning_aware: bool,
+    /// Feature stage: train the scalers on the pruned block, after the pruner ran (its own mask
+    /// and updated weights, fixed), then merge them into the pruned weights (`spindle prune`
+    /// only). The pruning-aware reading for SparseGPT, which updates the weights it keeps.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub feature_on_pruned: bool,
     /// Equivalent SNL stage: gradient steps per site.
     #[arg(long, default_value_t = 30)]
     pub equiv_steps: usize,

@@ -55,6 +55,11 @@ pub(crate) fn config(
             }
         }
     }
+    if flags.feature_on_pruned && !feature {
+        return Err(Failure::Usage(
+            "--feature-on-pruned true needs the feature stage (--induce ...,feature)".into(),
+        ));
+    }
     if !(distribution || equivalent || feature) {
         return Ok(None);
     }
@@ -140,6 +145,7 @@ pub(crate) fn config(
         mask: scorer,
         pattern,
         sites,
+        feature_on_pruned: flags.feature_on_pruned,
     }))
 }
 
@@ -172,6 +178,7 @@ pub(crate) fn config_json(c: &InduceConfig) -> Value {
         "mask": format!("{:?}", c.mask),
         "pattern": format!("{}", c.pattern),
         "sites": format!("{:?}", c.sites),
+        "feature_on_pruned": c.feature_on_pruned,
     })
 }
 
@@ -228,6 +235,11 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
         "distribution,feature",
     )?
     .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
+    if cfg.feature_on_pruned {
+        return Err(Failure::Usage(
+            "--feature-on-pruned true trains on the pruned block: it needs a pruner, so use it with `spindle prune --induce`".into(),
+        ));
+    }
     if args.batch_size == 0 || args.nsamples == 0 {
         return Err(Failure::Usage(
             "--batch-size and --nsamples must be at least 1".into(),
