@@ -239,7 +239,9 @@ pub(crate) fn write(root: &Path, table: &Table, profile: &str, planned: &[Planne
     let json = serde_json::to_string_pretty(&to_json(table, profile, &figures, fp))? + "\n";
     for (ext, text) in [("md", md.as_str()), ("json", json.as_str()), ("csv", to_csv(table, &figures).as_str())] {
         let path = stem.with_extension(ext);
-        let tmp = stem.with_extension(format!("{ext}.tmp"));
+        // One temporary name per process: two runners of one table (`--only` split across
+        // cores) may render it at the same moment, and each rename must find its own file.
+        let tmp = stem.with_extension(format!("{ext}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     }

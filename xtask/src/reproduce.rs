@@ -7,10 +7,10 @@
 //! **Cache.** Each run lives in `results/cache/<key>/`, where the key is a SHA-256 over exactly
 //! what determines its figures: the `spindle` arguments, the model's identity (a known name, or
 //! the bytes of `config.json` and every safetensors header and length of a directory), the data
-//! folder's `SHA256SUMS`, and the code version (every file under `crates/`, `Cargo.lock` and
-//! `eval/tasks/`). A run is finished when its `run.json` exists (written atomically, last). An
-//! interrupted run keeps what it finished: a pruned model that was completely written is
-//! evaluated without pruning again. The thread count is not in the key.
+//! folder's `SHA256SUMS`, and the code version (see [`code_version`]: each crate's sources and
+//! manifest, `Cargo.lock`, `eval/tasks/`; not the tests). A run is finished when its `run.json`
+//! exists (written atomically, last). An interrupted run keeps what it finished: a pruned model
+//! that was completely written is evaluated without pruning again. The thread count is not in the key.
 //!
 //! **Outputs.** `results/<table>.md` (the `cpu` profile; `results/<table>-<profile>.md` for
 //! others), `.json` and `.csv` beside it, rendered from the cache by [`crate::report`] after
@@ -104,11 +104,26 @@ fn data_dir(flag: Option<&Path>, root: &Path) -> Result<PathBuf> {
     bail!("no data folder: pass --data-dir, set SPINDLE_DATA, or place the offline data at ./data or ../shared/data")
 }
 
-/// SHA-256 of every file under `paths` (relative to `root`), in sorted order, names included.
+/// SHA-256 of the code that computes a figure, in sorted order, names included: each crate's
+/// `Cargo.toml`, `build.rs` and `src/` (not its tests, benches or examples), the workspace
+/// `Cargo.toml` (profiles, features) and `Cargo.lock`, and the task data `eval/tasks/`. A
+/// change to a test or a comment outside `src/` leaves cached runs valid.
 pub(crate) fn code_version(root: &Path) -> Result<String> {
     let mut files = Vec::new();
-    for p in ["crates", "Cargo.lock", "eval/tasks"] {
+    for p in ["Cargo.toml", "Cargo.lock", "eval/tasks"] {
         collect_files(&root.join(p), &mut files)?;
+    }
+    let crates = root.join("crates");
+    for entry in std::fs::read_dir(&crates).with_context(|| format!("reading {}", crates.display()))? {
+        let dir = entry?.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for p in ["Cargo.toml", "build.rs", "src"] {
+            if dir.join(p).exists() {
+                collect_files(&dir.join(p), &mut files)?;
+            }
+        }
     }
     files.sort();
     let mut h = Sha256::new();
@@ -448,6 +463,30 @@ mod tests {
         let mut other = fp();
         other.data_dir = PathBuf::from("/elsewhere");
         assert_eq!(base, k(&runs[1], &other), "the same data in another folder is the same run");
+    }
+
+    #[test]
+    fn the_code_version_follows_sources_and_manifests_not_tests() {
+        let root = std::env::temp_dir().join(format!("xtask-code-version-{}", std::process::id()));
+        let w = |p: &str, text: &str| {
+            let path = root.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        for (p, t) in [("Cargo.toml", "[workspace]"), ("Cargo.lock", "lock"), ("eval/tasks/piqa.toml", "v = 1"),
+            ("crates/a/Cargo.toml", "[package]"), ("crates/a/src/lib.rs", "fn a() {}"), ("crates/a/tests/t.rs", "#[test] fn t() {}")] {
+            w(p, t);
+        }
+        let v0 = code_version(&root).unwrap();
+        w("crates/a/tests/t.rs", "#[test] fn t2() {}");
+        assert_eq!(code_version(&root).unwrap(), v0, "a test does not compute figures");
+        for (p, t) in [("crates/a/src/lib.rs", "fn b() {}"), ("crates/a/Cargo.toml", "[package] x"), ("Cargo.toml", "[profile]"),
+            ("Cargo.lock", "lock2"), ("eval/tasks/piqa.toml", "v = 2"), ("crates/a/build.rs", "fn main() {}")] {
+            let before = code_version(&root).unwrap();
+            w(p, t);
+            assert_ne!(code_version(&root).unwrap(), before, "{p} changes the figures");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -53,8 +53,36 @@ pub enum FeatureSource {
     BlockOutput,
 }
 
-/// The model-changing stage's options. The defaults are the best measured on SmolLM2
-/// (`docs/results/induce_smollm2.md`): pruning-aware reconstruction without the SNL.
+/// What the model-changing stage reconstructs, and so what its scalers learn to compensate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruningAware {
+    /// The dense block: the scalers keep its function, and only the SNL moves them.
+    Off,
+    /// The block pruned by the target pruner's mask, chosen afresh on the scaled weights at
+    /// every step (straight-through), before the pruner runs. SparseGPT's mask is approximated
+    /// by Wanda's, and its weight update is not modelled.
+    Mask,
+    /// The block after the pruner ran: its own mask and updated weights, fixed, against the
+    /// block's output before pruning; the scalers are merged into the pruned weights, so the
+    /// sparsity pattern stays exactly the pruner's. Needs the pruning lifecycle (the caller
+    /// prunes first, then trains); the best measured on SmolLM2 for every pruner.
+    Pruned,
+}
+
+impl PruningAware {
+    pub fn name(self) -> &'static str {
+        match self {
+            PruningAware::Off => "off",
+            PruningAware::Mask => "mask",
+            PruningAware::Pruned => "pruned",
+        }
+    }
+}
+
+/// The model-changing stage's options. The defaults reconstruct without the SNL, which measured
+/// harmful on SmolLM2 (`docs/results/induce_smollm2.md`); `pruning_aware` defaults to
+/// [`PruningAware::Mask`], the reading that needs no pruner run (`spindle prune` defaults to
+/// [`PruningAware::Pruned`], the best measured).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FeatureConfig {
     /// `None`: reconstruction only (with pruning-aware training, the scalers still learn to
@@ -65,8 +93,8 @@ pub struct FeatureConfig {
     pub epochs: usize,
     pub weight_decay: f64,
     pub source: FeatureSource,
-    /// Reconstruct through the target pruner's mask (straight-through).
-    pub pruning_aware: bool,
+    /// What the reconstruction is measured on.
+    pub pruning_aware: PruningAware,
     /// At most this many tokens of each feature matrix enter the SNL.
     pub max_tokens: i64,
     /// Orders the calibration samples of each epoch.
@@ -82,7 +110,7 @@ impl Default for FeatureConfig {
             epochs: 2,
             weight_decay: 0.0,
             source: FeatureSource::LinearInputs,
-            pruning_aware: true,
+            pruning_aware: PruningAware::Mask,
             max_tokens: 256,
             seed: 0,
         }

@@ -38,7 +38,7 @@ pub mod scale;
 pub mod snl;
 
 pub use distribution::{DistributionConfig, Producer, Site, SiteFit, Start};
-pub use feature::{EpochLoss, EquivalentSnlConfig, FeatureConfig, FeatureSource, TrainOutcome};
+pub use feature::{EpochLoss, EquivalentSnlConfig, FeatureConfig, FeatureSource, PruningAware, TrainOutcome};
 pub use measure::{Measures, Scorer};
 pub use scale::{ChannelMap, ChannelStats};
 pub use snl::Snl;

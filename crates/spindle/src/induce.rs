@@ -17,7 +17,7 @@ use spindle_induce::distribution::{self, Producer, Site};
 use spindle_induce::feature::{self, EpochLoss};
 use spindle_induce::{
     ChannelMap, ChannelStats, DistributionConfig, EquivalentSnlConfig, FeatureConfig,
-    FeatureSource, InduceError, Measures, Scorer, scale,
+    FeatureSource, InduceError, Measures, PruningAware, Scorer, scale,
 };
 use spindle_model::{Block, KvRepeat, Model, ScaleProducer, ScalingSite};
 use spindle_prune::Pattern;
@@ -31,19 +31,14 @@ pub struct InduceConfig {
     pub distribution: Option<DistributionConfig>,
     pub equivalent: Option<EquivalentSnlConfig>,
     pub feature: Option<FeatureConfig>,
-    /// The selection the pruning-aware feature stage prunes through (SparseGPT's is approximated
-    /// by Wanda's).
+    /// The selection the feature stage prunes through with [`PruningAware::Mask`] (SparseGPT's
+    /// is approximated by Wanda's). With [`PruningAware::Pruned`] the scalers are trained on the
+    /// *pruned* block instead, after the pruner ran (`prune_model` only; `induce_model` refuses
+    /// it): the scalers compensate what that pruner leaves, not what a proxy mask would remove.
     pub mask: Scorer,
     pub pattern: Pattern,
     /// Which absorbable sites the equivalent stages use.
     pub sites: SiteChoice,
-    /// Train the feature stage's scalers on the *pruned* block instead, after the pruner ran:
-    /// its own mask and updated weights, fixed, against the block's output before pruning; the
-    /// scalers are then merged into the pruned weights, so the sparsity is unchanged. This is
-    /// the pruning-aware reading for a pruner that updates the weights it keeps (SparseGPT): the
-    /// scalers compensate what that pruner leaves, not what a proxy mask would remove. Only
-    /// meaningful inside `prune_model`; `induce_model` refuses it.
-    pub feature_on_pruned: bool,
 }
 
 /// Which absorbable sites of a block the equivalent stages rescale.
@@ -56,6 +51,11 @@ pub enum SiteChoice {
 }
 
 impl InduceConfig {
+    /// Whether the feature stage trains on the pruned block, after the pruner ran.
+    pub fn feature_on_pruned(&self) -> bool {
+        self.feature.is_some_and(|f| f.pruning_aware == PruningAware::Pruned)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.distribution.is_none() && self.equivalent.is_none() && self.feature.is_none()
     }
@@ -71,14 +71,7 @@ impl InduceConfig {
         }
         if let Some(f) = &self.feature {
             let snl = f.snl.map_or("none", |s| s.name());
-            let how = if self.feature_on_pruned {
-                ",on-pruned"
-            } else if f.pruning_aware {
-                ",pruning-aware"
-            } else {
-                ""
-            };
-            parts.push(format!("feature({snl}{how})"));
+            parts.push(format!("feature({snl},pruning-aware {})", f.pruning_aware.name()));
         }
         if parts.is_empty() {
             "none".to_owned()
@@ -368,7 +361,7 @@ pub(crate) fn induce_block(
             }
         }
     }
-    if let Some(fc) = cfg.feature.as_ref().filter(|_| !cfg.feature_on_pruned) {
+    if let Some(fc) = cfg.feature.as_ref().filter(|_| !cfg.feature_on_pruned()) {
         let (epochs, ranges) = train_block(block, acts, fc, Some((cfg.mask, cfg.pattern)), None)?;
         report.feature_epochs = epochs;
         report.scaler_ranges = ranges;
@@ -377,7 +370,7 @@ pub(crate) fn induce_block(
     Ok(report)
 }
 
-/// The feature stage on a block that has just been pruned (`InduceConfig::feature_on_pruned`):
+/// The feature stage on a block that has just been pruned ([`PruningAware::Pruned`]):
 /// scalers on each input group of the pruned weights (mask and values fixed), trained against
 /// `targets` (the block's outputs on `acts` before pruning), merged into the pruned weights.
 /// Adds the losses, scaler ranges and time to `report`.
@@ -401,8 +394,8 @@ pub(crate) fn train_pruned_block(
 type Trained = (Vec<EpochLoss>, Vec<(f64, f64)>);
 
 /// The model-changing stage on one block: scalers per input group, trained, merged.
-/// `mask`: the selection a pruning-aware run trains through (straight-through), if
-/// `cfg.pruning_aware`. `targets`: the outputs to reconstruct (default: the block's own before
+/// `mask`: the selection a [`PruningAware::Mask`] run trains through (straight-through).
+/// `targets`: the outputs to reconstruct (default: the block's own before
 /// this stage).
 fn train_block(
     block: &mut Block,
@@ -419,7 +412,7 @@ fn train_block(
         None => acts.run(block, &mut |_, _| {}),
     };
     let obs = match mask {
-        Some(m) if cfg.pruning_aware => Some((m, observe_groups(block, acts, false, &[])?)),
+        Some(m) if cfg.pruning_aware == PruningAware::Mask => Some((m, observe_groups(block, acts, false, &[])?)),
         _ => None,
     };
     let mut dense: Vec<Vec<(&'static str, Tensor)>> = Vec::new();
@@ -521,9 +514,9 @@ pub fn induce_model(
             "no induction stage was chosen".into(),
         ));
     }
-    if cfg.feature_on_pruned {
+    if cfg.feature_on_pruned() {
         return Err(PipelineError::Config(
-            "the feature stage on the pruned block needs a pruner: use it with `spindle prune --induce`".into(),
+            "the feature stage on the pruned block (pruning-aware `pruned`) needs a pruner: use it with `spindle prune --induce`".into(),
         ));
     }
     if calib.size().len() != 2 || calib.size()[0] == 0 || batch_size == 0 {

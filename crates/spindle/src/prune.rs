@@ -252,7 +252,7 @@ pub fn prune_model(
         }
         // The feature stage on the pruned block needs the block's outputs before pruning.
         let on_pruned = match (&induce, acts.as_ref()) {
-            (Some(ic), Some(a)) if ic.feature_on_pruned => ic.feature.map(|fc| (fc, a.run(&block, &mut |_, _| {}))),
+            (Some(ic), Some(a)) if ic.feature_on_pruned() => ic.feature.map(|fc| (fc, a.run(&block, &mut |_, _| {}))),
             _ => None,
         };
         let pattern = match cfg.pattern {

@@ -77,8 +77,8 @@ fn bad_induction_flags_are_usage_errors_before_anything_is_loaded() {
         (&["induce", "--model", "m", "--out", "o", "--induce", "equivalent-snl", "--snl", "none"], "needs an --snl other than none"),
         (&["induce", "--model", "m", "--out", "o", "--si-lr", "0"], "bad induction configuration"),
         (&["prune", "--model", "m", "--method", "wanda", "--sparsity", "0.5", "--out", "o", "--induce", "feature", "--feature-epochs", "0"], "bad induction configuration"),
-        (&["induce", "--model", "m", "--out", "o", "--feature-on-pruned", "true"], "it needs a pruner, so use it with `spindle prune --induce`"),
-        (&["prune", "--model", "m", "--method", "sparsegpt", "--sparsity", "0.5", "--out", "o", "--induce", "distribution", "--feature-on-pruned", "true"], "--feature-on-pruned true needs the feature stage"),
+        (&["induce", "--model", "m", "--out", "o", "--pruning-aware", "pruned"], "it needs a pruner, so use it with `spindle prune --induce`"),
+        (&["prune", "--model", "m", "--method", "sparsegpt", "--sparsity", "0.5", "--out", "o", "--induce", "distribution", "--pruning-aware", "mask"], "--pruning-aware is an option of the feature stage: it needs --induce ...,feature"),
     ];
     for (args, want) in cases {
         let o = spindle(args, t.path());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use spindle::induce::{InduceConfig, SiteChoice, induce_model};
 use spindle::prune::{Allocation, Method, PruneConfig, prune_model};
-use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, Scorer, Start};
+use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, PruningAware, Scorer, Start};
 use spindle_model::{Model, Weights};
 use spindle_prune::Pattern;
 use tch::{Device, Kind, Tensor};
@@ -50,7 +50,6 @@ fn distribution(scorer: Scorer) -> InduceConfig {
         mask: scorer,
         pattern: HALF,
         sites: SiteChoice::All,
-        feature_on_pruned: false,
     }
 }
 
@@ -220,7 +219,7 @@ fn the_feature_stage_changes_the_model_deterministically() {
             epochs: 2,
             lambda: 0.1,
             snl: Some(spindle_induce::Snl::NuclearOverSpectral),
-            pruning_aware: false,
+            pruning_aware: PruningAware::Off,
             ..Default::default()
         }),
         ..distribution(Scorer::Magnitude)
@@ -258,7 +257,7 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
     let induce = InduceConfig {
         feature: Some(FeatureConfig {
             epochs: 1,
-            pruning_aware: true,
+            pruning_aware: PruningAware::Mask,
             ..Default::default()
         }),
         ..distribution(Scorer::Magnitude)
@@ -310,16 +309,15 @@ fn scalers_trained_on_the_pruned_block_keep_sparsegpt_s_mask_and_lower_its_error
         feature: Some(FeatureConfig {
             epochs: 4,
             lr: 2e-2,
-            pruning_aware: false,
+            pruning_aware: PruningAware::Pruned,
             ..Default::default()
         }),
         mask: Scorer::Wanda,
         pattern: HALF,
         sites: SiteChoice::Norms,
-        feature_on_pruned: true,
     };
     let r = prune(Some(induce), &trained);
-    assert_eq!(induce.stages(), "feature(none,on-pruned)");
+    assert_eq!(induce.stages(), "feature(none,pruning-aware pruned)");
     // Block 0 sees the same inputs in both runs, so SparseGPT chose the same mask there; the
     // scalers multiply columns of the pruned weights, so its zeros are exactly SparseGPT's.
     let (a, b) = (zero_masks(&plain), zero_masks(&trained));

@@ -167,15 +167,15 @@ pub struct InduceFlags {
     /// Feature stage: AdamW's decoupled weight decay (toward scalers of 1).
     #[arg(long, default_value_t = 0.0)]
     pub feature_weight_decay: f64,
-    /// Feature stage: reconstruct through the target pruner's mask (straight-through); `false`
-    /// reconstructs the dense block (then only the SNL moves the scalers).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub pruning_aware: bool,
-    /// Feature stage: train the scalers on the pruned block, after the pruner ran (its own mask
-    /// and updated weights, fixed), then merge them into the pruned weights (`spindle prune`
-    /// only). The pruning-aware reading for SparseGPT, which updates the weights it keeps.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub feature_on_pruned: bool,
+    /// Feature stage: what the scalers reconstruct. `pruned`: the block after the pruner ran, its
+    /// own mask and updated weights fixed, against its output before pruning; the scalers are
+    /// merged into the pruned weights (`spindle prune` only). `mask`: the block through the
+    /// target pruner's mask, straight-through, before pruning (SparseGPT's mask approximated by
+    /// Wanda's). `off`: the dense block (then only the SNL moves the scalers). Default: the best
+    /// measured, `mask` for magnitude and `pruned` for the other pruners; `mask` for `spindle
+    /// induce`, which runs no pruner.
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub pruning_aware: Option<PruningAwareArg>,
     /// Equivalent SNL stage: gradient steps per site.
     #[arg(long, default_value_t = 30)]
     pub equiv_steps: usize,
@@ -208,6 +208,13 @@ pub enum SnlArg {
     SpectralEnergy,
     /// No SNL (the feature stage then only reconstructs).
     None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PruningAwareArg {
+    Off,
+    Mask,
+    Pruned,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

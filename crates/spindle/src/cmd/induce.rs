@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use spindle::induce::{BlockInduction, InduceConfig, SiteChoice, induce_model};
 use spindle::{mem, output, progress};
 use spindle_induce::{
-    DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, Measures, Scorer, Snl,
+    DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, Measures, PruningAware, Scorer, Snl,
     Start,
 };
 use spindle_model::{Model, Runtime};
@@ -19,7 +19,7 @@ use tch::Kind;
 
 use crate::Failure;
 use crate::cmd::cli::{
-    InduceArgs, InduceFlags, MethodArg, SitesArg, SnlArg, SnlFeaturesArg, StartArg,
+    InduceArgs, InduceFlags, MethodArg, PruningAwareArg, SitesArg, SnlArg, SnlFeaturesArg, StartArg,
 };
 use crate::cmd::prune::{calibration, model_hashes, parse_pattern};
 
@@ -39,6 +39,7 @@ pub(crate) fn config(
     scorer: Scorer,
     pattern: Pattern,
     default_stages: &str,
+    default_pruning_aware: PruningAware,
 ) -> Result<Option<InduceConfig>, Failure> {
     let stages = flags.induce.as_deref().unwrap_or(default_stages);
     let (mut distribution, mut equivalent, mut feature) = (false, false, false);
@@ -55,9 +56,9 @@ pub(crate) fn config(
             }
         }
     }
-    if flags.feature_on_pruned && !feature {
+    if flags.pruning_aware.is_some() && !feature {
         return Err(Failure::Usage(
-            "--feature-on-pruned true needs the feature stage (--induce ...,feature)".into(),
+            "--pruning-aware is an option of the feature stage: it needs --induce ...,feature".into(),
         ));
     }
     if !(distribution || equivalent || feature) {
@@ -126,7 +127,12 @@ pub(crate) fn config(
                 SnlFeaturesArg::Inputs => FeatureSource::LinearInputs,
                 SnlFeaturesArg::Output => FeatureSource::BlockOutput,
             },
-            pruning_aware: flags.pruning_aware,
+            pruning_aware: match flags.pruning_aware {
+                Some(PruningAwareArg::Off) => PruningAware::Off,
+                Some(PruningAwareArg::Mask) => PruningAware::Mask,
+                Some(PruningAwareArg::Pruned) => PruningAware::Pruned,
+                None => default_pruning_aware,
+            },
             max_tokens: flags.snl_tokens,
             seed: 0,
         };
@@ -145,7 +151,6 @@ pub(crate) fn config(
         mask: scorer,
         pattern,
         sites,
-        feature_on_pruned: flags.feature_on_pruned,
     }))
 }
 
@@ -178,7 +183,6 @@ pub(crate) fn config_json(c: &InduceConfig) -> Value {
         "mask": format!("{:?}", c.mask),
         "pattern": format!("{}", c.pattern),
         "sites": format!("{:?}", c.sites),
-        "feature_on_pruned": c.feature_on_pruned,
     })
 }
 
@@ -233,11 +237,12 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
         scorer_of(args.target, 0.5),
         pattern,
         "distribution,feature",
+        PruningAware::Mask,
     )?
     .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
-    if cfg.feature_on_pruned {
+    if cfg.feature_on_pruned() {
         return Err(Failure::Usage(
-            "--feature-on-pruned true trains on the pruned block: it needs a pruner, so use it with `spindle prune --induce`".into(),
+            "--pruning-aware pruned trains on the pruned block: it needs a pruner, so use it with `spindle prune --induce`".into(),
         ));
     }
     if args.batch_size == 0 || args.nsamples == 0 {

@@ -79,8 +79,19 @@ fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
     if args.batch_size == 0 || args.nsamples == 0 {
         return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
     }
-    let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none")?;
+    let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", default_pruning_aware(args.method))?;
     Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, batch_size: args.batch_size, induce })
+}
+
+/// What the feature stage reconstructs unless `--pruning-aware` says: the best measured per
+/// pruner on SmolLM2 (`results/table4.md`). Magnitude gains most from scalers trained through
+/// its mask before it prunes (its selection moves with them); Wanda and SparseGPT from scalers
+/// trained on the block they pruned. RIA, not measured, follows Wanda, whose score it refines.
+fn default_pruning_aware(method: MethodArg) -> spindle_induce::PruningAware {
+    match method {
+        MethodArg::Magnitude => spindle_induce::PruningAware::Mask,
+        MethodArg::Wanda | MethodArg::Sparsegpt | MethodArg::Ria => spindle_induce::PruningAware::Pruned,
+    }
 }
 
 /// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them, and their
