@@ -10,7 +10,8 @@
 //! folder's `SHA256SUMS`, and the code version (see [`code_version`]: each crate's sources and
 //! manifest, `Cargo.lock`, `eval/tasks/`; not the tests). A run is finished when its `run.json`
 //! exists (written atomically, last). An interrupted run keeps what it finished: a pruned model
-//! that was completely written is evaluated without pruning again. The thread count is not in the key.
+//! that was completely written is evaluated without pruning again. The thread count is not in
+//! the key.
 //!
 //! **Outputs.** `results/<table>.md` (the `cpu` profile; `results/<table>-<profile>.md` for
 //! others), `.json` and `.csv` beside it, rendered from the cache by [`crate::report`] after
