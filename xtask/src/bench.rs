@@ -1,18 +1,45 @@
 //! `cargo xtask bench`: spindle against the Python reference, measured in one run on the same
-//! machine with the same thread count, written to `docs/results/bench.md`.
+//! machine with the same thread count, written to `docs/results/bench.md` (and `bench.json`).
 //!
-//! Today it measures perplexity-evaluation throughput (tokens/s): `spindle eval --max-windows K`
-//! against `tests/reference/bench_ppl.py` (transformers), alternating, `--repeats` times each,
-//! reporting medians and their ratio. Only the window loop is timed on either side. The prune,
-//! induction and memory figures of the benchmark issue extend this same command.
+//! Every figure comes from a child process timed from spawn to exit, its peak resident memory
+//! read from `wait4`'s rusage, so both sides pay for what a user's run pays for (interpreter
+//! start, imports, model load, save). The sections, each repeated `--repeats` times with the
+//! two sides alternating (medians reported):
+//!
+//! - **matmul**: the machine's fp32 `torch.mm` rate (`tests/reference/bench_matmul.py`, the same
+//!   libtorch build spindle links), the ceiling for the forward's FLOP rate;
+//! - **ppl**: perplexity-evaluation throughput, `spindle eval --max-windows K` against
+//!   `tests/reference/bench_ppl.py` (transformers); only the window loop is timed on either side,
+//!   and spindle's FLOP rate is its tokens/s times the model's FLOPs per token;
+//! - **prune**: end-to-end `spindle prune` (load → calibrate → prune → save) against
+//!   `tests/reference/prune_reference.py --no-eval --save` (the Wanda repository's code) for
+//!   magnitude, Wanda and SparseGPT;
+//! - **induce**: `spindle prune --induce distribution,feature` (Sparsity Induction's defaults)
+//!   next to the plain run; there is no Python reference for it;
+//! - **scaling**: peak memory of both sides' Wanda prune on random-weight Llamas written here as
+//!   safetensors, at 1×, 2× and 4× the layers.
+//!
+//! xtask never links libtorch: the figures are the binaries' and scripts' own JSON, and the
+//! random models are written byte by byte.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{cargo, libtorch, project_root, run_echoed};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub(crate) enum Section {
+    Matmul,
+    Ppl,
+    Prune,
+    Induce,
+    Scaling,
+}
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -22,12 +49,27 @@ pub(crate) struct BenchArgs {
     /// Perplexity windows per measurement.
     #[arg(long, default_value_t = 16)]
     windows: usize,
-    /// Tokens per window.
+    /// Tokens per perplexity window.
     #[arg(long, default_value_t = 512)]
     seqlen: usize,
-    /// Measurements per side (medians are reported).
+    /// Calibration windows of each prune.
+    #[arg(long, default_value_t = 8)]
+    nsamples: usize,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 512)]
+    calib_seqlen: usize,
+    /// Measurements per side and figure (medians are reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Measurements of each Sparsity Induction figure (a run takes minutes).
+    #[arg(long, default_value_t = 1)]
+    induce_repeats: usize,
+    /// Decoder layers of the smallest random model of the scaling curve (then 2× and 4×).
+    #[arg(long, default_value_t = 4)]
+    scaling_layers: usize,
+    /// Only these sections (repeatable; default all). A partial run still writes the report.
+    #[arg(long, value_enum)]
+    only: Vec<Section>,
     /// The model (a directory or a known name).
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
@@ -38,6 +80,12 @@ pub(crate) struct BenchArgs {
     /// Where the report goes (a .json with the same figures is written beside it).
     #[arg(long, default_value = "docs/results/bench.md")]
     out: PathBuf,
+}
+
+impl BenchArgs {
+    fn wants(&self, s: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&s)
+    }
 }
 
 fn python(args: &BenchArgs) -> Result<PathBuf> {
@@ -83,9 +131,145 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
+/// One measured child process: wall time from spawn to exit and its peak resident memory.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    seconds: f64,
+    peak_rss_mb: f64,
+}
+
+/// Runs `cmd` to completion with its output in `log`, timing it and reading its peak resident
+/// set size from `wait4`. Fails, with the log's tail, when it fails.
+fn measure(cmd: &mut Command, log: &Path) -> Result<Measured> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    eprintln!("$ {shown}");
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let start = Instant::now();
+    let child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().with_context(|| format!("could not start {shown}"))?;
+    let (status, maxrss_kb) = wait4(child.id())?;
+    let seconds = start.elapsed().as_secs_f64();
+    if status != 0 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("{shown} failed (wait status {status}); the end of {}:\n{}", log.display(), tail.join("\n"));
+    }
+    Ok(Measured { seconds, peak_rss_mb: maxrss_kb as f64 / 1024.0 })
+}
+
+/// Waits for the child `pid`, returning its wait status and its `ru_maxrss` (KiB on Linux).
+/// std's `Child::wait` discards the rusage, and `getrusage(RUSAGE_CHILDREN)` is a maximum over
+/// every child so far, so this is the one call that gives each run its own peak.
+#[allow(unsafe_code)]
+fn wait4(pid: u32) -> Result<(i32, i64)> {
+    let pid = libc::pid_t::try_from(pid).context("child pid out of range")?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data, so all-zero is a valid value; wait4 writes only into
+    // the two out-pointers, which point at live locals of the right types.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if r != pid {
+        bail!("wait4({pid}) failed: {}", std::io::Error::last_os_error());
+    }
+    Ok((status, usage.ru_maxrss))
+}
+
+fn stats(v: &[Measured]) -> Value {
+    let secs: Vec<f64> = v.iter().map(|m| m.seconds).collect();
+    let rss: Vec<f64> = v.iter().map(|m| m.peak_rss_mb).collect();
+    json!({"seconds": secs, "peak_rss_mb": rss, "seconds_median": median(secs.clone()), "peak_rss_mb_median": median(rss.clone())})
+}
+
+/// Forward FLOPs per token of a Llama-style config at context `seqlen`: two per weight of every
+/// linear (the seven of each block and the LM head), plus the causal attention products
+/// (scores and values, 2·2·d_q per earlier key; (seqlen+1)/2 keys on average). Norms,
+/// activations and softmax are left out, so the rate derived from it is a lower bound.
+pub(crate) fn flops_per_token(config: &Value, seqlen: usize) -> Result<f64> {
+    let get = |k: &str| config[k].as_f64().with_context(|| format!("config.json lacks {k}"));
+    let (h, i, layers, vocab) = (get("hidden_size")?, get("intermediate_size")?, get("num_hidden_layers")?, get("vocab_size")?);
+    let heads = get("num_attention_heads")?;
+    let kv = config["num_key_value_heads"].as_f64().unwrap_or(heads);
+    let head_dim = config["head_dim"].as_f64().unwrap_or(h / heads);
+    let (q, k) = (heads * head_dim, kv * head_dim);
+    let linears = h * q + 2.0 * h * k + q * h + 3.0 * h * i;
+    let attention = 2.0 * 2.0 * q * (seqlen as f64 + 1.0) / 2.0;
+    Ok(layers * (2.0 * linears + attention) + 2.0 * h * vocab)
+}
+
+/// A random-weight Llama (the named sizes, `layers` blocks) written as safetensors with a copied
+/// tokenizer: the scaling curve's models. Deterministic (a fixed xorshift stream).
+pub(crate) fn write_random_llama(dir: &Path, layers: usize, tokenizer: &Path) -> Result<u64> {
+    let (h, inter, heads, kv, vocab) = (1024usize, 2816usize, 16usize, 4usize, 49152usize);
+    let head_dim = h / heads;
+    std::fs::create_dir_all(dir)?;
+    let config = json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "hidden_size": h, "intermediate_size": inter, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "head_dim": head_dim, "num_hidden_layers": layers, "vocab_size": vocab, "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": null, "tie_word_embeddings": true,
+        "attention_bias": false, "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    });
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
+    std::fs::copy(tokenizer, dir.join("tokenizer.json")).with_context(|| format!("copying {}", tokenizer.display()))?;
+    let mut tensors: Vec<(String, Vec<usize>, bool)> = vec![("model.embed_tokens.weight".into(), vec![vocab, h], false)];
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        tensors.push((format!("{p}.input_layernorm.weight"), vec![h], true));
+        tensors.push((format!("{p}.self_attn.q_proj.weight"), vec![heads * head_dim, h], false));
+        tensors.push((format!("{p}.self_attn.k_proj.weight"), vec![kv * head_dim, h], false));
+        tensors.push((format!("{p}.self_attn.v_proj.weight"), vec![kv * head_dim, h], false));
+        tensors.push((format!("{p}.self_attn.o_proj.weight"), vec![h, heads * head_dim], false));
+        tensors.push((format!("{p}.post_attention_layernorm.weight"), vec![h], true));
+        tensors.push((format!("{p}.mlp.gate_proj.weight"), vec![inter, h], false));
+        tensors.push((format!("{p}.mlp.up_proj.weight"), vec![inter, h], false));
+        tensors.push((format!("{p}.mlp.down_proj.weight"), vec![h, inter], false));
+    }
+    tensors.push(("model.norm.weight".into(), vec![h], true));
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape, _) in &tensors {
+        let bytes = shape.iter().product::<usize>() * 4;
+        header.insert(name.clone(), json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}));
+        offset += bytes;
+    }
+    let mut header = serde_json::to_string(&Value::Object(header))?.into_bytes();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let path = dir.join("model.safetensors");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+    f.write_all(&(header.len() as u64).to_le_bytes())?;
+    f.write_all(&header)?;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for (_, shape, ones) in &tensors {
+        let n: usize = shape.iter().product();
+        // Uniform in ±sqrt(3)/sqrt(fan_in): unit-variance outputs, so activations stay finite.
+        let scale = 3f32.sqrt() / (*shape.last().unwrap_or(&1) as f32).sqrt();
+        for _ in 0..n {
+            let v = if *ones {
+                1.0f32
+            } else {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            };
+            buf.extend_from_slice(&v.to_le_bytes());
+            if buf.len() >= 1 << 20 {
+                f.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+    }
+    f.write_all(&buf)?;
+    f.flush()?;
+    Ok((8 + header.len() + offset) as u64)
+}
+
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
-    if args.repeats == 0 || args.windows == 0 || args.threads == 0 {
-        bail!("--repeats, --windows and --threads must be at least 1");
+    if [args.repeats, args.induce_repeats, args.windows, args.threads, args.nsamples, args.scaling_layers].contains(&0) {
+        bail!("--repeats, --induce-repeats, --windows, --threads, --nsamples and --scaling-layers must be at least 1");
     }
     libtorch::ensure()?;
     run_echoed(cargo().args(["build", "--release", "--quiet", "--package", "spindle"]))?;
@@ -94,100 +278,385 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     let python = python(args)?;
     let tmp = std::env::temp_dir().join(format!("spindle-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
+    let result = run_in(args, &root, &spindle, &python, &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Path) -> Result<()> {
     let load_before = loadavg();
-
-    let locate = tmp.join("locate.json");
-    run_echoed(Command::new(&spindle).args(["data", "locate", "--json"]).arg(&locate))?;
-    let data_dir = read_json(&locate)?["data_dir"].as_str().unwrap_or_default().to_owned();
-
     let threads = args.threads.to_string();
-    let (windows, seqlen) = (args.windows.to_string(), args.seqlen.to_string());
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let mut ppls = (0.0, 0.0);
-    for r in 0..args.repeats {
-        let j = tmp.join(format!("spindle-{r}.json"));
-        run_echoed(
-            Command::new(&spindle)
-                .args(["--threads", &threads, "eval", "--model", &args.model, "--ppl", "wikitext2", "--seqlen", &seqlen])
-                .args(["--max-windows", &windows, "--json"])
-                .arg(&j),
-        )?;
-        let v = read_json(&j)?;
-        let model_dir = v["model_dir"].as_str().unwrap_or_default().to_owned();
-        ours.push(v["perplexity_timing"]["wikitext2"]["tokens_per_second"].as_f64().context("spindle's JSON lacks tokens_per_second")?);
-        ppls.0 = v["perplexity"]["wikitext2"].as_f64().unwrap_or(f64::NAN);
+    let locate = tmp.join("locate.json");
+    run_echoed(Command::new(spindle).args(["data", "locate", "--json"]).arg(&locate))?;
+    let data_dir = read_json(&locate)?["data_dir"].as_str().unwrap_or_default().to_owned();
+    // The model's directory (a known name is converted on first use) and config.
+    let inspect = tmp.join("inspect.json");
+    run_echoed(Command::new(spindle).args(["inspect", &args.model, "--json"]).arg(&inspect))?;
+    let model_dir = read_json(&inspect)?["model"].as_str().context("spindle inspect's JSON lacks model")?.to_owned();
+    let config = read_json(&Path::new(&model_dir).join("config.json"))?;
+    let py = |script: &str| {
+        let mut c = Command::new(python);
+        c.arg(root.join("tests/reference").join(script)).env("OMP_NUM_THREADS", &threads).env("HF_HUB_OFFLINE", "1");
+        c
+    };
+    let log = |name: &str| tmp.join(format!("{name}.log"));
+    let mut figures = serde_json::Map::new();
+    figures.insert("model".into(), json!(args.model));
+    figures.insert("threads".into(), json!(args.threads));
+    figures.insert("repeats".into(), json!(args.repeats));
+    figures.insert("induce_repeats".into(), json!(args.induce_repeats.min(args.repeats)));
 
-        let j = tmp.join(format!("reference-{r}.json"));
-        run_echoed(
-            Command::new(&python)
-                .arg(root.join("tests/reference/bench_ppl.py"))
-                .args(["--model", &model_dir, "--data", &data_dir, "--seqlen", &seqlen, "--windows", &windows, "--threads", &threads, "--json"])
-                .arg(&j)
-                .env("OMP_NUM_THREADS", &threads),
-        )?;
+    let mut matmul_gflops = None;
+    if args.wants(Section::Matmul) {
+        let j = tmp.join("matmul.json");
+        let m = measure(py("bench_matmul.py").args(["--threads", &threads, "--json"]).arg(&j), &log("matmul"))?;
         let v = read_json(&j)?;
-        theirs.push(v["tokens_per_second"].as_f64().context("the reference's JSON lacks tokens_per_second")?);
-        ppls.1 = v["ppl"].as_f64().unwrap_or(f64::NAN);
+        matmul_gflops = v["gflops"].as_f64();
+        figures.insert("matmul".into(), json!({"result": v, "seconds": m.seconds}));
     }
-    let (a, b) = (median(ours.clone()), median(theirs.clone()));
-    let figures = json!({
-        "command": format!("cargo xtask bench --threads {} --windows {} --seqlen {} --repeats {}", args.threads, args.windows, args.seqlen, args.repeats),
-        "machine": machine(),
-        "load_average_before": load_before,
-        "load_average_after": loadavg(),
-        "model": args.model,
-        "ppl_eval": {
-            "threads": args.threads, "windows": args.windows, "seqlen": args.seqlen,
+
+    if args.wants(Section::Ppl) {
+        let (windows, seqlen) = (args.windows.to_string(), args.seqlen.to_string());
+        let (mut ours, mut theirs, mut ours_m, mut theirs_m) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut ppls = (f64::NAN, f64::NAN);
+        for r in 0..args.repeats {
+            let j = tmp.join(format!("eval-spindle-{r}.json"));
+            ours_m.push(measure(
+                Command::new(spindle)
+                    .args(["--threads", &threads, "eval", "--model", &args.model, "--ppl", "wikitext2", "--seqlen", &seqlen])
+                    .args(["--max-windows", &windows, "--json"])
+                    .arg(&j),
+                &log("eval-spindle"),
+            )?);
+            let v = read_json(&j)?;
+            ours.push(v["perplexity_timing"]["wikitext2"]["tokens_per_second"].as_f64().context("spindle's JSON lacks tokens_per_second")?);
+            ppls.0 = v["perplexity"]["wikitext2"].as_f64().unwrap_or(f64::NAN);
+            let j = tmp.join(format!("eval-reference-{r}.json"));
+            theirs_m.push(measure(
+                py("bench_ppl.py").args(["--model", &model_dir, "--data", &data_dir, "--seqlen", &seqlen, "--windows", &windows, "--threads", &threads, "--json"]).arg(&j),
+                &log("eval-reference"),
+            )?);
+            let v = read_json(&j)?;
+            theirs.push(v["tokens_per_second"].as_f64().context("the reference's JSON lacks tokens_per_second")?);
+            ppls.1 = v["ppl"].as_f64().unwrap_or(f64::NAN);
+        }
+        let (a, b) = (median(ours.clone()), median(theirs.clone()));
+        let fpt = flops_per_token(&config, args.seqlen)?;
+        let gflops = a * fpt / 1e9;
+        figures.insert("ppl_eval".into(), json!({
+            "windows": args.windows, "seqlen": args.seqlen,
             "spindle_tokens_per_second": ours, "reference_tokens_per_second": theirs,
             "spindle_median": a, "reference_median": b, "ratio": a / b,
             "ppl_on_these_windows": {"spindle": ppls.0, "reference": ppls.1},
-        },
-    });
+            "spindle_process": stats(&ours_m), "reference_process": stats(&theirs_m),
+            "flops_per_token": fpt, "spindle_gflops": gflops, "reference_gflops": b * fpt / 1e9,
+            "spindle_share_of_matmul": matmul_gflops.map(|m| gflops / m),
+        }));
+        println!("perplexity evaluation: spindle {a:.0} tokens/s, transformers {b:.0} tokens/s, ratio {:.2}", a / b);
+    }
+
+    let calib = ["--nsamples".to_owned(), args.nsamples.to_string(), "--seqlen".to_owned(), args.calib_seqlen.to_string(), "--seed".to_owned(), "0".to_owned()];
+    let spindle_prune = |model: &str, method: &str, extra: &[&str], name: &str| -> Result<Measured> {
+        let out = tmp.join(format!("{name}-out"));
+        let _ = std::fs::remove_dir_all(&out);
+        let m = measure(
+            Command::new(spindle)
+                .args(["--threads", &threads, "prune", "--model", model, "--method", method, "--sparsity", "0.5"])
+                .args(&calib)
+                .args(extra)
+                .arg("--out")
+                .arg(&out),
+            &log(name),
+        )?;
+        let _ = std::fs::remove_dir_all(&out);
+        Ok(m)
+    };
+    let reference_prune = |model: &str, method: &str, name: &str| -> Result<Measured> {
+        let out = tmp.join(format!("{name}-out"));
+        let _ = std::fs::remove_dir_all(&out);
+        let m = measure(
+            py("prune_reference.py")
+                .args(["--model", model, "--data", &data_dir, "--method", method, "--sparsity", "0.5", "--threads", &threads, "--no-eval"])
+                .args(&calib)
+                .arg("--save")
+                .arg(&out),
+            &log(name),
+        )?;
+        let _ = std::fs::remove_dir_all(&out);
+        Ok(m)
+    };
+
+    if args.wants(Section::Prune) {
+        let mut rows = Vec::new();
+        for method in ["magnitude", "wanda", "sparsegpt"] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..args.repeats {
+                ours.push(spindle_prune(&model_dir, method, &[], &format!("prune-{method}-spindle"))?);
+                theirs.push(reference_prune(&model_dir, method, &format!("prune-{method}-reference"))?);
+            }
+            let (a, b) = (stats(&ours), stats(&theirs));
+            let ratio = |k: &str| a[k].as_f64().unwrap_or(f64::NAN) / b[k].as_f64().unwrap_or(f64::NAN);
+            println!("prune {method}: wall ratio {:.2}, peak memory ratio {:.2}", ratio("seconds_median"), ratio("peak_rss_mb_median"));
+            rows.push(json!({
+                "method": method, "spindle": a.clone(), "reference": b.clone(),
+                "wall_ratio": ratio("seconds_median"), "memory_ratio": ratio("peak_rss_mb_median"),
+            }));
+        }
+        figures.insert("prune".into(), Value::Array(rows));
+    }
+
+    if args.wants(Section::Induce) {
+        let mut rows = Vec::new();
+        for method in ["magnitude", "wanda"] {
+            let (mut plain, mut si) = (Vec::new(), Vec::new());
+            for _ in 0..args.induce_repeats {
+                plain.push(spindle_prune(&model_dir, method, &[], &format!("induce-{method}-plain"))?);
+                si.push(spindle_prune(&model_dir, method, &["--induce", "distribution,feature"], &format!("induce-{method}-si"))?);
+            }
+            let (a, b) = (stats(&si), stats(&plain));
+            let extra = a["seconds_median"].as_f64().unwrap_or(f64::NAN) - b["seconds_median"].as_f64().unwrap_or(f64::NAN);
+            println!("prune {method} + SI: {extra:.1} s more than the plain prune");
+            rows.push(json!({"method": method, "si": a, "plain": b, "si_extra_seconds": extra}));
+        }
+        figures.insert("induce".into(), Value::Array(rows));
+    }
+
+    if args.wants(Section::Scaling) {
+        let tokenizer = Path::new(&model_dir).join("tokenizer.json");
+        let mut points = Vec::new();
+        for mult in [1, 2, 4] {
+            let layers = args.scaling_layers * mult;
+            let dir = tmp.join(format!("random-{layers}"));
+            let bytes = write_random_llama(&dir, layers, &tokenizer)?;
+            let dir_s = dir.to_string_lossy().into_owned();
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..args.induce_repeats.min(args.repeats) {
+                ours.push(spindle_prune(&dir_s, "wanda", &[], &format!("scaling-{layers}-spindle"))?);
+                theirs.push(reference_prune(&dir_s, "wanda", &format!("scaling-{layers}-reference"))?);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            let (a, b) = (stats(&ours), stats(&theirs));
+            println!(
+                "scaling {layers} layers ({:.0} MB of weights): peak memory spindle {:.0} MB, reference {:.0} MB",
+                bytes as f64 / 1048576.0,
+                a["peak_rss_mb_median"].as_f64().unwrap_or(f64::NAN),
+                b["peak_rss_mb_median"].as_f64().unwrap_or(f64::NAN)
+            );
+            points.push(json!({"layers": layers, "weights_mb": bytes as f64 / 1048576.0, "spindle": a, "reference": b}));
+        }
+        figures.insert("scaling".into(), json!({"method": "wanda", "hidden_size": 1024, "intermediate_size": 2816, "points": points}));
+    }
+
+    let mut command = format!(
+        "cargo xtask bench --threads {} --windows {} --seqlen {} --nsamples {} --calib-seqlen {} --repeats {} --induce-repeats {} --scaling-layers {}",
+        args.threads, args.windows, args.seqlen, args.nsamples, args.calib_seqlen, args.repeats, args.induce_repeats, args.scaling_layers
+    );
+    for s in &args.only {
+        command += &format!(" --only {}", format!("{s:?}").to_lowercase());
+    }
+    figures.insert("command".into(), json!(command));
+    figures.insert("machine".into(), machine());
+    figures.insert("load_average_before".into(), json!(load_before));
+    figures.insert("load_average_after".into(), json!(loadavg()));
+    let figures = Value::Object(figures);
     let out = root.join(&args.out);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&figures)? + "\n")?;
-    std::fs::write(&out, report(&figures, args))?;
-    println!("perplexity evaluation: spindle {a:.0} tokens/s, transformers {b:.0} tokens/s, ratio {:.2}", a / b);
+    write_atomic(&out.with_extension("json"), &(serde_json::to_string_pretty(&figures)? + "\n"))?;
+    write_atomic(&out, &report(&figures))?;
     println!("wrote {}", out.display());
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
 
-fn report(f: &Value, args: &BenchArgs) -> String {
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn f64_of(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn list(v: &Value, digits: usize) -> String {
+    v.as_array().map(|a| a.iter().map(|x| format!("{:.*}", digits, f64_of(x))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
+/// Whether a measured ratio meets its target, as the report writes it.
+fn verdict(ratio: f64, target: f64, at_least: bool) -> &'static str {
+    let met = if at_least { ratio >= target } else { ratio <= target };
+    if met { "met" } else { "**not met**" }
+}
+
+/// The Markdown report of a bench run's figures (the JSON beside it holds every measurement).
+pub(crate) fn report(f: &Value) -> String {
+    let mut s = String::from("# Benchmarks\n\n");
+    s += &format!(
+        "Written by `{}` (this file and `bench.json` beside it, which holds every measurement). Both sides \
+         run on the same machine in the same invocation with the same thread count ({}), alternating; each \
+         figure is the median of {} runs ({} for Sparsity Induction and the scaling curve). Every process is timed from spawn to exit and its peak resident \
+         memory read from `wait4`.\n\n\
+         Machine: {}, {} cores. Load average before / after: {} / {} (a busy machine slows both sides; \
+         the ratios are what the run compares).\n\n",
+        f["command"].as_str().unwrap_or_default(),
+        f["threads"],
+        f["repeats"],
+        f["induce_repeats"],
+        f["machine"]["cpu"].as_str().unwrap_or_default(),
+        f["machine"]["cores"],
+        f["load_average_before"].as_str().unwrap_or_default(),
+        f["load_average_after"].as_str().unwrap_or_default(),
+    );
+    let matmul = f["matmul"]["result"]["gflops"].as_f64();
+    if let Some(m) = matmul {
+        let sizes = f["matmul"]["result"]["sizes"].as_object().map(|o| {
+            o.iter().map(|(n, v)| format!("{n}×{n}: median {:.1}, best {:.1}", f64_of(&v["median"]), f64_of(&v["best"]))).collect::<Vec<_>>().join("; ")
+        });
+        s += &format!(
+            "## The machine's matmul rate\n\n`tests/reference/bench_matmul.py`: fp32 `torch.mm` of square matrices \
+             with the libtorch spindle links: **{m:.1} GFLOP/s** ({} GFLOP/s).\n\n",
+            sizes.unwrap_or_default()
+        );
+    }
     let p = &f["ppl_eval"];
-    let list = |v: &Value| v.as_array().map(|a| a.iter().map(|x| format!("{:.0}", x.as_f64().unwrap_or(0.0))).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-    format!(
-        "# Benchmarks\n\n\
-         Written by `{cmd}` (this file and `bench.json` beside it). Both sides run on the same machine in \
-         the same invocation, alternating, with the same thread count; medians of {repeats} runs.\n\n\
-         Machine: {cpu}, {cores} cores. Load average before / after: {lb} / {la} (a figure taken on a busy \
-         machine is slower for both sides, and the ratio is what the run compares).\n\n\
-         ## Perplexity evaluation (WikiText-2, fp32, CPU)\n\n\
-         {windows} windows of {seqlen} tokens of {model}, {threads} thread(s); only the window loop is timed \
-         (model load and tokenization excluded on both sides). The reference is \
-         `tests/reference/bench_ppl.py`: transformers with its default attention (sdpa), the \
-         SparseGPT/Wanda loop.\n\n\
-         | | tokens/s (median) | runs |\n|---|---:|---|\n\
-         | spindle | {a:.0} | {ra} |\n| transformers | {b:.0} | {rb} |\n| **ratio spindle / transformers** | **{ratio:.2}** | |\n\n\
-         Perplexity over these windows: spindle {pa:.4}, transformers {pb:.4}.\n",
-        cmd = f["command"].as_str().unwrap_or_default(),
-        repeats = args.repeats,
-        cpu = f["machine"]["cpu"].as_str().unwrap_or_default(),
-        cores = f["machine"]["cores"],
-        lb = f["load_average_before"].as_str().unwrap_or_default(),
-        la = f["load_average_after"].as_str().unwrap_or_default(),
-        windows = p["windows"],
-        seqlen = p["seqlen"],
-        model = f["model"].as_str().unwrap_or_default(),
-        threads = p["threads"],
-        a = p["spindle_median"].as_f64().unwrap_or(f64::NAN),
-        b = p["reference_median"].as_f64().unwrap_or(f64::NAN),
-        ratio = p["ratio"].as_f64().unwrap_or(f64::NAN),
-        ra = list(&p["spindle_tokens_per_second"]),
-        rb = list(&p["reference_tokens_per_second"]),
-        pa = p["ppl_on_these_windows"]["spindle"].as_f64().unwrap_or(f64::NAN),
-        pb = p["ppl_on_these_windows"]["reference"].as_f64().unwrap_or(f64::NAN),
-    )
+    if p.is_object() {
+        let ratio = f64_of(&p["ratio"]);
+        s += &format!(
+            "## Perplexity evaluation (WikiText-2, fp32, CPU)\n\n\
+             {} windows of {} tokens of {}; only the window loop is timed (model load and tokenization \
+             excluded on both sides). The reference is `tests/reference/bench_ppl.py`: transformers with its \
+             default attention (sdpa), the SparseGPT/Wanda loop.\n\n\
+             | | tokens/s (median) | runs | process peak memory (MB) |\n|---|---:|---|---:|\n\
+             | spindle | {:.0} | {} | {:.0} |\n| transformers | {:.0} | {} | {:.0} |\n\
+             | **ratio spindle / transformers** | **{ratio:.2}** (target ≥ 1.3: {}) | | {:.2} |\n\n\
+             Perplexity over these windows: spindle {:.4}, transformers {:.4}.\n\n",
+            p["windows"], p["seqlen"], f["model"].as_str().unwrap_or_default(),
+            f64_of(&p["spindle_median"]), list(&p["spindle_tokens_per_second"], 0), f64_of(&p["spindle_process"]["peak_rss_mb_median"]),
+            f64_of(&p["reference_median"]), list(&p["reference_tokens_per_second"], 0), f64_of(&p["reference_process"]["peak_rss_mb_median"]),
+            verdict(ratio, 1.3, true),
+            f64_of(&p["spindle_process"]["peak_rss_mb_median"]) / f64_of(&p["reference_process"]["peak_rss_mb_median"]),
+            f64_of(&p["ppl_on_these_windows"]["spindle"]), f64_of(&p["ppl_on_these_windows"]["reference"]),
+        );
+        s += &format!(
+            "Forward FLOP rate: {:.1} MFLOP per token (every linear's 2·weights, the LM head and causal attention; \
+             norms and softmax left out) gives spindle **{:.1} GFLOP/s** and transformers {:.1} GFLOP/s",
+            f64_of(&p["flops_per_token"]) / 1e6, f64_of(&p["spindle_gflops"]), f64_of(&p["reference_gflops"]),
+        );
+        match p["spindle_share_of_matmul"].as_f64() {
+            Some(share) => s += &format!(", **{:.0}%** of the matmul rate (target ≥ 60%: {}).\n\n", share * 100.0, verdict(share, 0.6, true)),
+            None => s += ".\n\n",
+        }
+    }
+    if let Some(rows) = f["prune"].as_array() {
+        s += "## End-to-end prune (load → calibrate → prune → save), 50% unstructured\n\n\
+              `spindle prune` against `tests/reference/prune_reference.py --no-eval --save` (the Wanda \
+              repository's code on transformers, fp32), the same model, calibration windows and threads; \
+              whole processes (interpreter start and imports included on the reference's side).\n\n\
+              | method | spindle s | reference s | **wall ratio** (target ≤ 0.7) | spindle MB | reference MB | **memory ratio** (target ≤ 0.5) |\n\
+              |---|---:|---:|---:|---:|---:|---:|\n";
+        for r in rows {
+            let method = r["method"].as_str().unwrap_or_default();
+            let (w, m) = (f64_of(&r["wall_ratio"]), f64_of(&r["memory_ratio"]));
+            s += &format!(
+                "| {method} | {:.1} ({}) | {:.1} ({}) | **{w:.2}** {} | {:.0} | {:.0} | **{m:.2}** {} |\n",
+                f64_of(&r["spindle"]["seconds_median"]), list(&r["spindle"]["seconds"], 1),
+                f64_of(&r["reference"]["seconds_median"]), list(&r["reference"]["seconds"], 1),
+                verdict(w, 0.7, false),
+                f64_of(&r["spindle"]["peak_rss_mb_median"]), f64_of(&r["reference"]["peak_rss_mb_median"]),
+                verdict(m, 0.5, false),
+            );
+        }
+        s += "\n";
+    }
+    if let Some(rows) = f["induce"].as_array() {
+        s += "## Sparsity Induction's time\n\n`spindle prune --induce distribution,feature` (the defaults) next to \
+              the same prune without it. There is no Python reference for SI.\n\n\
+              | method | plain s | + SI s | SI's share | plain MB | + SI MB |\n|---|---:|---:|---:|---:|---:|\n";
+        for r in rows {
+            let method = r["method"].as_str().unwrap_or_default();
+            let (a, b) = (f64_of(&r["plain"]["seconds_median"]), f64_of(&r["si"]["seconds_median"]));
+            s += &format!(
+                "| {method} | {a:.1} | {b:.1} | {:.0}% | {:.0} | {:.0} |\n",
+                (b - a) / b * 100.0,
+                f64_of(&r["plain"]["peak_rss_mb_median"]),
+                f64_of(&r["si"]["peak_rss_mb_median"]),
+            );
+        }
+        s += "\n";
+    }
+    if let Some(points) = f["scaling"]["points"].as_array() {
+        s += &format!(
+            "## Peak memory against depth\n\nRandom-weight Llamas (hidden {}, intermediate {}, 16 heads, 4 KV heads, \
+             SmolLM2's tokenizer and vocabulary) written as safetensors by the bench, pruned with Wanda by both sides.\n\n\
+             | layers | weights MB | spindle peak MB | reference peak MB | spindle s | reference s |\n|---:|---:|---:|---:|---:|---:|\n",
+            f["scaling"]["hidden_size"], f["scaling"]["intermediate_size"],
+        );
+        for p in points {
+            s += &format!(
+                "| {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+                p["layers"], f64_of(&p["weights_mb"]),
+                f64_of(&p["spindle"]["peak_rss_mb_median"]), f64_of(&p["reference"]["peak_rss_mb_median"]),
+                f64_of(&p["spindle"]["seconds_median"]), f64_of(&p["reference"]["seconds_median"]),
+            );
+        }
+        s += "\n";
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smollm2_flops_per_token_counts_every_linear_the_head_and_causal_attention() {
+        let c = json!({"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "vocab_size": 49152,
+            "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64});
+        // Per block: q 576², k and v 576·192 each, o 576², three MLP 576·1536; the head 576·49152.
+        let linears = 30.0 * 2.0 * (2.0 * 576.0 * 576.0 + 2.0 * 576.0 * 192.0 + 3.0 * 576.0 * 1536.0);
+        // Scores and values: 2·2·576 FLOPs per earlier key, 256.5 keys on average at 512.
+        let attention = 30.0 * 4.0 * 576.0 * 256.5;
+        let head = 2.0 * 576.0 * 49152.0;
+        let got = flops_per_token(&c, 512).unwrap();
+        assert!((got / (linears + attention + head) - 1.0).abs() < 1e-12, "{got}");
+        assert!(format!("{:#}", flops_per_token(&json!({}), 512).unwrap_err()).contains("hidden_size"));
+    }
+
+    #[test]
+    fn the_random_llama_is_a_valid_safetensors_file_of_the_named_layers() {
+        let dir = std::env::temp_dir().join(format!("xtask-random-llama-{}", std::process::id()));
+        let tok = std::env::temp_dir().join(format!("xtask-random-llama-tok-{}", std::process::id()));
+        std::fs::write(&tok, "{}").unwrap();
+        let bytes = write_random_llama(&dir, 1, &tok).unwrap();
+        let data = std::fs::read(dir.join("model.safetensors")).unwrap();
+        assert_eq!(data.len() as u64, bytes);
+        let n = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
+        let header: Value = serde_json::from_slice(&data[8..8 + n]).unwrap();
+        let h = header.as_object().unwrap();
+        assert_eq!(h.len(), 1 + 9 + 1, "embeddings, one block's nine tensors, the final norm");
+        let end = h.values().map(|t| t["data_offsets"][1].as_u64().unwrap()).max().unwrap() as usize;
+        assert_eq!(8 + n + end, data.len());
+        let config = read_json(&dir.join("config.json")).unwrap();
+        assert_eq!(config["num_hidden_layers"], 1);
+        // The norm is ones; the weights are bounded by sqrt(3/fan_in) and not constant.
+        let t = &h["model.layers.0.input_layernorm.weight"];
+        let at = 8 + n + t["data_offsets"][0].as_u64().unwrap() as usize;
+        assert_eq!(f32::from_le_bytes(data[at..at + 4].try_into().unwrap()), 1.0);
+        let t = &h["model.layers.0.self_attn.q_proj.weight"];
+        let at = 8 + n + t["data_offsets"][0].as_u64().unwrap() as usize;
+        let w: Vec<f32> = data[at..at + 4096].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let bound = (3.0f32 / 1024.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= bound) && w.iter().any(|v| *v != w[0]));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(&tok).unwrap();
+    }
+
+    #[test]
+    fn verdicts_compare_in_the_targets_direction() {
+        assert_eq!(verdict(1.31, 1.3, true), "met");
+        assert_eq!(verdict(1.29, 1.3, true), "**not met**");
+        assert_eq!(verdict(0.69, 0.7, false), "met");
+        assert_eq!(verdict(0.71, 0.7, false), "**not met**");
+    }
 }

@@ -107,14 +107,16 @@ fn data_dir(flag: Option<&Path>, root: &Path) -> Result<PathBuf> {
 
 /// SHA-256 of the code that computes a figure, in sorted order, names included: each crate's
 /// `Cargo.toml`, `build.rs` and `src/` (not its tests, benches or examples), the workspace
-/// `Cargo.toml` (profiles, features) and `Cargo.lock`, and the task data `eval/tasks/`. A
-/// change to a test or a comment outside `src/` leaves cached runs valid.
+/// `Cargo.toml` (profiles, features), the task data `eval/tasks/`, and the `Cargo.lock` entries
+/// of the packages those crates depend on (see [`locked_closure`]). A change to a test, a comment
+/// outside `src/`, or xtask's own dependencies leaves cached runs valid.
 pub(crate) fn code_version(root: &Path) -> Result<String> {
     let mut files = Vec::new();
-    for p in ["Cargo.toml", "Cargo.lock", "eval/tasks"] {
+    for p in ["Cargo.toml", "eval/tasks"] {
         collect_files(&root.join(p), &mut files)?;
     }
     let crates = root.join("crates");
+    let mut members = Vec::new();
     for entry in std::fs::read_dir(&crates).with_context(|| format!("reading {}", crates.display()))? {
         let dir = entry?.path();
         if !dir.is_dir() {
@@ -123,6 +125,14 @@ pub(crate) fn code_version(root: &Path) -> Result<String> {
         for p in ["Cargo.toml", "build.rs", "src"] {
             if dir.join(p).exists() {
                 collect_files(&dir.join(p), &mut files)?;
+            }
+        }
+        let manifest = dir.join("Cargo.toml");
+        if manifest.is_file() {
+            let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+            let value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+            if let Some(name) = value.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()) {
+                members.push(name.to_owned());
             }
         }
     }
@@ -135,7 +145,65 @@ pub(crate) fn code_version(root: &Path) -> Result<String> {
         h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
         h.update([0]);
     }
+    let lock = root.join("Cargo.lock");
+    let text = std::fs::read_to_string(&lock).with_context(|| format!("reading {}", lock.display()))?;
+    h.update(b"Cargo.lock\0");
+    h.update(locked_closure(&text, &members).with_context(|| format!("reading {}", lock.display()))?.as_bytes());
     Ok(hex(&h.finalize()))
+}
+
+/// The `Cargo.lock` entries reachable from the packages named in `roots` (the crates under
+/// `crates/`), one canonical line each, sorted: name, version, source, checksum and
+/// dependencies. A package only xtask or the tests crate pulls in (a plotting crate for a
+/// report, say) is not part of it, so adding one does not orphan the cached runs.
+pub(crate) fn locked_closure(lock: &str, roots: &[String]) -> Result<String> {
+    let value: toml::Value = toml::from_str(lock).context("not a Cargo.lock")?;
+    let packages = value.get("package").and_then(|p| p.as_array()).context("no [[package]] entries")?;
+    let field = |p: &toml::Value, k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let deps = |p: &toml::Value| -> Vec<String> {
+        p.get("dependencies")
+            .and_then(|d| d.as_array())
+            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    // A dependency is written "name", "name version" or "name version (source)".
+    let find = |dep: &str| -> Result<usize> {
+        let mut parts = dep.split(' ');
+        let name = parts.next().unwrap_or_default();
+        let version = parts.next();
+        let hits: Vec<usize> = packages
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| field(p, "name") == name && version.is_none_or(|v| field(p, "version") == v))
+            .map(|(i, _)| i)
+            .collect();
+        match hits.as_slice() {
+            [i] => Ok(*i),
+            [] => bail!("dependency {dep:?} has no [[package]] entry"),
+            _ => bail!("dependency {dep:?} matches {} [[package]] entries", hits.len()),
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = Vec::new();
+    for r in roots {
+        todo.push(find(r)?);
+    }
+    while let Some(i) = todo.pop() {
+        if seen.insert(i) {
+            for d in deps(&packages[i]) {
+                todo.push(find(&d)?);
+            }
+        }
+    }
+    let mut lines: Vec<String> = seen
+        .iter()
+        .map(|&i| {
+            let p = &packages[i];
+            format!("{} {} {} {} [{}]", field(p, "name"), field(p, "version"), field(p, "source"), field(p, "checksum"), deps(p).join(", "))
+        })
+        .collect();
+    lines.sort();
+    Ok(lines.join("\n"))
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -474,20 +542,35 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         };
-        for (p, t) in [("Cargo.toml", "[workspace]"), ("Cargo.lock", "lock"), ("eval/tasks/piqa.toml", "v = 1"),
-            ("crates/a/Cargo.toml", "[package]"), ("crates/a/src/lib.rs", "fn a() {}"), ("crates/a/tests/t.rs", "#[test] fn t() {}")] {
+        let lock = |xtask_dep: &str, a_dep_version: &str| {
+            format!(
+                "[[package]]\nname = \"a\"\nversion = \"0.1.0\"\ndependencies = [\"dep\"]\n\n\
+                 [[package]]\nname = \"dep\"\nversion = \"{a_dep_version}\"\n\n\
+                 [[package]]\nname = \"xtask\"\nversion = \"0.1.0\"\ndependencies = [\"dep\", \"{xtask_dep}\"]\n\n\
+                 [[package]]\nname = \"{xtask_dep}\"\nversion = \"1.0.0\"\n"
+            )
+        };
+        for (p, t) in [("Cargo.toml", "[workspace]"), ("Cargo.lock", lock("plot", "1.0.0").as_str()), ("eval/tasks/piqa.toml", "v = 1"),
+            ("crates/a/Cargo.toml", "[package]\nname = \"a\""), ("crates/a/src/lib.rs", "fn a() {}"), ("crates/a/tests/t.rs", "#[test] fn t() {}")] {
             w(p, t);
         }
         let v0 = code_version(&root).unwrap();
         w("crates/a/tests/t.rs", "#[test] fn t2() {}");
         assert_eq!(code_version(&root).unwrap(), v0, "a test does not compute figures");
-        for (p, t) in [("crates/a/src/lib.rs", "fn b() {}"), ("crates/a/Cargo.toml", "[package] x"), ("Cargo.toml", "[profile]"),
-            ("Cargo.lock", "lock2"), ("eval/tasks/piqa.toml", "v = 2"), ("crates/a/build.rs", "fn main() {}")] {
+        w("Cargo.lock", &lock("chart", "1.0.0"));
+        assert_eq!(code_version(&root).unwrap(), v0, "xtask's own dependencies do not compute figures");
+        for (p, t) in [("crates/a/src/lib.rs", "fn b() {}"), ("crates/a/Cargo.toml", "[package]\nname = \"a\"\nx = 1"), ("Cargo.toml", "[profile]"),
+            ("Cargo.lock", lock("chart", "1.0.1").as_str()), ("eval/tasks/piqa.toml", "v = 2"), ("crates/a/build.rs", "fn main() {}")] {
             let before = code_version(&root).unwrap();
             w(p, t);
             assert_ne!(code_version(&root).unwrap(), before, "{p} changes the figures");
         }
         std::fs::remove_dir_all(&root).unwrap();
+        let real = std::fs::read_to_string(project_root().join("Cargo.lock")).unwrap();
+        let closure = locked_closure(&real, &["spindle".to_owned()]).unwrap();
+        assert!(closure.contains("\ntch 0.26"), "spindle reaches tch");
+        assert!(!closure.contains("\nxtask "), "the binary does not depend on xtask");
+        assert!(code_version(&project_root()).is_ok());
     }
 
     #[test]
