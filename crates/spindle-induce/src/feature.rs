@@ -65,7 +65,8 @@ pub enum PruningAware {
     /// The block after the pruner ran: its own mask and updated weights, fixed, against the
     /// block's output before pruning; the scalers are merged into the pruned weights, so the
     /// sparsity pattern stays exactly the pruner's. Needs the pruning lifecycle (the caller
-    /// prunes first, then trains); the best measured on SmolLM2 for every pruner.
+    /// prunes first, then trains); the best measured on SmolLM2 for Wanda and SparseGPT
+    /// (magnitude gains more from [`PruningAware::Mask`], whose mask moves with the scalers).
     Pruned,
 }
 
@@ -79,10 +80,11 @@ impl PruningAware {
     }
 }
 
-/// The model-changing stage's options. The defaults reconstruct without the SNL, which measured
-/// harmful on SmolLM2 (`docs/results/induce_smollm2.md`); `pruning_aware` defaults to
-/// [`PruningAware::Mask`], the reading that needs no pruner run (`spindle prune` defaults to
-/// [`PruningAware::Pruned`], the best measured).
+/// The model-changing stage's options. The defaults reconstruct through the mask without the
+/// SNL, the reading that needs no pruner run and the best measured for magnitude on SmolLM2
+/// (`docs/results/induce_smollm2.md`). The SNL's effect depends on λ: at 1e-3 and 1e-4 it hurt
+/// every pruner measured; at 1e-5 (the default λ) on top of [`PruningAware::Pruned`] it helped
+/// Wanda, and cost SparseGPT and magnitude a little.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FeatureConfig {
     /// `None`: reconstruction only (with pruning-aware training, the scalers still learn to
@@ -105,7 +107,7 @@ impl Default for FeatureConfig {
     fn default() -> Self {
         FeatureConfig {
             snl: None,
-            lambda: 1e-3,
+            lambda: 1e-5,
             lr: 5e-3,
             epochs: 2,
             weight_decay: 0.0,

@@ -60,7 +60,7 @@ impl InduceConfig {
         self.distribution.is_none() && self.equivalent.is_none() && self.feature.is_none()
     }
 
-    /// A short description of the stages, e.g. `distribution+feature(nuclear)`.
+    /// A short description of the stages, e.g. `distribution+feature(nuclear λ 1e-5,pruning-aware pruned)`.
     pub fn stages(&self) -> String {
         let mut parts = Vec::new();
         if self.distribution.is_some() {
@@ -70,7 +70,7 @@ impl InduceConfig {
             parts.push(format!("equivalent-snl({})", e.snl.name()));
         }
         if let Some(f) = &self.feature {
-            let snl = f.snl.map_or("none", |s| s.name());
+            let snl = f.snl.map_or_else(|| "none".to_owned(), |s| format!("{} λ {:e}", s.name(), f.lambda));
             parts.push(format!("feature({snl},pruning-aware {})", f.pruning_aware.name()));
         }
         if parts.is_empty() {

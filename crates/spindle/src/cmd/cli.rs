@@ -145,13 +145,14 @@ pub struct InduceFlags {
     /// Distribution stage: the bound on |log D|.
     #[arg(long, default_value_t = 8.0)]
     pub si_max_log_scale: f64,
-    /// The Spectral Norm Loss (default: none for the feature stage, where it measured harmful at
-    /// λ 1e-3; nuclear for the equivalent stage, which needs one).
+    /// The Spectral Norm Loss. Default for the feature stage: the best measured per pruner,
+    /// `nuclear` for Wanda and RIA, none for magnitude, SparseGPT and `spindle induce`;
+    /// `nuclear` for the equivalent stage, which needs one.
     #[arg(long, value_enum)]
     pub snl: Option<SnlArg>,
-    /// Feature stage: the SNL's weight λ.
-    #[arg(long, default_value_t = 1e-3)]
-    pub snl_lambda: f64,
+    /// Feature stage: the SNL's weight λ [default: 1e-5; 1e-3 and 1e-4 measured harmful].
+    #[arg(long)]
+    pub snl_lambda: Option<f64>,
     /// Feature stage: the features the SNL acts on.
     #[arg(long, value_enum, default_value = "inputs")]
     pub snl_features: SnlFeaturesArg,

@@ -33,13 +33,42 @@ pub(crate) fn scorer_of(method: MethodArg, ria_alpha: f64) -> Scorer {
     }
 }
 
+/// What the feature stage takes where its flags leave a choice open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FeatureDefaults {
+    pub pruning_aware: PruningAware,
+    /// The SNL when `--snl` is not given (its λ, unless `--snl-lambda` says, is
+    /// [`FeatureConfig`]'s default, 1e-5).
+    pub snl: Option<Snl>,
+}
+
+/// `spindle prune`'s feature-stage defaults per pruner: the best measured on SmolLM2 at 50%
+/// (`results/table4.md`, read in `docs/results/induce_smollm2.md`). Magnitude gains most from
+/// scalers trained through its mask before it prunes (its selection moves with them); Wanda and
+/// SparseGPT from scalers trained on the block they pruned. A small nuclear-over-spectral SNL
+/// (λ 1e-5) helps Wanda and costs magnitude and SparseGPT. RIA, not measured, follows Wanda,
+/// whose score it refines.
+pub(crate) fn prune_defaults(method: MethodArg) -> FeatureDefaults {
+    match method {
+        MethodArg::Magnitude => FeatureDefaults { pruning_aware: PruningAware::Mask, snl: None },
+        MethodArg::Wanda | MethodArg::Ria => FeatureDefaults { pruning_aware: PruningAware::Pruned, snl: Some(Snl::NuclearOverSpectral) },
+        MethodArg::Sparsegpt => FeatureDefaults { pruning_aware: PruningAware::Pruned, snl: None },
+    }
+}
+
+/// `spindle induce`'s defaults: it runs no pruner, so the scalers train through the target's
+/// mask, magnitude's best measured reading (and no SNL).
+pub(crate) fn induce_defaults() -> FeatureDefaults {
+    prune_defaults(MethodArg::Magnitude)
+}
+
 /// Stage two of the induction flags: `None` when no stage is asked for.
 pub(crate) fn config(
     flags: &InduceFlags,
     scorer: Scorer,
     pattern: Pattern,
     default_stages: &str,
-    default_pruning_aware: PruningAware,
+    defaults: FeatureDefaults,
 ) -> Result<Option<InduceConfig>, Failure> {
     let stages = flags.induce.as_deref().unwrap_or(default_stages);
     let (mut distribution, mut equivalent, mut feature) = (false, false, false);
@@ -65,12 +94,13 @@ pub(crate) fn config(
         return Ok(None);
     }
     let usage = |e: spindle_induce::InduceError| Failure::Usage(e.to_string());
-    let snl = match flags.snl {
-        Some(SnlArg::Nuclear) => Some(Snl::NuclearOverSpectral),
-        Some(SnlArg::SpectralFrobenius) => Some(Snl::SpectralOverFrobenius),
-        Some(SnlArg::SpectralEnergy) => Some(Snl::SpectralEnergy),
-        Some(SnlArg::None) | None => None,
-    };
+    // `None`: the flag was not given.
+    let snl = flags.snl.map(|s| match s {
+        SnlArg::Nuclear => Some(Snl::NuclearOverSpectral),
+        SnlArg::SpectralFrobenius => Some(Snl::SpectralOverFrobenius),
+        SnlArg::SpectralEnergy => Some(Snl::SpectralEnergy),
+        SnlArg::None => None,
+    });
     let distribution = if distribution {
         let start = match flags.si_start {
             StartArg::Identity => Start::Identity,
@@ -94,8 +124,7 @@ pub(crate) fn config(
         None
     };
     let equivalent = if equivalent {
-        let explicit = if flags.snl.is_none() { Some(Snl::NuclearOverSpectral) } else { snl };
-        let Some(snl) = explicit else {
+        let Some(snl) = snl.unwrap_or(Some(Snl::NuclearOverSpectral)) else {
             return Err(Failure::Usage(
                 "--induce equivalent-snl needs an --snl other than none".into(),
             ));
@@ -118,8 +147,8 @@ pub(crate) fn config(
     };
     let feature = if feature {
         let c = FeatureConfig {
-            snl,
-            lambda: flags.snl_lambda,
+            snl: snl.unwrap_or(defaults.snl),
+            lambda: flags.snl_lambda.unwrap_or(FeatureConfig::default().lambda),
             lr: flags.feature_lr,
             epochs: flags.feature_epochs,
             weight_decay: flags.feature_weight_decay,
@@ -131,7 +160,7 @@ pub(crate) fn config(
                 Some(PruningAwareArg::Off) => PruningAware::Off,
                 Some(PruningAwareArg::Mask) => PruningAware::Mask,
                 Some(PruningAwareArg::Pruned) => PruningAware::Pruned,
-                None => default_pruning_aware,
+                None => defaults.pruning_aware,
             },
             max_tokens: flags.snl_tokens,
             seed: 0,
@@ -237,7 +266,7 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
         scorer_of(args.target, 0.5),
         pattern,
         "distribution,feature",
-        PruningAware::Mask,
+        induce_defaults(),
     )?
     .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
     if cfg.feature_on_pruned() {

@@ -79,19 +79,8 @@ fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
     if args.batch_size == 0 || args.nsamples == 0 {
         return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
     }
-    let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", default_pruning_aware(args.method))?;
+    let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", crate::cmd::induce::prune_defaults(args.method))?;
     Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, batch_size: args.batch_size, induce })
-}
-
-/// What the feature stage reconstructs unless `--pruning-aware` says: the best measured per
-/// pruner on SmolLM2 (`results/table4.md`). Magnitude gains most from scalers trained through
-/// its mask before it prunes (its selection moves with them); Wanda and SparseGPT from scalers
-/// trained on the block they pruned. RIA, not measured, follows Wanda, whose score it refines.
-fn default_pruning_aware(method: MethodArg) -> spindle_induce::PruningAware {
-    match method {
-        MethodArg::Magnitude => spindle_induce::PruningAware::Mask,
-        MethodArg::Wanda | MethodArg::Sparsegpt | MethodArg::Ria => spindle_induce::PruningAware::Pruned,
-    }
 }
 
 /// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them, and their
@@ -226,4 +215,40 @@ fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) {
     }
     let peak = peak.map_or("unknown".to_owned(), |b| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)));
     println!("wrote {} in {:.1} s; peak resident memory {peak}", r.out.display(), r.seconds_prune + r.seconds_owl);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use spindle_induce::{FeatureConfig, PruningAware, Snl};
+
+    use crate::cmd::cli::{Cli, Command};
+
+    fn feature(method: &str, extra: &[&str]) -> FeatureConfig {
+        let argv = ["spindle", "prune", "--model", "m", "--out", "o", "--sparsity", "0.5", "--method", method, "--induce", "feature"];
+        let cli = Cli::try_parse_from(argv.iter().chain(extra)).expect("the flags parse");
+        let Command::Prune(args) = cli.command else { unreachable!("a prune command") };
+        super::config(&args).expect("a valid config").induce.expect("induction asked for").feature.expect("the feature stage")
+    }
+
+    #[test]
+    fn the_feature_stage_defaults_are_the_best_measured_per_pruner() {
+        let defaults = |method: &str| {
+            let f = feature(method, &[]);
+            (f.pruning_aware, f.snl, f.lambda)
+        };
+        assert_eq!(defaults("magnitude"), (PruningAware::Mask, None, 1e-5));
+        assert_eq!(defaults("wanda"), (PruningAware::Pruned, Some(Snl::NuclearOverSpectral), 1e-5));
+        assert_eq!(defaults("ria"), (PruningAware::Pruned, Some(Snl::NuclearOverSpectral), 1e-5));
+        assert_eq!(defaults("sparsegpt"), (PruningAware::Pruned, None, 1e-5));
+        // Each flag overrides its default alone.
+        let f = feature("wanda", &["--snl", "none"]);
+        assert_eq!((f.pruning_aware, f.snl), (PruningAware::Pruned, None));
+        let f = feature("wanda", &["--snl-lambda", "1e-3"]);
+        assert_eq!((f.snl, f.lambda), (Some(Snl::NuclearOverSpectral), 1e-3));
+        let f = feature("magnitude", &["--snl", "spectral-energy"]);
+        assert_eq!((f.pruning_aware, f.snl, f.lambda), (PruningAware::Mask, Some(Snl::SpectralEnergy), 1e-5));
+        let f = feature("sparsegpt", &["--pruning-aware", "off"]);
+        assert_eq!((f.pruning_aware, f.snl), (PruningAware::Off, None));
+    }
 }
