@@ -356,8 +356,9 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
     }
 
     let calib = ["--nsamples".to_owned(), args.nsamples.to_string(), "--seqlen".to_owned(), args.calib_seqlen.to_string(), "--seed".to_owned(), "0".to_owned()];
-    let spindle_prune = |model: &str, method: &str, extra: &[&str], name: &str| -> Result<Measured> {
-        let out = tmp.join(format!("{name}-out"));
+    // Each side's run, with the phase times its own JSON reports (`seconds`).
+    let spindle_prune = |model: &str, method: &str, extra: &[&str], name: &str| -> Result<(Measured, Value)> {
+        let (out, j) = (tmp.join(format!("{name}-out")), tmp.join(format!("{name}.json")));
         let _ = std::fs::remove_dir_all(&out);
         let m = measure(
             Command::new(spindle)
@@ -365,40 +366,49 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
                 .args(&calib)
                 .args(extra)
                 .arg("--out")
-                .arg(&out),
+                .arg(&out)
+                .arg("--json")
+                .arg(&j),
             &log(name),
         )?;
         let _ = std::fs::remove_dir_all(&out);
-        Ok(m)
+        Ok((m, read_json(&j)?["seconds"].clone()))
     };
-    let reference_prune = |model: &str, method: &str, name: &str| -> Result<Measured> {
-        let out = tmp.join(format!("{name}-out"));
+    let reference_prune = |model: &str, method: &str, name: &str| -> Result<(Measured, Value)> {
+        let (out, j) = (tmp.join(format!("{name}-out")), tmp.join(format!("{name}.json")));
         let _ = std::fs::remove_dir_all(&out);
         let m = measure(
             py("prune_reference.py")
                 .args(["--model", model, "--data", &data_dir, "--method", method, "--sparsity", "0.5", "--threads", &threads, "--no-eval"])
                 .args(&calib)
                 .arg("--save")
-                .arg(&out),
+                .arg(&out)
+                .arg("--json")
+                .arg(&j),
             &log(name),
         )?;
         let _ = std::fs::remove_dir_all(&out);
-        Ok(m)
+        Ok((m, read_json(&j)?["seconds"].clone()))
     };
 
     if args.wants(Section::Prune) {
         let mut rows = Vec::new();
         for method in ["magnitude", "wanda", "sparsegpt"] {
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let (mut ours, mut theirs, mut phases) = (Vec::new(), Vec::new(), (Value::Null, Value::Null));
             for _ in 0..args.repeats {
-                ours.push(spindle_prune(&model_dir, method, &[], &format!("prune-{method}-spindle"))?);
-                theirs.push(reference_prune(&model_dir, method, &format!("prune-{method}-reference"))?);
+                let (m, p) = spindle_prune(&model_dir, method, &[], &format!("prune-{method}-spindle"))?;
+                ours.push(m);
+                phases.0 = p;
+                let (m, p) = reference_prune(&model_dir, method, &format!("prune-{method}-reference"))?;
+                theirs.push(m);
+                phases.1 = p;
             }
             let (a, b) = (stats(&ours), stats(&theirs));
             let ratio = |k: &str| a[k].as_f64().unwrap_or(f64::NAN) / b[k].as_f64().unwrap_or(f64::NAN);
             println!("prune {method}: wall ratio {:.2}, peak memory ratio {:.2}", ratio("seconds_median"), ratio("peak_rss_mb_median"));
             rows.push(json!({
                 "method": method, "spindle": a.clone(), "reference": b.clone(),
+                "phases_of_the_last_run": {"spindle": phases.0, "reference": phases.1},
                 "wall_ratio": ratio("seconds_median"), "memory_ratio": ratio("peak_rss_mb_median"),
             }));
         }
@@ -410,8 +420,8 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
         for method in ["magnitude", "wanda"] {
             let (mut plain, mut si) = (Vec::new(), Vec::new());
             for _ in 0..args.induce_repeats {
-                plain.push(spindle_prune(&model_dir, method, &[], &format!("induce-{method}-plain"))?);
-                si.push(spindle_prune(&model_dir, method, &["--induce", "distribution,feature"], &format!("induce-{method}-si"))?);
+                plain.push(spindle_prune(&model_dir, method, &[], &format!("induce-{method}-plain"))?.0);
+                si.push(spindle_prune(&model_dir, method, &["--induce", "distribution,feature"], &format!("induce-{method}-si"))?.0);
             }
             let (a, b) = (stats(&si), stats(&plain));
             let extra = a["seconds_median"].as_f64().unwrap_or(f64::NAN) - b["seconds_median"].as_f64().unwrap_or(f64::NAN);
@@ -431,8 +441,8 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
             let dir_s = dir.to_string_lossy().into_owned();
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             for _ in 0..args.induce_repeats.min(args.repeats) {
-                ours.push(spindle_prune(&dir_s, "wanda", &[], &format!("scaling-{layers}-spindle"))?);
-                theirs.push(reference_prune(&dir_s, "wanda", &format!("scaling-{layers}-reference"))?);
+                ours.push(spindle_prune(&dir_s, "wanda", &[], &format!("scaling-{layers}-spindle"))?.0);
+                theirs.push(reference_prune(&dir_s, "wanda", &format!("scaling-{layers}-reference"))?.0);
             }
             let _ = std::fs::remove_dir_all(&dir);
             let (a, b) = (stats(&ours), stats(&theirs));
@@ -464,9 +474,18 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
         std::fs::create_dir_all(dir)?;
     }
     write_atomic(&out.with_extension("json"), &(serde_json::to_string_pretty(&figures)? + "\n"))?;
-    write_atomic(&out, &report(&figures))?;
+    let previous = std::fs::read_to_string(&out).unwrap_or_default();
+    write_atomic(&out, &(report(&figures) + kept_reading(&previous)))?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// The hand-written part of a report (from [`READING_MARKER`] on), which a rerun keeps: the
+/// reading of the figures, the causes of the gaps.
+const READING_MARKER: &str = "<!-- reading: kept by cargo xtask bench -->";
+
+fn kept_reading(previous: &str) -> &str {
+    previous.find(READING_MARKER).map_or("", |i| &previous[i..])
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
@@ -567,6 +586,18 @@ pub(crate) fn report(f: &Value) -> String {
                 verdict(m, 0.5, false),
             );
         }
+        s += "\nWhere the time goes (each side's own report of its last run, seconds):\n\n";
+        for r in rows {
+            let phases = |v: &Value| {
+                v.as_object().map(|o| o.iter().map(|(k, x)| format!("{k} {:.1}", f64_of(x))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+            };
+            s += &format!(
+                "- {}: spindle {}; reference {}\n",
+                r["method"].as_str().unwrap_or_default(),
+                phases(&r["phases_of_the_last_run"]["spindle"]),
+                phases(&r["phases_of_the_last_run"]["reference"]),
+            );
+        }
         s += "\n";
     }
     if let Some(rows) = f["induce"].as_array() {
@@ -650,6 +681,13 @@ mod tests {
         assert!(w.iter().all(|v| v.abs() <= bound) && w.iter().any(|v| *v != w[0]));
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_file(&tok).unwrap();
+    }
+
+    #[test]
+    fn a_rerun_keeps_the_hand_written_reading_and_nothing_else() {
+        let old = format!("# Benchmarks\n\nold figures\n\n{READING_MARKER}\n\n## Reading\n\nwhy\n");
+        assert_eq!(kept_reading(&old), format!("{READING_MARKER}\n\n## Reading\n\nwhy\n"));
+        assert_eq!(kept_reading("# Benchmarks\n\nold figures\n"), "");
     }
 
     #[test]
