@@ -356,39 +356,33 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
     }
 
     let calib = ["--nsamples".to_owned(), args.nsamples.to_string(), "--seqlen".to_owned(), args.calib_seqlen.to_string(), "--seed".to_owned(), "0".to_owned()];
-    // Each side's run, with the phase times its own JSON reports (`seconds`).
-    let spindle_prune = |model: &str, method: &str, extra: &[&str], name: &str| -> Result<(Measured, Value)> {
+    // One prune of either side: `cmd` writes its model under `out_flag` and its report as
+    // `--json`; the run is measured, the model removed, and the report's phase times returned.
+    let timed_prune = |cmd: &mut Command, out_flag: &str, name: &str| -> Result<(Measured, Value)> {
         let (out, j) = (tmp.join(format!("{name}-out")), tmp.join(format!("{name}.json")));
         let _ = std::fs::remove_dir_all(&out);
-        let m = measure(
-            Command::new(spindle)
-                .args(["--threads", &threads, "prune", "--model", model, "--method", method, "--sparsity", "0.5"])
-                .args(&calib)
-                .args(extra)
-                .arg("--out")
-                .arg(&out)
-                .arg("--json")
-                .arg(&j),
-            &log(name),
-        )?;
+        let m = measure(cmd.arg(out_flag).arg(&out).arg("--json").arg(&j), &log(name))?;
         let _ = std::fs::remove_dir_all(&out);
         Ok((m, read_json(&j)?["seconds"].clone()))
     };
-    let reference_prune = |model: &str, method: &str, name: &str| -> Result<(Measured, Value)> {
-        let (out, j) = (tmp.join(format!("{name}-out")), tmp.join(format!("{name}.json")));
-        let _ = std::fs::remove_dir_all(&out);
-        let m = measure(
+    let spindle_prune = |model: &str, method: &str, extra: &[&str], name: &str| {
+        timed_prune(
+            Command::new(spindle)
+                .args(["--threads", &threads, "prune", "--model", model, "--method", method, "--sparsity", "0.5"])
+                .args(&calib)
+                .args(extra),
+            "--out",
+            name,
+        )
+    };
+    let reference_prune = |model: &str, method: &str, name: &str| {
+        timed_prune(
             py("prune_reference.py")
                 .args(["--model", model, "--data", &data_dir, "--method", method, "--sparsity", "0.5", "--threads", &threads, "--no-eval"])
-                .args(&calib)
-                .arg("--save")
-                .arg(&out)
-                .arg("--json")
-                .arg(&j),
-            &log(name),
-        )?;
-        let _ = std::fs::remove_dir_all(&out);
-        Ok((m, read_json(&j)?["seconds"].clone()))
+                .args(&calib),
+            "--save",
+            name,
+        )
     };
 
     if args.wants(Section::Prune) {

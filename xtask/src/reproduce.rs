@@ -399,7 +399,7 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     for p in pending {
         let what = format!("{} / {}", p.run.model.id, p.run.row.id);
         let t0 = Instant::now();
-        execute(p, &table, &spindle, &cache, &fp, Some(args.threads), &bar).with_context(|| format!("run {what}"))?;
+        execute(p, &table, &spindle, &cache, &fp, args.threads, &bar).with_context(|| format!("run {what}"))?;
         bar.inc(1);
         let line = format!("finished {what} in {:.1} min ({}/{})", t0.elapsed().as_secs_f64() / 60.0, bar.position(), bar.length().unwrap_or(0));
         // A hidden bar (stderr is not a terminal, as in CI) drops println: say it plainly there.
@@ -440,15 +440,13 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-fn execute(p: &Planned, table: &Table, spindle: &Path, cache: &Path, fp: &Fingerprint, threads: Option<usize>, bar: &ProgressBar) -> Result<()> {
+fn execute(p: &Planned, table: &Table, spindle: &Path, cache: &Path, fp: &Fingerprint, threads: usize, bar: &ProgressBar) -> Result<()> {
     let (Ok(source), Some(dir)) = (&p.source, p.dir(cache)) else {
         bail!("the run has no resolved model");
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let base = |cmd: &mut Command| {
-        if let Some(t) = threads {
-            cmd.arg("--threads").arg(t.to_string());
-        }
+        cmd.arg("--threads").arg(threads.to_string());
         cmd.arg("--data-dir").arg(&fp.data_dir);
     };
     let model = dir.join("model");
