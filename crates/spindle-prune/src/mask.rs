@@ -10,7 +10,7 @@ pub(crate) fn floor_share(count: i64, p: f64) -> i64 {
 }
 
 /// Checks that `w` is 2-D and, for N:M, that its input dimension is divisible by M.
-pub(crate) fn check_pattern(w: &Tensor, pattern: Pattern) -> Result<(i64, i64), PruneError> {
+pub fn check_pattern(w: &Tensor, pattern: Pattern) -> Result<(i64, i64), PruneError> {
     let pattern = pattern.validate()?;
     let (o, i) = dims2(w)?;
     if let Pattern::NM { m, .. } = pattern
@@ -32,12 +32,42 @@ pub fn per_row(score: &Tensor, sparsity: f64) -> Result<Tensor, PruneError> {
     // The first k of a stable ascending sort, without sorting (which was most of Wanda's
     // pruning time after the forward passes): every score below the row's k-th smallest t,
     // then the scores equal to t in index order until the row has k.
-    let (t, _) = score.kthvalue(k, -1, true);
+    let t = row_kth(score, k)?;
     let below = score.lt_tensor(&t);
     let tied = score.eq_tensor(&t);
     let room = Tensor::from(k) - below.sum_dim_intlist(-1, true, Kind::Int64);
     let first_ties = tied.cumsum(-1, Kind::Int64).le_tensor(&room);
     Ok(below.logical_or(&tied.logical_and(&first_ties)))
+}
+
+/// Each row's `k`-th smallest score (1-based) `[out, 1]`, NaN ranked highest as `kthvalue` and
+/// `sort` rank it. On the CPU it is selected here, row by row in a reused buffer: libtorch's
+/// `kthvalue` copies every row with its indices and took 11% of a Wanda prune of SmolLM2, about
+/// four times this.
+fn row_kth(score: &Tensor, k: i64) -> Result<Tensor, PruneError> {
+    if score.device() != tch::Device::Cpu {
+        return Ok(score.kthvalue(k, -1, true).0);
+    }
+    let (rows, cols) = dims2(score)?;
+    let values = Vec::<f32>::try_from(score.to_kind(Kind::Float).contiguous().view([-1]))?;
+    let mut row = vec![0f32; cols as usize];
+    let mut kth = Vec::with_capacity(rows as usize);
+    for r in values.chunks_exact(cols as usize) {
+        row.copy_from_slice(r);
+        kth.push(select_kth(&mut row, k as usize - 1));
+    }
+    Ok(Tensor::from_slice(&kth).view([rows, 1]).to_kind(score.kind()))
+}
+
+/// The `k`-th smallest (0-based) of `values`, reordering them; NaN ranks above every number and
+/// −0 equals +0, as libtorch's comparisons have it. The value is exact: f32 holds every score
+/// dtype spindle prunes in (f32, bf16, f16) without rounding.
+fn select_kth(values: &mut [f32], k: usize) -> f32 {
+    let nan_high = |a: &f32, b: &f32| match (a.is_nan(), b.is_nan()) {
+        (false, false) => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+        (a_nan, b_nan) => a_nan.cmp(&b_nan),
+    };
+    *values.select_nth_unstable_by(k, nan_high).1
 }
 
 /// Per-matrix selection: `|score| <= sorted(score)[floor(numel · p)]`, as magnitude pruning and
@@ -48,14 +78,21 @@ pub fn per_matrix(score: &Tensor, sparsity: f64) -> Result<Tensor, PruneError> {
     if sparsity == 0.0 {
         return Ok(Tensor::zeros_like(score).to_kind(Kind::Bool));
     }
-    Ok(score.le_tensor(&kth_smallest(&score.flatten(0, -1), floor_share(score.numel() as i64, sparsity))))
+    Ok(score.le_tensor(&kth_smallest(&score.flatten(0, -1), floor_share(score.numel() as i64, sparsity))?))
 }
 
 /// `sorted(flat)[k]` (0-based), the reference's threshold, without sorting: a selection in
 /// O(n) where the sort was O(n log n) and most of magnitude pruning's time. The value is the
 /// same (the k-th order statistic is one number however ties are ordered), so are the masks.
-pub(crate) fn kth_smallest(flat: &Tensor, k: i64) -> Tensor {
-    flat.kthvalue(k + 1, 0, false).0
+pub(crate) fn kth_smallest(flat: &Tensor, k: i64) -> Result<Tensor, PruneError> {
+    if flat.device() != tch::Device::Cpu {
+        return Ok(flat.kthvalue(k + 1, 0, false).0);
+    }
+    let mut values = Vec::<f32>::try_from(flat.to_kind(Kind::Float).contiguous())?;
+    if k < 0 || k as usize >= values.len() {
+        return Err(PruneError::Shape(format!("no {k}-th smallest of {} scores", values.len())));
+    }
+    Ok(Tensor::from(select_kth(&mut values, k as usize)).to_kind(flat.kind()))
 }
 
 /// N:M selection: in every group of `m` consecutive inputs of each row, the `m − n` lowest
@@ -119,6 +156,22 @@ mod tests {
             let per_row_count = ours.sum_dim_intlist(-1, false, Kind::Int64);
             assert!(per_row_count.eq(k).all().int64_value(&[]) == 1, "every row prunes exactly k");
         }
+    }
+
+    #[test]
+    fn the_cpu_row_selection_is_kthvalue_with_ties_signed_zeros_and_nans() {
+        let score = tied_scores(24, 50, 7);
+        // Signed zeros and NaNs, which a careless comparison orders differently from libtorch.
+        let _ = score.narrow(0, 0, 6).narrow(1, 0, 20).fill_(-0.0);
+        let _ = score.narrow(0, 3, 6).narrow(1, 10, 7).fill_(f64::NAN);
+        for k in [1, 2, 17, 25, 44, 49, 50] {
+            let ours = super::row_kth(&score, k).unwrap();
+            let (theirs, _) = score.kthvalue(k, -1, true);
+            let same = ours.eq_tensor(&theirs).logical_or(&ours.isnan().logical_and(&theirs.isnan()));
+            assert!(bool::try_from(same.all()).unwrap(), "k {k}");
+        }
+        let half = score.to_kind(Kind::BFloat16);
+        assert!(super::row_kth(&half, 9).unwrap().equal(&half.kthvalue(9, -1, true).0));
     }
 
     #[test]

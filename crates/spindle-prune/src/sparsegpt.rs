@@ -125,7 +125,7 @@ pub fn prune(w: &Tensor, h: &Tensor, pattern: Pattern, cfg: SparseGptConfig) -> 
             Some(p) if p > 0.0 => {
                 let tmp = w1.pow_tensor_scalar(2) / hdiag1.reshape([1, -1]).pow_tensor_scalar(2);
                 let flat = tmp.flatten(0, -1);
-                let thresh = crate::mask::kth_smallest(&flat, floor_share(flat.size()[0], p));
+                let thresh = crate::mask::kth_smallest(&flat, floor_share(flat.size()[0], p))?;
                 tmp.le_tensor(&thresh)
             }
             // N:M masks are chosen lazily below; sparsity 0 prunes nothing.
