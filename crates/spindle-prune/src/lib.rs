@@ -37,7 +37,7 @@ pub mod wanda;
 
 use std::fmt;
 
-pub use mask::{apply_mask, sparsity};
+pub use mask::{apply_mask, check_pattern, sparsity};
 pub use sparsegpt::{DampRetry, SparseGptConfig, SparseGptOutcome};
 pub use stats::{ActNorms, ColumnNorms, Hessian};
 

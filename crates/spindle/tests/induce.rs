@@ -167,6 +167,7 @@ fn wanda_masks_are_identical_after_the_distribution_stage() {
                 pattern,
                 allocation: Allocation::Uniform,
                 true_sequential: false,
+                layer_errors: false,
                 batch_size: 2,
                 induce: None,
             };
@@ -267,6 +268,7 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
         pattern: HALF,
         allocation: Allocation::Uniform,
         true_sequential: false,
+        layer_errors: false,
         batch_size: 2,
         induce: Some(induce),
     };
@@ -296,6 +298,7 @@ fn scalers_trained_on_the_pruned_block_keep_sparsegpt_s_mask_and_lower_its_error
             pattern: HALF,
             allocation: Allocation::Uniform,
             true_sequential: false,
+            layer_errors: false,
             batch_size: 2,
             induce,
         };

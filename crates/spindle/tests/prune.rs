@@ -22,7 +22,7 @@ fn calib_ids(n: i64, s: i64, vocab: i64) -> Tensor {
 }
 
 fn cfg(method: Method, pattern: Pattern, true_sequential: bool) -> PruneConfig {
-    PruneConfig { method, pattern, allocation: Allocation::Uniform, true_sequential, batch_size: 3, induce: None }
+    PruneConfig { method, pattern, allocation: Allocation::Uniform, true_sequential, layer_errors: true, batch_size: 3, induce: None }
 }
 
 /// Every tensor of a checkpoint by name.
@@ -197,7 +197,7 @@ fn spindle_prune_writes_a_model_and_a_report() {
     let out = t.path().join("pruned");
     let json = t.path().join("report.json");
     let o = spindle(&[
-        "prune", "--model", m, "--method", "sparsegpt", "--pattern", "2:4", "--nsamples", "4", "--seqlen", "64",
+        "prune", "--model", m, "--method", "sparsegpt", "--pattern", "2:4", "--nsamples", "4", "--seqlen", "64", "--layer-errors",
         "--out", out.to_str().unwrap(), "--json", json.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -215,6 +215,7 @@ fn spindle_prune_writes_a_model_and_a_report() {
         let e = l["rel_error"].as_f64().unwrap();
         assert!(e > 0.0 && e < 1.0, "{l}");
     }
+    assert_eq!(r["config"]["layer_errors"], serde_json::json!(true));
     // The written model loads and runs.
     let pruned = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
     let logits = pruned.forward(&Tensor::from_slice(&[1i64, 5, 9]).view([1, 3]), None).unwrap();

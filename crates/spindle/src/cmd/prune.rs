@@ -80,7 +80,7 @@ fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
         return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
     }
     let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", crate::cmd::induce::prune_defaults(args.method))?;
-    Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, batch_size: args.batch_size, induce })
+    Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, layer_errors: args.layer_errors, batch_size: args.batch_size, induce })
 }
 
 /// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them, and their
@@ -164,7 +164,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
             "out": report.out,
             "config": {
                 "method": cfg.method.name(), "method_options": format!("{:?}", cfg.method), "pattern": pattern_json(cfg.pattern),
-                "allocation": format!("{:?}", cfg.allocation), "true_sequential": cfg.true_sequential,
+                "allocation": format!("{:?}", cfg.allocation), "true_sequential": cfg.true_sequential, "layer_errors": cfg.layer_errors,
                 "batch_size": cfg.batch_size, "dtype": format!("{kind:?}"), "device": format!("{:?}", runtime.device), "threads": runtime.threads,
                 "spindle_version": env!("CARGO_PKG_VERSION"),
                 "induce": cfg.induce.as_ref().map(crate::cmd::induce::config_json),
