@@ -74,6 +74,39 @@ fn inverse_factor(h: &Tensor, percdamp: f64) -> Result<Option<Tensor>, PruneErro
     Ok(Some(u))
 }
 
+/// The reference's set-up before the column loop, on `w` (an f32 copy, changed in place): dead
+/// inputs (never active in calibration) get `H_dd = 1` and a zeroed column, then `Hinv` is
+/// factorised, with more damping after each failure.
+struct Factorised {
+    dead: Tensor,
+    hinv: Tensor,
+    percdamp: f64,
+    retries: Vec<DampRetry>,
+}
+
+fn factorise(w: &mut Tensor, h: &Tensor, cfg: SparseGptConfig) -> Result<Factorised, PruneError> {
+    let h = h.to_dtype(Kind::Float, false, true);
+    let dead = h.diagonal(0, 0, 1).eq(0.0);
+    let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
+    let _ = w.masked_fill_(&dead.reshape([1, -1]), 0.0);
+    let mut percdamp = cfg.percdamp;
+    let mut retries = Vec::new();
+    let mut tried = Vec::new();
+    let hinv = loop {
+        tried.push(percdamp);
+        if let Some(u) = inverse_factor(&h, percdamp)? {
+            break u;
+        }
+        let next = percdamp * 10.0;
+        if next > cfg.max_percdamp * (1.0 + 1e-9) {
+            return Err(PruneError::Cholesky { tried, max_percdamp: cfg.max_percdamp });
+        }
+        retries.push(DampRetry { failed_percdamp: percdamp, next_percdamp: next });
+        percdamp = next;
+    };
+    Ok(Factorised { dead, hinv, percdamp, retries })
+}
+
 /// Prunes `w` `[out, in]` with Hessian `h` `[in, in]` (see [`crate::Hessian`]).
 pub fn prune(w: &Tensor, h: &Tensor, pattern: Pattern, cfg: SparseGptConfig) -> Result<SparseGptOutcome, PruneError> {
     let mut out = prune_shared(&[w], h, pattern, cfg)?;
@@ -114,28 +147,7 @@ pub fn prune_shared(ws: &[&Tensor], h: &Tensor, pattern: Pattern, cfg: SparseGpt
     } else {
         Tensor::cat(&ws.iter().map(|w| w.to_kind(Kind::Float)).collect::<Vec<_>>(), 0)
     };
-    let h = h.to_dtype(Kind::Float, false, true);
-    // Dead inputs (never active in calibration): H_dd = 1 and the column zeroed.
-    let dead = h.diagonal(0, 0, 1).eq(0.0);
-    let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
-    let _ = w.masked_fill_(&dead.reshape([1, -1]), 0.0);
-
-    let mut percdamp = cfg.percdamp;
-    let mut retries = Vec::new();
-    let mut tried = Vec::new();
-    let hinv = loop {
-        tried.push(percdamp);
-        if let Some(u) = inverse_factor(&h, percdamp)? {
-            break u;
-        }
-        let next = percdamp * 10.0;
-        if next > cfg.max_percdamp * (1.0 + 1e-9) {
-            return Err(PruneError::Cholesky { tried, max_percdamp: cfg.max_percdamp });
-        }
-        retries.push(DampRetry { failed_percdamp: percdamp, next_percdamp: next });
-        percdamp = next;
-    };
-    drop(h);
+    let Factorised { dead, hinv, percdamp, retries } = factorise(&mut w, h, cfg)?;
 
     let unstructured = match pattern {
         Pattern::Unstructured { sparsity } => Some(sparsity),
@@ -237,41 +249,13 @@ mod tests {
 
     /// The reference's `fasterprune`, one column at a time as written there (Q1, Err1 and
     /// Losses1 filled per column; the update including the column itself): what the reshaped
-    /// loop above must equal bit for bit.
+    /// loop above must equal bit for bit (the set-up before the loop, `factorise`, is shared).
     fn transcription(w: &Tensor, h: &Tensor, pattern: Pattern, cfg: SparseGptConfig) -> Result<SparseGptOutcome, PruneError> {
         let (rows, cols) = check_pattern(w, pattern)?;
-        if h.size() != [cols, cols] {
-            return Err(PruneError::Shape(format!("Hessian {:?} does not match a weight with {cols} inputs", h.size())));
-        }
-        if cfg.blocksize < 1 || cfg.percdamp.is_nan() || cfg.percdamp <= 0.0 {
-            return Err(PruneError::BadPattern(format!("blocksize {} and percdamp {} must be positive", cfg.blocksize, cfg.percdamp)));
-        }
         let _guard = tch::no_grad_guard();
         let dtype = w.kind();
-        // Fresh copies: both are updated in place below, and `to_kind` to the same kind aliases.
         let mut w = w.to_dtype(Kind::Float, false, true);
-        let h = h.to_dtype(Kind::Float, false, true);
-        // Dead inputs (never active in calibration): H_dd = 1 and the column zeroed.
-        let dead = h.diagonal(0, 0, 1).eq(0.0);
-        let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
-        let _ = w.masked_fill_(&dead.reshape([1, -1]), 0.0);
-
-        let mut percdamp = cfg.percdamp;
-        let mut retries = Vec::new();
-        let mut tried = Vec::new();
-        let hinv = loop {
-            tried.push(percdamp);
-            if let Some(u) = inverse_factor(&h, percdamp)? {
-                break u;
-            }
-            let next = percdamp * 10.0;
-            if next > cfg.max_percdamp * (1.0 + 1e-9) {
-                return Err(PruneError::Cholesky { tried, max_percdamp: cfg.max_percdamp });
-            }
-            retries.push(DampRetry { failed_percdamp: percdamp, next_percdamp: next });
-            percdamp = next;
-        };
-        drop(h);
+        let Factorised { dead, hinv, percdamp, retries } = factorise(&mut w, h, cfg)?;
 
         let unstructured = match pattern {
             Pattern::Unstructured { sparsity } => Some(sparsity),
