@@ -43,9 +43,9 @@ pub fn per_row(score: &Tensor, sparsity: f64) -> Result<Tensor, PruneError> {
 /// Each row's `k`-th smallest score (1-based) `[out, 1]`, NaN ranked highest as `kthvalue` and
 /// `sort` rank it. On the CPU it is selected here, row by row in a reused buffer: libtorch's
 /// `kthvalue` copies every row with its indices and took 11% of a Wanda prune of SmolLM2, about
-/// four times this.
+/// four times as long as this.
 fn row_kth(score: &Tensor, k: i64) -> Result<Tensor, PruneError> {
-    if score.device() != tch::Device::Cpu {
+    if !selects_here(score) {
         return Ok(score.kthvalue(k, -1, true).0);
     }
     let (rows, cols) = dims2(score)?;
@@ -57,6 +57,11 @@ fn row_kth(score: &Tensor, k: i64) -> Result<Tensor, PruneError> {
         kth.push(select_kth(&mut row, k as usize - 1));
     }
     Ok(Tensor::from_slice(&kth).view([rows, 1]).to_kind(score.kind()))
+}
+
+/// Whether [`select_kth`] can rank `scores` exactly: on the CPU, in a dtype f32 holds exactly.
+fn selects_here(scores: &Tensor) -> bool {
+    scores.device() == tch::Device::Cpu && matches!(scores.kind(), Kind::Float | Kind::BFloat16 | Kind::Half)
 }
 
 /// The `k`-th smallest (0-based) of `values`, reordering them; NaN ranks above every number and
@@ -85,7 +90,7 @@ pub fn per_matrix(score: &Tensor, sparsity: f64) -> Result<Tensor, PruneError> {
 /// O(n) where the sort was O(n log n) and most of magnitude pruning's time. The value is the
 /// same (the k-th order statistic is one number however ties are ordered), so are the masks.
 pub(crate) fn kth_smallest(flat: &Tensor, k: i64) -> Result<Tensor, PruneError> {
-    if flat.device() != tch::Device::Cpu {
+    if !selects_here(flat) {
         return Ok(flat.kthvalue(k + 1, 0, false).0);
     }
     let mut values = Vec::<f32>::try_from(flat.to_kind(Kind::Float).contiguous())?;
@@ -170,8 +175,12 @@ mod tests {
             let same = ours.eq_tensor(&theirs).logical_or(&ours.isnan().logical_and(&theirs.isnan()));
             assert!(bool::try_from(same.all()).unwrap(), "k {k}");
         }
-        let half = score.to_kind(Kind::BFloat16);
-        assert!(super::row_kth(&half, 9).unwrap().equal(&half.kthvalue(9, -1, true).0));
+        // bf16 and f16 are ranked here exactly; f64 (which f32 would round) goes to kthvalue.
+        for kind in [Kind::BFloat16, Kind::Half, Kind::Double] {
+            let jitter = Tensor::rand([24, 50], (Kind::Double, tch::Device::Cpu)) * 1e-9;
+            let other = (score.nan_to_num(0.0, None, None).to_kind(Kind::Double) + jitter).to_kind(kind);
+            assert!(super::row_kth(&other, 9).unwrap().equal(&other.kthvalue(9, -1, true).0), "{kind:?}");
+        }
     }
 
     #[test]

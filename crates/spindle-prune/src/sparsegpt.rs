@@ -74,16 +74,18 @@ fn inverse_factor(h: &Tensor, percdamp: f64) -> Result<Option<Tensor>, PruneErro
     Ok(Some(u))
 }
 
-/// The reference's set-up before the column loop, on `w` (an f32 copy, changed in place): dead
-/// inputs (never active in calibration) get `H_dd = 1` and a zeroed column, then `Hinv` is
-/// factorised, with more damping after each failure.
+/// What [`factorise`] leaves for the column loop.
 struct Factorised {
+    /// The dead inputs `[in]`.
     dead: Tensor,
     hinv: Tensor,
     percdamp: f64,
     retries: Vec<DampRetry>,
 }
 
+/// The reference's set-up before the column loop, on `w` (an f32 copy, changed in place): dead
+/// inputs (never active in calibration) get `H_dd = 1` and a zeroed column, then `Hinv` is
+/// factorised, with more damping after each failure.
 fn factorise(w: &mut Tensor, h: &Tensor, cfg: SparseGptConfig) -> Result<Factorised, PruneError> {
     let h = h.to_dtype(Kind::Float, false, true);
     let dead = h.diagonal(0, 0, 1).eq(0.0);
@@ -241,7 +243,6 @@ pub fn prune_shared(ws: &[&Tensor], h: &Tensor, pattern: Pattern, cfg: SparseGpt
     }
     Ok(out)
 }
-
 
 #[cfg(test)]
 mod tests {
