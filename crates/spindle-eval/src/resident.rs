@@ -29,9 +29,4 @@ impl<'a> Resident<'a> {
         }
         Ok(h)
     }
-
-    /// Logits for every position.
-    pub fn logits(&self, ids: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.model.head(&self.hidden(ids)?))
-    }
 }
