@@ -53,7 +53,10 @@ pub enum FeatureSource {
     BlockOutput,
 }
 
-/// What the model-changing stage reconstructs, and so what its scalers learn to compensate.
+/// What the model-changing feature stage (before pruning) reconstructs, and so what its scalers
+/// learn to compensate. Training after the pruner ran, on the pruned block, is not a reading of
+/// this stage: it is reconstruction after pruning, a stage of its own (`spindle prune
+/// --reconstruct`), which the same [`train`] drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PruningAware {
     /// The dense block: the scalers keep its function, and only the SNL moves them.
@@ -62,12 +65,6 @@ pub enum PruningAware {
     /// every step (straight-through), before the pruner runs. SparseGPT's mask is approximated
     /// by Wanda's, and its weight update is not modelled.
     Mask,
-    /// The block after the pruner ran: its own mask and updated weights, fixed, against the
-    /// block's output before pruning; the scalers are merged into the pruned weights, so the
-    /// sparsity pattern stays exactly the pruner's. Needs the pruning lifecycle (the caller
-    /// prunes first, then trains); the best measured on SmolLM2 for Wanda and SparseGPT
-    /// (magnitude gains more from [`PruningAware::Mask`], whose mask moves with the scalers).
-    Pruned,
 }
 
 impl PruningAware {
@@ -75,28 +72,23 @@ impl PruningAware {
         match self {
             PruningAware::Off => "off",
             PruningAware::Mask => "mask",
-            PruningAware::Pruned => "pruned",
         }
     }
 }
 
-/// The model-changing stage's options. The defaults reconstruct through the mask without the
-/// SNL, the reading that needs no pruner run and the best measured for magnitude on SmolLM2
-/// (`docs/results/induce_smollm2.md`). The SNL's effect depends on λ: at 1e-3 and 1e-4 it hurt
-/// every pruner measured; at 1e-5 (the default λ) on top of [`PruningAware::Pruned`] it helped
-/// Wanda, and cost SparseGPT and magnitude a little.
+/// The scaler trainer's options: the model-changing feature stage before pruning and the
+/// reconstruction after it train the same scalers the same way, on different blocks. The
+/// defaults train for 2 epochs at AdamW's learning rate 5e-3 without the SNL; λ 1e-5 is the
+/// weight an SNL gets when one is asked for without a weight.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FeatureConfig {
-    /// `None`: reconstruction only (with pruning-aware training, the scalers still learn to
-    /// compensate what pruning removes).
+    /// `None`: reconstruction only.
     pub snl: Option<Snl>,
     pub lambda: f64,
     pub lr: f64,
     pub epochs: usize,
     pub weight_decay: f64,
     pub source: FeatureSource,
-    /// What the reconstruction is measured on.
-    pub pruning_aware: PruningAware,
     /// At most this many tokens of each feature matrix enter the SNL.
     pub max_tokens: i64,
     /// Orders the calibration samples of each epoch.
@@ -112,7 +104,6 @@ impl Default for FeatureConfig {
             epochs: 2,
             weight_decay: 0.0,
             source: FeatureSource::LinearInputs,
-            pruning_aware: PruningAware::Mask,
             max_tokens: 256,
             seed: 0,
         }
@@ -121,15 +112,23 @@ impl Default for FeatureConfig {
 
 impl FeatureConfig {
     pub fn validate(self) -> Result<FeatureConfig, InduceError> {
-        if !(self.lr > 0.0
-            && self.lambda >= 0.0
-            && self.weight_decay >= 0.0
-            && self.epochs > 0
-            && self.max_tokens > 0)
-        {
-            return Err(InduceError::Config(format!(
-                "{self:?}: lr and epochs must be positive, lambda and weight decay non-negative"
-            )));
+        let bad = |field: &str, value: String, rule: &str| {
+            Err(InduceError::Config(format!("{field} must be {rule}, got {value}")))
+        };
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("the learning rate", self.lr.to_string(), "positive and finite");
+        }
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            return bad("the SNL weight λ", self.lambda.to_string(), "non-negative and finite");
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("the weight decay", self.weight_decay.to_string(), "non-negative and finite");
+        }
+        if self.epochs == 0 {
+            return bad("the epochs", self.epochs.to_string(), "at least 1");
+        }
+        if self.max_tokens <= 0 {
+            return bad("the SNL's tokens", self.max_tokens.to_string(), "at least 1");
         }
         Ok(self)
     }

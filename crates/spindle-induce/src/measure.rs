@@ -50,6 +50,17 @@ impl Scorer {
         !matches!(self, Scorer::Magnitude)
     }
 
+    /// Whether no absorbable scaling can change this selection: Wanda's `|W_ij|·‖X_j‖` is
+    /// unchanged under `W → W·D`, `X → X/D` (tested in `tests/invariance.rs`).
+    pub fn invariant_under_scaling(self) -> bool {
+        matches!(self, Scorer::Wanda)
+    }
+
+    /// Whether the score reads the input's statistics (magnitude's does not).
+    pub fn uses_statistics(self) -> bool {
+        !matches!(self, Scorer::Magnitude)
+    }
+
     /// The mask (`true` = removed) the pruner would choose from `score` under `pattern`, exactly
     /// as `spindle-prune` chooses it.
     pub fn select(self, score: &Tensor, pattern: Pattern) -> Result<Tensor, InduceError> {

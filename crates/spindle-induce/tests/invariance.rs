@@ -321,6 +321,52 @@ fn snl_variants_have_their_closed_forms() {
     ));
 }
 
+/// The SVD-based loss the Gram-matrix form replaced, with libtorch's autograd through the SVD.
+fn snl_by_svd(snl: Snl, f: &Tensor) -> Tensor {
+    let m = f.reshape([-1, f.size()[f.dim() - 1]]).to_kind(Kind::Double);
+    let (_, s, _) = m.svd(true, true);
+    let s1 = s.narrow(0, 0, 1).squeeze();
+    match snl {
+        Snl::NuclearOverSpectral => s.sum(Kind::Double) / s1,
+        Snl::SpectralOverFrobenius => -(s1 / s.pow_tensor_scalar(2).sum(Kind::Double).sqrt()),
+        Snl::SpectralEnergy => -(s1.pow_tensor_scalar(2) / s.pow_tensor_scalar(2).sum(Kind::Double)),
+    }
+}
+
+#[test]
+fn snl_matches_the_svd_and_its_gradient() {
+    tch::manual_seed(17);
+    // Wide and tall, as the feature stage's 256-token matrices of 576 or 1536 channels are
+    // wide, and a block output of few channels would be tall; with a spread of singular values.
+    for shape in [[24i64, 40], [40, 24], [16, 16]] {
+        let base = Tensor::randn(shape, (Kind::Double, Device::Cpu));
+        let spread = Tensor::logspace(0.0, -3.0, shape[1], 10.0, (Kind::Double, Device::Cpu));
+        let f = (base * spread.view([1, -1])).to_kind(Kind::Float);
+        for snl in Snl::ALL {
+            let a = f.copy().set_requires_grad(true);
+            let ours = snl.loss(&a).unwrap();
+            ours.backward();
+            let b = f.copy().set_requires_grad(true);
+            let theirs = snl_by_svd(snl, &b);
+            theirs.backward();
+            let (x, y) = (ours.double_value(&[]), theirs.double_value(&[]));
+            assert!((x - y).abs() <= 1e-6 * y.abs().max(1.0), "{snl:?} {shape:?}: {x} vs {y}");
+            let (ga, gb) = (a.grad(), b.grad());
+            let err = (&ga - &gb).abs().max().double_value(&[]);
+            let scale = gb.abs().max().double_value(&[]);
+            assert!(err <= 1e-4 * scale, "{snl:?} {shape:?}: gradient differs by {err} (largest {scale})");
+        }
+    }
+    // A rank-deficient matrix: the value is still the SVD's, the gradient finite.
+    let low = Tensor::randn([20, 3], (Kind::Float, Device::Cpu)).matmul(&Tensor::randn([3, 30], (Kind::Float, Device::Cpu)));
+    let a = low.copy().set_requires_grad(true);
+    let v = Snl::NuclearOverSpectral.loss(&a).unwrap();
+    v.backward();
+    let want = snl_by_svd(Snl::NuclearOverSpectral, &low).double_value(&[]);
+    assert!((v.double_value(&[]) - want).abs() < 1e-5, "{} vs {want}", v.double_value(&[]));
+    assert!(bool::try_from(a.grad().isfinite().all()).unwrap());
+}
+
 #[test]
 fn the_equivalent_snl_lowers_the_loss_within_its_bound() {
     let (x, _) = case(81, 64, 4, 32);

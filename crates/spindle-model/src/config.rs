@@ -208,7 +208,36 @@ struct RawOptConfig {
     dtype: Option<String>,
 }
 
+/// Whether the linears of an input group carry biases: they do; they can, once a config.json key
+/// is set true (transformers then loads a bias for every linear that key covers); or the
+/// architecture's code has none there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasSlot {
+    Present,
+    Addable(&'static str),
+    Impossible,
+}
+
 impl ModelConfig {
+    /// Per input group in forward order (q/k/v, o, gate/up or fc1, down or fc2): whether its
+    /// linears carry biases. Llama's `attention_bias` covers q/k/v and o, `mlp_bias` the MLP;
+    /// Qwen2 has q/k/v biases and no key for more; Mistral none; OPT's `enable_bias` covers every
+    /// linear.
+    pub fn bias_slots(&self) -> [BiasSlot; 4] {
+        use BiasSlot::{Addable, Impossible, Present};
+        match (&self.family, self.architecture) {
+            (Family::Opt { bias: true, .. }, _) => [Present; 4],
+            (Family::Opt { bias: false, .. }, _) => [Addable("enable_bias"); 4],
+            (Family::LlamaLike { qkv_bias, o_bias, mlp_bias, .. }, Architecture::Llama) => {
+                let attn = if *qkv_bias && *o_bias { Present } else { Addable("attention_bias") };
+                let mlp = if *mlp_bias { Present } else { Addable("mlp_bias") };
+                [attn, attn, mlp, mlp]
+            }
+            (Family::LlamaLike { qkv_bias: true, .. }, Architecture::Qwen2) => [Present, Impossible, Impossible, Impossible],
+            _ => [Impossible; 4],
+        }
+    }
+
     /// Reads and resolves `path` (a config.json).
     pub fn from_file(path: &Path) -> Result<ModelConfig, ConfigError> {
         let text = std::fs::read_to_string(path)

@@ -31,7 +31,7 @@ mod safetensors_write;
 mod save;
 mod weights;
 
-pub use config::{Architecture, AttentionWindow, ConfigError, DType, Family, ModelConfig, RopeScaling};
+pub use config::{Architecture, AttentionWindow, BiasSlot, ConfigError, DType, Family, ModelConfig, RopeScaling};
 pub use convert::{ConvertError, convert_gguf, convert_llama2c};
 pub use device::{DeviceSpec, Runtime, RuntimeError};
 pub use inspect::{Inspection, LinearSparsity, inspect};

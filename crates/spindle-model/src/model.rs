@@ -32,6 +32,8 @@ pub enum ModelError {
     TooLong { len: usize, max: usize },
     #[error(transparent)]
     Save(#[from] crate::save::SaveError),
+    #[error("bad input scales: {0}")]
+    BadScales(String),
 }
 
 /// A linear layer `y = x Wᵀ + b`, with `weight` `[out, in]` as Hugging Face stores it.
@@ -281,10 +283,55 @@ impl Block {
     /// `v_proj` share one input, as do `gate_proj` and `up_proj`). The pruning pipeline
     /// accumulates its statistics here.
     pub fn forward_observed(&self, hidden: &Tensor, ctx: &ForwardCtx, observe: Observer<'_>) -> Tensor {
+        self.forward_with(hidden, ctx, InputMap::Plain, observe)
+    }
+
+    /// Runs the block with the input of each group of [`Block::input_groups`] multiplied by that
+    /// group's `scales[k]` (`[in]`, broadcast over tokens) before its linears read it: the
+    /// function of the block whose linears' input columns are scaled, `W·diag(s)`, computed
+    /// without forming the scaled weights, so a gradient reaches `s` without one through a full
+    /// weight matrix. `observe` is shown the scaled inputs. Errors when `scales` does not hold
+    /// one vector of the right width per group.
+    pub fn forward_input_scaled(&self, hidden: &Tensor, ctx: &ForwardCtx, scales: &[Tensor], observe: Observer<'_>) -> Result<Tensor, ModelError> {
+        let groups = self.input_groups();
+        if scales.len() != groups.len() {
+            return Err(ModelError::BadScales(format!("{} input scales for {} input groups", scales.len(), groups.len())));
+        }
+        for (g, s) in groups.iter().zip(scales) {
+            let width = self.lin(short(g[0])).weight.size()[1];
+            if s.size() != [width] {
+                return Err(ModelError::BadScales(format!("the input scales of {} have shape {:?}, not [{width}]", g[0], s.size())));
+            }
+        }
+        Ok(self.forward_with(hidden, ctx, InputMap::Scaled(scales), observe))
+    }
+
+    /// Runs the block with the input of each group of [`Block::input_groups`] replaced by
+    /// `x − shifts[k]` (`[in]`, broadcast over tokens) where a shift is given: with each of that
+    /// group's biases raised by `W·shifts[k]`, the block computes its original function, which is
+    /// how an equivalent per-channel shift is checked. Errors when `shifts` does not hold one
+    /// entry per group, or a shift of the wrong width.
+    pub fn forward_input_shifted(&self, hidden: &Tensor, ctx: &ForwardCtx, shifts: &[Option<Tensor>], observe: Observer<'_>) -> Result<Tensor, ModelError> {
+        let groups = self.input_groups();
+        if shifts.len() != groups.len() {
+            return Err(ModelError::BadScales(format!("{} input shifts for {} input groups", shifts.len(), groups.len())));
+        }
+        for (g, s) in groups.iter().zip(shifts) {
+            let width = self.lin(short(g[0])).weight.size()[1];
+            if let Some(s) = s
+                && s.size() != [width]
+            {
+                return Err(ModelError::BadScales(format!("the input shift of {} has shape {:?}, not [{width}]", g[0], s.size())));
+            }
+        }
+        Ok(self.forward_with(hidden, ctx, InputMap::Shifted(shifts), observe))
+    }
+
+    fn forward_with(&self, hidden: &Tensor, ctx: &ForwardCtx, scales: InputMap<'_>, observe: Observer<'_>) -> Tensor {
         if self.linear("o_proj").is_some() {
-            self.forward_llama(hidden, ctx, observe)
+            self.forward_llama(hidden, ctx, scales, observe)
         } else {
-            self.forward_opt(hidden, ctx, observe)
+            self.forward_opt(hidden, ctx, scales, observe)
         }
     }
 
@@ -294,9 +341,10 @@ impl Block {
         if self.linear("o_proj").is_some() { &LLAMA_GROUPS } else { &OPT_GROUPS }
     }
 
-    fn attention(&self, x: &Tensor, ctx: &ForwardCtx, out_group: &'static [&'static str], observe: Observer<'_>) -> Tensor {
+    fn attention(&self, x: &Tensor, ctx: &ForwardCtx, out_group: &'static [&'static str], scales: InputMap<'_>, observe: Observer<'_>) -> Tensor {
         let (b, s) = (x.size()[0], x.size()[1]);
         let split = |t: Tensor, heads: i64| t.view([b, s, heads, self.head_dim]).transpose(1, 2);
+        let x = &input_scaled(x, scales, 0);
         observe(QKV, x);
         let mut q = split(self.lin("q_proj").forward(x), self.num_heads);
         let mut k = split(self.lin("k_proj").forward(x), self.num_kv_heads);
@@ -312,37 +360,58 @@ impl Block {
         let group = self.num_heads / self.num_kv_heads;
         let (k, v) = if group > 1 { (k.repeat_interleave_self_int(group, 1, None), v.repeat_interleave_self_int(group, 1, None)) } else { (k, v) };
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), None::<f64>, false);
-        let y = y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]);
+        let y = input_scaled(&y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]), scales, 1);
         observe(out_group, &y);
         self.lin(short(out_group[0])).forward(&y)
     }
 
-    fn forward_llama(&self, hidden: &Tensor, ctx: &ForwardCtx, observe: Observer<'_>) -> Tensor {
-        let h = hidden + self.attention(&self.nrm("input_layernorm").forward(hidden), ctx, LLAMA_GROUPS[1], observe);
-        let x = self.nrm("post_attention_layernorm").forward(&h);
+    fn forward_llama(&self, hidden: &Tensor, ctx: &ForwardCtx, scales: InputMap<'_>, observe: Observer<'_>) -> Tensor {
+        let h = hidden + self.attention(&self.nrm("input_layernorm").forward(hidden), ctx, LLAMA_GROUPS[1], scales, observe);
+        let x = input_scaled(&self.nrm("post_attention_layernorm").forward(&h), scales, 2);
         observe(LLAMA_GROUPS[2], &x);
-        let act = self.lin("gate_proj").forward(&x).silu() * self.lin("up_proj").forward(&x);
+        let act = input_scaled(&(self.lin("gate_proj").forward(&x).silu() * self.lin("up_proj").forward(&x)), scales, 3);
         observe(LLAMA_GROUPS[3], &act);
         &h + self.lin("down_proj").forward(&act)
     }
 
-    fn forward_opt(&self, hidden: &Tensor, ctx: &ForwardCtx, observe: Observer<'_>) -> Tensor {
+    fn forward_opt(&self, hidden: &Tensor, ctx: &ForwardCtx, scales: InputMap<'_>, observe: Observer<'_>) -> Tensor {
         let attn_norm = self.nrm("self_attn_layer_norm");
         let ffn_norm = self.nrm("final_layer_norm");
         let x = if self.pre_norm { attn_norm.forward(hidden) } else { hidden.shallow_clone() };
-        let mut h = hidden + self.attention(&x, ctx, OPT_GROUPS[1], observe);
+        let mut h = hidden + self.attention(&x, ctx, OPT_GROUPS[1], scales, observe);
         if !self.pre_norm {
             h = attn_norm.forward(&h);
         }
-        let x = if self.pre_norm { ffn_norm.forward(&h) } else { h.shallow_clone() };
+        let x = input_scaled(&if self.pre_norm { ffn_norm.forward(&h) } else { h.shallow_clone() }, scales, 2);
         observe(OPT_GROUPS[2], &x);
-        let act = self.lin("fc1").forward(&x).relu();
+        let act = input_scaled(&self.lin("fc1").forward(&x).relu(), scales, 3);
         observe(OPT_GROUPS[3], &act);
         let mut out = &h + self.lin("fc2").forward(&act);
         if !self.pre_norm {
             out = ffn_norm.forward(&out);
         }
         out
+    }
+}
+
+/// How the forward pass maps each input group's input before its linears read it.
+#[derive(Clone, Copy)]
+enum InputMap<'a> {
+    Plain,
+    Scaled(&'a [Tensor]),
+    Shifted(&'a [Option<Tensor>]),
+}
+
+/// `x` mapped for group `k`: times its scales, minus its shift, or `x` itself (the same tensor,
+/// no operation: the plain forward stays bit for bit what it was).
+fn input_scaled(x: &Tensor, map: InputMap<'_>, k: usize) -> Tensor {
+    match map {
+        InputMap::Scaled(s) if k < s.len() => x * s[k].to_kind(x.kind()),
+        InputMap::Shifted(s) => match s.get(k) {
+            Some(Some(z)) => x - z.to_kind(x.kind()),
+            _ => x.shallow_clone(),
+        },
+        _ => x.shallow_clone(),
     }
 }
 
@@ -625,6 +694,17 @@ impl Model {
     /// files are copied. One block is resident at a time; the input is never overwritten. An
     /// error from `block` stops the write and leaves no output directory behind.
     pub fn save<E: From<ModelError>>(&self, out: &Path, block: &mut dyn FnMut(usize) -> Result<Block, E>) -> Result<PathBuf, E> {
+        self.save_with_config(out, &[], block)
+    }
+
+    /// [`Model::save`], with `config` keys set in the written config.json (e.g.
+    /// `("attention_bias", true)` when blocks gained biases); keys not named are copied.
+    pub fn save_with_config<E: From<ModelError>>(
+        &self,
+        out: &Path,
+        config: &[(&str, serde_json::Value)],
+        block: &mut dyn FnMut(usize) -> Result<Block, E>,
+    ) -> Result<PathBuf, E> {
         let dir = self.weights.dir().to_path_buf();
         let mut writer = crate::save::HfDirWriter::create(out, Some(&dir)).map_err(ModelError::from)?;
         let stored = |name: &str, t: Tensor| -> (String, Tensor) {
@@ -651,6 +731,20 @@ impl Model {
             writer.write_shard(&tensors).map_err(ModelError::from)?;
         }
         for side in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"] {
+            if side == "config.json" && !config.is_empty() {
+                let path = dir.join(side);
+                let text = std::fs::read_to_string(&path).map_err(|io| ModelError::from(crate::save::SaveError::Io { path: path.clone(), io }))?;
+                let mut value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|err| ModelError::from(ConfigError::Json { path: path.clone(), err }))?;
+                let Some(map) = value.as_object_mut() else {
+                    return Err(ModelError::from(ConfigError::Inconsistent { path, what: "not a JSON object".into() }).into());
+                };
+                for (k, v) in config {
+                    map.insert((*k).to_owned(), v.clone());
+                }
+                writer.write_json(side, &value).map_err(ModelError::from)?;
+                continue;
+            }
             writer.copy_if_present(&dir, side).map_err(ModelError::from)?;
         }
         Ok(writer.finish().map_err(ModelError::from)?)

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use spindle_model::{Block, ForwardCtx, Model, ModelError};
+use spindle_model::{BiasSlot, Block, ForwardCtx, Model, ModelError};
 use spindle_prune::magnitude::Scope;
 use spindle_prune::owl::OwlConfig;
 use spindle_prune::ria::RiaConfig;
@@ -70,6 +70,10 @@ pub struct PruneConfig {
     pub layer_errors: bool,
     /// Sparsity Induction applied to each block just before it is pruned.
     pub induce: Option<crate::induce::InduceConfig>,
+    /// Reconstruction after pruning: per-channel scalers on each pruned block's input groups,
+    /// trained towards the dense block's outputs and merged into the pruned weights (the mask is
+    /// kept). Not induction: it acts after the pruner.
+    pub reconstruct: Option<spindle_induce::FeatureConfig>,
 }
 
 /// Why a pruning run failed.
@@ -125,6 +129,11 @@ pub struct PruneReport {
     pub seconds_prune: f64,
     /// Per block, when induction ran.
     pub induction: Vec<crate::induce::BlockInduction>,
+    /// Per block, when reconstruction ran.
+    pub reconstruction: Vec<crate::induce::BlockReconstruction>,
+    /// Bias entries the shift added to linears that had none (0 without the shift, or where
+    /// every shifted linear already had a bias).
+    pub added_bias_parameters: u64,
 }
 
 /// Calibration inputs of the current block, batch by batch, with their forward contexts (one
@@ -212,12 +221,20 @@ pub fn prune_model(
         return Err(PipelineError::Config("OWL allocates unstructured sparsity per block; it cannot be combined with an N:M pattern".into()));
     }
     let induce = cfg.induce.filter(|c| !c.is_empty());
-    let needs_calib = cfg.method.needs_calibration() || owl.is_some() || induce.is_some();
+    let needs_calib = cfg.method.needs_calibration() || owl.is_some() || induce.is_some() || cfg.reconstruct.is_some();
     let calib = match calib {
         Some(c) if c.size().len() == 2 && c.size()[0] > 0 => Some(c),
         Some(c) => return Err(PipelineError::Config(format!("calibration ids must be [nsamples > 0, seqlen], got {:?}", c.size()))),
         None if needs_calib => {
-            let who = if induce.is_some() { "sparsity induction" } else if owl.is_some() { "OWL" } else { cfg.method.name() };
+            let who = if induce.is_some() {
+                "sparsity induction"
+            } else if cfg.reconstruct.is_some() {
+                "reconstruction"
+            } else if owl.is_some() {
+                "OWL"
+            } else {
+                cfg.method.name()
+            };
             return Err(PipelineError::Config(format!("{who} needs calibration data")));
         }
         None => None,
@@ -248,18 +265,40 @@ pub fn prune_model(
     let mut linears = Vec::new();
     let mut blocks = Vec::new();
     let mut induction = Vec::new();
-    let out_dir = model.save(out, &mut |i| -> Result<Block, PipelineError> {
+    let mut reconstruction = Vec::new();
+    // The equivalent shift: which input groups can carry the biases it leaves, and the
+    // config.json keys that make transformers load biases it adds.
+    let shift_groups: Option<[bool; 4]> = induce.filter(|ic| ic.shift).map(|_| model.config().bias_slots().map(|s| s != BiasSlot::Impossible));
+    if shift_groups.is_some_and(|g| !g.iter().any(|x| *x)) {
+        return Err(PipelineError::Config(format!(
+            "the shift needs linears that can carry a bias, and {} has none",
+            model.config().architecture.hf_name()
+        )));
+    }
+    let mut config_keys: Vec<(&str, serde_json::Value)> = Vec::new();
+    if shift_groups.is_some() {
+        for slot in model.config().bias_slots() {
+            if let BiasSlot::Addable(key) = slot
+                && !config_keys.iter().any(|(k, _)| *k == key)
+            {
+                config_keys.push((key, serde_json::Value::Bool(true)));
+            }
+        }
+    }
+    let mut added_bias_parameters = 0u64;
+    let out_dir = model.save_with_config(out, &config_keys, &mut |i| -> Result<Block, PipelineError> {
         progress(i, layers);
         let started = Instant::now();
         let mut block = model.block(i)?;
+        // Reconstruction trains towards the block's outputs before anything changed it: taken
+        // from induction's first pass, else from the pruner's statistics pass, else a pass.
+        let mut dense_outputs: Option<Vec<Tensor>> = None;
         if let (Some(ic), Some(a)) = (&induce, acts.as_ref()) {
-            induction.push(crate::induce::induce_block(&mut block, a, ic)?);
+            let (report, outputs) = crate::induce::induce_block(&mut block, a, ic, cfg.reconstruct.is_some())?;
+            induction.push(report);
+            dense_outputs = outputs;
         }
-        // The feature stage on the pruned block needs the block's outputs before pruning.
-        let on_pruned = match (&induce, acts.as_ref()) {
-            (Some(ic), Some(a)) if ic.feature_on_pruned() => ic.feature.map(|fc| (fc, a.run(&block, &mut |_, _| {}))),
-            _ => None,
-        };
+        let keep_outputs = cfg.reconstruct.is_some() && dense_outputs.is_none();
         let pattern = match cfg.pattern {
             Pattern::Unstructured { .. } => Pattern::Unstructured { sparsity: targets[i] },
             p => p,
@@ -270,20 +309,44 @@ pub fn prune_model(
             block.linears().map(|(p, l)| (p, l.weight.size(), cfg.layer_errors.then(|| l.weight.copy()))).collect();
         let mut info: Vec<LinearInfo> = Vec::new();
         let groups = block.input_groups();
+        // The shift of each group (its inputs' mean over the calibration tokens of the dense
+        // block), and the group's weights before pruning, for the bias it leaves.
+        let shifts: Vec<Option<Tensor>> = match (shift_groups, acts.as_ref()) {
+            (Some(allowed), Some(a)) => channel_means(&block, a, &allowed)?,
+            _ => groups.iter().map(|_| None).collect(),
+        };
+        let before: Vec<(&'static str, Tensor)> = groups
+            .iter()
+            .zip(&shifts)
+            .filter(|(_, z)| z.is_some())
+            .flat_map(|(g, _)| g.iter())
+            .filter_map(|p| block.linear_at(p).map(|l| (*p, l.weight.copy())))
+            .collect();
         if cfg.true_sequential && acts.is_some() {
-            for group in groups {
-                let stats = accumulate(&block, acts.as_ref(), cfg.method, &[group])?;
+            for (k, group) in groups.iter().enumerate() {
+                // The first group's pass runs on the still dense block: its outputs are the targets.
+                let (stats, outputs) = accumulate(&block, acts.as_ref(), cfg.method, &[group], &shifts[k..=k], keep_outputs && k == 0)?;
+                if outputs.is_some() {
+                    dense_outputs = outputs;
+                }
                 info.extend(prune_group(&mut block, group, stats.into_iter().next().flatten(), cfg.method, pattern, &prefix)?);
+                added_bias_parameters += shift_bias(&mut block, group, shifts[k].as_ref(), &before)?;
             }
         } else {
             let all: Vec<&[&str]> = groups.to_vec();
-            let stats = accumulate(&block, acts.as_ref(), cfg.method, &all)?;
-            for (group, s) in groups.iter().zip(stats) {
+            let (stats, outputs) = accumulate(&block, acts.as_ref(), cfg.method, &all, &shifts, keep_outputs)?;
+            if outputs.is_some() {
+                dense_outputs = outputs;
+            }
+            for ((group, s), z) in groups.iter().zip(stats).zip(&shifts) {
                 info.extend(prune_group(&mut block, group, s, cfg.method, pattern, &prefix)?);
+                added_bias_parameters += shift_bias(&mut block, group, z.as_ref(), &before)?;
             }
         }
-        if let (Some((fc, targets)), Some(a), Some(report)) = (on_pruned, acts.as_ref(), induction.last_mut()) {
-            crate::induce::train_pruned_block(&mut block, a, &fc, targets, report)?;
+        drop(before);
+        if let (Some(rc), Some(a)) = (&cfg.reconstruct, acts.as_ref()) {
+            let targets = dense_outputs.take().ok_or_else(|| PipelineError::Config("reconstruction has no dense outputs to train towards".into()))?;
+            reconstruction.push(crate::induce::reconstruct_block(&mut block, a, rc, &targets)?);
         }
         // Re-run the pruned block: the next block's inputs, and each linear's error.
         let mut err: Vec<(f64, f64)> = vec![(0.0, 0.0); dense.len()];
@@ -342,17 +405,32 @@ pub fn prune_model(
         seconds_owl,
         seconds_prune: t0.elapsed().as_secs_f64(),
         induction,
+        reconstruction,
+        added_bias_parameters,
     })
 }
 
+/// What [`accumulate`] returns: per group its statistics (`None` for magnitude or without
+/// calibration), and the block's outputs when they were asked for.
+type Accumulated = (Vec<Option<GroupStats>>, Option<Vec<Tensor>>);
+
 /// Runs the block over the calibration inputs once, accumulating the method's statistics for
-/// each of `groups` (one entry per group; `None` for magnitude or without calibration).
-fn accumulate(block: &Block, acts: Option<&Activations>, method: Method, groups: &[&[&str]]) -> Result<Vec<Option<GroupStats>>, PipelineError> {
+/// each of `groups`; with `keep_outputs`, also returns the block's outputs (a method without
+/// statistics then still runs the pass for them).
+fn accumulate(
+    block: &Block,
+    acts: Option<&Activations>,
+    method: Method,
+    groups: &[&[&str]],
+    shifts: &[Option<Tensor>],
+    keep_outputs: bool,
+) -> Result<Accumulated, PipelineError> {
     let Some(acts) = acts else {
-        return Ok(groups.iter().map(|_| None).collect());
+        return Ok((groups.iter().map(|_| None).collect(), None));
     };
     if !method.needs_calibration() {
-        return Ok(groups.iter().map(|_| None).collect());
+        let outputs = keep_outputs.then(|| acts.run(block, &mut |_, _| {}));
+        return Ok((groups.iter().map(|_| None).collect(), outputs));
     }
     let device = acts.batches[0].device();
     let mut stats: Vec<Option<GroupStats>> = Vec::with_capacity(groups.len());
@@ -364,11 +442,14 @@ fn accumulate(block: &Block, acts: Option<&Activations>, method: Method, groups:
         }));
     }
     let mut failure: Option<PipelineError> = None;
-    acts.observe(block, &mut |paths, x| {
+    let mut observer = |paths: &'static [&'static str], x: &Tensor| {
         if failure.is_some() {
             return;
         }
         if let Some(k) = groups.iter().position(|g| g[0] == paths[0]) {
+            // With the shift, the pruner's statistics see the centred input `x − z`.
+            let shifted = shifts.get(k).and_then(Option::as_ref).map(|z| x - z.to_kind(x.kind()));
+            let x = shifted.as_ref().unwrap_or(x);
             let r = match &mut stats[k] {
                 Some(GroupStats::Norms(n)) => n.add_batch(x),
                 Some(GroupStats::Hessian(h)) => h.add_batch(x),
@@ -378,14 +459,77 @@ fn accumulate(block: &Block, acts: Option<&Activations>, method: Method, groups:
                 failure = Some(PipelineError::Prune { linear: paths[0].to_owned(), source: e });
             }
         }
-    });
+    };
+    let outputs = if keep_outputs {
+        Some(acts.run(block, &mut observer))
+    } else {
+        acts.observe(block, &mut observer);
+        None
+    };
     match failure {
         Some(e) => Err(e),
-        None => Ok(stats),
+        None => Ok((stats, outputs)),
     }
 }
 
 type LinearInfo = (&'static str, Option<f64>, Vec<(f64, f64)>);
+
+/// Per input group where `allowed`, the mean of its input over every calibration token (f32,
+/// summed in f64): the equivalent shift `z` of that group.
+fn channel_means(block: &Block, acts: &Activations, allowed: &[bool; 4]) -> Result<Vec<Option<Tensor>>, PipelineError> {
+    let groups = block.input_groups();
+    let mut sums: Vec<Option<(Tensor, i64)>> = groups.iter().map(|_| None).collect();
+    acts.observe(block, &mut |paths, x| {
+        if let Some(k) = groups.iter().position(|g| g[0] == paths[0])
+            && allowed.get(k).copied().unwrap_or(false)
+        {
+            let c = x.size().last().copied().unwrap_or(0);
+            let flat = x.reshape([-1, c]).to_kind(Kind::Double);
+            let n = flat.size()[0];
+            let add = flat.sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+            sums[k] = Some(match sums[k].take() {
+                Some((s, m)) => (s + add, m + n),
+                None => (add, n),
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(groups.len());
+    for (k, g) in groups.iter().enumerate() {
+        out.push(match sums[k].take() {
+            Some((s, n)) if n > 0 => {
+                let z = (s / n as f64).to_kind(Kind::Float);
+                if !bool::try_from(z.isfinite().all()).unwrap_or(false) {
+                    return Err(PipelineError::Config(format!("the mean input of {} is not finite", g[0])));
+                }
+                Some(z)
+            }
+            _ => None,
+        });
+    }
+    Ok(out)
+}
+
+/// After a shifted group is pruned: each of its linears computes `W′(x − z) + b + W·z`, which is
+/// `W′x + b + (W − W′)·z`, so its bias gains `(W − W′)·z` (a zero bias first where it had none).
+/// Returns the bias entries added.
+fn shift_bias(block: &mut Block, group: &[&'static str], z: Option<&Tensor>, before: &[(&'static str, Tensor)]) -> Result<u64, PipelineError> {
+    let Some(z) = z else { return Ok(0) };
+    let mut added = 0;
+    for path in group {
+        let dense = before.iter().find(|(p, _)| p == path).map(|(_, w)| w).ok_or_else(|| PipelineError::Config(format!("no dense copy of {path}")))?;
+        let l = block.linear_at_mut(path).ok_or_else(|| PipelineError::Config(format!("no linear {path}")))?;
+        let kind = l.weight.kind();
+        let delta = (dense.to_kind(Kind::Float) - l.weight.to_kind(Kind::Float)).mv(&z.to_kind(Kind::Float));
+        l.bias = Some(match l.bias.take() {
+            Some(b) => (b.to_kind(Kind::Float) + delta).to_kind(kind),
+            None => {
+                added += delta.numel() as u64;
+                delta.to_kind(kind)
+            }
+        });
+    }
+    Ok(added)
+}
 
 /// Prunes the linears of one input group in place.
 fn prune_group(

@@ -45,11 +45,14 @@ fn distribution(scorer: Scorer) -> InduceConfig {
             start: Start::SmoothQuant { alpha: 0.5 },
             ..Default::default()
         }),
+        refine: None,
         equivalent: None,
         feature: None,
+        pruning_aware: PruningAware::Mask,
         mask: scorer,
         pattern: HALF,
         sites: SiteChoice::All,
+        shift: false,
     }
 }
 
@@ -84,6 +87,12 @@ fn equivalent_stages_leave_every_architecture_s_logits_unchanged() {
         let t = tempfile::tempdir().unwrap();
         for (name, cfg) in [
             ("distribution", distribution(Scorer::Magnitude)),
+            // The trained refinement moves the scales further, through the pruner's mask; the
+            // dense function must still not move.
+            (
+                "distribution refined",
+                InduceConfig { refine: Some(FeatureConfig { epochs: 2, lr: 5e-2, ..Default::default() }), ..distribution(Scorer::Magnitude) },
+            ),
             (
                 "equivalent-snl",
                 InduceConfig {
@@ -170,6 +179,7 @@ fn wanda_masks_are_identical_after_the_distribution_stage() {
                 layer_errors: false,
                 batch_size: 2,
                 induce: None,
+                reconstruct: None,
             };
             // scales chosen for magnitude (so they are far from identity), then Wanda prunes
             let induced = PruneConfig {
@@ -220,9 +230,9 @@ fn the_feature_stage_changes_the_model_deterministically() {
             epochs: 2,
             lambda: 0.1,
             snl: Some(spindle_induce::Snl::NuclearOverSpectral),
-            pruning_aware: PruningAware::Off,
             ..Default::default()
         }),
+        pruning_aware: PruningAware::Off,
         ..distribution(Scorer::Magnitude)
     };
     let a = t.path().join("a");
@@ -258,9 +268,9 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
     let induce = InduceConfig {
         feature: Some(FeatureConfig {
             epochs: 1,
-            pruning_aware: PruningAware::Mask,
             ..Default::default()
         }),
+        pruning_aware: PruningAware::Mask,
         ..distribution(Scorer::Magnitude)
     };
     let cfg = PruneConfig {
@@ -271,6 +281,7 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
         layer_errors: false,
         batch_size: 2,
         induce: Some(induce),
+        reconstruct: None,
     };
     let out = t.path().join("p");
     let r = prune_model(&model, Some(&calib), &cfg, &out, &mut |_, _| {}).unwrap();
@@ -287,12 +298,12 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
 }
 
 #[test]
-fn scalers_trained_on_the_pruned_block_keep_sparsegpt_s_mask_and_lower_its_error() {
+fn reconstruction_after_pruning_keeps_sparsegpt_s_mask_and_lowers_its_error() {
     let dir = golden_dir("llama-gqa");
     let model = open(&dir);
     let calib = ids(4, 16, model.config().vocab_size as i64, 5);
     let t = tempfile::tempdir().unwrap();
-    let prune = |induce: Option<InduceConfig>, out: &Path| {
+    let prune = |reconstruct: Option<FeatureConfig>, out: &Path| {
         let cfg = PruneConfig {
             method: Method::SparseGpt(Default::default()),
             pattern: HALF,
@@ -300,27 +311,15 @@ fn scalers_trained_on_the_pruned_block_keep_sparsegpt_s_mask_and_lower_its_error
             true_sequential: false,
             layer_errors: false,
             batch_size: 2,
-            induce,
+            induce: None,
+            reconstruct,
         };
         prune_model(&model, Some(&calib), &cfg, out, &mut |_, _| {}).unwrap()
     };
     let (plain, trained) = (t.path().join("plain"), t.path().join("trained"));
     prune(None, &plain);
-    let induce = InduceConfig {
-        distribution: None,
-        equivalent: None,
-        feature: Some(FeatureConfig {
-            epochs: 4,
-            lr: 2e-2,
-            pruning_aware: PruningAware::Pruned,
-            ..Default::default()
-        }),
-        mask: Scorer::Wanda,
-        pattern: HALF,
-        sites: SiteChoice::Norms,
-    };
-    let r = prune(Some(induce), &trained);
-    assert_eq!(induce.stages(), "feature(none,pruning-aware pruned)");
+    let r = prune(Some(FeatureConfig { epochs: 4, lr: 2e-2, ..Default::default() }), &trained);
+    assert!(r.induction.is_empty(), "reconstruction is not induction");
     // Block 0 sees the same inputs in both runs, so SparseGPT chose the same mask there; the
     // scalers multiply columns of the pruned weights, so its zeros are exactly SparseGPT's.
     let (a, b) = (zero_masks(&plain), zero_masks(&trained));
@@ -335,10 +334,145 @@ fn scalers_trained_on_the_pruned_block_keep_sparsegpt_s_mask_and_lower_its_error
     assert_eq!(compared, 7);
     assert!((r.overall_sparsity - 0.5).abs() < 0.01, "{}", r.overall_sparsity);
     // The scalers learned: the reconstruction loss falls from the first epoch to the last.
-    for block in &r.induction {
-        let (first, last) = (block.feature_epochs[0].reconstruction, block.feature_epochs[3].reconstruction);
+    assert_eq!(r.reconstruction.len(), 2);
+    for block in &r.reconstruction {
+        let (first, last) = (block.epochs[0].reconstruction, block.epochs[3].reconstruction);
         assert!(last < first, "block {}: {first} -> {last}", block.index);
         assert_eq!(block.scaler_ranges.len(), 4);
     }
     assert!(outside_blocks_identical(&plain, &trained));
+}
+
+/// The equivalent shift: with each group's biases raised by `W·z` and its input shifted to
+/// `x − z`, every block computes what it did, on every architecture where its linears can carry a
+/// bias (Mistral's cannot, and is refused).
+#[test]
+fn the_shift_is_an_equivalent_change_wherever_biases_can_hold_it() {
+    use spindle_model::BiasSlot;
+    for arch in ARCHS {
+        let model = open(&golden_dir(arch));
+        let slots = model.config().bias_slots();
+        if slots.iter().all(|s| *s == BiasSlot::Impossible) {
+            assert_eq!(arch, "mistral");
+            continue;
+        }
+        let _g = tch::no_grad_guard();
+        let probe = ids(2, 12, model.config().vocab_size as i64, 11);
+        let ctx = model.context(2, 12, None);
+        let mut h = model.embed(&probe, None).unwrap();
+        for i in 0..model.config().num_layers {
+            let mut block = model.block(i).unwrap();
+            let want = block.forward(&h, &ctx);
+            // A shift far from zero for every group that can take one.
+            let groups = block.input_groups();
+            let shifts: Vec<Option<Tensor>> = groups
+                .iter()
+                .zip(slots)
+                .map(|(g, slot)| {
+                    (slot != BiasSlot::Impossible).then(|| Tensor::randn([block.linear_at(g[0]).unwrap().weight.size()[1]], (Kind::Float, Device::Cpu)))
+                })
+                .collect();
+            for (g, z) in groups.iter().zip(&shifts) {
+                let Some(z) = z else { continue };
+                for path in *g {
+                    let l = block.linear_at_mut(path).unwrap();
+                    let wz = l.weight.mv(z);
+                    l.bias = Some(match l.bias.take() {
+                        Some(b) => b + wz,
+                        None => wz,
+                    });
+                }
+            }
+            let got = block.forward_input_shifted(&h, &ctx, &shifts, &mut |_, _| {}).unwrap();
+            let rel = max_rel(&want, &got);
+            assert!(rel <= 1e-4, "{arch} block {i}: the shifted block moved by {rel:e}");
+            h = want;
+        }
+    }
+}
+
+/// The shift through the pipeline: Wanda prunes on centred statistics (other masks than plain
+/// Wanda's), each bias keeps `(W − W′)·z`, the sparsity is exact, a Llama gains the biases and the
+/// config.json keys that load them, and the written model computes what the pipeline computed.
+#[test]
+fn pruning_with_the_shift_keeps_the_bias_it_leaves() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = |shift: bool| PruneConfig {
+        method: Method::Wanda,
+        pattern: HALF,
+        allocation: Allocation::Uniform,
+        true_sequential: false,
+        layer_errors: false,
+        batch_size: 2,
+        induce: shift.then(|| InduceConfig { distribution: None, shift: true, ..distribution(Scorer::Wanda) }),
+        reconstruct: None,
+    };
+    for arch in ["llama-gqa", "qwen2", "opt-pre"] {
+        let dir = golden_dir(arch);
+        let model = open(&dir);
+        let calib = ids(4, 16, model.config().vocab_size as i64, 6);
+        let (plain, shifted) = (t.path().join(format!("{arch}-plain")), t.path().join(format!("{arch}-shift")));
+        prune_model(&model, Some(&calib), &cfg(false), &plain, &mut |_, _| {}).unwrap();
+        let r = prune_model(&model, Some(&calib), &cfg(true), &shifted, &mut |_, _| {}).unwrap();
+        assert!((r.overall_sparsity - 0.5).abs() < 0.01, "{arch}: {}", r.overall_sparsity);
+        let moved = zero_masks(&plain).iter().zip(zero_masks(&shifted)).filter(|((_, a), (_, b))| !a.equal(b)).count();
+        assert!(moved > 0, "{arch}: centred statistics chose the same masks everywhere");
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shifted.join("config.json")).unwrap()).unwrap();
+        match arch {
+            // Llama gains a bias on every linear (q/k/v/o and the MLP) and the keys that load them.
+            "llama-gqa" => {
+                let per_block: i64 = 32 + 16 + 16 + 32 + 64 + 64 + 32;
+                assert_eq!(r.added_bias_parameters, 2 * per_block as u64);
+                assert_eq!((config["attention_bias"].as_bool(), config["mlp_bias"].as_bool()), (Some(true), Some(true)));
+            }
+            // Qwen2's q/k/v biases hold it, and nothing else can: no parameter is added.
+            "qwen2" => {
+                assert_eq!(r.added_bias_parameters, 0);
+                assert!(config.get("attention_bias").is_none());
+            }
+            // OPT has biases everywhere.
+            _ => assert_eq!(r.added_bias_parameters, 0),
+        }
+        // The written model loads, and its logits are those of the pruned blocks the pipeline
+        // ran: the first block's output, recomputed from the loaded checkpoint, matches a block
+        // whose bias is exactly b + (W − W')·z for the dense block's own z.
+        let loaded = open(&shifted);
+        let probe = ids(2, 12, model.config().vocab_size as i64, 8);
+        let out = logits(&loaded, &probe);
+        assert!(bool::try_from(out.isfinite().all()).unwrap(), "{arch}");
+        let _g = tch::no_grad_guard();
+        let (dense, pruned) = (model.block(0).unwrap(), loaded.block(0).unwrap());
+        let x = model.embed(&calib, None).unwrap();
+        let c = model.context(4, 16, None);
+        let mut means: Vec<Option<Tensor>> = (0..4).map(|_| None).collect();
+        let groups = dense.input_groups();
+        let _ = dense.forward_observed(&x, &c, &mut |paths, input| {
+            if let Some(k) = groups.iter().position(|g| g[0] == paths[0]) {
+                let cols = input.size().last().copied().unwrap();
+                means[k] = Some(input.reshape([-1, cols]).to_kind(Kind::Double).mean_dim([0i64].as_slice(), false, Kind::Double).to_kind(Kind::Float));
+            }
+        });
+        let slots = model.config().bias_slots();
+        for (k, g) in groups.iter().enumerate() {
+            for path in *g {
+                let (d, p) = (dense.linear_at(path).unwrap(), pruned.linear_at(path).unwrap());
+                let base = d.bias.as_ref().map_or_else(|| Tensor::zeros([d.weight.size()[0]], (Kind::Float, Device::Cpu)), Tensor::copy);
+                match (&means[k], slots[k]) {
+                    (Some(z), slot) if slot != spindle_model::BiasSlot::Impossible => {
+                        let want = base + (&d.weight - &p.weight).mv(z);
+                        let got = p.bias.as_ref().unwrap();
+                        let err = (&want - got).abs().max().double_value(&[]);
+                        assert!(err <= 1e-5 * (1.0 + want.abs().max().double_value(&[])), "{arch} {path}: bias off by {err}");
+                    }
+                    _ => assert_eq!(p.bias.is_some(), d.bias.is_some(), "{arch} {path}: no bias where the shift cannot go"),
+                }
+            }
+        }
+    }
+    // Mistral's linears cannot carry a bias: the shift is refused, with the reason, and nothing is written.
+    let model = open(&golden_dir("mistral"));
+    let calib = ids(4, 16, model.config().vocab_size as i64, 6);
+    let e = prune_model(&model, Some(&calib), &cfg(true), &t.path().join("m"), &mut |_, _| {}).unwrap_err();
+    assert_eq!(e.to_string(), "the shift needs linears that can carry a bias, and MistralForCausalLM has none");
+    assert!(!t.path().join("m").exists());
 }

@@ -22,7 +22,7 @@ fn calib_ids(n: i64, s: i64, vocab: i64) -> Tensor {
 }
 
 fn cfg(method: Method, pattern: Pattern, true_sequential: bool) -> PruneConfig {
-    PruneConfig { method, pattern, allocation: Allocation::Uniform, true_sequential, layer_errors: true, batch_size: 3, induce: None }
+    PruneConfig { method, pattern, allocation: Allocation::Uniform, true_sequential, layer_errors: true, batch_size: 3, induce: None, reconstruct: None }
 }
 
 /// Every tensor of a checkpoint by name.

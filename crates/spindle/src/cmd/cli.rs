@@ -118,8 +118,11 @@ pub struct InduceArgs {
 /// Sparsity Induction's options, shared by `spindle induce` and `spindle prune --induce`.
 #[derive(Debug, Args)]
 pub struct InduceFlags {
-    /// Induction stages, comma-separated: distribution, equivalent-snl, feature; or none
-    /// (default: `distribution,feature` for `spindle induce`, none for `spindle prune`).
+    /// Induction stages, comma-separated: distribution, equivalent-snl, feature, shift; or none
+    /// (default: `distribution,feature` for `spindle induce`, none for `spindle prune`). `shift`
+    /// (`spindle prune` only): each input group's consumers see `x − mean(x)` and `W·mean(x)`
+    /// goes into their bias, an equivalent change that the pruner's statistics see; on Llama
+    /// checkpoints it adds bias parameters (config.json's attention_bias and mlp_bias).
     #[arg(long, value_name = "STAGES")]
     pub induce: Option<String>,
     /// Which absorbable sites the equivalent stages rescale: all, or only the norm → linear ones
@@ -145,15 +148,31 @@ pub struct InduceFlags {
     /// Distribution stage: the bound on |log D|.
     #[arg(long, default_value_t = 8.0)]
     pub si_max_log_scale: f64,
-    /// The Spectral Norm Loss. Default for the feature stage: the best measured per pruner,
-    /// `nuclear` for Wanda and RIA, none for magnitude, SparseGPT and `spindle induce`;
-    /// `nuclear` for the equivalent stage, which needs one.
+    /// Distribution stage: how the scales are chosen. `closed-form`: the start (and its
+    /// `--si-steps`) alone. `reconstruction`: then refined by training further absorbable scales
+    /// at the same sites on the block pruned through the target's mask (straight-through) to
+    /// reconstruct the dense block, optionally with `--si-refine-snl`; the dense function stays
+    /// unchanged.
+    #[arg(long, value_enum, default_value = "closed-form")]
+    pub si_fit: FitArg,
+    /// Distribution stage, `--si-fit reconstruction`: epochs over the calibration windows.
+    #[arg(long, default_value_t = 2)]
+    pub si_refine_epochs: usize,
+    /// Distribution stage, `--si-fit reconstruction`: Adam's learning rate on log D.
+    #[arg(long, default_value_t = 5e-3)]
+    pub si_refine_lr: f64,
+    /// Distribution stage, `--si-fit reconstruction`: an SNL of the consumers' inputs added to
+    /// the loss, weighted by `--snl-lambda` (default: none).
+    #[arg(long, value_enum)]
+    pub si_refine_snl: Option<SnlArg>,
+    /// The feature stage's Spectral Norm Loss (default: none); `nuclear` for the equivalent
+    /// stage, which needs one.
     #[arg(long, value_enum)]
     pub snl: Option<SnlArg>,
-    /// Feature stage: the SNL's weight λ [default: 1e-5; 1e-3 and 1e-4 measured harmful].
+    /// Feature stage: the SNL's weight λ [default: 1e-5].
     #[arg(long)]
     pub snl_lambda: Option<f64>,
-    /// Feature stage: the features the SNL acts on.
+    /// The features the SNL acts on (feature stage and reconstruction).
     #[arg(long, value_enum, default_value = "inputs")]
     pub snl_features: SnlFeaturesArg,
     /// Tokens of each feature matrix that enter the SNL.
@@ -168,13 +187,11 @@ pub struct InduceFlags {
     /// Feature stage: AdamW's decoupled weight decay (toward scalers of 1).
     #[arg(long, default_value_t = 0.0)]
     pub feature_weight_decay: f64,
-    /// Feature stage: what the scalers reconstruct. `pruned`: the block after the pruner ran, its
-    /// own mask and updated weights fixed, against its output before pruning; the scalers are
-    /// merged into the pruned weights (`spindle prune` only). `mask`: the block through the
-    /// target pruner's mask, straight-through, before pruning (SparseGPT's mask approximated by
-    /// Wanda's). `off`: the dense block (then only the SNL moves the scalers). Default: the best
-    /// measured, `mask` for magnitude and `pruned` for the other pruners; `mask` for `spindle
-    /// induce`, which runs no pruner.
+    /// Feature stage: what the scalers reconstruct before the pruner runs. `mask`: the block
+    /// through the target pruner's mask, re-chosen at every step, straight-through (SparseGPT's
+    /// mask approximated by Wanda's). `off`: the dense block (then only the SNL moves the
+    /// scalers). Default: mask. Training on the pruned block, after the pruner, is
+    /// `spindle prune --reconstruct`.
     #[arg(long, value_enum, value_name = "HOW")]
     pub pruning_aware: Option<PruningAwareArg>,
     /// Equivalent SNL stage: gradient steps per site.
@@ -183,6 +200,12 @@ pub struct InduceFlags {
     /// Equivalent SNL stage: the bound on |log D|.
     #[arg(long, default_value_t = 1.0)]
     pub equiv_max_log_scale: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FitArg {
+    ClosedForm,
+    Reconstruction,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -215,7 +238,32 @@ pub enum SnlArg {
 pub enum PruningAwareArg {
     Off,
     Mask,
+    /// Renamed: `spindle prune --reconstruct` (named here only to say so).
+    #[value(hide = true)]
     Pruned,
+}
+
+/// Reconstruction after pruning (`spindle prune` only): not induction, since it acts on the
+/// block the pruner has already pruned.
+#[derive(Debug, Args)]
+pub struct ReconstructFlags {
+    /// After each block is pruned, train per-channel scalers on its input groups (its mask and
+    /// pruned weights fixed) towards the dense block's outputs on the calibration inputs, then
+    /// merge them into the pruned weights. The sparsity pattern stays the pruner's.
+    #[arg(long)]
+    pub reconstruct: bool,
+    /// Reconstruction: an SNL added to the loss (default: none).
+    #[arg(long, value_enum)]
+    pub recon_snl: Option<SnlArg>,
+    /// Reconstruction: the SNL's weight λ [default: 1e-5].
+    #[arg(long)]
+    pub recon_snl_lambda: Option<f64>,
+    /// Reconstruction: AdamW's learning rate on the scalers [default: 5e-3].
+    #[arg(long)]
+    pub recon_lr: Option<f64>,
+    /// Reconstruction: epochs over the calibration windows, per block [default: 2].
+    #[arg(long)]
+    pub recon_epochs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -274,6 +322,8 @@ pub struct PruneArgs {
     pub dtype: DtypeArg,
     #[command(flatten)]
     pub induce: InduceFlags,
+    #[command(flatten)]
+    pub reconstruct: ReconstructFlags,
     /// Calibration windows per forward pass (1, as the reference scripts: larger batches are no
     /// faster on a CPU and raise peak memory by their attention and MLP temporaries).
     #[arg(long, default_value_t = 1)]

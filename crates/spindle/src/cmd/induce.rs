@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use spindle::induce::{BlockInduction, InduceConfig, SiteChoice, induce_model};
+use spindle::induce::{BlockInduction, BlockReconstruction, InduceConfig, SiteChoice, induce_model};
 use spindle::{mem, output, progress};
 use spindle_induce::{
     DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, Measures, PruningAware, Scorer, Snl,
@@ -19,7 +19,7 @@ use tch::Kind;
 
 use crate::Failure;
 use crate::cmd::cli::{
-    InduceArgs, InduceFlags, MethodArg, PruningAwareArg, SitesArg, SnlArg, SnlFeaturesArg, StartArg,
+    FitArg, InduceArgs, InduceFlags, MethodArg, PruningAwareArg, ReconstructFlags, SitesArg, SnlArg, SnlFeaturesArg, StartArg,
 };
 use crate::cmd::prune::{calibration, model_hashes, parse_pattern};
 
@@ -33,33 +33,55 @@ pub(crate) fn scorer_of(method: MethodArg, ria_alpha: f64) -> Scorer {
     }
 }
 
-/// What the feature stage takes where its flags leave a choice open.
+/// What the feature stage and the reconstruction take where their flags leave a choice open.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct FeatureDefaults {
+    /// The feature stage's pruning-aware mode.
     pub pruning_aware: PruningAware,
-    /// The SNL when `--snl` is not given (its λ, unless `--snl-lambda` says, is
+    /// The feature stage's SNL when `--snl` is not given (its λ, unless `--snl-lambda` says, is
     /// [`FeatureConfig`]'s default, 1e-5).
     pub snl: Option<Snl>,
+    /// The reconstruction's SNL when `--recon-snl` is not given.
+    pub recon_snl: Option<Snl>,
 }
 
-/// `spindle prune`'s feature-stage defaults per pruner: the best measured on SmolLM2 at 50%
-/// (`results/table4.md`, read in `docs/results/induce_smollm2.md`). Magnitude gains most from
-/// scalers trained through its mask before it prunes (its selection moves with them); Wanda and
-/// SparseGPT from scalers trained on the block they pruned. A small nuclear-over-spectral SNL
-/// (λ 1e-5) helps Wanda and costs magnitude and SparseGPT. RIA, not measured, follows Wanda,
-/// whose score it refines.
+/// `spindle prune`'s defaults per pruner for the stages' open choices.
 pub(crate) fn prune_defaults(method: MethodArg) -> FeatureDefaults {
     match method {
-        MethodArg::Magnitude => FeatureDefaults { pruning_aware: PruningAware::Mask, snl: None },
-        MethodArg::Wanda | MethodArg::Ria => FeatureDefaults { pruning_aware: PruningAware::Pruned, snl: Some(Snl::NuclearOverSpectral) },
-        MethodArg::Sparsegpt => FeatureDefaults { pruning_aware: PruningAware::Pruned, snl: None },
+        MethodArg::Magnitude | MethodArg::Wanda | MethodArg::Ria | MethodArg::Sparsegpt => {
+            FeatureDefaults { pruning_aware: PruningAware::Mask, snl: None, recon_snl: None }
+        }
     }
 }
 
 /// `spindle induce`'s defaults: it runs no pruner, so the scalers train through the target's
-/// mask, magnitude's best measured reading (and no SNL).
+/// mask (and no SNL).
 pub(crate) fn induce_defaults() -> FeatureDefaults {
-    prune_defaults(MethodArg::Magnitude)
+    FeatureDefaults { pruning_aware: PruningAware::Mask, snl: None, recon_snl: None }
+}
+
+/// A configuration error's own words, without the variant's prefix.
+fn problem(e: spindle_induce::InduceError) -> String {
+    match e {
+        spindle_induce::InduceError::Config(m) => m,
+        other => other.to_string(),
+    }
+}
+
+fn snl_of(arg: SnlArg) -> Option<Snl> {
+    match arg {
+        SnlArg::Nuclear => Some(Snl::NuclearOverSpectral),
+        SnlArg::SpectralFrobenius => Some(Snl::SpectralOverFrobenius),
+        SnlArg::SpectralEnergy => Some(Snl::SpectralEnergy),
+        SnlArg::None => None,
+    }
+}
+
+fn source_of(flags: &InduceFlags) -> FeatureSource {
+    match flags.snl_features {
+        SnlFeaturesArg::Inputs => FeatureSource::LinearInputs,
+        SnlFeaturesArg::Output => FeatureSource::BlockOutput,
+    }
 }
 
 /// Stage two of the induction flags: `None` when no stage is asked for.
@@ -71,42 +93,46 @@ pub(crate) fn config(
     defaults: FeatureDefaults,
 ) -> Result<Option<InduceConfig>, Failure> {
     let stages = flags.induce.as_deref().unwrap_or(default_stages);
-    let (mut distribution, mut equivalent, mut feature) = (false, false, false);
+    let (mut distribution, mut equivalent, mut feature, mut shift) = (false, false, false, false);
     for stage in stages.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match stage {
             "distribution" => distribution = true,
             "equivalent-snl" => equivalent = true,
             "feature" => feature = true,
+            "shift" => shift = true,
             "none" => {}
             other => {
                 return Err(Failure::Usage(format!(
-                    "--induce: unknown stage {other:?}; the stages are distribution, equivalent-snl, feature (comma-separated), or none"
+                    "--induce: unknown stage {other:?}; the stages are distribution, equivalent-snl, feature, shift (comma-separated), or none"
                 )));
             }
         }
     }
+    let pruning_aware = match flags.pruning_aware {
+        Some(PruningAwareArg::Off) => PruningAware::Off,
+        Some(PruningAwareArg::Mask) => PruningAware::Mask,
+        Some(PruningAwareArg::Pruned) => {
+            return Err(Failure::Usage(
+                "--pruning-aware pruned is now `spindle prune --reconstruct`: training on the pruned block, after the pruner, is reconstruction, not induction".into(),
+            ));
+        }
+        None => defaults.pruning_aware,
+    };
     if flags.pruning_aware.is_some() && !feature {
         return Err(Failure::Usage(
             "--pruning-aware is an option of the feature stage: it needs --induce ...,feature".into(),
         ));
     }
-    if !(distribution || equivalent || feature) {
+    if !(distribution || equivalent || feature || shift) {
         return Ok(None);
     }
     let usage = |e: spindle_induce::InduceError| Failure::Usage(e.to_string());
     // `None`: the flag was not given.
-    let snl = flags.snl.map(|s| match s {
-        SnlArg::Nuclear => Some(Snl::NuclearOverSpectral),
-        SnlArg::SpectralFrobenius => Some(Snl::SpectralOverFrobenius),
-        SnlArg::SpectralEnergy => Some(Snl::SpectralEnergy),
-        SnlArg::None => None,
-    });
+    let snl = flags.snl.map(snl_of);
     let distribution = if distribution {
         let start = match flags.si_start {
             StartArg::Identity => Start::Identity,
-            StartArg::Smoothquant => Start::SmoothQuant {
-                alpha: flags.si_alpha,
-            },
+            StartArg::Smoothquant => Start::SmoothQuant { alpha: flags.si_alpha },
             StartArg::ActNorm => Start::ActNorm,
         };
         let c = DistributionConfig {
@@ -125,9 +151,7 @@ pub(crate) fn config(
     };
     let equivalent = if equivalent {
         let Some(snl) = snl.unwrap_or(Some(Snl::NuclearOverSpectral)) else {
-            return Err(Failure::Usage(
-                "--induce equivalent-snl needs an --snl other than none".into(),
-            ));
+            return Err(Failure::Usage("--induce equivalent-snl needs an --snl other than none".into()));
         };
         if !(flags.equiv_max_log_scale > 0.0 && flags.snl_tokens > 0) {
             return Err(Failure::Usage(format!(
@@ -152,20 +176,11 @@ pub(crate) fn config(
             lr: flags.feature_lr,
             epochs: flags.feature_epochs,
             weight_decay: flags.feature_weight_decay,
-            source: match flags.snl_features {
-                SnlFeaturesArg::Inputs => FeatureSource::LinearInputs,
-                SnlFeaturesArg::Output => FeatureSource::BlockOutput,
-            },
-            pruning_aware: match flags.pruning_aware {
-                Some(PruningAwareArg::Off) => PruningAware::Off,
-                Some(PruningAwareArg::Mask) => PruningAware::Mask,
-                Some(PruningAwareArg::Pruned) => PruningAware::Pruned,
-                None => defaults.pruning_aware,
-            },
+            source: source_of(flags),
             max_tokens: flags.snl_tokens,
             seed: 0,
         };
-        Some(c.validate().map_err(usage)?)
+        Some(c.validate().map_err(|e| Failure::Usage(format!("the feature stage: {}", problem(e))))?)
     } else {
         None
     };
@@ -173,14 +188,58 @@ pub(crate) fn config(
         SitesArg::All => SiteChoice::All,
         SitesArg::Norms => SiteChoice::Norms,
     };
-    Ok(Some(InduceConfig {
-        distribution,
-        equivalent,
-        feature,
-        mask: scorer,
-        pattern,
-        sites,
-    }))
+    let refine = match flags.si_fit {
+        FitArg::ClosedForm => None,
+        FitArg::Reconstruction => {
+            if distribution.is_none() {
+                return Err(Failure::Usage("--si-fit is an option of the distribution stage: it needs --induce distribution,...".into()));
+            }
+            let c = FeatureConfig {
+                snl: flags.si_refine_snl.and_then(snl_of),
+                lambda: flags.snl_lambda.unwrap_or(FeatureConfig::default().lambda),
+                lr: flags.si_refine_lr,
+                epochs: flags.si_refine_epochs,
+                weight_decay: 0.0,
+                source: FeatureSource::LinearInputs,
+                max_tokens: flags.snl_tokens,
+                seed: 0,
+            };
+            Some(c.validate().map_err(|e| Failure::Usage(format!("the distribution stage's training: {}", problem(e))))?)
+        }
+    };
+    Ok(Some(InduceConfig { distribution, refine, equivalent, feature, pruning_aware, mask: scorer, pattern, sites, shift }))
+}
+
+/// Stage two of the reconstruction flags: `None` without `--reconstruct`.
+pub(crate) fn reconstruct_config(
+    flags: &ReconstructFlags,
+    induce: &InduceFlags,
+    defaults: FeatureDefaults,
+) -> Result<Option<FeatureConfig>, Failure> {
+    if !flags.reconstruct {
+        let given = [
+            ("--recon-snl", flags.recon_snl.is_some()),
+            ("--recon-snl-lambda", flags.recon_snl_lambda.is_some()),
+            ("--recon-lr", flags.recon_lr.is_some()),
+            ("--recon-epochs", flags.recon_epochs.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(Failure::Usage(format!("{flag} is an option of the reconstruction: it needs --reconstruct")));
+        }
+        return Ok(None);
+    }
+    let d = FeatureConfig::default();
+    let c = FeatureConfig {
+        snl: flags.recon_snl.map_or(defaults.recon_snl, snl_of),
+        lambda: flags.recon_snl_lambda.unwrap_or(d.lambda),
+        lr: flags.recon_lr.unwrap_or(d.lr),
+        epochs: flags.recon_epochs.unwrap_or(d.epochs),
+        weight_decay: 0.0,
+        source: source_of(induce),
+        max_tokens: induce.snl_tokens,
+        seed: 0,
+    };
+    Ok(Some(c.validate().map_err(|e| Failure::Usage(format!("the reconstruction: {}", problem(e))))?))
 }
 
 fn measures_json(m: &[Measures]) -> Value {
@@ -202,17 +261,70 @@ pub(crate) fn blocks_json(blocks: &[BlockInduction]) -> Value {
     })).collect::<Vec<_>>())
 }
 
-/// The configuration, as JSON.
+fn snl_json(f: &FeatureConfig) -> Value {
+    json!({
+        "snl": f.snl.map(|s| s.name()), "snl_lambda": f.lambda, "lr": f.lr, "epochs": f.epochs,
+        "weight_decay": f.weight_decay,
+        "snl_features": match f.source { FeatureSource::LinearInputs => "inputs", FeatureSource::BlockOutput => "output" },
+        "snl_tokens": f.max_tokens,
+    })
+}
+
+fn scorer_json(s: Scorer) -> Value {
+    match s {
+        Scorer::Magnitude => json!("magnitude"),
+        Scorer::Wanda => json!("wanda"),
+        Scorer::Ria { alpha } => json!({"ria": {"alpha": alpha}}),
+    }
+}
+
+fn pattern_json(p: Pattern) -> Value {
+    match p {
+        Pattern::Unstructured { sparsity } => json!({"unstructured": sparsity}),
+        Pattern::NM { n, m } => json!({"n": n, "m": m}),
+    }
+}
+
+/// The induction configuration, as JSON.
 pub(crate) fn config_json(c: &InduceConfig) -> Value {
     json!({
         "stages": c.stages(),
-        "distribution": c.distribution.map(|d| format!("{d:?}")),
-        "equivalent_snl": c.equivalent.map(|e| format!("{e:?}")),
-        "feature": c.feature.map(|f| format!("{f:?}")),
-        "mask": format!("{:?}", c.mask),
-        "pattern": format!("{}", c.pattern),
-        "sites": format!("{:?}", c.sites),
+        "distribution": c.distribution.map(|d| json!({
+            "acts": c.distribution_acts(),
+            "fit": if c.refine.is_some() { "reconstruction" } else { "closed-form" },
+            "refine": c.refine.as_ref().map(snl_json),
+            "start": match d.start {
+                Start::Identity => json!("identity"),
+                Start::SmoothQuant { alpha } => json!({"smoothquant": {"alpha": alpha}}),
+                Start::ActNorm => json!("act-norm"),
+            },
+            "steps": d.steps, "lr": d.lr, "temperature": d.temperature, "max_log_scale": d.max_log_scale,
+        })),
+        "equivalent_snl": c.equivalent.map(|e| json!({
+            "snl": e.snl.name(), "steps": e.steps, "lr": e.lr, "max_log_scale": e.max_log_scale, "snl_tokens": e.max_tokens,
+        })),
+        "feature": c.feature.as_ref().map(snl_json),
+        "pruning_aware": c.pruning_aware.name(),
+        "shift": c.shift,
+        "mask": scorer_json(c.mask),
+        "pattern": pattern_json(c.pattern),
+        "sites": c.sites.name(),
     })
+}
+
+/// The reconstruction configuration, as JSON.
+pub(crate) fn reconstruct_json(c: &FeatureConfig) -> Value {
+    snl_json(c)
+}
+
+/// The per-block reconstruction figures, as JSON.
+pub(crate) fn reconstruction_json(blocks: &[BlockReconstruction]) -> Value {
+    json!(blocks.iter().map(|b| json!({
+        "index": b.index,
+        "seconds": b.seconds,
+        "epochs": b.epochs.iter().map(|e| json!({"reconstruction": e.reconstruction, "snl": e.snl})).collect::<Vec<_>>(),
+        "scaler_ranges": b.scaler_ranges,
+    })).collect::<Vec<_>>())
 }
 
 /// Mean of the distribution stage's objective before and after, over every site.
@@ -269,9 +381,9 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
         induce_defaults(),
     )?
     .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
-    if cfg.feature_on_pruned() {
+    if cfg.shift {
         return Err(Failure::Usage(
-            "--pruning-aware pruned trains on the pruned block: it needs a pruner, so use it with `spindle prune --induce`".into(),
+            "--induce shift acts through a pruner's statistics and the bias its pruning leaves: use it with `spindle prune --induce shift`".into(),
         ));
     }
     if args.batch_size == 0 || args.nsamples == 0 {

@@ -79,8 +79,10 @@ fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
     if args.batch_size == 0 || args.nsamples == 0 {
         return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
     }
-    let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", crate::cmd::induce::prune_defaults(args.method))?;
-    Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, layer_errors: args.layer_errors, batch_size: args.batch_size, induce })
+    let defaults = crate::cmd::induce::prune_defaults(args.method);
+    let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", defaults)?;
+    let reconstruct = crate::cmd::induce::reconstruct_config(&args.reconstruct, &args.induce, defaults)?;
+    Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, layer_errors: args.layer_errors, batch_size: args.batch_size, induce, reconstruct })
 }
 
 /// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them, and their
@@ -123,7 +125,7 @@ pub(crate) fn model_hashes(dir: &Path) -> anyhow::Result<Value> {
 pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Result<(), Failure> {
     let started = Instant::now();
     let cfg = config(&args)?;
-    let needs_calib = !matches!(cfg.method, Method::Magnitude(_)) || matches!(cfg.allocation, Allocation::Owl(_)) || cfg.induce.is_some();
+    let needs_calib = !matches!(cfg.method, Method::Magnitude(_)) || matches!(cfg.allocation, Allocation::Owl(_)) || cfg.induce.is_some() || cfg.reconstruct.is_some();
     if args.out.exists() {
         return Err(Failure::Usage(format!("--out {} already exists; spindle writes a new directory and never overwrites", args.out.display())));
     }
@@ -168,8 +170,11 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
                 "batch_size": cfg.batch_size, "dtype": format!("{kind:?}"), "device": format!("{:?}", runtime.device), "threads": runtime.threads,
                 "spindle_version": env!("CARGO_PKG_VERSION"),
                 "induce": cfg.induce.as_ref().map(crate::cmd::induce::config_json),
+                "reconstruct": cfg.reconstruct.as_ref().map(crate::cmd::induce::reconstruct_json),
             },
             "induction": crate::cmd::induce::blocks_json(&report.induction),
+            "reconstruction": crate::cmd::induce::reconstruction_json(&report.reconstruction),
+            "added_bias_parameters": report.added_bias_parameters,
             "data": data_info,
             "overall_sparsity": report.overall_sparsity,
             "linears": report.linears.iter().map(|l| json!({
@@ -206,6 +211,13 @@ fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) {
     if let Some(line) = crate::cmd::induce::summary_line(&r.induction) {
         println!("{line}");
     }
+    let last: Vec<f64> = r.reconstruction.iter().filter_map(|b| b.epochs.last().map(|e| e.reconstruction)).collect();
+    if !last.is_empty() {
+        println!("reconstruction: final relative reconstruction error, mean over blocks {:.3e}", last.iter().sum::<f64>() / last.len() as f64);
+    }
+    if r.added_bias_parameters > 0 {
+        println!("shift: {} bias parameters added (config.json's attention_bias/mlp_bias set)", r.added_bias_parameters);
+    }
     println!("{} {} over {} linears in {} blocks: overall sparsity {:.4}", cfg.method.name(), cfg.pattern, r.linears.len(), r.blocks.len(), r.overall_sparsity);
     if let Some((e, n)) = worst {
         println!("largest relative reconstruction error {e:.4} ({n})");
@@ -220,35 +232,54 @@ fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use spindle_induce::{FeatureConfig, PruningAware, Snl};
+    use spindle::prune::PruneConfig;
+    use spindle_induce::{PruningAware, Snl};
 
+    use crate::Failure;
     use crate::cmd::cli::{Cli, Command};
 
-    fn feature(method: &str, extra: &[&str]) -> FeatureConfig {
-        let argv = ["spindle", "prune", "--model", "m", "--out", "o", "--sparsity", "0.5", "--method", method, "--induce", "feature"];
+    fn parse(method: &str, extra: &[&str]) -> Result<PruneConfig, Failure> {
+        let argv = ["spindle", "prune", "--model", "m", "--out", "o", "--sparsity", "0.5", "--method", method];
         let cli = Cli::try_parse_from(argv.iter().chain(extra)).expect("the flags parse");
         let Command::Prune(args) = cli.command else { unreachable!("a prune command") };
-        super::config(&args).expect("a valid config").induce.expect("induction asked for").feature.expect("the feature stage")
+        super::config(&args)
+    }
+
+    fn usage(method: &str, extra: &[&str]) -> String {
+        match parse(method, extra) {
+            Err(Failure::Usage(m)) => m,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
     }
 
     #[test]
-    fn the_feature_stage_defaults_are_the_best_measured_per_pruner() {
-        let defaults = |method: &str| {
-            let f = feature(method, &[]);
-            (f.pruning_aware, f.snl, f.lambda)
-        };
-        assert_eq!(defaults("magnitude"), (PruningAware::Mask, None, 1e-5));
-        assert_eq!(defaults("wanda"), (PruningAware::Pruned, Some(Snl::NuclearOverSpectral), 1e-5));
-        assert_eq!(defaults("ria"), (PruningAware::Pruned, Some(Snl::NuclearOverSpectral), 1e-5));
-        assert_eq!(defaults("sparsegpt"), (PruningAware::Pruned, None, 1e-5));
-        // Each flag overrides its default alone.
-        let f = feature("wanda", &["--snl", "none"]);
-        assert_eq!((f.pruning_aware, f.snl), (PruningAware::Pruned, None));
-        let f = feature("wanda", &["--snl-lambda", "1e-3"]);
-        assert_eq!((f.snl, f.lambda), (Some(Snl::NuclearOverSpectral), 1e-3));
-        let f = feature("magnitude", &["--snl", "spectral-energy"]);
-        assert_eq!((f.pruning_aware, f.snl, f.lambda), (PruningAware::Mask, Some(Snl::SpectralEnergy), 1e-5));
-        let f = feature("sparsegpt", &["--pruning-aware", "off"]);
-        assert_eq!((f.pruning_aware, f.snl), (PruningAware::Off, None));
+    fn the_stages_defaults_hold_per_pruner_and_each_flag_overrides_one() {
+        for method in ["magnitude", "wanda", "sparsegpt", "ria"] {
+            let c = parse(method, &["--induce", "feature", "--reconstruct"]).expect("valid");
+            let induce = c.induce.expect("induction asked for");
+            let defaults = super::super::induce::prune_defaults(match method {
+                "magnitude" => crate::cmd::cli::MethodArg::Magnitude,
+                "wanda" => crate::cmd::cli::MethodArg::Wanda,
+                "sparsegpt" => crate::cmd::cli::MethodArg::Sparsegpt,
+                _ => crate::cmd::cli::MethodArg::Ria,
+            });
+            assert_eq!((induce.pruning_aware, induce.feature.expect("feature").snl), (defaults.pruning_aware, defaults.snl), "{method}");
+            assert_eq!(c.reconstruct.expect("reconstruction asked for").snl, defaults.recon_snl, "{method}");
+        }
+        let c = parse("wanda", &["--induce", "feature", "--pruning-aware", "off", "--snl", "nuclear"]).expect("valid");
+        let induce = c.induce.expect("induction");
+        assert_eq!((induce.pruning_aware, induce.feature.expect("feature").snl), (PruningAware::Off, Some(Snl::NuclearOverSpectral)));
+        assert!(c.reconstruct.is_none(), "no reconstruction unless asked for");
+        let c = parse("sparsegpt", &["--reconstruct", "--recon-snl", "spectral-energy", "--recon-snl-lambda", "1e-3", "--recon-epochs", "3"]).expect("valid");
+        assert!(c.induce.is_none(), "reconstruction alone runs no induction");
+        let r = c.reconstruct.expect("reconstruction");
+        assert_eq!((r.snl, r.lambda, r.epochs), (Some(Snl::SpectralEnergy), 1e-3, 3));
+    }
+
+    #[test]
+    fn training_after_pruning_is_named_reconstruction() {
+        assert!(usage("wanda", &["--induce", "feature", "--pruning-aware", "pruned"]).contains("--reconstruct"));
+        assert_eq!(usage("wanda", &["--recon-snl", "nuclear"]), "--recon-snl is an option of the reconstruction: it needs --reconstruct");
+        assert_eq!(usage("wanda", &["--reconstruct", "--recon-lr", "0"]), "the reconstruction: the learning rate must be positive and finite, got 0");
     }
 }
