@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::project_root;
-use crate::reproduce::output_stem;
+use crate::cache::output_stem;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct CompareArgs {

@@ -10,7 +10,9 @@
 //! dependency tree.
 
 mod bench;
+mod cache;
 mod compare;
+mod figure;
 mod libtorch;
 mod report;
 mod reproduce;

@@ -1,19 +1,26 @@
 //! A table rendered from the run cache: Markdown laid out like the paper's table, JSON, CSV.
 //!
-//! Cells of a row with a `base` carry their change against it (perplexity in percent, accuracy
-//! in points); cells with a published reference carry it and their difference from it. A run not
-//! finished yet is an empty cell, and the caption says how many are pending. Nothing here
-//! depends on the clock, so a finished table renders to the same bytes every time.
+//! A table may run each row under several calibration seeds. A cell then shows the mean ± the
+//! sample standard deviation over the seeds finished, and a row with a `base` carries its
+//! *paired* difference from it: the change per seed (perplexity relative, accuracy in points),
+//! its mean and a 95% confidence interval from Student's t, and a verdict that says only what
+//! the interval says (`helps`, `hurts`, `within noise`). A row that reads no calibration (the
+//! dense model, magnitude alone) has one run, which stands for every seed. With one seed, cells
+//! show the value, zero-shot cells its standard error as lm-eval computes it, and `base` rows
+//! their change. Cells with a published reference carry it and their difference from it. A run
+//! not finished yet leaves its cell empty (or its seed out), and the caption says how many are
+//! pending. Nothing here depends on the clock, so a finished table renders to the same bytes
+//! every time.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use crate::reproduce::{Fingerprint, Planned, output_stem};
-use crate::spec::{Measure, Pattern, Profile, Table};
+use crate::cache::{Fingerprint, Planned, output_stem};
+use crate::spec::{Family, Measure, Pattern, Profile, Table};
 
-/// A table's figures: per model, per row, per column.
+/// A table's figures: per model, per row, per seed, per column.
 pub(crate) struct Figures {
     pub models: Vec<ModelFigures>,
     pub pending: usize,
@@ -28,14 +35,145 @@ pub(crate) struct ModelFigures {
 pub(crate) struct RowFigures {
     pub id: String,
     pub label: String,
+    pub family: Family,
+    pub runs: Vec<SeedFigures>,
+}
+
+/// One run's figures.
+pub(crate) struct SeedFigures {
+    /// `None`: the row reads no calibration, and this run stands for every seed.
+    pub seed: Option<u64>,
     pub key: Option<String>,
     pub values: Vec<Option<f64>>,
+    /// Zero-shot columns: the standard error of the accuracy, in points.
+    pub stderr: Vec<Option<f64>>,
+    /// Zero-shot columns: the majority class's share of the scored items, in percent.
+    pub majority: Vec<Option<f64>>,
+}
+
+/// Mean, sample standard deviation and count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Summary {
+    pub n: usize,
+    pub mean: f64,
+    /// `n − 1` in the denominator; 0 for one value.
+    pub sd: f64,
+}
+
+pub(crate) fn summary(v: &[f64]) -> Option<Summary> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let sd = if n > 1 { (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { 0.0 };
+    Some(Summary { n, mean, sd })
+}
+
+/// The 0.975 quantile of Student's t with `df` degrees of freedom (two-sided 95%). Above 30 the
+/// value at the next tabulated smaller `df` is used, which widens the interval a little.
+pub(crate) fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093,
+        2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        d if d <= 30 => T[d - 1],
+        d if d < 40 => 2.042,
+        d if d < 60 => 2.021,
+        d if d < 120 => 2.000,
+        _ => 1.980,
+    }
+}
+
+/// A paired difference of a row from its base, over the seeds both have.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Paired {
+    /// `(seed, difference)`: relative in percent for perplexity, points for accuracy.
+    pub per_seed: Vec<(Option<u64>, f64)>,
+    pub mean: f64,
+    /// The 95% confidence interval of the mean difference (`None` for one pair).
+    pub ci: Option<(f64, f64)>,
+}
+
+impl Paired {
+    /// What the interval shows, for a measure where `lower_is_better`.
+    pub(crate) fn verdict(&self, lower_is_better: bool) -> &'static str {
+        match self.ci {
+            None => "one seed",
+            Some((lo, hi)) if (hi < 0.0 && lower_is_better) || (lo > 0.0 && !lower_is_better) => "helps",
+            Some((lo, hi)) if (lo > 0.0 && lower_is_better) || (hi < 0.0 && !lower_is_better) => "hurts",
+            Some(_) => "within noise",
+        }
+    }
+}
+
+/// The change of `v` against `base`: relative (percent) for perplexity, in points for accuracy.
+fn change(ppl: bool, v: f64, base: f64) -> f64 {
+    if ppl { (v / base - 1.0) * 100.0 } else { v - base }
+}
+
+/// Pairs `row`'s runs with `base`'s by seed (a run that stands for every seed pairs with each).
+pub(crate) fn paired(row: &RowFigures, base: &RowFigures, column: usize, ppl: bool) -> Option<Paired> {
+    let mut per_seed = Vec::new();
+    for r in &row.runs {
+        let Some(v) = r.values[column] else { continue };
+        for b in &base.runs {
+            let Some(bv) = b.values[column] else { continue };
+            let matches = match (r.seed, b.seed) {
+                (Some(x), Some(y)) => x == y,
+                _ => true,
+            };
+            if matches {
+                per_seed.push((r.seed.or(b.seed), change(ppl, v, bv)));
+            }
+        }
+    }
+    let diffs: Vec<f64> = per_seed.iter().map(|(_, d)| *d).collect();
+    let s = summary(&diffs)?;
+    let ci = (s.n > 1).then(|| {
+        let half = t975(s.n - 1) * s.sd / (s.n as f64).sqrt();
+        (s.mean - half, s.mean + half)
+    });
+    Some(Paired { per_seed, mean: s.mean, ci })
 }
 
 impl RowFigures {
-    fn mean(&self) -> Option<f64> {
-        let v: Option<Vec<f64>> = self.values.iter().copied().collect();
-        v.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    fn column(&self, i: usize) -> Vec<f64> {
+        self.runs.iter().filter_map(|r| r.values[i]).collect()
+    }
+
+    /// The mean over the table's columns, per run (runs with every column finished).
+    fn run_means(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .filter_map(|r| {
+                let v: Option<Vec<f64>> = r.values.iter().copied().collect();
+                v.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64)
+            })
+            .collect()
+    }
+
+    /// A row of the mean column as a row of one column, for pairing.
+    fn as_mean(&self) -> RowFigures {
+        let runs = self
+            .runs
+            .iter()
+            .map(|r| {
+                let v: Option<Vec<f64>> = r.values.iter().copied().collect();
+                let m = v.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64);
+                SeedFigures { seed: r.seed, key: r.key.clone(), values: vec![m], stderr: vec![None], majority: vec![None] }
+            })
+            .collect();
+        RowFigures { id: self.id.clone(), label: self.label.clone(), family: self.family, runs }
+    }
+
+    /// One run's standard error of the mean of its columns (independent tasks): √Σse² / k.
+    fn mean_stderr(&self) -> Option<f64> {
+        let r = self.runs.first()?;
+        let se: Option<Vec<f64>> = r.stderr.iter().copied().collect();
+        se.filter(|v| !v.is_empty()).map(|v| v.iter().map(|x| x * x).sum::<f64>().sqrt() / v.len() as f64)
     }
 }
 
@@ -47,11 +185,19 @@ pub(crate) fn collect(table: &Table, planned: &[Planned], cache: &Path) -> Figur
         if finished.is_none() {
             pending += 1;
         }
-        let values = table.columns.iter().map(|c| finished.as_ref().and_then(|f| f["figures"][&c.id].as_f64())).collect();
-        let row = RowFigures { id: p.run.row.id.clone(), label: p.run.row.label.clone(), key: p.key.clone(), values };
-        match models.iter_mut().find(|m| m.id == p.run.model.id) {
-            Some(m) => m.rows.push(row),
-            None => models.push(ModelFigures { id: p.run.model.id.clone(), label: p.run.model.label.clone(), rows: vec![row] }),
+        let pick = |field: &str| -> Vec<Option<f64>> { table.columns.iter().map(|c| finished.as_ref().and_then(|f| f[field][&c.id].as_f64())).collect() };
+        let run = SeedFigures { seed: p.run.seed, key: p.key.clone(), values: pick("figures"), stderr: pick("stderr"), majority: pick("majority") };
+        let model = match models.iter_mut().find(|m| m.id == p.run.model.id) {
+            Some(m) => m,
+            None => {
+                models.push(ModelFigures { id: p.run.model.id.clone(), label: p.run.model.label.clone(), rows: Vec::new() });
+                let last = models.len() - 1;
+                &mut models[last]
+            }
+        };
+        match model.rows.iter_mut().find(|r| r.id == p.run.row.id) {
+            Some(r) => r.runs.push(run),
+            None => model.rows.push(RowFigures { id: p.run.row.id.clone(), label: p.run.row.label.clone(), family: p.run.row.family(), runs: vec![run] }),
         }
     }
     Figures { models, pending }
@@ -61,24 +207,40 @@ fn is_ppl(m: &Measure) -> bool {
     matches!(m, Measure::Ppl { .. })
 }
 
-/// The change of `v` against `base`: relative for perplexity, in points for accuracy.
-fn delta(ppl: bool, v: f64, base: f64) -> String {
-    if ppl { format!("{:+.1}%", (v / base - 1.0) * 100.0) } else { format!("{:+.2}", v - base) }
+fn fmt_change(ppl: bool, d: f64) -> String {
+    if ppl { format!("{d:+.1}%") } else { format!("{d:+.2}") }
+}
+
+fn fmt_paired(ppl: bool, p: &Paired) -> String {
+    match p.ci {
+        Some((lo, hi)) if ppl => format!("{:+.1}% [{lo:+.1}, {hi:+.1}]", p.mean),
+        Some((lo, hi)) => format!("{:+.2} [{lo:+.2}, {hi:+.2}]", p.mean),
+        None => fmt_change(ppl, p.mean),
+    }
 }
 
 fn budget(profile: &Profile, table: &Table) -> String {
+    let seeds = match profile.seeds.as_slice() {
+        [s] => format!("seed {s}"),
+        many => format!("seeds {}", many.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+    };
     let mut parts = vec![format!(
-        "calibration {} × {} tokens of {} (seed {})",
+        "calibration {} × {} tokens of {} ({seeds})",
         profile.nsamples,
         profile.models.first().map_or(0, |m| m.seqlen),
         profile.calib,
-        profile.seed
     )];
-    if table.columns.iter().any(|c| is_ppl(&c.measure)) {
-        parts.push(match profile.max_windows {
-            Some(k) => format!("perplexity over the first {k} windows of each corpus"),
-            None => "perplexity over every window".to_owned(),
-        });
+    let mut windows: Vec<String> = Vec::new();
+    for c in table.columns.iter().filter(|c| is_ppl(&c.measure)) {
+        let w = match c.max_windows.or(profile.max_windows) {
+            Some(0) | None => "every window".to_owned(),
+            Some(k) => format!("the first {k} windows"),
+        };
+        let only = c.seeds.as_ref().map(|s| format!(" (seed {} only)", s.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))).unwrap_or_default();
+        windows.push(format!("{}: {w}{only}", c.label));
+    }
+    if !windows.is_empty() {
+        parts.push(format!("perplexity over {}", windows.join("; ")));
     }
     if table.columns.iter().any(|c| !is_ppl(&c.measure)) {
         parts.push(match profile.limit {
@@ -92,7 +254,25 @@ fn budget(profile: &Profile, table: &Table) -> String {
     parts.join("; ")
 }
 
+/// A cell's value: the value, or mean ± sd over seeds (a lone seedless run marked `¹`); zero-shot
+/// cells of one run with their standard error.
+fn value_cell(row: &RowFigures, i: usize, seeded: bool) -> String {
+    let v = row.column(i);
+    let Some(s) = summary(&v) else { return String::new() };
+    if seeded {
+        if row.runs.iter().all(|r| r.seed.is_none()) {
+            return format!("{:.2}¹", s.mean);
+        }
+        return if s.n > 1 { format!("{:.2} ± {:.2}", s.mean, s.sd) } else { format!("{:.2} (n=1)", s.mean) };
+    }
+    match row.runs.first().and_then(|r| r.stderr[i]) {
+        Some(se) => format!("{:.2} ± {se:.2}", s.mean),
+        None => format!("{:.2}", s.mean),
+    }
+}
+
 pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: &Fingerprint) -> String {
+    let seeded = table.seeded(profile);
     let mut s = format!("# {}: {}\n\n", table.name, table.title);
     let cmd = if profile.name == "cpu" {
         format!("cargo xtask reproduce {}", table.name)
@@ -110,9 +290,10 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
         &fp.data_hash[..12]
     );
     if figures.pending > 0 {
-        s += &format!("**Incomplete:** {} run(s) not finished; their cells are empty.\n\n", figures.pending);
+        s += &format!("**Incomplete:** {} run(s) not finished; their cells are empty or leave their seed out.\n\n", figures.pending);
     }
     let mut sources: Vec<String> = Vec::new();
+    let mut pairs_md = String::new();
     for m in &figures.models {
         s += &format!("## {}\n\n", m.label);
         s += "| Method |";
@@ -132,17 +313,26 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
             s += &format!("| {} |", r.label);
             for (i, c) in table.columns.iter().enumerate() {
                 let ppl = is_ppl(&c.measure);
-                let mut cell = match r.values[i] {
-                    Some(v) => format!("{v:.2}"),
-                    None => String::new(),
-                };
-                if let (Some(v), Some(b)) = (r.values[i], base.and_then(|b| b.values[i])) {
-                    cell += &format!(" ({})", delta(ppl, v, b));
+                let mut cell = value_cell(r, i, seeded);
+                if let Some(p) = base.and_then(|b| paired(r, b, i, ppl)) {
+                    cell += &format!(" ({})", if seeded { fmt_paired(ppl, &p) } else { fmt_change(ppl, p.mean) });
+                    if seeded && p.ci.is_some() {
+                        pairs_md += &format!(
+                            "- {} / {} against {}, {}: {} ({} seeds): **{}**\n",
+                            m.label,
+                            r.label,
+                            base.map_or("", |b| b.label.as_str()),
+                            c.label,
+                            fmt_paired(ppl, &p),
+                            p.per_seed.len(),
+                            p.verdict(ppl)
+                        );
+                    }
                 }
                 if let Some(rf) = table.references.iter().find(|x| x.model == m.id && x.row == r.id && x.column == c.id) {
                     cell += &format!(" [ref {}", rf.value);
-                    if let Some(v) = r.values[i] {
-                        cell += &format!(", {}", delta(ppl, v, rf.value));
+                    if let Some(v) = summary(&r.column(i)) {
+                        cell += &format!(", {}", fmt_change(ppl, change(ppl, v.mean, rf.value)));
                     }
                     cell += "]";
                     if !sources.contains(&rf.source) {
@@ -152,23 +342,63 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
                 s += &format!(" {cell} |");
             }
             if table.mean {
-                let mut cell = r.mean().map(|v| format!("{v:.2}")).unwrap_or_default();
-                if let (Some(v), Some(b)) = (r.mean(), base.and_then(RowFigures::mean)) {
-                    cell += &format!(" ({})", delta(false, v, b));
+                let means = r.run_means();
+                let mut cell = match summary(&means) {
+                    Some(x) if seeded && x.n > 1 => format!("{:.2} ± {:.2}", x.mean, x.sd),
+                    Some(x) => match r.mean_stderr().filter(|_| !seeded) {
+                        Some(se) => format!("{:.2} ± {se:.2}", x.mean),
+                        None => format!("{:.2}", x.mean),
+                    },
+                    None => String::new(),
+                };
+                if let Some(p) = base.and_then(|b| paired(&r.as_mean(), &b.as_mean(), 0, false)) {
+                    cell += &format!(" ({})", if seeded { fmt_paired(false, &p) } else { fmt_change(false, p.mean) });
                 }
                 s += &format!(" {cell} |");
             }
             s += "\n";
         }
+        // The majority-class baseline of the tasks that have one (the same for every row).
+        let majority: Vec<Option<f64>> = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if c.majority { m.rows.iter().flat_map(|r| &r.runs).find_map(|r| r.majority[i]) } else { None })
+            .collect();
+        if majority.iter().any(Option::is_some) {
+            s += "| *Majority class* |";
+            for v in &majority {
+                s += &format!(" {} |", v.map(|v| format!("*{v:.2}*")).unwrap_or_default());
+            }
+            if table.mean {
+                s += " |";
+            }
+            s += "\n";
+        }
         s += "\n";
     }
-    s += "Rows marked + SI induce sparsity before pruning; the figure in parentheses is the change against the row without it";
-    s += if table.columns.iter().any(|c| is_ppl(&c.measure)) { " (perplexity: relative; accuracy: points)" } else { " (points)" };
-    s += ".";
-    if !sources.is_empty() {
-        s += &format!(" [ref …] cells are published figures for the same model and protocol: {}.", sources.join("; "));
+    if seeded {
+        s += &format!(
+            "Cells are the mean ± standard deviation over the calibration seeds finished ({} asked for); ¹ marks a row that reads no calibration data, computed once. \
+             The figure in parentheses is the paired difference from the row's base, per seed (perplexity: relative; accuracy: points), with its 95% confidence interval (Student's t).\n",
+            profile.seeds.len()
+        );
+        if !pairs_md.is_empty() {
+            s += "\nPaired differences and what their intervals show (helps: the interval excludes 0 on the better side; hurts: on the worse side; within noise: it contains 0):\n\n";
+            s += &pairs_md;
+        }
+    } else {
+        s += "The figure in parentheses is the change against the row's base";
+        s += if table.columns.iter().any(|c| is_ppl(&c.measure)) { " (perplexity: relative; accuracy: points)" } else { " (points)" };
+        s += ".";
+        if table.columns.iter().any(|c| !is_ppl(&c.measure)) {
+            s += " Zero-shot cells show ± one standard error, as lm-evaluation-harness computes it (the Mean's, √Σse²/k, treats tasks as independent).";
+        }
+        s += "\n";
     }
-    s += "\n";
+    if !sources.is_empty() {
+        s += &format!("\n[ref …] cells are published figures for the same model and protocol: {}.\n", sources.join("; "));
+    }
     for n in &table.notes {
         s += &format!("\n{n}\n");
     }
@@ -185,15 +415,54 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
                 .iter()
                 .map(|r| {
                     let row = table.row(&r.id);
-                    let cells: serde_json::Map<String, Value> = table.columns.iter().zip(&r.values).map(|(c, v)| (c.id.clone(), json!(v))).collect();
+                    let base = row.and_then(|x| x.base.clone()).and_then(|b| m.rows.iter().find(|o| o.id == b));
+                    let mut means = serde_json::Map::new();
+                    let mut sds = serde_json::Map::new();
+                    let mut ns = serde_json::Map::new();
+                    let mut deltas = serde_json::Map::new();
+                    for (i, c) in table.columns.iter().enumerate() {
+                        let s = summary(&r.column(i));
+                        means.insert(c.id.clone(), json!(s.map(|s| s.mean)));
+                        sds.insert(c.id.clone(), json!(s.map(|s| s.sd)));
+                        ns.insert(c.id.clone(), json!(s.map_or(0, |s| s.n)));
+                        if let Some(p) = base.and_then(|b| paired(r, b, i, is_ppl(&c.measure))) {
+                            deltas.insert(
+                                c.id.clone(),
+                                json!({
+                                    "unit": if is_ppl(&c.measure) { "percent" } else { "points" },
+                                    "per_seed": p.per_seed.iter().map(|(s, d)| json!({"seed": s, "delta": d})).collect::<Vec<_>>(),
+                                    "mean": p.mean, "ci95": p.ci.map(|(lo, hi)| vec![lo, hi]), "verdict": p.verdict(is_ppl(&c.measure)),
+                                }),
+                            );
+                        }
+                    }
+                    let runs: Vec<Value> = r
+                        .runs
+                        .iter()
+                        .map(|x| {
+                            let cells: serde_json::Map<String, Value> = table.columns.iter().zip(&x.values).map(|(c, v)| (c.id.clone(), json!(v))).collect();
+                            let se: serde_json::Map<String, Value> =
+                                table.columns.iter().zip(&x.stderr).filter(|(_, v)| v.is_some()).map(|(c, v)| (c.id.clone(), json!(v))).collect();
+                            json!({"seed": x.seed, "run": x.key, "figures": cells, "stderr": se})
+                        })
+                        .collect();
+                    let mean = if table.mean { json!(summary(&r.run_means()).map(|s| s.mean)) } else { Value::Null };
                     json!({
-                        "id": r.id, "label": r.label, "run": r.key, "base": row.and_then(|x| x.base.clone()),
+                        "id": r.id, "label": r.label, "family": r.family.name(), "run": r.runs.first().and_then(|x| x.key.clone()),
+                        "base": row.and_then(|x| x.base.clone()),
                         "pattern": row.and_then(|x| x.pattern).map(|p: Pattern| p.to_string()),
-                        "figures": cells, "mean": if table.mean { json!(r.mean()) } else { Value::Null },
+                        "figures": means, "sd": sds, "n": ns, "delta": deltas, "runs": runs, "mean": mean,
                     })
                 })
                 .collect();
-            json!({"id": m.id, "label": m.label, "rows": rows})
+            let majority: serde_json::Map<String, Value> = table
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.majority)
+                .map(|(i, c)| (c.id.clone(), json!(m.rows.iter().flat_map(|r| &r.runs).find_map(|r| r.majority[i]))))
+                .collect();
+            json!({"id": m.id, "label": m.label, "rows": rows, "majority": majority})
         })
         .collect();
     let columns: Vec<Value> = table
@@ -208,19 +477,22 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
         .collect();
     json!({
         "table": table.name, "version": table.version, "title": table.title, "profile": profile.name,
-        "budget": budget(profile, table), "code_version": fp.code_version, "data_hash": fp.data_hash,
+        "budget": budget(profile, table), "seeds": profile.seeds, "code_version": fp.code_version, "data_hash": fp.data_hash,
         "pending": figures.pending, "columns": columns, "models": models, "references": references,
         "tolerance": {"ppl_rel": table.tolerance.ppl_rel, "acc_abs": table.tolerance.acc_abs},
     })
 }
 
 pub(crate) fn to_csv(table: &Table, figures: &Figures) -> String {
-    let mut s = String::from("model,row,column,value,reference\n");
+    let mut s = String::from("model,row,seed,column,value,reference\n");
     for m in &figures.models {
         for r in &m.rows {
-            for (c, v) in table.columns.iter().zip(&r.values) {
-                let rf = table.references.iter().find(|x| x.model == m.id && x.row == r.id && x.column == c.id).map(|x| x.value.to_string()).unwrap_or_default();
-                s += &format!("{},{},{},{},{rf}\n", m.id, r.id, c.id, v.map(|v| v.to_string()).unwrap_or_default());
+            for run in &r.runs {
+                for (c, v) in table.columns.iter().zip(&run.values) {
+                    let rf = table.references.iter().find(|x| x.model == m.id && x.row == r.id && x.column == c.id).map(|x| x.value.to_string()).unwrap_or_default();
+                    let seed = run.seed.map(|s| s.to_string()).unwrap_or_default();
+                    s += &format!("{},{},{seed},{},{},{rf}\n", m.id, r.id, c.id, v.map(|v| v.to_string()).unwrap_or_default());
+                }
             }
         }
     }
@@ -239,11 +511,14 @@ pub(crate) fn write(root: &Path, table: &Table, profile: &str, planned: &[Planne
     let json = serde_json::to_string_pretty(&to_json(table, profile, &figures, fp))? + "\n";
     for (ext, text) in [("md", md.as_str()), ("json", json.as_str()), ("csv", to_csv(table, &figures).as_str())] {
         let path = stem.with_extension(ext);
-        // One temporary name per process: two runners of one table (`--only` split across
-        // cores) may render it at the same moment, and each rename must find its own file.
-        let tmp = stem.with_extension(format!("{ext}.{}.tmp", std::process::id()));
+        // One temporary name per process and thread: two runners of one table (`--only` split
+        // across cores) may render it at the same moment, and each rename must find its own file.
+        let tmp = stem.with_extension(format!("{ext}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(fig) = &table.figure {
+        crate::figure::draw(table, profile, fig, &figures, &stem.with_extension("png"))?;
     }
     Ok(md)
 }
@@ -289,8 +564,17 @@ mod tests {
         source = "a paper"
     "#;
 
-    fn row(id: &str, label: &str, values: Vec<Option<f64>>) -> RowFigures {
-        RowFigures { id: id.into(), label: label.into(), key: Some(format!("key-{id}")), values }
+    fn run(seed: Option<u64>, values: Vec<Option<f64>>) -> SeedFigures {
+        let n = values.len();
+        SeedFigures { seed, key: Some(format!("key-{seed:?}")), values, stderr: vec![None; n], majority: vec![None; n] }
+    }
+
+    fn row(id: &str, label: &str, runs: Vec<SeedFigures>) -> RowFigures {
+        RowFigures { id: id.into(), label: label.into(), family: Family::Base, runs }
+    }
+
+    fn fp() -> Fingerprint {
+        Fingerprint { data_dir: "/d".into(), data_hash: "d".repeat(64), code_version: "c".repeat(64) }
     }
 
     #[test]
@@ -300,23 +584,65 @@ mod tests {
             models: vec![ModelFigures {
                 id: "m".into(),
                 label: "Model M".into(),
-                rows: vec![row("wanda", "Wanda", vec![Some(11.0), Some(20.0)]), row("wanda+si", "Wanda + SI", vec![Some(9.9), None])],
+                rows: vec![row("wanda", "Wanda", vec![run(Some(0), vec![Some(11.0), Some(20.0)])]), row("wanda+si", "Wanda + SI", vec![run(Some(0), vec![Some(9.9), None])])],
             }],
             pending: 1,
         };
-        let fp = Fingerprint { data_dir: "/d".into(), data_hash: "d".repeat(64), code_version: "c".repeat(64) };
-        let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp);
+        let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
         assert!(md.starts_with("# t: a title\n"), "{md}");
-        assert!(md.contains("Budget: calibration 8 × 512 tokens of c4 (seed 0); perplexity over the first 64 windows of each corpus."), "{md}");
+        assert!(md.contains("Budget: calibration 8 × 512 tokens of c4 (seed 0); perplexity over W: the first 64 windows; C: the first 64 windows."), "{md}");
         assert!(md.contains("**Incomplete:** 1 run(s) not finished"), "{md}");
         assert!(md.contains("| Wanda | 11.00 [ref 10, +10.0%] | 20.00 |\n"), "{md}");
         assert!(md.contains("| Wanda + SI | 9.90 (-10.0%) |  |\n"), "{md}");
         assert!(md.contains("a paper"), "{md}");
         let csv = to_csv(&t, &figures);
-        assert_eq!(csv, "model,row,column,value,reference\nm,wanda,w,11,10\nm,wanda,c,20,\nm,wanda+si,w,9.9,\nm,wanda+si,c,,\n");
-        let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp);
+        assert_eq!(csv, "model,row,seed,column,value,reference\nm,wanda,0,w,11,10\nm,wanda,0,c,20,\nm,wanda+si,0,w,9.9,\nm,wanda+si,0,c,,\n");
+        let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp());
         assert_eq!(json["models"][0]["rows"][1]["figures"]["c"], Value::Null);
         assert_eq!(json["models"][0]["rows"][1]["base"], "wanda");
         assert_eq!(json["pending"], 1);
+    }
+
+    #[test]
+    fn seeded_cells_are_mean_and_sd_with_paired_confidence_intervals() {
+        let spec = SPEC.replace("max_windows = 64\n", "max_windows = 64\nseeds = [0, 1, 2]\n");
+        let t = crate::spec::parse(&spec).unwrap();
+        // Base 10, 12, 14; SI 9, 10.8, 13.3 → per seed −10%, −10%, −5%.
+        let base = row("wanda", "Wanda", (0..3).map(|s| run(Some(s), vec![Some(10.0 + 2.0 * s as f64), None])).collect());
+        let si = row("wanda+si", "Wanda + SI", vec![run(Some(0), vec![Some(9.0), None]), run(Some(1), vec![Some(10.8), None]), run(Some(2), vec![Some(13.3), None])]);
+        let p = paired(&si, &base, 0, true).unwrap();
+        let d: Vec<f64> = p.per_seed.iter().map(|(_, d)| *d).collect();
+        assert!((d[0] + 10.0).abs() < 1e-9 && (d[1] + 10.0).abs() < 1e-9 && (d[2] + 5.0).abs() < 1e-9, "{d:?}");
+        let mean: f64 = -25.0 / 3.0;
+        let sd = ((2.0 * (10.0 + mean).powi(2) + (5.0 + mean).powi(2)) / 2.0_f64).sqrt();
+        let half = 4.303 * sd / 3f64.sqrt();
+        let (lo, hi) = p.ci.unwrap();
+        assert!((p.mean - mean).abs() < 1e-9 && (lo - (mean - half)).abs() < 1e-9 && (hi - (mean + half)).abs() < 1e-9);
+        assert_eq!(p.verdict(true), "helps", "the interval [{lo}, {hi}] lies below 0");
+        assert_eq!(p.verdict(false), "hurts", "for accuracy, lower is worse");
+        let noisy = row("x", "X", vec![run(Some(0), vec![Some(9.5), None]), run(Some(1), vec![Some(12.5), None]), run(Some(2), vec![Some(13.3), None])]);
+        assert_eq!(paired(&noisy, &base, 0, true).unwrap().verdict(true), "within noise");
+        let figures = Figures { models: vec![ModelFigures { id: "m".into(), label: "Model M".into(), rows: vec![base, si] }], pending: 0 };
+        let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
+        assert!(md.contains("| Wanda | 12.00 ± 2.00 [ref 10, +20.0%] |  |\n"), "{md}");
+        assert!(md.contains(&format!("| Wanda + SI | 11.03 ± 2.16 ({:+.1}% [{:+.1}, {:+.1}]) |  |\n", mean, lo, hi)), "{md}");
+        assert!(md.contains("against Wanda, W: ") && md.contains("(3 seeds): **helps**"), "{md}");
+        // A base that reads no calibration pairs with every seed.
+        let lone = row("wanda", "Wanda", vec![run(None, vec![Some(10.0), None])]);
+        let p = paired(&row("x", "X", (0..3).map(|s| run(Some(s), vec![Some(9.0 - 0.1 * s as f64), None])).collect()), &lone, 0, true).unwrap();
+        assert_eq!(p.per_seed.len(), 3);
+        assert_eq!(p.verdict(true), "helps");
+        let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp());
+        assert_eq!(json["models"][0]["rows"][1]["delta"]["w"]["per_seed"].as_array().unwrap().len(), 3);
+        assert_eq!(json["models"][0]["rows"][1]["runs"][2]["figures"]["w"], 13.3);
+        assert_eq!(json["seeds"], json!([0, 1, 2]));
+    }
+
+    #[test]
+    fn t_quantiles_are_the_tabulated_ones() {
+        assert_eq!(t975(1), 12.706);
+        assert_eq!(t975(4), 2.776);
+        assert_eq!(t975(30), 2.042);
+        assert!(t975(0).is_infinite());
     }
 }

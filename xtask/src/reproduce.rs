@@ -1,17 +1,15 @@
 //! `cargo xtask reproduce <table>`: the main job.
 //!
 //! It reads the table's spec (`eval/tables/<table>.toml`, see [`crate::spec`]), expands the chosen
-//! profile into runs (one `spindle prune` and one `spindle eval` per model × row), and executes
-//! the runs that are not cached yet with the release `spindle` binary, under one progress bar.
+//! profile into runs (one `spindle prune` and one or more `spindle eval` per model × row ×
+//! calibration seed), and executes the runs that are not cached yet with the release `spindle`
+//! binary, `--jobs` at a time, under one progress bar.
 //!
-//! **Cache.** Each run lives in `results/cache/<key>/`, where the key is a SHA-256 over exactly
-//! what determines its figures: the `spindle` arguments, the model's identity (a known name, or
-//! the bytes of `config.json` and every safetensors header and length of a directory), the data
-//! folder's `SHA256SUMS`, and the code version (see [`code_version`]: each crate's sources and
-//! manifest, `Cargo.lock`, `eval/tasks/`; not the tests). A run is finished when its `run.json`
-//! exists (written atomically, last). An interrupted run keeps what it finished: a pruned model
-//! that was completely written is evaluated without pruning again. The thread count is not in
-//! the key.
+//! **Cache.** Runs are cached by [`crate::cache`], keyed by everything that determines their
+//! figures. An interrupted run keeps what it finished: a pruned model that was completely
+//! written is evaluated without pruning again. The thread count is not in the key. Several
+//! runners (processes, or the `--jobs` workers of one) may share one cache: each run is claimed
+//! by a lock file before it is computed, so none is computed twice at once.
 //!
 //! **Outputs.** `results/<table>.md` (the `cpu` profile; `results/<table>-<profile>.md` for
 //! others), `.json` and `.csv` beside it, rendered from the cache by [`crate::report`] after
@@ -20,18 +18,18 @@
 //! `--dry-run` lists the runs, their keys and whether each is cached, without building anything.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
+use crate::cache::{Fingerprint, Planned, RunLock, cache_dir, fingerprint, plan};
 use crate::report;
-use crate::spec::{self, Measure, Run, Table};
+use crate::spec::{self, Measure, Table};
 use crate::{cargo, libtorch, project_root, run_echoed};
 
 #[derive(Debug, clap::Args)]
@@ -54,293 +52,24 @@ pub(crate) struct ReproduceArgs {
     /// task), and a table must not depend on the machine's cores.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Runs at once, each at `--threads` threads: on a machine with N cores, `--jobs N` runs
+    /// N one-thread runs side by side.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
     /// The offline data folder (default: $SPINDLE_DATA, else ./data, else ../shared/data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }
 
-/// What a run's cache key is computed from, besides its own arguments.
-pub(crate) struct Fingerprint {
-    pub data_dir: PathBuf,
-    pub data_hash: String,
-    pub code_version: String,
-}
-
-/// A run with its cache key and state.
-pub(crate) struct Planned {
-    pub run: Run,
-    /// The expanded model source (`None` when it cannot be resolved here: the reason).
-    pub source: Result<String, String>,
-    pub key: Option<String>,
-}
-
-impl Planned {
-    pub(crate) fn dir(&self, cache: &Path) -> Option<PathBuf> {
-        self.key.as_ref().map(|k| cache.join(k))
-    }
-
-    /// The figures of a finished run, from its `run.json`.
-    pub(crate) fn finished(&self, cache: &Path) -> Option<Value> {
-        let path = self.dir(cache)?.join("run.json");
-        let text = std::fs::read_to_string(path).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The data folder, by the convention every `spindle` command follows.
-fn data_dir(flag: Option<&Path>, root: &Path) -> Result<PathBuf> {
-    if let Some(d) = flag {
-        return Ok(d.to_path_buf());
-    }
-    if let Some(d) = std::env::var_os("SPINDLE_DATA").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d));
-    }
-    for candidate in [root.join("data"), root.join("../shared/data")] {
-        if candidate.is_dir() {
-            return Ok(candidate);
-        }
-    }
-    bail!("no data folder: pass --data-dir, set SPINDLE_DATA, or place the offline data at ./data or ../shared/data")
-}
-
-/// SHA-256 of the code that computes a figure, in sorted order, names included: each crate's
-/// `Cargo.toml`, `build.rs` and `src/` (not its tests, benches or examples), the workspace
-/// `Cargo.toml` (profiles, features), the task data `eval/tasks/`, and the `Cargo.lock` entries
-/// of the packages those crates depend on (see [`locked_closure`]). A change to a test, a comment
-/// outside `src/`, or xtask's own dependencies leaves cached runs valid.
-pub(crate) fn code_version(root: &Path) -> Result<String> {
-    let mut files = Vec::new();
-    for p in ["Cargo.toml", "eval/tasks"] {
-        collect_files(&root.join(p), &mut files)?;
-    }
-    let crates = root.join("crates");
-    let mut members = Vec::new();
-    for entry in std::fs::read_dir(&crates).with_context(|| format!("reading {}", crates.display()))? {
-        let dir = entry?.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        for p in ["Cargo.toml", "build.rs", "src"] {
-            if dir.join(p).exists() {
-                collect_files(&dir.join(p), &mut files)?;
-            }
-        }
-        let manifest = dir.join("Cargo.toml");
-        if manifest.is_file() {
-            let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-            let value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
-            if let Some(name) = value.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()) {
-                members.push(name.to_owned());
-            }
-        }
-    }
-    files.sort();
-    let mut h = Sha256::new();
-    for f in files {
-        let rel = f.strip_prefix(root).unwrap_or(&f);
-        h.update(rel.to_string_lossy().as_bytes());
-        h.update([0]);
-        h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
-        h.update([0]);
-    }
-    let lock = root.join("Cargo.lock");
-    let text = std::fs::read_to_string(&lock).with_context(|| format!("reading {}", lock.display()))?;
-    h.update(b"Cargo.lock\0");
-    h.update(locked_closure(&text, &members).with_context(|| format!("reading {}", lock.display()))?.as_bytes());
-    Ok(hex(&h.finalize()))
-}
-
-/// The `Cargo.lock` entries reachable from the packages named in `roots` (the crates under
-/// `crates/`), one canonical line each, sorted: name, version, source, checksum and
-/// dependencies. A package only xtask or the tests crate pulls in (a plotting crate for a
-/// report, say) is not part of it, so adding one does not orphan the cached runs.
-pub(crate) fn locked_closure(lock: &str, roots: &[String]) -> Result<String> {
-    let value: toml::Value = toml::from_str(lock).context("not a Cargo.lock")?;
-    let packages = value.get("package").and_then(|p| p.as_array()).context("no [[package]] entries")?;
-    let field = |p: &toml::Value, k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    let deps = |p: &toml::Value| -> Vec<String> {
-        p.get("dependencies")
-            .and_then(|d| d.as_array())
-            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default()
-    };
-    // A dependency is written "name", "name version" or "name version (source)".
-    let find = |dep: &str| -> Result<usize> {
-        let mut parts = dep.split(' ');
-        let name = parts.next().unwrap_or_default();
-        let version = parts.next();
-        let hits: Vec<usize> = packages
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| field(p, "name") == name && version.is_none_or(|v| field(p, "version") == v))
-            .map(|(i, _)| i)
-            .collect();
-        match hits.as_slice() {
-            [i] => Ok(*i),
-            [] => bail!("dependency {dep:?} has no [[package]] entry"),
-            _ => bail!("dependency {dep:?} matches {} [[package]] entries", hits.len()),
-        }
-    };
-    let mut seen = std::collections::BTreeSet::new();
-    let mut todo = Vec::new();
-    for r in roots {
-        todo.push(find(r)?);
-    }
-    while let Some(i) = todo.pop() {
-        if seen.insert(i) {
-            for d in deps(&packages[i]) {
-                todo.push(find(&d)?);
-            }
-        }
-    }
-    let mut lines: Vec<String> = seen
-        .iter()
-        .map(|&i| {
-            let p = &packages[i];
-            format!("{} {} {} {} [{}]", field(p, "name"), field(p, "version"), field(p, "source"), field(p, "checksum"), deps(p).join(", "))
-        })
-        .collect();
-    lines.sort();
-    Ok(lines.join("\n"))
-}
-
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.is_file() {
-        out.push(path.to_path_buf());
-    } else if meta.is_dir() {
-        for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
-            collect_files(&entry?.path(), out)?;
-        }
-    }
-    Ok(())
-}
-
-/// A model's identity: a known name as itself (the binary pins its download by SHA-256); a
-/// directory by its config.json and its safetensors headers and lengths (a header lists every
-/// tensor's name, dtype, shape and offsets, so any re-export changes it).
-fn model_hash(source: &str) -> Result<String> {
-    let dir = Path::new(source);
-    if !dir.exists() && !source.contains('/') {
-        return Ok(format!("name:{source}"));
-    }
-    if !dir.is_dir() {
-        bail!("model {source}: no such directory");
-    }
-    let mut h = Sha256::new();
-    let config = dir.join("config.json");
-    h.update(std::fs::read(&config).with_context(|| format!("model {source}: reading {}", config.display()))?);
-    let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    weights.sort();
-    if weights.is_empty() {
-        bail!("model {source}: no .safetensors files");
-    }
-    for w in weights {
-        let mut f = File::open(&w).with_context(|| format!("opening {}", w.display()))?;
-        let len = f.metadata()?.len();
-        let mut n = [0u8; 8];
-        f.read_exact(&mut n).with_context(|| format!("{}: not a safetensors file", w.display()))?;
-        let header_len = u64::from_le_bytes(n);
-        if header_len > len.saturating_sub(8) {
-            bail!("{}: its header length {header_len} exceeds the file", w.display());
-        }
-        let mut header = vec![0u8; header_len as usize];
-        f.read_exact(&mut header).with_context(|| format!("reading the header of {}", w.display()))?;
-        h.update(w.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
-        h.update(len.to_le_bytes());
-        h.update(&header);
-    }
-    Ok(format!("dir:{}", hex(&h.finalize())))
-}
-
-/// The cache key of a run.
-pub(crate) fn run_key(run: &Run, model_hash: &str, fp: &Fingerprint) -> String {
-    let mut h = Sha256::new();
-    let mut line = |k: &str, v: &str| {
-        h.update(k.as_bytes());
-        h.update([0x1f]);
-        h.update(v.as_bytes());
-        h.update([0x1e]);
-    };
-    line("schema", "spindle-run/1");
-    line("model", model_hash);
-    line("prune", &run.prune.as_ref().map(|a| a.join("\u{1f}")).unwrap_or_else(|| "dense".to_owned()));
-    line("eval", &run.eval.join("\u{1f}"));
-    line("data", &fp.data_hash);
-    line("code", &fp.code_version);
-    hex(&h.finalize())[..24].to_owned()
-}
-
-/// Expands and keys the runs of a table's profile, filtered by `--only`.
-pub(crate) fn plan(table: &Table, profile: &str, only: &[String], fp: &Fingerprint) -> Result<Vec<Planned>> {
-    let profile = table.profile(profile)?;
-    for o in only {
-        if table.row(o).is_none() {
-            let rows: Vec<&str> = table.rows.iter().map(|r| r.id.as_str()).collect();
-            bail!("--only {o:?}: table {} has no such row (its rows: {})", table.name, rows.join(", "));
-        }
-    }
-    let mut hashes: std::collections::BTreeMap<String, Result<(String, String), String>> = Default::default();
-    let mut out = Vec::new();
-    for run in table.runs(profile) {
-        if !only.is_empty() && !only.contains(&run.row.id) {
-            continue;
-        }
-        let resolved = hashes
-            .entry(run.model.id.clone())
-            .or_insert_with(|| {
-                let src = spec::expand_source(&run.model.source).map_err(|e| format!("{e:#}"))?;
-                let h = model_hash(&src).map_err(|e| format!("{e:#}"))?;
-                Ok((src, h))
-            })
-            .clone();
-        let (source, key) = match resolved {
-            Ok((src, h)) => {
-                let key = run_key(&run, &h, fp);
-                (Ok(src), Some(key))
-            }
-            Err(e) => (Err(e), None),
-        };
-        out.push(Planned { run, source, key });
-    }
-    Ok(out)
-}
-
-pub(crate) fn results_dir(root: &Path) -> PathBuf {
-    root.join("results")
-}
-
-pub(crate) fn cache_dir(root: &Path) -> PathBuf {
-    results_dir(root).join("cache")
-}
-
-/// `results/<table>` for the cpu profile, `results/<table>-<profile>` otherwise (no extension).
-pub(crate) fn output_stem(root: &Path, table: &str, profile: &str) -> PathBuf {
-    let name = if profile == "cpu" { table.to_owned() } else { format!("{table}-{profile}") };
-    results_dir(root).join(name)
-}
-
-fn fingerprint(args: &ReproduceArgs, root: &Path) -> Result<Fingerprint> {
-    let data_dir = data_dir(args.data_dir.as_deref(), root)?;
-    let sums = data_dir.join("SHA256SUMS");
-    let bytes = std::fs::read(&sums).with_context(|| format!("reading {} (the data folder's checksums)", sums.display()))?;
-    Ok(Fingerprint { data_hash: hex(&Sha256::digest(&bytes)), data_dir, code_version: code_version(root)? })
-}
-
 pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     let root = project_root();
     let table = spec::load(&root, &args.table)?;
-    let fp = fingerprint(args, &root)?;
+    let fp = fingerprint(args.data_dir.as_deref(), &root)?;
     let planned = plan(&table, &args.profile, &args.only, &fp)?;
     let cache = cache_dir(&root);
+    if args.jobs == 0 || args.threads == 0 {
+        bail!("--jobs and --threads must be at least 1");
+    }
 
     if args.dry_run {
         println!(
@@ -360,12 +89,15 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
                 (Ok(_), None) => "to run".to_owned(),
             };
             let key = p.key.as_deref().unwrap_or("-");
-            println!("  {:<14} {:<28} {key:<24}  {state}", p.run.model.id, p.run.row.id);
+            let seed = p.run.seed.map_or_else(|| "-".to_owned(), |s| s.to_string());
+            println!("  {:<14} {:<28} seed {seed:<3} {key:<24}  {state}", p.run.model.id, p.run.row.id);
             if let Ok(src) = &p.source {
                 if let Some(a) = &p.run.prune {
                     println!("      spindle prune --model {src} {}", a.join(" "));
                 }
-                println!("      spindle eval --model {} {}", if p.run.prune.is_some() { "<pruned>" } else { src }, p.run.eval.join(" "));
+                for e in &p.run.evals {
+                    println!("      spindle eval --model {} {}", if p.run.prune.is_some() { "<pruned>" } else { src }, e.args.join(" "));
+                }
             }
         }
         return Ok(());
@@ -373,7 +105,7 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
 
     for p in &planned {
         if let Err(e) = &p.source {
-            bail!("{} / {}: {e}", p.run.model.id, p.run.row.id);
+            bail!("{}: {e}", p.name());
         }
     }
     let pending: Vec<&Planned> = planned.iter().filter(|p| p.finished(&cache).is_none()).collect();
@@ -383,12 +115,13 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     }
     let spindle = root.join("target").join("release").join("spindle");
     eprintln!(
-        "{} ({} profile): {} runs, {} cached, {} to run",
+        "{} ({} profile): {} runs, {} cached, {} to run, {} at a time",
         table.name,
         args.profile,
         planned.len(),
         planned.len() - pending.len(),
-        pending.len()
+        pending.len(),
+        args.jobs.min(pending.len().max(1))
     );
     let bar = ProgressBar::new(pending.len() as u64);
     bar.set_style(
@@ -396,20 +129,90 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("progress template: {e}"))?,
     );
     let all_planned = plan(&table, &args.profile, &[], &fp)?;
-    for p in pending {
-        let what = format!("{} / {}", p.run.model.id, p.run.row.id);
-        let t0 = Instant::now();
-        execute(p, &table, &spindle, &cache, &fp, args.threads, &bar).with_context(|| format!("run {what}"))?;
-        bar.inc(1);
-        let line = format!("finished {what} in {:.1} min ({}/{})", t0.elapsed().as_secs_f64() / 60.0, bar.position(), bar.length().unwrap_or(0));
-        // A hidden bar (stderr is not a terminal, as in CI) drops println: say it plainly there.
-        if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
-        report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
-    }
+    // Workers take the next pending run; the table is rendered after every finished run, one
+    // render at a time. A run another runner holds is left to it.
+    let queue = Mutex::new(pending.into_iter());
+    let render = Mutex::new(());
+    let failures: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
+    let skipped = Mutex::new(0usize);
+    let ctx = Ctx { table: &table, spindle: &spindle, cache: &cache, fp: &fp, threads: args.threads, bar: &bar };
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs {
+            scope.spawn(|| {
+                loop {
+                    if !failures.lock().map(|f| f.is_empty()).unwrap_or(false) {
+                        return;
+                    }
+                    let Some(p) = queue.lock().ok().and_then(|mut q| q.next()) else { return };
+                    let what = p.name();
+                    let t0 = Instant::now();
+                    match claim_and_execute(p, &ctx) {
+                        Ok(true) => {
+                            bar.inc(1);
+                            let line = format!("finished {what} in {:.1} min ({}/{})", t0.elapsed().as_secs_f64() / 60.0, bar.position(), bar.length().unwrap_or(0));
+                            // A hidden bar (stderr is not a terminal, as in CI) drops println: say it plainly there.
+                            if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
+                            let _one = render.lock();
+                            if let Err(e) = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp) {
+                                if let Ok(mut f) = failures.lock() {
+                                    f.push(e);
+                                }
+                            }
+                        }
+                        Ok(false) => {
+                            bar.inc(1);
+                            if let Ok(mut n) = skipped.lock() {
+                                *n += 1;
+                            }
+                            let line = format!("{what}: another runner holds it; left to it");
+                            if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = failures.lock() {
+                                f.push(e.context(format!("run {what}")));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
     bar.finish_and_clear();
+    let failures = failures.into_inner().unwrap_or_default();
+    if let Some(e) = failures.into_iter().next() {
+        return Err(e);
+    }
     let md = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
     print!("{md}");
+    let skipped = skipped.into_inner().unwrap_or(0);
+    if skipped > 0 {
+        eprintln!("{skipped} run(s) were held by another runner; rerun to render them once they finish");
+    }
     Ok(())
+}
+
+/// What every run of one invocation shares.
+struct Ctx<'a> {
+    table: &'a Table,
+    spindle: &'a Path,
+    cache: &'a Path,
+    fp: &'a Fingerprint,
+    threads: usize,
+    bar: &'a ProgressBar,
+}
+
+/// Claims the run and computes it; `Ok(false)` when another runner holds it.
+fn claim_and_execute(p: &Planned, ctx: &Ctx<'_>) -> Result<bool> {
+    let dir = p.dir(ctx.cache).context("the run has no resolved model")?;
+    let Some(_lock) = RunLock::take(&dir)? else {
+        return Ok(false);
+    };
+    // Another runner may have finished it between the plan and the claim.
+    if p.finished(ctx.cache).is_some() {
+        return Ok(true);
+    }
+    execute(p, ctx)?;
+    Ok(true)
 }
 
 /// Shows the step on the bar, or as a line when the bar is hidden.
@@ -440,159 +243,96 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-fn execute(p: &Planned, table: &Table, spindle: &Path, cache: &Path, fp: &Fingerprint, threads: usize, bar: &ProgressBar) -> Result<()> {
-    let (Ok(source), Some(dir)) = (&p.source, p.dir(cache)) else {
+/// The JSON file the `i`-th evaluation of a run writes.
+pub(crate) fn eval_file(i: usize) -> String {
+    if i == 0 { "eval.json".to_owned() } else { format!("eval-{i}.json") }
+}
+
+fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
+    let (Ok(source), Some(dir)) = (&p.source, p.dir(ctx.cache)) else {
         bail!("the run has no resolved model");
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let base = |cmd: &mut Command| {
-        cmd.arg("--threads").arg(threads.to_string());
-        cmd.arg("--data-dir").arg(&fp.data_dir);
+        cmd.arg("--threads").arg(ctx.threads.to_string());
+        cmd.arg("--data-dir").arg(&ctx.fp.data_dir);
+    };
+    let label = match p.run.seed {
+        Some(s) => format!("{} seed {s}", p.run.row.id),
+        None => p.run.row.id.clone(),
     };
     let model = dir.join("model");
     let t0 = Instant::now();
     let mut prune_seconds = None;
     if let Some(args) = &p.run.prune
-        && !model.join("config.json").is_file() {
-            if model.exists() {
-                std::fs::remove_dir_all(&model).with_context(|| format!("removing the partial {}", model.display()))?;
-            }
-            step(bar, format!("{}: prune", p.run.row.id));
-            let mut cmd = Command::new(spindle);
-            base(&mut cmd);
-            cmd.arg("prune").arg("--model").arg(source).args(args).arg("--out").arg(&model).arg("--json").arg(dir.join("prune.json"));
-            logged(&mut cmd, &dir.join("prune.log"))?;
-            prune_seconds = Some(t0.elapsed().as_secs_f64());
+        && !model.join("config.json").is_file()
+    {
+        if model.exists() {
+            std::fs::remove_dir_all(&model).with_context(|| format!("removing the partial {}", model.display()))?;
         }
-    step(bar, format!("{}: eval", p.run.row.id));
-    let t1 = Instant::now();
-    let eval_json = dir.join("eval.json");
-    let mut cmd = Command::new(spindle);
-    base(&mut cmd);
-    cmd.arg("eval").arg("--model");
-    if p.run.prune.is_some() { cmd.arg(&model) } else { cmd.arg(source) };
-    cmd.args(&p.run.eval).arg("--json").arg(&eval_json);
-    logged(&mut cmd, &dir.join("eval.log"))?;
-    let eval_seconds = t1.elapsed().as_secs_f64();
-
-    let text = std::fs::read_to_string(&eval_json).with_context(|| format!("reading {}", eval_json.display()))?;
-    let eval: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", eval_json.display()))?;
+        step(ctx.bar, format!("{label}: prune"));
+        let mut cmd = Command::new(ctx.spindle);
+        base(&mut cmd);
+        cmd.arg("prune").arg("--model").arg(source).args(args).arg("--out").arg(&model).arg("--json").arg(dir.join("prune.json"));
+        logged(&mut cmd, &dir.join("prune.log"))?;
+        prune_seconds = Some(t0.elapsed().as_secs_f64());
+    }
     let mut figures = serde_json::Map::new();
-    for c in &table.columns {
-        let v = match &c.measure {
-            Measure::Ppl { corpus } => eval["perplexity"][corpus].as_f64(),
-            Measure::Task { task, metric } => eval["tasks"][task][metric.key()].as_f64().map(|a| a * 100.0),
-        };
-        let v = v.with_context(|| format!("{} lacks the figure of column {} ({:?})", eval_json.display(), c.id, c.measure))?;
-        figures.insert(c.id.clone(), json!(v));
+    let mut stderr = serde_json::Map::new();
+    let mut majority = serde_json::Map::new();
+    let mut eval_seconds = Vec::new();
+    for (i, e) in p.run.evals.iter().enumerate() {
+        step(ctx.bar, format!("{label}: eval {}/{}", i + 1, p.run.evals.len()));
+        let t1 = Instant::now();
+        let eval_json = dir.join(eval_file(i));
+        let mut cmd = Command::new(ctx.spindle);
+        base(&mut cmd);
+        cmd.arg("eval").arg("--model");
+        if p.run.prune.is_some() { cmd.arg(&model) } else { cmd.arg(source) };
+        cmd.args(&e.args).arg("--json").arg(&eval_json);
+        let log = if i == 0 { "eval.log".to_owned() } else { format!("eval-{i}.log") };
+        logged(&mut cmd, &dir.join(log))?;
+        eval_seconds.push(t1.elapsed().as_secs_f64());
+        let text = std::fs::read_to_string(&eval_json).with_context(|| format!("reading {}", eval_json.display()))?;
+        let eval: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", eval_json.display()))?;
+        for id in &e.columns {
+            let c = ctx.table.columns.iter().find(|c| &c.id == id).context("an evaluation names a column the table lacks")?;
+            let (v, se, maj) = match &c.measure {
+                Measure::Ppl { corpus } => (eval["perplexity"][corpus].as_f64(), None, None),
+                Measure::Task { task, metric } => {
+                    let t = &eval["tasks"][task];
+                    (t[metric.key()].as_f64().map(|a| a * 100.0), t[format!("{}_stderr", metric.key())].as_f64().map(|a| a * 100.0), t["majority"].as_f64().map(|a| a * 100.0))
+                }
+            };
+            let v = v.with_context(|| format!("{} lacks the figure of column {} ({:?})", eval_json.display(), c.id, c.measure))?;
+            figures.insert(c.id.clone(), json!(v));
+            if let Some(se) = se {
+                stderr.insert(c.id.clone(), json!(se));
+            }
+            if let Some(m) = maj {
+                majority.insert(c.id.clone(), json!(m));
+            }
+        }
     }
     let record = json!({
         "key": p.key,
         "model": {"id": p.run.model.id, "source": source},
         "row": p.run.row.id,
+        "seed": p.run.seed,
         "prune_args": p.run.prune,
-        "eval_args": p.run.eval,
+        "eval_args": p.run.evals.iter().map(|e| e.args.clone()).collect::<Vec<_>>(),
         "figures": figures,
+        "stderr": stderr,
+        "majority": majority,
         "prune_seconds": prune_seconds,
         "eval_seconds": eval_seconds,
-        "threads": threads,
-        "code_version": fp.code_version,
-        "data_hash": fp.data_hash,
+        "threads": ctx.threads,
+        "code_version": ctx.fp.code_version,
+        "data_hash": ctx.fp.data_hash,
     });
     write_atomic(&dir.join("run.json"), &(serde_json::to_string_pretty(&record)? + "\n"))?;
     if model.exists() {
         std::fs::remove_dir_all(&model).with_context(|| format!("removing {}", model.display()))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fp() -> Fingerprint {
-        Fingerprint { data_dir: PathBuf::from("/d"), data_hash: "d".repeat(64), code_version: "c".repeat(64) }
-    }
-
-    #[test]
-    fn keys_change_with_what_determines_the_figures_and_nothing_else() {
-        let t = crate::spec::load(&project_root(), "table2").unwrap();
-        let runs = t.runs(t.profile("cpu").unwrap());
-        let k = |r: &Run, f: &Fingerprint| run_key(r, "name:smollm2-135m", f);
-        let base = k(&runs[1], &fp());
-        assert_eq!(base, k(&runs[1], &fp()), "a key is a pure function");
-        assert_ne!(base, k(&runs[2], &fp()), "rows differ");
-        assert_ne!(base, run_key(&runs[1], "name:other", &fp()), "models differ");
-        let mut other = fp();
-        other.code_version = "e".repeat(64);
-        assert_ne!(base, k(&runs[1], &other), "code versions differ");
-        let mut other = fp();
-        other.data_hash = "e".repeat(64);
-        assert_ne!(base, k(&runs[1], &other), "data differs");
-        let mut other = fp();
-        other.data_dir = PathBuf::from("/elsewhere");
-        assert_eq!(base, k(&runs[1], &other), "the same data in another folder is the same run");
-    }
-
-    #[test]
-    fn the_code_version_follows_sources_and_manifests_not_tests() {
-        let root = std::env::temp_dir().join(format!("xtask-code-version-{}", std::process::id()));
-        let w = |p: &str, text: &str| {
-            let path = root.join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        };
-        let lock = |xtask_dep: &str, a_dep_version: &str| {
-            format!(
-                "[[package]]\nname = \"a\"\nversion = \"0.1.0\"\ndependencies = [\"dep\"]\n\n\
-                 [[package]]\nname = \"dep\"\nversion = \"{a_dep_version}\"\n\n\
-                 [[package]]\nname = \"xtask\"\nversion = \"0.1.0\"\ndependencies = [\"dep\", \"{xtask_dep}\"]\n\n\
-                 [[package]]\nname = \"{xtask_dep}\"\nversion = \"1.0.0\"\n"
-            )
-        };
-        for (p, t) in [("Cargo.toml", "[workspace]"), ("Cargo.lock", lock("plot", "1.0.0").as_str()), ("eval/tasks/piqa.toml", "v = 1"),
-            ("crates/a/Cargo.toml", "[package]\nname = \"a\""), ("crates/a/src/lib.rs", "fn a() {}"), ("crates/a/tests/t.rs", "#[test] fn t() {}")] {
-            w(p, t);
-        }
-        let v0 = code_version(&root).unwrap();
-        w("crates/a/tests/t.rs", "#[test] fn t2() {}");
-        assert_eq!(code_version(&root).unwrap(), v0, "a test does not compute figures");
-        w("Cargo.lock", &lock("chart", "1.0.0"));
-        assert_eq!(code_version(&root).unwrap(), v0, "xtask's own dependencies do not compute figures");
-        for (p, t) in [("crates/a/src/lib.rs", "fn b() {}"), ("crates/a/Cargo.toml", "[package]\nname = \"a\"\nx = 1"), ("Cargo.toml", "[profile]"),
-            ("Cargo.lock", lock("chart", "1.0.1").as_str()), ("eval/tasks/piqa.toml", "v = 2"), ("crates/a/build.rs", "fn main() {}")] {
-            let before = code_version(&root).unwrap();
-            w(p, t);
-            assert_ne!(code_version(&root).unwrap(), before, "{p} changes the figures");
-        }
-        std::fs::remove_dir_all(&root).unwrap();
-        let real = std::fs::read_to_string(project_root().join("Cargo.lock")).unwrap();
-        let closure = locked_closure(&real, &["spindle".to_owned()]).unwrap();
-        assert!(closure.contains("\ntch 0.26"), "spindle reaches tch");
-        assert!(!closure.contains("\nxtask "), "the binary does not depend on xtask");
-        assert!(code_version(&project_root()).is_ok());
-    }
-
-    #[test]
-    fn a_directory_model_is_known_by_its_config_and_headers() {
-        let dir = std::env::temp_dir().join(format!("xtask-model-hash-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("config.json"), "{}").unwrap();
-        let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
-        let mut st = (header.len() as u64).to_le_bytes().to_vec();
-        st.extend_from_slice(header);
-        st.extend_from_slice(&[0, 0, 128, 63]);
-        std::fs::write(dir.join("model.safetensors"), &st).unwrap();
-        let src = dir.to_string_lossy().into_owned();
-        let a = model_hash(&src).unwrap();
-        std::fs::write(dir.join("config.json"), "{\"x\":1}").unwrap();
-        let b = model_hash(&src).unwrap();
-        assert_ne!(a, b);
-        std::fs::write(dir.join("model.safetensors"), &st[..12]).unwrap();
-        let e = format!("{:#}", model_hash(&src).unwrap_err());
-        assert!(e.contains("model.safetensors"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(model_hash("smollm2-135m").unwrap(), "name:smollm2-135m");
-        assert!(format!("{:#}", model_hash("/no/such/model").unwrap_err()).contains("/no/such/model"));
-    }
 }

@@ -37,6 +37,17 @@ struct RawTable {
     rows: Vec<RawRow>,
     #[serde(default)]
     reference: Vec<RawReference>,
+    figure: Option<RawFigure>,
+}
+
+/// A PNG beside the table: one panel per pruning method, the column's value (log scale) against
+/// the rows' sparsity patterns in spec order, one line per row family, error bars of ± one sd
+/// where a row has several seeds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFigure {
+    column: String,
+    title: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +58,14 @@ struct RawColumn {
     ppl: Option<String>,
     task: Option<String>,
     metric: Option<String>,
+    /// Perplexity over only the first K windows (overrides the profile's `max_windows`);
+    /// `0` means every window.
+    max_windows: Option<usize>,
+    /// Evaluate this column only for these calibration seeds (e.g. the full protocol on seed 0).
+    seeds: Option<Vec<u64>>,
+    /// Show the task's majority-class share as a baseline (tasks whose gold labels are classes).
+    #[serde(default)]
+    majority: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +85,9 @@ struct RawProfile {
     seqlen: usize,
     #[serde(default)]
     seed: u64,
+    /// Several calibration seeds: every run that draws calibration windows runs once per seed,
+    /// and cells show the mean ± sd (overrides `seed`).
+    seeds: Option<Vec<u64>>,
     max_windows: Option<usize>,
     limit: Option<usize>,
     #[serde(default = "one")]
@@ -96,13 +118,34 @@ struct RawRow {
     sparsity: Option<f64>,
     pattern: Option<String>,
     si: Option<RawSi>,
+    reconstruct: Option<RawReconstruct>,
     base: Option<String>,
+    /// Calibration windows as a multiple of the profile's `nsamples` (the "just more data"
+    /// control row).
+    nsamples_factor: Option<usize>,
+    /// This row's calibration seeds, overriding the profile's (e.g. seeds only where one seed
+    /// cannot tell a difference from noise).
+    seeds: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSi {
     stages: Vec<String>,
+    pruning_aware: Option<String>,
+    snl: Option<String>,
+    snl_lambda: Option<f64>,
+    feature_epochs: Option<usize>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReconstruct {
+    snl: Option<String>,
+    snl_lambda: Option<f64>,
+    epochs: Option<usize>,
     #[serde(default)]
     args: Vec<String>,
 }
@@ -149,6 +192,22 @@ pub(crate) struct Column {
     pub id: String,
     pub label: String,
     pub measure: Measure,
+    /// Perplexity windows: `Some(0)` every window, `Some(k)` the first k, `None` the profile's.
+    pub max_windows: Option<usize>,
+    /// Only runs of these calibration seeds evaluate this column (`None`: every run).
+    pub seeds: Option<Vec<u64>>,
+    pub majority: bool,
+}
+
+impl Column {
+    /// Whether a run of `seed` (`None`: a run that draws no calibration, which stands for every
+    /// seed) evaluates this column.
+    pub(crate) fn applies_to(&self, seed: Option<u64>) -> bool {
+        match (&self.seeds, seed) {
+            (Some(seeds), Some(s)) => seeds.contains(&s),
+            _ => true,
+        }
+    }
 }
 
 /// The pruning method of a row.
@@ -206,6 +265,7 @@ pub(crate) enum Stage {
     Distribution,
     EquivalentSnl,
     Feature,
+    Shift,
 }
 
 impl Stage {
@@ -214,6 +274,7 @@ impl Stage {
             "distribution" => Stage::Distribution,
             "equivalent-snl" => Stage::EquivalentSnl,
             "feature" => Stage::Feature,
+            "shift" => Stage::Shift,
             _ => return None,
         })
     }
@@ -223,15 +284,59 @@ impl Stage {
             Stage::Distribution => "distribution",
             Stage::EquivalentSnl => "equivalent-snl",
             Stage::Feature => "feature",
+            Stage::Shift => "shift",
         }
     }
 }
 
+/// The SNL choices of `spindle --snl` / `--recon-snl`.
+const SNLS: [&str; 4] = ["nuclear", "spectral-frobenius", "spectral-energy", "none"];
+
 #[derive(Debug, Clone)]
 pub(crate) struct Si {
     pub stages: Vec<Stage>,
+    /// `off` or `mask` (the feature stage's `--pruning-aware`).
+    pub pruning_aware: Option<String>,
+    pub snl: Option<String>,
+    pub snl_lambda: Option<f64>,
+    pub feature_epochs: Option<usize>,
     /// Further `spindle prune` induction flags of this row (an ablation's variant).
     pub args: Vec<String>,
+}
+
+/// Reconstruction after pruning (`spindle prune --reconstruct`).
+#[derive(Debug, Clone)]
+pub(crate) struct Reconstruct {
+    pub snl: Option<String>,
+    pub snl_lambda: Option<f64>,
+    pub epochs: Option<usize>,
+    pub args: Vec<String>,
+}
+
+/// What a row is, for labels and for the evidence's three families of rows: a base pruner,
+/// induction before pruning, reconstruction after it, both, or the base pruner with more
+/// calibration data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    Dense,
+    Base,
+    Si,
+    Reconstruction,
+    SiReconstruction,
+    MoreData,
+}
+
+impl Family {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Family::Dense => "dense",
+            Family::Base => "base",
+            Family::Si => "si",
+            Family::Reconstruction => "reconstruction",
+            Family::SiReconstruction => "si+reconstruction",
+            Family::MoreData => "more-data",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -242,8 +347,36 @@ pub(crate) struct Row {
     /// `None` exactly for the dense row.
     pub pattern: Option<Pattern>,
     pub si: Option<Si>,
+    pub reconstruct: Option<Reconstruct>,
     /// The row this one is compared with (its delta is shown beside each cell).
     pub base: Option<String>,
+    /// Calibration windows as a multiple of the profile's.
+    pub nsamples_factor: usize,
+    /// Seeds overriding the profile's for this row.
+    pub seeds: Option<Vec<u64>>,
+}
+
+impl Row {
+    pub(crate) fn family(&self) -> Family {
+        match (self.method, &self.si, &self.reconstruct) {
+            (Method::Dense, ..) => Family::Dense,
+            (_, Some(_), Some(_)) => Family::SiReconstruction,
+            (_, Some(_), None) => Family::Si,
+            (_, None, Some(_)) => Family::Reconstruction,
+            (_, None, None) if self.nsamples_factor > 1 => Family::MoreData,
+            (_, None, None) => Family::Base,
+        }
+    }
+
+    /// Whether its prune draws calibration windows (so its figures depend on the seed).
+    /// Magnitude without induction or reconstruction reads no data.
+    pub(crate) fn uses_calibration(&self) -> bool {
+        match self.method {
+            Method::Dense => false,
+            Method::Magnitude => self.si.is_some() || self.reconstruct.is_some(),
+            _ => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -262,7 +395,8 @@ pub(crate) struct Profile {
     pub models: Vec<Model>,
     pub calib: String,
     pub nsamples: usize,
-    pub seed: u64,
+    /// The calibration seeds, at least one.
+    pub seeds: Vec<u64>,
     pub max_windows: Option<usize>,
     pub limit: Option<usize>,
     pub batch_size: usize,
@@ -287,6 +421,13 @@ pub(crate) struct Reference {
 }
 
 #[derive(Debug, Clone)]
+pub(crate) struct Figure {
+    /// The column plotted.
+    pub column: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone)]
 pub(crate) struct Table {
     pub name: String,
     pub version: u32,
@@ -298,6 +439,7 @@ pub(crate) struct Table {
     pub profiles: BTreeMap<String, Profile>,
     pub rows: Vec<Row>,
     pub references: Vec<Reference>,
+    pub figure: Option<Figure>,
 }
 
 /// The path of a table's spec.
@@ -354,7 +496,16 @@ fn resolve(raw: RawTable) -> Result<Table> {
             }
             _ => bail!("column {:?} needs exactly one of `ppl = CORPUS` or `task = TASK` (with an optional metric)", c.id),
         };
-        columns.push(Column { id: c.id, label: c.label, measure });
+        if c.max_windows.is_some() && !matches!(measure, Measure::Ppl { .. }) {
+            bail!("column {:?}: `max_windows` applies to perplexity columns", c.id);
+        }
+        if c.majority && !matches!(measure, Measure::Task { .. }) {
+            bail!("column {:?}: `majority` applies to task columns", c.id);
+        }
+        if c.seeds.as_ref().is_some_and(Vec::is_empty) {
+            bail!("column {:?}: `seeds` is empty (leave it out for every seed)", c.id);
+        }
+        columns.push(Column { id: c.id, label: c.label, measure, max_windows: c.max_windows, seeds: c.seeds, majority: c.majority });
     }
     if columns.is_empty() {
         bail!("the table has no columns");
@@ -387,15 +538,45 @@ fn resolve(raw: RawTable) -> Result<Table> {
                 let stages = si
                     .stages
                     .iter()
-                    .map(|s| Stage::parse(s).with_context(|| format!("row {:?}: unknown stage {s:?} (distribution, equivalent-snl, feature)", r.id)))
+                    .map(|s| Stage::parse(s).with_context(|| format!("row {:?}: unknown stage {s:?} (distribution, equivalent-snl, feature, shift)", r.id)))
                     .collect::<Result<Vec<_>>>()?;
                 if stages.is_empty() {
                     bail!("row {:?}: `si.stages` is empty (leave `si` out for no induction)", r.id);
                 }
-                Some(Si { stages, args: si.args })
+                if let Some(p) = &si.pruning_aware
+                    && !["off", "mask"].contains(&p.as_str())
+                {
+                    bail!("row {:?}: si.pruning_aware {p:?} is not off or mask (training after pruning is `reconstruct`)", r.id);
+                }
+                if (si.pruning_aware.is_some() || si.snl.is_some() || si.snl_lambda.is_some() || si.feature_epochs.is_some())
+                    && !stages.contains(&Stage::Feature)
+                {
+                    bail!("row {:?}: si.pruning_aware, snl, snl_lambda and feature_epochs are options of the feature stage, which `si.stages` lacks", r.id);
+                }
+                check_snl(&r.id, "si.snl", si.snl.as_deref())?;
+                Some(Si { stages, pruning_aware: si.pruning_aware, snl: si.snl, snl_lambda: si.snl_lambda, feature_epochs: si.feature_epochs, args: si.args })
             }
         };
-        rows.push(Row { id: r.id, label: r.label, method, pattern, si, base: r.base });
+        let reconstruct = match r.reconstruct {
+            None => None,
+            Some(_) if method == Method::Dense => bail!("row {:?}: reconstruction needs a pruning method", r.id),
+            Some(rc) => {
+                check_snl(&r.id, "reconstruct.snl", rc.snl.as_deref())?;
+                Some(Reconstruct { snl: rc.snl, snl_lambda: rc.snl_lambda, epochs: rc.epochs, args: rc.args })
+            }
+        };
+        let nsamples_factor = match r.nsamples_factor {
+            None => 1,
+            Some(0) => bail!("row {:?}: nsamples_factor must be at least 1", r.id),
+            Some(_) if method == Method::Dense => bail!("row {:?}: the dense row draws no calibration", r.id),
+            Some(f) => f,
+        };
+        if let Some(seeds) = &r.seeds
+            && (seeds.is_empty() || seeds.iter().enumerate().any(|(i, x)| seeds[..i].contains(x)))
+        {
+            bail!("row {:?}: `seeds` must be distinct seeds, at least one", r.id);
+        }
+        rows.push(Row { id: r.id, label: r.label, method, pattern, si, reconstruct, base: r.base, nsamples_factor, seeds: r.seeds });
     }
     for r in &rows {
         if let Some(b) = &r.base
@@ -417,6 +598,13 @@ fn resolve(raw: RawTable) -> Result<Table> {
             .into_iter()
             .map(|m| Model { seqlen: m.seqlen.unwrap_or(p.seqlen), id: m.id, label: m.label, source: m.source })
             .collect();
+        let seeds = p.seeds.unwrap_or_else(|| vec![p.seed]);
+        if seeds.is_empty() {
+            bail!("profile {name}: `seeds` is empty");
+        }
+        if seeds.iter().enumerate().any(|(i, s)| seeds[..i].contains(s)) {
+            bail!("profile {name}: a seed appears twice in {seeds:?}");
+        }
         profiles.insert(
             name.clone(),
             Profile {
@@ -425,7 +613,7 @@ fn resolve(raw: RawTable) -> Result<Table> {
                 models,
                 calib: p.calib.unwrap_or_else(|| "c4".to_owned()),
                 nsamples: p.nsamples,
-                seed: p.seed,
+                seeds,
                 max_windows: p.max_windows,
                 limit: p.limit,
                 batch_size: p.batch_size,
@@ -453,7 +641,23 @@ fn resolve(raw: RawTable) -> Result<Table> {
         references.push(Reference { model: r.model, row: r.row, column: r.column, value: r.value, source: r.source });
     }
     let tolerance = Tolerance { ppl_rel: raw.tolerance.ppl_rel, acc_abs: raw.tolerance.acc_abs };
-    Ok(Table { name: raw.name, version: raw.version, title: raw.title, notes: raw.notes, columns, mean: raw.mean, tolerance, profiles, rows, references })
+    let figure = match raw.figure {
+        None => None,
+        Some(f) => {
+            if !columns.iter().any(|c| c.id == f.column) {
+                bail!("figure: column {:?} is not a column of this table", f.column);
+            }
+            Some(Figure { column: f.column, title: f.title })
+        }
+    };
+    Ok(Table { name: raw.name, version: raw.version, title: raw.title, notes: raw.notes, columns, mean: raw.mean, tolerance, profiles, rows, references, figure })
+}
+
+fn check_snl(row: &str, field: &str, snl: Option<&str>) -> Result<()> {
+    match snl {
+        Some(s) if !SNLS.contains(&s) => bail!("row {row:?}: {field} {s:?} is not one of {}", SNLS.join(", ")),
+        _ => Ok(()),
+    }
 }
 
 fn parse_nm(p: &str) -> Result<Pattern> {
@@ -469,15 +673,28 @@ fn parse_nm(p: &str) -> Result<Pattern> {
 // ---------------------------------------------------------------------------------------------
 // Expansion into runs.
 
-/// One cell row of a table for one model: the commands that produce its figures.
+/// One `spindle eval` of a run and the columns it provides.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Eval {
+    /// `spindle eval` arguments after the subcommand, without `--model`/`--json`.
+    pub args: Vec<String>,
+    /// The ids of the columns whose figures it computes.
+    pub columns: Vec<String>,
+}
+
+/// One row of a table for one model and one calibration seed: the commands that produce its
+/// figures.
 #[derive(Debug, Clone)]
 pub(crate) struct Run {
     pub model: Model,
     pub row: Row,
+    /// The calibration seed; `None` for a row that draws no calibration (the dense model,
+    /// magnitude alone), whose one run stands for every seed.
+    pub seed: Option<u64>,
     /// `spindle prune` arguments after the subcommand, without `--out`/`--json`; `None` for dense.
     pub prune: Option<Vec<String>>,
-    /// `spindle eval` arguments after the subcommand, without `--model`/`--json`.
-    pub eval: Vec<String>,
+    /// One or more evaluations of the (pruned) model: one per distinct perplexity window count.
+    pub evals: Vec<Eval>,
 }
 
 impl Table {
@@ -491,57 +708,144 @@ impl Table {
         self.rows.iter().find(|r| r.id == id)
     }
 
-    /// The runs of `profile`, models outermost, rows in the spec's order.
-    pub(crate) fn runs(&self, profile: &Profile) -> Vec<Run> {
-        let mut ppl = Vec::new();
-        let mut tasks = Vec::new();
-        for c in &self.columns {
+    /// Whether the table reports several calibration seeds under `profile`.
+    pub(crate) fn seeded(&self, profile: &Profile) -> bool {
+        profile.seeds.len() > 1 || self.rows.iter().any(|r| r.seeds.as_ref().is_some_and(|s| s.len() > 1))
+    }
+
+    /// The evaluations a run of `seed` makes: perplexity columns grouped by their window count
+    /// (one `spindle eval` each), the tasks with the first group.
+    fn evals(&self, profile: &Profile, model: &Model, seed: Option<u64>) -> Vec<Eval> {
+        let mut groups: Vec<(Option<usize>, Vec<&Column>)> = Vec::new();
+        let mut tasks: Vec<&Column> = Vec::new();
+        for c in self.columns.iter().filter(|c| c.applies_to(seed)) {
             match &c.measure {
-                Measure::Ppl { corpus } if !ppl.contains(corpus) => ppl.push(corpus.clone()),
-                Measure::Task { task, .. } if !tasks.contains(task) => tasks.push(task.clone()),
-                _ => {}
+                Measure::Ppl { .. } => {
+                    let k = match c.max_windows.or(profile.max_windows) {
+                        Some(0) | None => None,
+                        Some(k) => Some(k),
+                    };
+                    match groups.iter_mut().find(|(g, _)| *g == k) {
+                        Some((_, cs)) => cs.push(c),
+                        None => groups.push((k, vec![c])),
+                    }
+                }
+                Measure::Task { .. } => tasks.push(c),
             }
         }
+        if groups.is_empty() && !tasks.is_empty() {
+            groups.push((None, Vec::new()));
+        }
+        let mut evals = Vec::new();
+        for (i, (windows, cols)) in groups.iter().enumerate() {
+            let mut args = Vec::new();
+            let mut ids: Vec<String> = cols.iter().map(|c| c.id.clone()).collect();
+            let mut corpora: Vec<&str> = Vec::new();
+            for c in cols {
+                if let Measure::Ppl { corpus } = &c.measure
+                    && !corpora.contains(&corpus.as_str())
+                {
+                    corpora.push(corpus);
+                }
+            }
+            if !corpora.is_empty() {
+                args.extend(["--ppl".to_owned(), corpora.join(","), "--seqlen".to_owned(), model.seqlen.to_string()]);
+                if let Some(k) = windows {
+                    args.extend(["--max-windows".to_owned(), k.to_string()]);
+                }
+            }
+            if i == 0 && !tasks.is_empty() {
+                let mut names: Vec<&str> = Vec::new();
+                for c in &tasks {
+                    if let Measure::Task { task, .. } = &c.measure
+                        && !names.contains(&task.as_str())
+                    {
+                        names.push(task);
+                    }
+                }
+                args.extend(["--tasks".to_owned(), names.join(",")]);
+                if let Some(n) = profile.limit {
+                    args.extend(["--limit".to_owned(), n.to_string()]);
+                }
+                ids.extend(tasks.iter().map(|c| c.id.clone()));
+            }
+            args.extend(["--batch-size".to_owned(), profile.batch_size.to_string()]);
+            evals.push(Eval { args, columns: ids });
+        }
+        evals
+    }
+
+    /// The runs of `profile`: models outermost, rows in the spec's order, then seeds.
+    pub(crate) fn runs(&self, profile: &Profile) -> Vec<Run> {
         let mut runs = Vec::new();
         for model in &profile.models {
-            let mut eval = Vec::new();
-            if !ppl.is_empty() {
-                eval.extend(["--ppl".to_owned(), ppl.join(","), "--seqlen".to_owned(), model.seqlen.to_string()]);
-                if let Some(k) = profile.max_windows {
-                    eval.extend(["--max-windows".to_owned(), k.to_string()]);
-                }
-            }
-            if !tasks.is_empty() {
-                eval.extend(["--tasks".to_owned(), tasks.join(",")]);
-                if let Some(n) = profile.limit {
-                    eval.extend(["--limit".to_owned(), n.to_string()]);
-                }
-            }
-            eval.extend(["--batch-size".to_owned(), profile.batch_size.to_string()]);
             for row in &self.rows {
-                let prune = row.pattern.map(|pattern| {
-                    let mut a = vec!["--method".to_owned(), row.method.flag().to_owned()];
-                    match pattern {
-                        Pattern::Unstructured { sparsity } => a.extend(["--sparsity".to_owned(), sparsity.to_string()]),
-                        Pattern::NM { n, m } => a.extend(["--pattern".to_owned(), format!("{n}:{m}")]),
-                    }
-                    a.extend(["--calib".to_owned(), profile.calib.clone()]);
-                    a.extend(["--nsamples".to_owned(), profile.nsamples.to_string()]);
-                    a.extend(["--seqlen".to_owned(), model.seqlen.to_string()]);
-                    a.extend(["--seed".to_owned(), profile.seed.to_string()]);
-                    if let Some(si) = &row.si {
-                        let stages: Vec<&str> = si.stages.iter().map(|s| s.flag()).collect();
-                        a.extend(["--induce".to_owned(), stages.join(",")]);
-                        a.extend(profile.si_args.iter().cloned());
-                        a.extend(si.args.iter().cloned());
-                    }
-                    a
-                });
-                runs.push(Run { model: model.clone(), row: row.clone(), prune, eval: eval.clone() });
+                let seeds: Vec<Option<u64>> = if row.uses_calibration() {
+                    row.seeds.as_ref().unwrap_or(&profile.seeds).iter().map(|s| Some(*s)).collect()
+                } else {
+                    vec![None]
+                };
+                for seed in seeds {
+                    let prune = row.pattern.map(|pattern| prune_args(profile, model, row, pattern, seed));
+                    runs.push(Run { model: model.clone(), row: row.clone(), seed, prune, evals: self.evals(profile, model, seed) });
+                }
             }
         }
         runs
     }
+}
+
+/// `spindle prune`'s arguments for `row` (without `--model`, `--out`, `--json`).
+fn prune_args(profile: &Profile, model: &Model, row: &Row, pattern: Pattern, seed: Option<u64>) -> Vec<String> {
+    let mut a = vec!["--method".to_owned(), row.method.flag().to_owned()];
+    match pattern {
+        Pattern::Unstructured { sparsity } => a.extend(["--sparsity".to_owned(), sparsity.to_string()]),
+        Pattern::NM { n, m } => a.extend(["--pattern".to_owned(), format!("{n}:{m}")]),
+    }
+    if let Some(seed) = seed {
+        a.extend(["--calib".to_owned(), profile.calib.clone()]);
+        a.extend(["--nsamples".to_owned(), (profile.nsamples * row.nsamples_factor).to_string()]);
+        a.extend(["--seqlen".to_owned(), model.seqlen.to_string()]);
+        a.extend(["--seed".to_owned(), seed.to_string()]);
+    }
+    let mut flag = |name: &str, value: String| a.extend([name.to_owned(), value]);
+    if let Some(si) = &row.si {
+        let stages: Vec<&str> = si.stages.iter().map(|s| s.flag()).collect();
+        flag("--induce", stages.join(","));
+        if let Some(p) = &si.pruning_aware {
+            flag("--pruning-aware", p.clone());
+        }
+        if let Some(snl) = &si.snl {
+            flag("--snl", snl.clone());
+        }
+        if let Some(l) = si.snl_lambda {
+            flag("--snl-lambda", format!("{l:e}"));
+        }
+        if let Some(e) = si.feature_epochs {
+            flag("--feature-epochs", e.to_string());
+        }
+    }
+    if let Some(rc) = &row.reconstruct {
+        a.push("--reconstruct".to_owned());
+        let mut flag = |name: &str, value: String| a.extend([name.to_owned(), value]);
+        if let Some(snl) = &rc.snl {
+            flag("--recon-snl", snl.clone());
+        }
+        if let Some(l) = rc.snl_lambda {
+            flag("--recon-snl-lambda", format!("{l:e}"));
+        }
+        if let Some(e) = rc.epochs {
+            flag("--recon-epochs", e.to_string());
+        }
+    }
+    if let Some(si) = &row.si {
+        a.extend(profile.si_args.iter().cloned());
+        a.extend(si.args.iter().cloned());
+    }
+    if let Some(rc) = &row.reconstruct {
+        a.extend(rc.args.iter().cloned());
+    }
+    a
 }
 
 /// `source` with `${VAR}` replaced by the environment's value; an unset variable is an error
@@ -575,16 +879,21 @@ mod tests {
     #[test]
     fn every_committed_spec_resolves_and_expands_in_both_profiles() {
         let names = table_names(&root()).unwrap();
-        assert_eq!(names, ["table1", "table2", "table3", "table4"]);
+        for paper in ["table1", "table2", "table3", "table4", "si_selection"] {
+            assert!(names.iter().any(|n| n == paper), "{paper} is missing from {names:?}");
+        }
         for name in names {
             let t = load(&root(), &name).unwrap();
             assert_eq!(t.name, name);
             for profile in ["cpu", "paper"] {
                 let p = t.profile(profile).unwrap();
                 let runs = t.runs(p);
-                assert_eq!(runs.len(), p.models.len() * t.rows.len(), "{name} {profile}");
+                let per_model: usize = t.rows.iter().map(|r| if r.uses_calibration() { r.seeds.as_ref().unwrap_or(&p.seeds).len() } else { 1 }).sum();
+                assert_eq!(runs.len(), p.models.len() * per_model, "{name} {profile}");
                 for run in &runs {
                     assert_eq!(run.prune.is_none(), run.row.method == Method::Dense);
+                    assert_eq!(run.seed.is_some(), run.row.uses_calibration());
+                    assert!(!run.evals.is_empty());
                 }
             }
         }
@@ -636,7 +945,7 @@ mod tests {
         let t = parse(MINI).unwrap();
         let runs = t.runs(t.profile("cpu").unwrap());
         assert_eq!(runs[0].prune, None);
-        assert_eq!(runs[0].eval, ["--ppl", "wikitext2", "--seqlen", "512", "--max-windows", "4", "--batch-size", "1"]);
+        assert_eq!(runs[0].evals[0].args, ["--ppl", "wikitext2", "--seqlen", "512", "--max-windows", "4", "--batch-size", "1"]);
         assert_eq!(
             runs[1].prune.as_deref().unwrap(),
             [
@@ -644,6 +953,78 @@ mod tests {
                 "distribution,feature", "--feature-epochs", "1", "--snl", "nuclear"
             ]
         );
+    }
+
+    /// A seed grid with the evidence's row families: each row that reads calibration runs once
+    /// per seed, magnitude alone once; typed options become flags; a column restricted to seed 0
+    /// adds a second evaluation to seed 0's runs only.
+    #[test]
+    fn seeds_families_and_per_column_evaluations_expand_into_runs() {
+        let spec = MINI
+            .replace("max_windows = 4\n", "max_windows = 4\nseeds = [0, 1]\n")
+            .replace(
+                "columns = [{ id = \"w\", label = \"W\", ppl = \"wikitext2\" }]",
+                "columns = [{ id = \"w\", label = \"W\", ppl = \"wikitext2\" }, { id = \"wf\", label = \"W all\", ppl = \"wikitext2\", max_windows = 0, seeds = [0] }, { id = \"p\", label = \"PTB\", ppl = \"ptb\", max_windows = 0, seeds = [0] }]",
+            )
+            + r#"
+        [[rows]]
+        id = "mag"
+        label = "Magnitude"
+        method = "magnitude"
+        sparsity = 0.5
+        [[rows]]
+        id = "wanda+recon"
+        label = "Wanda + reconstruction"
+        method = "wanda"
+        sparsity = 0.5
+        reconstruct = { snl = "nuclear", snl_lambda = 1e-5 }
+        [[rows]]
+        id = "wanda+si+recon"
+        label = "Wanda + SI + reconstruction"
+        method = "wanda"
+        sparsity = 0.5
+        si = { stages = ["feature"], pruning_aware = "off", snl = "nuclear", snl_lambda = 1e-5 }
+        reconstruct = {}
+        [[rows]]
+        id = "wanda-4x"
+        label = "Wanda, 4x calibration"
+        method = "wanda"
+        sparsity = 0.5
+        nsamples_factor = 4
+        "#;
+        let t = parse(&spec).unwrap();
+        let fam = |id: &str| t.row(id).unwrap().family();
+        assert_eq!([fam("dense"), fam("w24"), fam("mag"), fam("wanda+recon"), fam("wanda+si+recon"), fam("wanda-4x")], [
+            Family::Dense,
+            Family::Si,
+            Family::Base,
+            Family::Reconstruction,
+            Family::SiReconstruction,
+            Family::MoreData
+        ]);
+        let runs = t.runs(t.profile("cpu").unwrap());
+        let of = |id: &str| runs.iter().filter(|r| r.row.id == id).collect::<Vec<_>>();
+        assert_eq!(of("dense").len(), 1);
+        assert_eq!(of("mag").len(), 1, "magnitude alone reads no calibration: one run for every seed");
+        assert_eq!(of("mag")[0].seed, None);
+        assert!(!of("mag")[0].prune.as_ref().unwrap().contains(&"--seed".to_owned()));
+        assert_eq!(of("mag")[0].evals.len(), 2, "a seedless run stands for seed 0 too");
+        let recon = of("wanda+recon");
+        assert_eq!(recon.iter().map(|r| r.seed).collect::<Vec<_>>(), [Some(0), Some(1)]);
+        assert_eq!(recon[0].evals.len(), 2);
+        assert_eq!(recon[0].evals[1].args, ["--ppl", "wikitext2,ptb", "--seqlen", "512", "--batch-size", "1"]);
+        assert_eq!(recon[0].evals[1].columns, ["wf", "p"]);
+        assert_eq!(recon[1].evals.len(), 1, "seed 1 evaluates the seed grid's columns only");
+        assert!(recon[1].prune.as_ref().unwrap().ends_with(&["--reconstruct", "--recon-snl", "nuclear", "--recon-snl-lambda", "1e-5"].map(String::from)));
+        let both = of("wanda+si+recon")[0].prune.clone().unwrap();
+        let tail = ["--induce", "feature", "--pruning-aware", "off", "--snl", "nuclear", "--snl-lambda", "1e-5", "--reconstruct", "--feature-epochs", "1"];
+        assert!(both.ends_with(&tail.map(String::from)), "{both:?}");
+        let more = of("wanda-4x")[0].prune.clone().unwrap();
+        assert!(more.windows(2).any(|w| w == ["--nsamples", "32"]), "{more:?}");
+        let err = |from: &str, to: &str| format!("{:#}", parse(&spec.replace(from, to)).unwrap_err());
+        assert!(err("pruning_aware = \"off\"", "pruning_aware = \"pruned\"").contains("training after pruning is `reconstruct`"));
+        assert!(err("snl = \"nuclear\", snl_lambda = 1e-5 }\n", "snl = \"nucl\" }\n").contains("reconstruct.snl \"nucl\" is not one of"));
+        assert!(err("nsamples_factor = 4", "nsamples_factor = 0").contains("nsamples_factor must be at least 1"));
     }
 
     #[test]

@@ -1,0 +1,191 @@
+//! A table's figure (`[figure]` in its spec): one panel per pruning method, the chosen column
+//! (log scale) against the rows' sparsity patterns in spec order, one line per row family (base
+//! pruner, SI before pruning, reconstruction after, both, more calibration data), each point the
+//! mean over the seeds finished with a bar of ± one standard deviation where there are several.
+//! Drawn by plotters into a buffer, encoded by `png`, written atomically beside the table.
+//! Labels use a system TrueType font (DejaVu Sans or Liberation Sans); without one the figure is
+//! drawn unlabelled.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+
+use crate::report::{Figures, summary};
+use crate::spec::{Family, Figure, Method, Profile, Table};
+
+const FONTS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
+];
+
+/// Registers the first system font found as plotters' "sans-serif"; whether one was found.
+fn font() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    *FOUND.get_or_init(|| {
+        for path in FONTS {
+            if let Ok(bytes) = std::fs::read(path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+fn family_style(f: Family) -> (RGBColor, &'static str) {
+    match f {
+        Family::Dense => (RGBColor(0, 0, 0), "dense"),
+        Family::Base => (RGBColor(110, 110, 110), "base pruner"),
+        Family::Si => (RGBColor(31, 119, 180), "+ SI (before pruning)"),
+        Family::Reconstruction => (RGBColor(255, 127, 14), "+ reconstruction (after)"),
+        Family::SiReconstruction => (RGBColor(44, 160, 44), "+ SI + reconstruction"),
+        Family::MoreData => (RGBColor(148, 103, 189), "more calibration data"),
+    }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Dense => "Dense",
+        Method::Magnitude => "Magnitude",
+        Method::Wanda => "Wanda",
+        Method::SparseGpt => "SparseGPT",
+        Method::Ria => "RIA",
+    }
+}
+
+/// One point: (pattern index, mean, sd).
+type Series = Vec<(usize, f64, f64)>;
+
+/// Draws `fig` for the first model of `figures` into `path`.
+pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Figures, path: &Path) -> Result<()> {
+    let Some(model) = figures.models.first() else { return Ok(()) };
+    let column = table.columns.iter().position(|c| c.id == fig.column).context("the figure's column")?;
+    let mut patterns: Vec<String> = Vec::new();
+    let mut methods: Vec<Method> = Vec::new();
+    // (method, family) → points
+    let mut lines: Vec<(Method, Family, Series)> = Vec::new();
+    for r in &model.rows {
+        let Some(row) = table.row(&r.id) else { continue };
+        let Some(pattern) = row.pattern else { continue };
+        let p = pattern.to_string().replace(" unstructured", "");
+        let x = match patterns.iter().position(|q| *q == p) {
+            Some(i) => i,
+            None => {
+                patterns.push(p);
+                patterns.len() - 1
+            }
+        };
+        if !methods.contains(&row.method) {
+            methods.push(row.method);
+        }
+        let values: Vec<f64> = r.runs.iter().filter_map(|run| run.values[column]).collect();
+        let Some(s) = summary(&values) else { continue };
+        let family = row.family();
+        match lines.iter_mut().find(|(m, f, _)| *m == row.method && *f == family) {
+            Some((_, _, pts)) => pts.push((x, s.mean, s.sd)),
+            None => lines.push((row.method, family, vec![(x, s.mean, s.sd)])),
+        }
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    for (_, _, pts) in &mut lines {
+        pts.sort_by_key(|p| p.0);
+    }
+    let (lo, hi) = lines.iter().flat_map(|(_, _, p)| p.iter()).fold((f64::INFINITY, 0.0f64), |(lo, hi), (_, m, sd)| {
+        (lo.min((m - sd).max(m * 0.5)), hi.max(m + sd))
+    });
+    let (lo, hi) = (lo * 0.8, hi * 1.25);
+    let labels = font();
+    let size = (420 * methods.len().max(1) as u32, 460u32);
+    let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let root = if labels {
+            root.titled(&fig.title, ("sans-serif", 20)).map_err(|e| anyhow::anyhow!("{e}"))?
+        } else {
+            root
+        };
+        let panels = root.split_evenly((1, methods.len().max(1)));
+        for (panel, method) in panels.iter().zip(&methods) {
+            let n = patterns.len();
+            let mut builder = ChartBuilder::on(panel);
+            builder.margin(12);
+            if labels {
+                builder.caption(method_name(*method), ("sans-serif", 18)).x_label_area_size(36).y_label_area_size(56);
+            }
+            let mut chart = builder
+                .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut mesh = chart.configure_mesh();
+            mesh.x_labels(n).disable_x_mesh();
+            let names = patterns.clone();
+            let fmt = move |x: &f64| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+            };
+            mesh.x_label_formatter(&fmt);
+            if labels {
+                mesh.y_desc(table.columns[column].label.as_str());
+            } else {
+                mesh.disable_axes();
+            }
+            mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (m, family, pts) in &lines {
+                if m != method {
+                    continue;
+                }
+                let (color, name) = family_style(*family);
+                let style = ShapeStyle::from(&color).stroke_width(2);
+                let series = chart
+                    .draw_series(LineSeries::new(pts.iter().map(|(x, y, _)| (*x as f64, *y)), style))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if labels {
+                    series.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle::from(&color).stroke_width(2)));
+                }
+                chart
+                    .draw_series(pts.iter().map(|(x, y, _)| Circle::new((*x as f64, *y), 4, ShapeStyle::from(&color).filled())))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                chart
+                    .draw_series(pts.iter().filter(|(_, _, sd)| *sd > 0.0).map(|(x, y, sd)| {
+                        PathElement::new(vec![(*x as f64, (y - sd).max(lo)), (*x as f64, y + sd)], ShapeStyle::from(&color).stroke_width(2))
+                    }))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            if labels {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .label_font(("sans-serif", 13))
+                    .draw()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let png = encode_png(&buf, size)?;
+    let tmp = path.with_extension(format!("png.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, png).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(rgb)?;
+    }
+    Ok(out)
+}
