@@ -213,7 +213,9 @@ pub fn prune_shared(ws: &[&Tensor], h: &Tensor, pattern: Pattern, cfg: SparseGpt
         let mask1 = mask1t.tr();
         let removed = w1.where_scalarother(&mask1, 0.0);
         let hd = hdiag1.reshape([1, -1]);
-        let err1 = &removed / &hd;
+        // Row-major, as the reference's `Err1`: a transposed operand sends the matmul below down
+        // another BLAS kernel, whose sums differ in the last bit on some CPUs (AMD EPYC here).
+        let err1 = (&removed / &hd).contiguous();
         losses += (removed.pow_tensor_scalar(2) / hd.pow_tensor_scalar(2)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / 2.0;
         w.narrow(1, i1, count).copy_(&w1.masked_fill(&mask1, 0.0));
         mask_all.narrow(1, i1, count).copy_(&mask1);
