@@ -11,6 +11,10 @@
 //! - **ppl**: perplexity-evaluation throughput, `spindle eval --max-windows K` against
 //!   `tests/reference/bench_ppl.py` (transformers); only the window loop is timed on either side,
 //!   and spindle's FLOP rate is its tokens/s times the model's FLOPs per token;
+//! - **zeroshot**: zero-shot scoring throughput (items/s), `spindle eval --tasks ... --limit N`
+//!   against `tests/reference/bench_zeroshot.py` (lm-evaluation-harness 0.4.13's `hf` backend)
+//!   on the same model directory, tasks, items, batch size and threads; each side times its own
+//!   encoding-and-scoring loop per task, and whole processes are timed too;
 //! - **prune**: end-to-end `spindle prune` (load → calibrate → prune → save) against
 //!   `tests/reference/prune_reference.py --no-eval --save` (the Wanda repository's code) for
 //!   magnitude, Wanda and SparseGPT;
@@ -36,6 +40,7 @@ use crate::{cargo, libtorch, project_root, run_echoed};
 pub(crate) enum Section {
     Matmul,
     Ppl,
+    Zeroshot,
     Prune,
     Induce,
     Scaling,
@@ -52,6 +57,15 @@ pub(crate) struct BenchArgs {
     /// Tokens per perplexity window.
     #[arg(long, default_value_t = 512)]
     seqlen: usize,
+    /// Zero-shot tasks of the `zeroshot` section, comma-separated.
+    #[arg(long, default_value = "arc_easy,hellaswag,piqa")]
+    zeroshot_tasks: String,
+    /// Items per zero-shot task (the first N of each).
+    #[arg(long, default_value_t = 200)]
+    zeroshot_limit: usize,
+    /// Requests per forward pass on both sides of the `zeroshot` section.
+    #[arg(long, default_value_t = 1)]
+    zeroshot_batch_size: usize,
     /// Calibration windows of each prune.
     #[arg(long, default_value_t = 8)]
     nsamples: usize,
@@ -268,8 +282,16 @@ pub(crate) fn write_random_llama(dir: &Path, layers: usize, tokenizer: &Path) ->
 }
 
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
-    if [args.repeats, args.induce_repeats, args.windows, args.threads, args.nsamples, args.scaling_layers].contains(&0) {
-        bail!("--repeats, --induce-repeats, --windows, --threads, --nsamples and --scaling-layers must be at least 1");
+    if [args.repeats, args.induce_repeats, args.windows, args.threads, args.nsamples, args.scaling_layers, args.zeroshot_limit, args.zeroshot_batch_size]
+        .contains(&0)
+    {
+        bail!(
+            "--repeats, --induce-repeats, --windows, --threads, --nsamples, --scaling-layers, --zeroshot-limit and \
+             --zeroshot-batch-size must be at least 1"
+        );
+    }
+    if zeroshot_tasks(args).is_empty() {
+        bail!("--zeroshot-tasks names no task");
     }
     libtorch::ensure()?;
     run_echoed(cargo().args(["build", "--release", "--quiet", "--package", "spindle"]))?;
@@ -353,6 +375,58 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
             "spindle_share_of_matmul": matmul_gflops.map(|m| gflops / m),
         }));
         println!("perplexity evaluation: spindle {a:.0} tokens/s, transformers {b:.0} tokens/s, ratio {:.2}", a / b);
+    }
+
+    if args.wants(Section::Zeroshot) {
+        let tasks = zeroshot_tasks(args);
+        let (limit, batch) = (args.zeroshot_limit.to_string(), args.zeroshot_batch_size.to_string());
+        let joined = tasks.join(",");
+        let (mut ours_m, mut theirs_m) = (Vec::new(), Vec::new());
+        // Per task: items/s of each run, and the accuracies of the last run.
+        let mut ours: Vec<Vec<f64>> = vec![Vec::new(); tasks.len()];
+        let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); tasks.len()];
+        let mut acc: Vec<(Value, Value)> = vec![(Value::Null, Value::Null); tasks.len()];
+        for r in 0..args.repeats {
+            let j = tmp.join(format!("zeroshot-spindle-{r}.json"));
+            ours_m.push(measure(
+                Command::new(spindle)
+                    .args(["--threads", &threads, "eval", "--model", &args.model, "--tasks", &joined, "--limit", &limit, "--batch-size", &batch, "--json"])
+                    .arg(&j),
+                &log("zeroshot-spindle"),
+            )?);
+            let v = read_json(&j)?;
+            for (k, t) in tasks.iter().enumerate() {
+                ours[k].push(v["task_timing"][t]["items_per_second"].as_f64().with_context(|| format!("spindle's JSON lacks task_timing.{t}"))?);
+                acc[k].0 = json!({"acc": v["tasks"][t]["acc"], "acc_norm": v["tasks"][t]["acc_norm"], "items": v["tasks"][t]["n"]});
+            }
+            let j = tmp.join(format!("zeroshot-reference-{r}.json"));
+            theirs_m.push(measure(
+                py("bench_zeroshot.py")
+                    .args(["--model", &model_dir, "--data", &data_dir, "--tasks", &joined, "--limit", &limit, "--threads", &threads, "--batch-size", &batch, "--json"])
+                    .arg(&j)
+                    .env("HF_DATASETS_OFFLINE", "1"),
+                &log("zeroshot-reference"),
+            )?);
+            let v = read_json(&j)?;
+            for (k, t) in tasks.iter().enumerate() {
+                theirs[k].push(v["tasks"][t]["items_per_second"].as_f64().with_context(|| format!("the reference's JSON lacks tasks.{t}"))?);
+                acc[k].1 = json!({"acc": v["tasks"][t]["acc"], "acc_norm": v["tasks"][t]["acc_norm"], "items": v["tasks"][t]["items"]});
+            }
+        }
+        let mut rows = Vec::new();
+        for (k, t) in tasks.iter().enumerate() {
+            let (a, b) = (median(ours[k].clone()), median(theirs[k].clone()));
+            println!("zero-shot {t}: spindle {a:.2} items/s, lm-eval {b:.2} items/s, ratio {:.2}", a / b);
+            rows.push(json!({
+                "task": t, "spindle_items_per_second": ours[k], "reference_items_per_second": theirs[k],
+                "spindle_median": a, "reference_median": b, "ratio": a / b, "target": zeroshot_target(t),
+                "accuracy_of_the_last_run": {"spindle": acc[k].0, "reference": acc[k].1},
+            }));
+        }
+        figures.insert("zeroshot".into(), json!({
+            "limit": args.zeroshot_limit, "batch_size": args.zeroshot_batch_size, "tasks": rows,
+            "spindle_process": stats(&ours_m), "reference_process": stats(&theirs_m),
+        }));
     }
 
     let calib = ["--nsamples".to_owned(), args.nsamples.to_string(), "--seqlen".to_owned(), args.calib_seqlen.to_string(), "--seed".to_owned(), "0".to_owned()];
@@ -452,8 +526,19 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
     }
 
     let mut command = format!(
-        "cargo xtask bench --threads {} --windows {} --seqlen {} --nsamples {} --calib-seqlen {} --repeats {} --induce-repeats {} --scaling-layers {}",
-        args.threads, args.windows, args.seqlen, args.nsamples, args.calib_seqlen, args.repeats, args.induce_repeats, args.scaling_layers
+        "cargo xtask bench --threads {} --windows {} --seqlen {} --zeroshot-tasks {} --zeroshot-limit {} --zeroshot-batch-size {} \
+         --nsamples {} --calib-seqlen {} --repeats {} --induce-repeats {} --scaling-layers {}",
+        args.threads,
+        args.windows,
+        args.seqlen,
+        args.zeroshot_tasks,
+        args.zeroshot_limit,
+        args.zeroshot_batch_size,
+        args.nsamples,
+        args.calib_seqlen,
+        args.repeats,
+        args.induce_repeats,
+        args.scaling_layers
     );
     for s in &args.only {
         command += &format!(" --only {}", format!("{s:?}").to_lowercase());
@@ -494,6 +579,21 @@ fn f64_of(v: &Value) -> f64 {
 
 fn list(v: &Value, digits: usize) -> String {
     v.as_array().map(|a| a.iter().map(|x| format!("{:.*}", digits, f64_of(x))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
+fn zeroshot_tasks(args: &BenchArgs) -> Vec<String> {
+    args.zeroshot_tasks.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+}
+
+/// The items/s ratio spindle / lm-eval a zero-shot task is held to (issue #22): sharing the
+/// question's encoding pays most where the context is long against the choices (ARC's question,
+/// HellaSwag's passage) and least on PIQA, whose two solutions are long against the goal.
+fn zeroshot_target(task: &str) -> Option<f64> {
+    match task {
+        "arc_easy" | "hellaswag" => Some(2.0),
+        "piqa" => Some(1.3),
+        _ => None,
+    }
 }
 
 /// Whether a measured ratio meets its target, as the report writes it.
@@ -560,6 +660,43 @@ pub(crate) fn report(f: &Value) -> String {
             Some(share) => s += &format!(", **{:.0}%** of the matmul rate (target ≥ 60%: {}).\n\n", share * 100.0, verdict(share, 0.6, true)),
             None => s += ".\n\n",
         }
+    }
+    let z = &f["zeroshot"];
+    if let Some(rows) = z["tasks"].as_array() {
+        s += &format!(
+            "## Zero-shot scoring (lm-eval tasks, fp32, CPU)\n\n\
+             The first {} items of each task, zero-shot, batch size {} on both sides: `spindle eval --tasks` \
+             (its default shared-prefix scoring: the choices of a question share one pass over their common \
+             tokens) against `tests/reference/bench_zeroshot.py`, lm-evaluation-harness 0.4.13's `hf` backend \
+             (HFLM, its defaults: logits cache on, transformers' default attention) on the same model directory \
+             and the same local task data. Each side times its own loop per task (encoding and scoring the \
+             requests; model load, dataset reading and request building excluded on both sides).\n\n\
+             | task | spindle items/s (runs) | lm-eval items/s (runs) | **ratio** | target | acc spindle / lm-eval |\n\
+             |---|---:|---:|---:|---|---|\n",
+            z["limit"], z["batch_size"],
+        );
+        for r in rows {
+            let ratio = f64_of(&r["ratio"]);
+            let target = match r["target"].as_f64() {
+                Some(t) => format!("≥ {t}: {}", verdict(ratio, t, true)),
+                None => "none".to_owned(),
+            };
+            let acc = |v: &Value| v["acc"].as_f64().map_or("-".to_owned(), |a| format!("{a:.3}"));
+            s += &format!(
+                "| {} | {:.2} ({}) | {:.2} ({}) | **{ratio:.2}** | {target} | {} / {} |\n",
+                r["task"].as_str().unwrap_or_default(),
+                f64_of(&r["spindle_median"]), list(&r["spindle_items_per_second"], 2),
+                f64_of(&r["reference_median"]), list(&r["reference_items_per_second"], 2),
+                acc(&r["accuracy_of_the_last_run"]["spindle"]), acc(&r["accuracy_of_the_last_run"]["reference"]),
+            );
+        }
+        s += &format!(
+            "\nWhole processes (all tasks, from spawn to exit): spindle {:.1} s ({}), lm-eval {:.1} s ({}); \
+             peak memory {:.0} MB and {:.0} MB.\n\n",
+            f64_of(&z["spindle_process"]["seconds_median"]), list(&z["spindle_process"]["seconds"], 1),
+            f64_of(&z["reference_process"]["seconds_median"]), list(&z["reference_process"]["seconds"], 1),
+            f64_of(&z["spindle_process"]["peak_rss_mb_median"]), f64_of(&z["reference_process"]["peak_rss_mb_median"]),
+        );
     }
     if let Some(rows) = f["prune"].as_array() {
         s += "## End-to-end prune (load → calibrate → prune → save), 50% unstructured\n\n\
@@ -682,6 +819,25 @@ mod tests {
         let old = format!("# Benchmarks\n\nold figures\n\n{READING_MARKER}\n\n## Reading\n\nwhy\n");
         assert_eq!(kept_reading(&old), format!("{READING_MARKER}\n\n## Reading\n\nwhy\n"));
         assert_eq!(kept_reading("# Benchmarks\n\nold figures\n"), "");
+    }
+
+    #[test]
+    fn the_zeroshot_section_reports_each_task_against_its_target() {
+        let row = |task: &str, ours: f64, theirs: f64| {
+            json!({"task": task, "spindle_items_per_second": [ours], "reference_items_per_second": [theirs],
+                "spindle_median": ours, "reference_median": theirs, "ratio": ours / theirs, "target": zeroshot_target(task),
+                "accuracy_of_the_last_run": {"spindle": {"acc": 0.5}, "reference": {"acc": 0.5}}})
+        };
+        let f = json!({"zeroshot": {"limit": 200, "batch_size": 1,
+            "tasks": [row("arc_easy", 10.0, 4.0), row("piqa", 5.0, 4.0), row("boolq", 3.0, 1.0)],
+            "spindle_process": {"seconds": [60.0], "seconds_median": 60.0, "peak_rss_mb_median": 700.0},
+            "reference_process": {"seconds": [90.0], "seconds_median": 90.0, "peak_rss_mb_median": 1500.0}}});
+        let text = report(&f);
+        assert!(text.contains("## Zero-shot scoring"), "{text}");
+        assert!(text.contains("| arc_easy | 10.00 (10.00) | 4.00 (4.00) | **2.50** | ≥ 2: met | 0.500 / 0.500 |"), "{text}");
+        assert!(text.contains("| piqa | 5.00 (5.00) | 4.00 (4.00) | **1.25** | ≥ 1.3: **not met** |"), "{text}");
+        assert!(text.contains("| boolq | 3.00 (3.00) | 1.00 (1.00) | **3.00** | none |"), "{text}");
+        assert_eq!(zeroshot_target("hellaswag"), Some(2.0));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! passes, so the blocks are read from the checkpoint once rather than once per pass (the pruning
 //! pipeline, which runs one pass per block, keeps the opposite trade-off).
 
-use spindle_model::{Block, Model, ModelError};
+use spindle_model::{Block, KvCache, Model, ModelError};
 use tch::Tensor;
 
 /// `model` with its blocks loaded.
@@ -28,5 +28,23 @@ impl<'a> Resident<'a> {
             h = block.forward(&h, &ctx);
         }
         Ok(h)
+    }
+
+    /// The final hidden states `[batch, seq, hidden]` of `ids` at the positions after `past` (each
+    /// block's cache of a prefix, of batch 1 or `batch`, as an earlier call returned it, perhaps
+    /// cut with `KvCache::first`; `None` for a run from position 0), with each block's keys and
+    /// values of these positions. Right padding is invisible, as in [`Resident::hidden`].
+    pub fn hidden_cached(&self, ids: &Tensor, past: Option<&[KvCache]>) -> Result<(Tensor, Vec<KvCache>), ModelError> {
+        let size = ids.size();
+        let offset = past.and_then(|p| p.first()).map_or(0, KvCache::len);
+        let ctx = self.model.context_at(size[0], size[1], offset);
+        let mut h = self.model.embed_at(ids, offset)?;
+        let mut caches = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (out, kv) = block.forward_cached(&h, &ctx, past.and_then(|p| p.get(i)))?;
+            h = out;
+            caches.push(kv);
+        }
+        Ok((h, caches))
     }
 }

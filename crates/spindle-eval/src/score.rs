@@ -10,6 +10,13 @@
 //! `(context + continuation)[-(max_length + 1):][:-1]`; the score is the sum of the continuation
 //! tokens' log-probabilities. Requests are batched longest first with right padding, which a
 //! causal model cannot see.
+//!
+//! Two paths give those scores. [`loglikelihoods`] runs every request whole, as lm-eval does.
+//! [`loglikelihoods_shared`] (the default of [`crate::evaluate_task`]) shares work between the
+//! choices of one question: the longest common prefix of their model inputs runs once, keeping
+//! each block's keys and values (`spindle-model`'s `Block::forward_cached`), and only each
+//! choice's remaining tokens run after it. The scores agree to float rounding (tested to 1e-5 on
+//! the tiny golden models and on SmolLM2's lm-eval golden items).
 
 use spindle_data::Tokenizer;
 use spindle_model::Model;
@@ -53,9 +60,65 @@ pub struct LogLikelihood {
     pub is_greedy: bool,
 }
 
-/// Scores `requests` in batches of `batch_size`; `progress(done, total)` counts requests.
+/// The model input of a request and how many of its last positions predict continuation tokens:
+/// `(context + continuation)[-(max_length + 1):][:-1]`, as lm-eval's `_loglikelihood_tokens`
+/// builds it.
+fn model_input(index: usize, r: &Encoded, max_length: usize) -> Result<(Vec<i64>, usize), EvalError> {
+    if r.continuation.is_empty() {
+        return Err(EvalError::Config(format!("request {index} has an empty continuation")));
+    }
+    let mut all: Vec<i64> = r.context.iter().chain(&r.continuation).map(|&t| i64::from(t)).collect();
+    let keep = max_length + 1;
+    if all.len() > keep {
+        all.drain(..all.len() - keep);
+    }
+    all.pop();
+    let cont = r.continuation.len().min(all.len());
+    Ok((all, cont))
+}
+
+/// The log-probabilities rows of `logp` `[n, vocab]` (on the CPU) give to `targets` (n tokens):
+/// (gathered log-probabilities, whether each row's argmax is its target).
+fn pick(logp: &Tensor, targets: &[u32]) -> (Tensor, Tensor) {
+    let targets: Vec<i64> = targets.iter().map(|&t| i64::from(t)).collect();
+    let targets = Tensor::from_slice(&targets);
+    let picked = logp.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1);
+    let greedy = logp.argmax(1, false).eq_tensor(&targets);
+    (picked, greedy)
+}
+
+/// The score of request `index` from its gathered log-probabilities and greedy matches, in
+/// continuation order.
+fn finish(index: usize, picked: &Tensor, greedy: &Tensor) -> Result<LogLikelihood, EvalError> {
+    let logprob = picked.sum(Kind::Double).double_value(&[]);
+    if !logprob.is_finite() {
+        return Err(EvalError::NotFinite { what: format!("log-likelihood of request {index}") });
+    }
+    Ok(LogLikelihood { logprob, is_greedy: greedy.all().int64_value(&[]) == 1 })
+}
+
+/// Log-probabilities `[rows, vocab]`, in fp32 on the CPU, of the hidden states `rows`.
+fn log_probs(model: &Model, rows: &Tensor) -> Tensor {
+    model.head(rows).to_kind(Kind::Float).log_softmax(-1, Kind::Float).to_device(tch::Device::Cpu)
+}
+
+/// Scores `requests` one by one, in batches of `batch_size` across all of them (longest first);
+/// `progress(done, total)` counts requests. [`loglikelihoods_shared`] gives the same scores with
+/// less work when requests share a context.
 pub fn loglikelihoods(
     model: &Model,
+    requests: &[Encoded],
+    max_length: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<LogLikelihood>, EvalError> {
+    let _guard = tch::no_grad_guard();
+    let resident = Resident::load(model)?;
+    per_request(&resident, requests, max_length, batch_size, progress)
+}
+
+pub(crate) fn per_request(
+    resident: &Resident,
     requests: &[Encoded],
     max_length: usize,
     batch_size: usize,
@@ -64,19 +127,11 @@ pub fn loglikelihoods(
     if batch_size == 0 {
         return Err(EvalError::Config("batch size must be at least 1".into()));
     }
+    let model = resident.model;
     // (index, model input, continuation length)
     let mut inputs: Vec<(usize, Vec<i64>, usize)> = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
-        if r.continuation.is_empty() {
-            return Err(EvalError::Config(format!("request {i} has an empty continuation")));
-        }
-        let mut all: Vec<i64> = r.context.iter().chain(&r.continuation).map(|&t| i64::from(t)).collect();
-        let keep = max_length + 1;
-        if all.len() > keep {
-            all.drain(..all.len() - keep);
-        }
-        all.pop();
-        let cont = r.continuation.len().min(all.len());
+        let (all, cont) = model_input(i, r, max_length)?;
         inputs.push((i, all, cont));
     }
     // Longest first, as lm-eval orders them (so padding is small and the first batch shows the
@@ -84,7 +139,6 @@ pub fn loglikelihoods(
     inputs.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
     let mut out = vec![LogLikelihood { logprob: 0.0, is_greedy: false }; requests.len()];
     let _guard = tch::no_grad_guard();
-    let resident = Resident::load(model)?;
     let mut done = 0;
     for batch in inputs.chunks(batch_size) {
         progress(done, requests.len());
@@ -102,26 +156,167 @@ pub fn loglikelihoods(
         for (row, (_, ids, cont)) in batch.iter().enumerate() {
             rows.push(hidden.get(row as i64).narrow(0, (ids.len() - cont) as i64, *cont as i64));
         }
-        let logp = model.head(&Tensor::cat(&rows, 0)).to_kind(Kind::Float).log_softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+        let logp = log_probs(model, &Tensor::cat(&rows, 0));
         let mut at = 0i64;
         for (index, _, cont) in batch {
-            let cont_len = *cont as i64;
-            let slice = logp.narrow(0, at, cont_len);
-            at += cont_len;
-            let targets: Vec<i64> = requests[*index].continuation[requests[*index].continuation.len() - cont..].iter().map(|&t| i64::from(t)).collect();
-            let targets = Tensor::from_slice(&targets);
-            let picked = slice.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1);
-            let logprob = picked.sum(Kind::Double).double_value(&[]);
-            let greedy = slice.argmax(1, false).eq_tensor(&targets).all().int64_value(&[]) == 1;
-            if !logprob.is_finite() {
-                return Err(EvalError::NotFinite { what: format!("log-likelihood of request {index}") });
-            }
-            out[*index] = LogLikelihood { logprob, is_greedy: greedy };
+            let c = &requests[*index].continuation;
+            let (picked, greedy) = pick(&logp.narrow(0, at, *cont as i64), &c[c.len() - cont..]);
+            at += *cont as i64;
+            out[*index] = finish(*index, &picked, &greedy)?;
         }
         done += batch.len();
     }
     progress(requests.len(), requests.len());
     Ok(out)
+}
+
+/// Scores `requests` in groups of consecutive requests (`groups` holds each group's size: the
+/// choices of one question), sharing work inside a group: the longest common prefix of the
+/// group's model inputs (the token sequences [`loglikelihoods`] would run, after the same
+/// truncation) runs through the model once, each block keeping its keys and values (it runs as
+/// the start of the group's longest input, which is scored from that same pass), and the other
+/// requests' remaining tokens then run together, right-padded and longest first, at the
+/// positions after it, attending to the cache (in batches of `batch_size` where that exceeds a
+/// question's choices). A question thus takes two forward passes, whatever its choices.
+/// The positions that predict continuation tokens go through the head once per question. Only
+/// tokens are shared:
+/// WinoGrande's choices differ in their contexts and share their continuation, so only the words
+/// before the blank are shared, and a group whose inputs differ from the first token runs as
+/// [`loglikelihoods`] does. One group's cache is held at a time. The scores equal
+/// [`loglikelihoods`]'s up to float rounding (the attention over a cached prefix sums in
+/// another order). `progress(done, total)` counts requests.
+pub fn loglikelihoods_shared(
+    model: &Model,
+    requests: &[Encoded],
+    groups: &[usize],
+    max_length: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<LogLikelihood>, EvalError> {
+    let _guard = tch::no_grad_guard();
+    let resident = Resident::load(model)?;
+    shared_prefix(&resident, requests, groups, max_length, batch_size, progress)
+}
+
+/// The length of the longest common prefix of `seqs`.
+fn common_prefix(seqs: &[&[i64]]) -> usize {
+    let Some((first, rest)) = seqs.split_first() else { return 0 };
+    let mut n = first.len();
+    for s in rest {
+        n = n.min(s.iter().zip(first.iter()).take_while(|(a, b)| a == b).count());
+    }
+    n
+}
+
+pub(crate) fn shared_prefix(
+    resident: &Resident,
+    requests: &[Encoded],
+    groups: &[usize],
+    max_length: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<LogLikelihood>, EvalError> {
+    if batch_size == 0 {
+        return Err(EvalError::Config("batch size must be at least 1".into()));
+    }
+    let total: usize = groups.iter().sum();
+    if total != requests.len() {
+        return Err(EvalError::Config(format!("groups of {total} requests in all for {} requests", requests.len())));
+    }
+    let model = resident.model;
+    let device = model.device();
+    let _guard = tch::no_grad_guard();
+    let mut out = Vec::with_capacity(requests.len());
+    let mut start = 0;
+    for &size in groups.iter().filter(|&&size| size > 0) {
+        progress(start, requests.len());
+        let group = &requests[start..start + size];
+        let inputs: Vec<(Vec<i64>, usize)> = group.iter().enumerate().map(|(k, r)| model_input(start + k, r, max_length)).collect::<Result<_, _>>()?;
+        let p = common_prefix(&inputs.iter().map(|(ids, _)| ids.as_slice()).collect::<Vec<_>>());
+        let len = |k: usize| inputs[k].0.len();
+        // The first position that predicts a continuation token, per request.
+        let first: Vec<usize> = inputs.iter().map(|(ids, cont)| ids.len() - cont).collect();
+        // The hidden states that go through the head: `head_rows`, and per request where its
+        // scored positions' rows are in them, in order: (start row, count) in the lead's run
+        // (shared between requests), then in its own run after the prefix.
+        let mut head_rows: Vec<Tensor> = Vec::new();
+        let mut spans: Vec<Vec<(i64, i64)>> = (0..size).map(|_| Vec::new()).collect();
+        let mut caches = None;
+        let mut rest: Vec<usize> = (0..size).collect();
+        let mut at = 0i64;
+        if p > 0 {
+            // The lead (the longest input, the first of those) runs whole, each block keeping
+            // its keys and values; its first p positions are the shared prefix, which the other
+            // requests' remaining tokens then attend to. Folding the prefix into one request's
+            // pass saves a pass per question.
+            let lead = (0..size).max_by(|&a, &b| len(a).cmp(&len(b)).then(b.cmp(&a))).unwrap_or(0);
+            let ids = Tensor::from_slice(&inputs[lead].0).view([1, len(lead) as i64]).to_device(device);
+            let (hidden, kv) = resident.hidden_cached(&ids, None)?;
+            // Scored positions inside the lead's run: the lead's own, and the others' inside
+            // the prefix (the same rows for several requests go through the head once).
+            let end = |k: usize| if k == lead { len(k) } else { p };
+            let lo = (0..size).filter(|&k| first[k] < end(k)).map(|k| first[k]).min().unwrap_or(p);
+            if lo < len(lead) {
+                head_rows.push(hidden.get(0).narrow(0, lo as i64, (len(lead) - lo) as i64));
+                for k in (0..size).filter(|&k| first[k] < end(k)) {
+                    spans[k].push(((first[k] - lo) as i64, (end(k) - first[k]) as i64));
+                }
+                at = (len(lead) - lo) as i64;
+            }
+            caches = Some(kv.iter().map(|c| c.first(p as i64)).collect::<Vec<_>>());
+            rest.retain(|&k| k != lead && len(k) > p);
+        }
+        // The remaining tokens of the others, longest first, after the prefix: all of them in
+        // one batch (a question's choices are few, and each pass reads every weight once), or
+        // in batches of `batch_size` where that is larger.
+        rest.sort_by(|&a, &b| len(b).cmp(&len(a)).then(a.cmp(&b)));
+        for batch in rest.chunks(batch_size.max(rest.len()).max(1)) {
+            let width = len(batch[0]) - p;
+            let mut flat = Vec::with_capacity(batch.len() * width);
+            for &k in batch {
+                let tail = &inputs[k].0[p..];
+                flat.extend_from_slice(tail);
+                flat.extend(std::iter::repeat_n(0i64, width - tail.len()));
+            }
+            let ids = Tensor::from_slice(&flat).view([batch.len() as i64, width as i64]).to_device(device);
+            let (hidden, _) = resident.hidden_cached(&ids, caches.as_deref())?;
+            for (row, &k) in batch.iter().enumerate() {
+                let from = first[k].max(p);
+                let n = (len(k) - from) as i64;
+                head_rows.push(hidden.get(row as i64).narrow(0, (from - p) as i64, n));
+                spans[k].push((at, n));
+                at += n;
+            }
+        }
+        // One pass through the head for the whole question, over only the positions that
+        // predict continuation tokens, as in the request-by-request path.
+        let logp = log_probs(model, &Tensor::cat(&head_rows, 0));
+        for (k, r) in group.iter().enumerate() {
+            let cont = inputs[k].1;
+            let rows: Vec<Tensor> = spans[k].iter().map(|&(from, n)| logp.narrow(0, from, n)).collect();
+            let (picked, greedy) = pick(&Tensor::cat(&rows, 0), &r.continuation[r.continuation.len() - cont..]);
+            out.push(finish(start + k, &picked, &greedy)?);
+        }
+        start += size;
+    }
+    progress(requests.len(), requests.len());
+    Ok(out)
+}
+
+/// The standard error lm-evaluation-harness 0.4.13 reports for a metric aggregated by `mean`
+/// (`acc`, `acc_norm`): `mean_stderr` of `lm_eval/api/metrics.py`, the sample standard deviation
+/// over the square root of n, `sqrt(Σ (x − μ)² / (n − 1)) / sqrt(n)` with `μ = sum / n`, summed in
+/// order as Python 3.11's `sum` does (the golden venv's; 3.12 compensates, which can move the
+/// last bits). For 0/1 scores of accuracy p this is `sqrt(p (1 − p) / (n − 1))`.
+/// `None` for fewer than two values, where lm-eval reports "N/A".
+pub fn mean_stderr(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mu = values.iter().sum::<f64>() / n as f64;
+    let squares = values.iter().map(|x| (x - mu).powi(2)).sum::<f64>();
+    Some((squares / (n - 1) as f64).sqrt() / (n as f64).sqrt())
 }
 
 /// numpy's `argmax`: the first maximum.
@@ -177,6 +372,42 @@ mod tests {
         let err = encode_pair(&tok, "", "a", None).unwrap_err();
         assert_eq!(err.to_string(), "a request has an empty context and the model declares no BOS or EOS token");
         assert_eq!(encode_pair(&tok, "", "a", Some(1)).unwrap().context, [1]);
+    }
+
+    #[test]
+    fn the_standard_error_is_lm_evals_mean_stderr() {
+        // By hand: p = 3/4, Σ(x − p)² = 3/16 + 9/16 = 3/4, sqrt((3/4) / 3) / sqrt(4) = 1/4.
+        assert_eq!(mean_stderr(&[1.0, 0.0, 1.0, 1.0]), Some(0.25));
+        // 97 of 200: sqrt(0.485 · 0.515 / 199) = 0.0354281068329771...; lm-eval 0.4.13's
+        // `mean_stderr` gives 0.03542810683297717 (its sums, in this order).
+        let v: Vec<f64> = (0..200).map(|i| if i < 97 { 1.0 } else { 0.0 }).collect();
+        let se = mean_stderr(&v).unwrap();
+        assert!((se - (0.485f64 * 0.515 / 199.0).sqrt()).abs() < 1e-15, "{se}");
+        assert_eq!(se, 0.035_428_106_832_977_17);
+        assert_eq!(mean_stderr(&[0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]), Some(0.184_427_778_390_829_38));
+        // lm-eval reports "N/A" for a single item.
+        assert_eq!(mean_stderr(&[1.0]), None);
+        assert_eq!(mean_stderr(&[]), None);
+    }
+
+    #[test]
+    fn the_common_prefix_is_counted_in_tokens() {
+        assert_eq!(common_prefix(&[&[1, 2, 3, 4], &[1, 2, 5], &[1, 2, 3]]), 2);
+        assert_eq!(common_prefix(&[&[1, 2, 3], &[1, 2, 3]]), 3);
+        assert_eq!(common_prefix(&[&[1, 2], &[1, 2, 3]]), 2);
+        assert_eq!(common_prefix(&[&[7, 2], &[1, 2]]), 0);
+        assert_eq!(common_prefix(&[&[4, 5]]), 2);
+        assert_eq!(common_prefix(&[]), 0);
+    }
+
+    #[test]
+    fn model_inputs_are_truncated_on_the_left_and_drop_the_last_token() {
+        let r = Encoded { context: vec![1, 2, 3, 4, 5], continuation: vec![6, 7, 8] };
+        assert_eq!(model_input(0, &r, 100).unwrap(), (vec![1, 2, 3, 4, 5, 6, 7], 3));
+        // Keep max_length + 1 = 5 tokens, then drop the last.
+        assert_eq!(model_input(0, &r, 4).unwrap(), (vec![4, 5, 6, 7], 3));
+        // A continuation longer than the input: every position scores.
+        assert_eq!(model_input(0, &r, 2).unwrap(), (vec![6, 7], 2));
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub use config::{Architecture, AttentionWindow, BiasSlot, ConfigError, DType, Fa
 pub use convert::{ConvertError, convert_gguf, convert_llama2c};
 pub use device::{DeviceSpec, Runtime, RuntimeError};
 pub use inspect::{Inspection, LinearSparsity, inspect};
+pub use model::{CachedCtx, KvCache};
 pub use model::{Block, ForwardCtx, KvRepeat, Linear, Model, ModelError, Norm, Observer, ScaleProducer, ScalingSite};
 pub use save::{HfDirWriter, SaveError};
 pub use safetensors_write::{Loader, TensorSpec, WriteError, safetensors_bytes, write_file_atomic, write_safetensors, write_safetensors_lazy};

@@ -13,6 +13,9 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{AttentionWindow, ConfigError, Family, ModelConfig, RopeScaling};
 use crate::weights::{Weights, WeightsError};
 
+mod cached;
+pub use cached::{CachedCtx, KvCache};
+
 /// Why a model cannot be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -34,6 +37,8 @@ pub enum ModelError {
     Save(#[from] crate::save::SaveError),
     #[error("bad input scales: {0}")]
     BadScales(String),
+    #[error("key/value cache mismatch: {0}")]
+    KvCache(String),
 }
 
 /// A linear layer `y = x Wᵀ + b`, with `weight` `[out, in]` as Hugging Face stores it.

@@ -159,6 +159,19 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
     assert_eq!(v["tasks"]["piqa"]["n"], 6);
     assert!(v["tasks"]["piqa"]["acc_norm"].is_f64());
     assert!(v["tasks"]["winogrande"]["acc_norm"].is_null(), "lm-eval reports no acc_norm for winogrande");
+    // lm-eval's standard error of a mean of 0/1 scores, by hand: sqrt(p (1 − p) / (n − 1)).
+    for (task, metric) in [("piqa", "acc"), ("piqa", "acc_norm"), ("winogrande", "acc")] {
+        let p = v["tasks"][task][metric].as_f64().unwrap();
+        let se = v["tasks"][task][format!("{metric}_stderr")].as_f64().unwrap();
+        assert!((se - (p * (1.0 - p) / 5.0).sqrt()).abs() < 1e-12, "{task} {metric}: stderr {se} at accuracy {p}");
+    }
+    assert!(v["tasks"]["winogrande"]["acc_norm_stderr"].is_null());
+    // Gold indices of the first 6 items: piqa 0 1 1 1 0 1, winogrande 1 0 1 0 0 0 (tests/golden/lmeval).
+    for task in ["piqa", "winogrande"] {
+        assert!((v["tasks"][task]["majority"].as_f64().unwrap() - 4.0 / 6.0).abs() < 1e-15, "{task}: majority");
+        assert_eq!(v["task_timing"][task]["items"], 6);
+        assert!(v["task_timing"][task]["items_per_second"].as_f64().unwrap() > 0.0);
+    }
     assert_eq!(v["config"]["seqlen"], 128);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains(&format!("{} ppl {ppl:>10.4}", sample.display())), "{text}");

@@ -6,7 +6,7 @@ use spindle::{output, progress, zoo};
 use spindle_data::cache::TokenCache;
 use spindle_data::corpus::{Corpus, eval_tokens};
 use spindle_data::{DataDir, Tokenizer};
-use spindle_eval::{PplConfig, TaskConfig};
+use spindle_eval::{PplConfig, Scoring, TaskConfig};
 use spindle_model::{Model, Runtime};
 use tch::Kind;
 
@@ -81,6 +81,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     }
 
     let mut tasks = Map::new();
+    let mut task_timing = Map::new();
     if !task_names.is_empty() {
         println!("{:<14} {:>6} {:>8} {:>9}", "task", "n", "acc", "acc_norm");
     }
@@ -88,14 +89,24 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
         let spec = &specs[name];
         let records = spindle_data::tasks::load(spec.dataset, &data).map_err(anyhow::Error::from)?;
         let rows = records.json_rows().map_err(anyhow::Error::from)?;
-        let cfg = TaskConfig { limit: args.limit, batch_size: args.batch_size, max_length: context, prefix_token: prefix_token(&raw_config) };
+        let cfg = TaskConfig {
+            limit: args.limit,
+            batch_size: args.batch_size,
+            max_length: context,
+            prefix_token: prefix_token(&raw_config),
+            scoring: Scoring::SharedPrefix,
+        };
         let bar = progress::items("scoring");
         let r = spindle_eval::evaluate_task(&model, &tokenizer, spec, &rows, cfg, &mut |d, t| progress::update(&bar, d, t))
             .with_context(|| format!("task {name}"))?;
         bar.finish_and_clear();
         let norm = r.acc_norm.map_or("-".to_owned(), |a| format!("{a:.4}"));
         println!("{:<14} {:>6} {:>8.4} {:>9}", r.name, r.n, r.acc, norm);
-        tasks.insert(name.clone(), json!({"acc": r.acc, "acc_norm": r.acc_norm, "n": r.n, "version": r.version}));
+        tasks.insert(name.clone(), json!({
+            "acc": r.acc, "acc_norm": r.acc_norm, "acc_stderr": r.acc_stderr, "acc_norm_stderr": r.acc_norm_stderr,
+            "majority": r.majority, "n": r.n, "version": r.version,
+        }));
+        task_timing.insert(name.clone(), json!({"items": r.n, "seconds": r.seconds, "items_per_second": r.n as f64 / r.seconds}));
     }
     for note in &notes {
         println!("{note}");
@@ -107,8 +118,9 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             "perplexity": ppl,
             "perplexity_timing": timing,
             "tasks": tasks,
+            "task_timing": task_timing,
             "config": {
-                "seqlen": seqlen, "limit": args.limit, "max_windows": args.max_windows, "batch_size": args.batch_size, "dtype": "float32",
+                "seqlen": seqlen, "limit": args.limit, "max_windows": args.max_windows, "batch_size": args.batch_size, "scoring": "shared-prefix", "dtype": "float32",
                 "device": format!("{:?}", runtime.device), "threads": runtime.threads, "notes": notes,
             },
         });
