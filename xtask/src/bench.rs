@@ -18,8 +18,9 @@
 //! - **prune**: end-to-end `spindle prune` (load → calibrate → prune → save) against
 //!   `tests/reference/prune_reference.py --no-eval --save` (the Wanda repository's code) for
 //!   magnitude, Wanda and SparseGPT;
-//! - **induce**: `spindle prune --induce distribution,feature` (Sparsity Induction's defaults)
-//!   next to the plain run; there is no Python reference for it;
+//! - **induce**: `spindle prune --induce distribution,feature` (each pruner's default SI
+//!   configuration) next to the plain run, for magnitude, Wanda and SparseGPT: SI's own time, also
+//!   per block per calibration window; there is no Python reference for it;
 //! - **scaling**: peak memory of both sides' Wanda prune on random-weight Llamas written here as
 //!   safetensors, at 1×, 2× and 4× the layers.
 //!
@@ -485,7 +486,11 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
 
     if args.wants(Section::Induce) {
         let mut rows = Vec::new();
-        for method in ["magnitude", "wanda"] {
+        let layers = config["num_hidden_layers"].as_u64().context("config.json lacks num_hidden_layers")? as f64;
+        // `distribution,feature` with every other option at its default: the distribution stage
+        // is skipped for Wanda and SparseGPT (it cannot move their selection), so this is each
+        // pruner's default SI configuration.
+        for method in ["magnitude", "wanda", "sparsegpt"] {
             let (mut plain, mut si) = (Vec::new(), Vec::new());
             for _ in 0..args.induce_repeats {
                 plain.push(spindle_prune(&model_dir, method, &[], &format!("induce-{method}-plain"))?.0);
@@ -493,8 +498,9 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
             }
             let (a, b) = (stats(&si), stats(&plain));
             let extra = a["seconds_median"].as_f64().unwrap_or(f64::NAN) - b["seconds_median"].as_f64().unwrap_or(f64::NAN);
-            println!("prune {method} + SI: {extra:.1} s more than the plain prune");
-            rows.push(json!({"method": method, "si": a, "plain": b, "si_extra_seconds": extra}));
+            let per_block_window = extra / (layers * args.nsamples as f64);
+            println!("prune {method} + SI: {extra:.1} s more than the plain prune ({per_block_window:.3} s per block per calibration window)");
+            rows.push(json!({"method": method, "si": a, "plain": b, "si_extra_seconds": extra, "si_seconds_per_block_per_window": per_block_window}));
         }
         figures.insert("induce".into(), Value::Array(rows));
     }
@@ -732,14 +738,18 @@ pub(crate) fn report(f: &Value) -> String {
         s += "\n";
     }
     if let Some(rows) = f["induce"].as_array() {
-        s += "## Sparsity Induction's time\n\n`spindle prune --induce distribution,feature` (the defaults) next to \
-              the same prune without it. There is no Python reference for SI.\n\n\
-              | method | plain s | + SI s | SI's share | plain MB | + SI MB |\n|---|---:|---:|---:|---:|---:|\n";
+        s += "## Sparsity Induction's time\n\n`spindle prune --induce distribution,feature` (each pruner's default SI \
+              configuration; the distribution stage is skipped for Wanda and SparseGPT) next to the same prune without it. \
+              SI's own time is the difference, also per block per calibration window. There is no Python reference for SI.\n\n\
+              | method | plain s | + SI s | SI's own s | SI s per block per window | SI's share | plain MB | + SI MB |\n\
+              |---|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in rows {
             let method = r["method"].as_str().unwrap_or_default();
             let (a, b) = (f64_of(&r["plain"]["seconds_median"]), f64_of(&r["si"]["seconds_median"]));
             s += &format!(
-                "| {method} | {a:.1} | {b:.1} | {:.0}% | {:.0} | {:.0} |\n",
+                "| {method} | {a:.1} | {b:.1} | {:.1} | {:.3} | {:.0}% | {:.0} | {:.0} |\n",
+                b - a,
+                f64_of(&r["si_seconds_per_block_per_window"]),
                 (b - a) / b * 100.0,
                 f64_of(&r["plain"]["peak_rss_mb_median"]),
                 f64_of(&r["si"]["peak_rss_mb_median"]),
