@@ -776,16 +776,27 @@ impl Table {
     }
 
     /// The runs of `profile`: models outermost, rows in the spec's order, then seeds.
+    /// Every run, per model in seed-major order: each row's first seed, then each row's second,
+    /// and so on. An interrupted table therefore has whole seeds of every row finished first,
+    /// which is what a reader can compare.
     pub(crate) fn runs(&self, profile: &Profile) -> Vec<Run> {
         let mut runs = Vec::new();
         for model in &profile.models {
-            for row in &self.rows {
-                let seeds: Vec<Option<u64>> = if row.uses_calibration() {
-                    row.seeds.as_ref().unwrap_or(&profile.seeds).iter().map(|s| Some(*s)).collect()
-                } else {
-                    vec![None]
-                };
-                for seed in seeds {
+            let seeds: Vec<Vec<Option<u64>>> = self
+                .rows
+                .iter()
+                .map(|row| {
+                    if row.uses_calibration() {
+                        row.seeds.as_ref().unwrap_or(&profile.seeds).iter().map(|s| Some(*s)).collect()
+                    } else {
+                        vec![None]
+                    }
+                })
+                .collect();
+            let rounds = seeds.iter().map(Vec::len).max().unwrap_or(0);
+            for round in 0..rounds {
+                for (row, seeds) in self.rows.iter().zip(&seeds) {
+                    let Some(&seed) = seeds.get(round) else { continue };
                     let prune = row.pattern.map(|pattern| prune_args(profile, model, row, pattern, seed));
                     runs.push(Run { model: model.clone(), row: row.clone(), seed, prune, evals: self.evals(profile, model, seed) });
                 }
@@ -1003,6 +1014,23 @@ mod tests {
             Family::MoreData
         ]);
         let runs = t.runs(t.profile("cpu").unwrap());
+        let order: Vec<(&str, Option<u64>)> = runs.iter().map(|r| (r.row.id.as_str(), r.seed)).collect();
+        assert_eq!(
+            order,
+            [
+                ("dense", None),
+                ("w24", Some(0)),
+                ("mag", None),
+                ("wanda+recon", Some(0)),
+                ("wanda+si+recon", Some(0)),
+                ("wanda-4x", Some(0)),
+                ("w24", Some(1)),
+                ("wanda+recon", Some(1)),
+                ("wanda+si+recon", Some(1)),
+                ("wanda-4x", Some(1)),
+            ],
+            "seed-major: every row's seed 0 before any row's seed 1"
+        );
         let of = |id: &str| runs.iter().filter(|r| r.row.id == id).collect::<Vec<_>>();
         assert_eq!(of("dense").len(), 1);
         assert_eq!(of("mag").len(), 1, "magnitude alone reads no calibration: one run for every seed");
