@@ -297,7 +297,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     libtorch::ensure()?;
     run_echoed(cargo().args(["build", "--release", "--quiet", "--package", "spindle"]))?;
     let root = project_root();
-    let spindle = root.join("target/release/spindle");
+    let spindle = crate::release_binary(&root);
     let python = python(args)?;
     let tmp = std::env::temp_dir().join(format!("spindle-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;

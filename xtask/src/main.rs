@@ -77,6 +77,17 @@ pub(crate) fn project_root() -> PathBuf {
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
 }
 
+/// The release `spindle` binary that `cargo build --release` writes: under `$CARGO_TARGET_DIR`
+/// where that is set (relative to the workspace root, as cargo reads it), else `target/`.
+pub(crate) fn release_binary(root: &Path) -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()).map(PathBuf::from) {
+        Some(d) if d.is_relative() => root.join(d),
+        Some(d) => d,
+        None => root.join("target"),
+    };
+    target.join("release").join("spindle")
+}
+
 /// `cargo` as cargo itself was invoked (the `CARGO` variable), else the one on PATH.
 pub(crate) fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -113,7 +113,7 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
         libtorch::ensure()?;
         run_echoed(cargo().args(["build", "--release", "--quiet", "--package", "spindle"]))?;
     }
-    let spindle = root.join("target").join("release").join("spindle");
+    let spindle = crate::release_binary(&root);
     eprintln!(
         "{} ({} profile): {} runs, {} cached, {} to run, {} at a time",
         table.name,
