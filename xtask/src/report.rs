@@ -271,6 +271,19 @@ fn value_cell(row: &RowFigures, i: usize, seeded: bool) -> String {
     }
 }
 
+/// The "just more data" row an SI or reconstruction row has to beat: the row of family
+/// `MoreData` with the same base (the base pruner with more calibration windows), if the table
+/// has one.
+fn control_of<'a>(table: &Table, row_id: &str, rows: &'a [RowFigures]) -> Option<&'a RowFigures> {
+    let row = table.row(row_id)?;
+    if !matches!(row.family(), Family::Si | Family::Reconstruction | Family::SiReconstruction) {
+        return None;
+    }
+    let base = row.base.as_deref()?;
+    let control = table.rows.iter().find(|o| o.family() == Family::MoreData && o.base.as_deref() == Some(base))?;
+    rows.iter().find(|o| o.id == control.id)
+}
+
 pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: &Fingerprint) -> String {
     let seeded = table.seeded(profile);
     let mut s = format!("# {}: {}\n\n", table.name, table.title);
@@ -328,6 +341,21 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
                             p.verdict(ppl)
                         );
                     }
+                }
+                if seeded
+                    && let Some(ctl) = control_of(table, &r.id, &m.rows)
+                    && let Some(p) = paired(r, ctl, i, ppl).filter(|p| p.ci.is_some())
+                {
+                    pairs_md += &format!(
+                        "- {} / {} against {} (more calibration data, no SI), {}: {} ({} seeds): **{}**\n",
+                        m.label,
+                        r.label,
+                        ctl.label,
+                        c.label,
+                        fmt_paired(ppl, &p),
+                        p.per_seed.len(),
+                        p.verdict(ppl)
+                    );
                 }
                 if let Some(rf) = table.references.iter().find(|x| x.model == m.id && x.row == r.id && x.column == c.id) {
                     cell += &format!(" [ref {}", rf.value);
@@ -420,7 +448,20 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
                     let mut sds = serde_json::Map::new();
                     let mut ns = serde_json::Map::new();
                     let mut deltas = serde_json::Map::new();
+                    let mut against_control = serde_json::Map::new();
+                    let control = control_of(table, &r.id, &m.rows);
                     for (i, c) in table.columns.iter().enumerate() {
+                        if let Some(p) = control.and_then(|ctl| paired(r, ctl, i, is_ppl(&c.measure))) {
+                            against_control.insert(
+                                c.id.clone(),
+                                json!({
+                                    "control": control.map(|ctl| ctl.id.clone()),
+                                    "unit": if is_ppl(&c.measure) { "percent" } else { "points" },
+                                    "per_seed": p.per_seed.iter().map(|(s, d)| json!({"seed": s, "delta": d})).collect::<Vec<_>>(),
+                                    "mean": p.mean, "ci95": p.ci.map(|(lo, hi)| vec![lo, hi]), "verdict": p.verdict(is_ppl(&c.measure)),
+                                }),
+                            );
+                        }
                         let s = summary(&r.column(i));
                         means.insert(c.id.clone(), json!(s.map(|s| s.mean)));
                         sds.insert(c.id.clone(), json!(s.map(|s| s.sd)));
@@ -451,7 +492,7 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
                         "id": r.id, "label": r.label, "family": r.family.name(), "run": r.runs.first().and_then(|x| x.key.clone()),
                         "base": row.and_then(|x| x.base.clone()),
                         "pattern": row.and_then(|x| x.pattern).map(|p: Pattern| p.to_string()),
-                        "figures": means, "sd": sds, "n": ns, "delta": deltas, "runs": runs, "mean": mean,
+                        "figures": means, "sd": sds, "n": ns, "delta": deltas, "delta_vs_control": against_control, "runs": runs, "mean": mean,
                     })
                 })
                 .collect();
@@ -636,6 +677,30 @@ mod tests {
         assert_eq!(json["models"][0]["rows"][1]["delta"]["w"]["per_seed"].as_array().unwrap().len(), 3);
         assert_eq!(json["models"][0]["rows"][1]["runs"][2]["figures"]["w"], 13.3);
         assert_eq!(json["seeds"], json!([0, 1, 2]));
+    }
+
+    /// SI has to beat "just more data": an SI row is also paired, seed by seed, with the base
+    /// pruner's more-calibration row, in the markdown's list and in the JSON.
+    #[test]
+    fn si_rows_are_also_paired_with_the_more_data_control() {
+        let spec = SPEC.replace("max_windows = 64\n", "max_windows = 64\nseeds = [0, 1, 2]\n")
+            + "\n[[rows]]\nid = \"wanda-4x\"\nlabel = \"Wanda, 4x calibration\"\nmethod = \"wanda\"\nsparsity = 0.5\nnsamples_factor = 4\nbase = \"wanda\"\n";
+        let t = crate::spec::parse(&spec).unwrap();
+        let base = row("wanda", "Wanda", (0..3).map(|s| run(Some(s), vec![Some(10.0 + 2.0 * s as f64), None])).collect());
+        // SI 9, 10.8, 13.3 against the control 9.9, 11.88, 13.86 (−1% a seed): −9.1%, −9.1%, −4.0%.
+        let si = row("wanda+si", "Wanda + SI", vec![run(Some(0), vec![Some(9.0), None]), run(Some(1), vec![Some(10.8), None]), run(Some(2), vec![Some(13.3), None])]);
+        let more = row("wanda-4x", "Wanda, 4x calibration", (0..3).map(|s| run(Some(s), vec![Some(0.99 * (10.0 + 2.0 * s as f64)), None])).collect());
+        let figures = Figures { models: vec![ModelFigures { id: "m".into(), label: "Model M".into(), rows: vec![base, si, more] }], pending: 0 };
+        let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
+        assert!(md.contains("- Model M / Wanda + SI against Wanda, 4x calibration (more calibration data, no SI), W: "), "{md}");
+        assert!(!md.contains("- Model M / Wanda, 4x calibration against Wanda, 4x calibration"), "the control is not paired with itself: {md}");
+        let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp());
+        let d = &json["models"][0]["rows"][1]["delta_vs_control"]["w"];
+        assert_eq!(d["control"], "wanda-4x");
+        let per_seed: Vec<f64> = d["per_seed"].as_array().unwrap().iter().map(|x| x["delta"].as_f64().unwrap()).collect();
+        let want = [(9.0 / 9.9 - 1.0) * 100.0, (10.8 / 11.88 - 1.0) * 100.0, (13.3 / 13.86 - 1.0) * 100.0];
+        assert!(per_seed.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-9), "{per_seed:?}");
+        assert_eq!(json["models"][0]["rows"][0]["delta_vs_control"], json!({}), "a base row has no control");
     }
 
     #[test]
