@@ -327,6 +327,9 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
         "prune_seconds": prune_seconds,
         "eval_seconds": eval_seconds,
         "threads": ctx.threads,
+        // Not part of the key, like the thread count, but a table whose runs span two CPUs may
+        // mix BLAS kernels that sum in another order (SparseGPT moved by an ulp between two).
+        "machine": crate::bench::machine(),
         "code_version": ctx.fp.code_version,
         "data_hash": ctx.fp.data_hash,
     });
