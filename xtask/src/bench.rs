@@ -58,6 +58,11 @@ pub(crate) struct BenchArgs {
     /// Tokens per perplexity window.
     #[arg(long, default_value_t = 512)]
     seqlen: usize,
+    /// Windows per forward pass on spindle's side of the perplexity figure (`spindle eval
+    /// --batch-size`; the perplexity is the same). The reference runs one window at a time, as
+    /// the SparseGPT/Wanda loop does.
+    #[arg(long, default_value_t = 1)]
+    ppl_batch_size: usize,
     /// Zero-shot tasks of the `zeroshot` section, comma-separated.
     #[arg(long, default_value = "arc_easy,hellaswag,piqa")]
     zeroshot_tasks: String,
@@ -283,12 +288,12 @@ pub(crate) fn write_random_llama(dir: &Path, layers: usize, tokenizer: &Path) ->
 }
 
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
-    if [args.repeats, args.induce_repeats, args.windows, args.threads, args.nsamples, args.scaling_layers, args.zeroshot_limit, args.zeroshot_batch_size]
+    if [args.repeats, args.induce_repeats, args.windows, args.threads, args.nsamples, args.scaling_layers, args.zeroshot_limit, args.zeroshot_batch_size, args.ppl_batch_size]
         .contains(&0)
     {
         bail!(
-            "--repeats, --induce-repeats, --windows, --threads, --nsamples, --scaling-layers, --zeroshot-limit and \
-             --zeroshot-batch-size must be at least 1"
+            "--repeats, --induce-repeats, --windows, --threads, --nsamples, --scaling-layers, --zeroshot-limit, \
+             --zeroshot-batch-size and --ppl-batch-size must be at least 1"
         );
     }
     if zeroshot_tasks(args).is_empty() {
@@ -347,7 +352,7 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
             ours_m.push(measure(
                 Command::new(spindle)
                     .args(["--threads", &threads, "eval", "--model", &args.model, "--ppl", "wikitext2", "--seqlen", &seqlen])
-                    .args(["--max-windows", &windows, "--json"])
+                    .args(["--max-windows", &windows, "--batch-size", &args.ppl_batch_size.to_string(), "--json"])
                     .arg(&j),
                 &log("eval-spindle"),
             )?);
@@ -367,7 +372,7 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
         let fpt = flops_per_token(&config, args.seqlen)?;
         let gflops = a * fpt / 1e9;
         figures.insert("ppl_eval".into(), json!({
-            "windows": args.windows, "seqlen": args.seqlen,
+            "windows": args.windows, "seqlen": args.seqlen, "spindle_batch_size": args.ppl_batch_size,
             "spindle_tokens_per_second": ours, "reference_tokens_per_second": theirs,
             "spindle_median": a, "reference_median": b, "ratio": a / b,
             "ppl_on_these_windows": {"spindle": ppls.0, "reference": ppls.1},
@@ -532,11 +537,12 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
     }
 
     let mut command = format!(
-        "cargo xtask bench --threads {} --windows {} --seqlen {} --zeroshot-tasks {} --zeroshot-limit {} --zeroshot-batch-size {} \
+        "cargo xtask bench --threads {} --windows {} --seqlen {} --ppl-batch-size {} --zeroshot-tasks {} --zeroshot-limit {} --zeroshot-batch-size {} \
          --nsamples {} --calib-seqlen {} --repeats {} --induce-repeats {} --scaling-layers {}",
         args.threads,
         args.windows,
         args.seqlen,
+        args.ppl_batch_size,
         args.zeroshot_tasks,
         args.zeroshot_limit,
         args.zeroshot_batch_size,
@@ -643,14 +649,14 @@ pub(crate) fn report(f: &Value) -> String {
         let ratio = f64_of(&p["ratio"]);
         s += &format!(
             "## Perplexity evaluation (WikiText-2, fp32, CPU)\n\n\
-             {} windows of {} tokens of {}; only the window loop is timed (model load and tokenization \
-             excluded on both sides). The reference is `tests/reference/bench_ppl.py`: transformers with its \
-             default attention (sdpa), the SparseGPT/Wanda loop.\n\n\
+             {} windows of {} tokens of {}, spindle at {} window(s) per forward pass; only the window loop is timed \
+             (model load and tokenization excluded on both sides). The reference is `tests/reference/bench_ppl.py`: \
+             transformers with its default attention (sdpa), the SparseGPT/Wanda loop, one window at a time.\n\n\
              | | tokens/s (median) | runs | process peak memory (MB) |\n|---|---:|---|---:|\n\
              | spindle | {:.0} | {} | {:.0} |\n| transformers | {:.0} | {} | {:.0} |\n\
              | **ratio spindle / transformers** | **{ratio:.2}** (target ≥ 1.3: {}) | | {:.2} |\n\n\
              Perplexity over these windows: spindle {:.4}, transformers {:.4}.\n\n",
-            p["windows"], p["seqlen"], f["model"].as_str().unwrap_or_default(),
+            p["windows"], p["seqlen"], f["model"].as_str().unwrap_or_default(), p["spindle_batch_size"].as_u64().unwrap_or(1),
             f64_of(&p["spindle_median"]), list(&p["spindle_tokens_per_second"], 0), f64_of(&p["spindle_process"]["peak_rss_mb_median"]),
             f64_of(&p["reference_median"]), list(&p["reference_tokens_per_second"], 0), f64_of(&p["reference_process"]["peak_rss_mb_median"]),
             verdict(ratio, 1.3, true),
