@@ -16,6 +16,7 @@ mod figure;
 mod libtorch;
 mod report;
 mod reproduce;
+mod slurm;
 mod spec;
 mod test;
 

@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::cache::{Fingerprint, Planned, RunLock, cache_dir, fingerprint, plan};
+use crate::cache::{Fingerprint, Planned, RunLock, cache_dir, fingerprint, output_stem, plan};
 use crate::report;
 use crate::spec::{self, Measure, Table};
 use crate::{cargo, libtorch, project_root, run_echoed};
@@ -59,16 +59,76 @@ pub(crate) struct ReproduceArgs {
     /// The offline data folder (default: $SPINDLE_DATA, else ./data, else ../shared/data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Run only the run with this key (repeatable; the keys `--dry-run` lists): one task of a
+    /// job array.
+    #[arg(long, value_name = "KEY")]
+    run_key: Vec<String>,
+    /// Write the table from whatever the cache holds; run nothing.
+    #[arg(long)]
+    render: bool,
+    /// Instead of running, write a script that runs the uncached runs elsewhere:
+    /// `slurm` writes results/<table>.slurm.sh, one Slurm array task per run, then a render job.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    emit: Option<Emit>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Emit {
+    Slurm,
 }
 
 pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     let root = project_root();
     let table = spec::load(&root, &args.table)?;
     let fp = fingerprint(args.data_dir.as_deref(), &root)?;
-    let planned = plan(&table, &args.profile, &args.only, &fp)?;
+    let mut planned = plan(&table, &args.profile, &args.only, &fp)?;
     let cache = cache_dir(&root);
     if args.jobs == 0 || args.threads == 0 {
         bail!("--jobs and --threads must be at least 1");
+    }
+    if [args.dry_run, args.render, args.emit.is_some()].iter().filter(|&&b| b).count() > 1 {
+        bail!("--dry-run, --render and --emit each replace running the table: give one of them");
+    }
+    if !args.run_key.is_empty() {
+        if args.render || args.emit.is_some() {
+            bail!("--run-key picks runs to run: it does not go with --render or --emit");
+        }
+        planned = select_keys(planned, &args.run_key).map_err(|k| {
+            anyhow::anyhow!("--run-key {k}: table {} (profile {}) has no such run here (`--dry-run` lists the keys)", table.name, args.profile)
+        })?;
+    }
+    if args.render {
+        let all_planned = plan(&table, &args.profile, &[], &fp)?;
+        let md = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
+        print!("{md}");
+        return Ok(());
+    }
+    if let Some(Emit::Slurm) = args.emit {
+        for p in &planned {
+            if let Err(e) = &p.source {
+                bail!("{}: {e}", p.name());
+            }
+        }
+        let runs: Vec<(String, String)> =
+            planned.iter().filter(|p| p.finished(&cache).is_none()).filter_map(|p| p.key.clone().map(|k| (k, p.name()))).collect();
+        let text = crate::slurm::script(&crate::slurm::SlurmPlan {
+            table: &table.name,
+            profile: &args.profile,
+            threads: args.threads,
+            root: &root,
+            data_dir: args.data_dir.as_deref(),
+            runs,
+            code_version: &fp.code_version,
+        });
+        let mut path = output_stem(&root, &table.name, &args.profile).into_os_string();
+        path.push(".slurm.sh");
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_atomic(&path, &text)?;
+        println!("wrote {}; submit it with: bash {} submit", path.display(), path.display());
+        return Ok(());
     }
 
     if args.dry_run {
@@ -189,6 +249,14 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
         eprintln!("{skipped} run(s) were held by another runner; rerun to render them once they finish");
     }
     Ok(())
+}
+
+/// The planned runs whose keys are `keys`, in plan order; the first key no run has is the error.
+fn select_keys(planned: Vec<Planned>, keys: &[String]) -> Result<Vec<Planned>, String> {
+    if let Some(k) = keys.iter().find(|k| !planned.iter().any(|p| p.key.as_deref() == Some(k.as_str()))) {
+        return Err(k.clone());
+    }
+    Ok(planned.into_iter().filter(|p| p.key.as_ref().is_some_and(|k| keys.contains(k))).collect())
 }
 
 /// What every run of one invocation shares.
@@ -338,4 +406,49 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
         std::fs::remove_dir_all(&model).with_context(|| format!("removing {}", model.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+        name = "t"
+        version = 1
+        title = "t"
+        columns = [{ id = "w", label = "W", ppl = "wikitext2" }]
+        tolerance = { ppl_rel = 0.01, acc_abs = 1.0 }
+        [profiles.cpu]
+        description = "d"
+        models = [{ id = "m", label = "M", source = "smollm2-135m" }]
+        nsamples = 8
+        seqlen = 512
+        seeds = [0, 1, 2]
+        [profiles.paper]
+        description = "d"
+        models = [{ id = "m", label = "M", source = "smollm2-135m" }]
+        nsamples = 8
+        seqlen = 512
+        [[rows]]
+        id = "wanda"
+        label = "Wanda"
+        method = "wanda"
+        sparsity = 0.5
+    "#;
+
+    /// `--run-key` keeps exactly the named runs, in plan order, and names the first key no run has.
+    #[test]
+    fn run_keys_select_single_runs_and_unknown_keys_are_named() {
+        let t = spec::parse(SPEC).unwrap();
+        let planned = || -> Vec<Planned> {
+            t.runs(t.profile("cpu").unwrap())
+                .into_iter()
+                .enumerate()
+                .map(|(i, run)| Planned { run, source: Ok("smollm2-135m".into()), key: Some(format!("key{i}")) })
+                .collect()
+        };
+        let got = select_keys(planned(), &["key2".into(), "key0".into()]).unwrap();
+        assert_eq!(got.iter().map(|p| (p.key.clone().unwrap(), p.run.seed)).collect::<Vec<_>>(), [("key0".into(), Some(0)), ("key2".into(), Some(2))]);
+        assert_eq!(select_keys(planned(), &["key1".into(), "nope".into()]).err(), Some("nope".to_owned()));
+    }
 }
