@@ -143,6 +143,13 @@ fn models_know_no_pruners_datasets_or_evaluation() {
 }
 
 #[test]
+fn file_reading_depends_on_nothing() {
+    let g = graph();
+    let deps = g.closure("spindle-io", false);
+    assert!(deps.is_empty(), "spindle-io must depend on nothing, so every crate can use it: {:?}", deps.keys().collect::<Vec<_>>());
+}
+
+#[test]
 fn evaluation_knows_no_pruner() {
     let g = graph();
     g.assert_absent("spindle-eval", &["spindle-prune", "spindle-induce", "spindle"], false, "a pruned model is scored like a dense one");
@@ -151,7 +158,7 @@ fn evaluation_knows_no_pruner() {
 #[test]
 fn only_spindle_knows_both_models_and_pruners() {
     let g = graph();
-    let members: BTreeSet<&str> = ["spindle-model", "spindle-data", "spindle-induce", "spindle-prune", "spindle-eval", "spindle", "xtask", "spindle-tests"].into();
+    let members: BTreeSet<&str> = ["spindle-io", "spindle-model", "spindle-data", "spindle-induce", "spindle-prune", "spindle-eval", "spindle", "xtask", "spindle-tests"].into();
     for member in members {
         let closure = g.closure(member, false);
         let both = closure.contains_key("spindle-model") && closure.contains_key("spindle-prune");

@@ -1,7 +1,6 @@
 //! Integrity of a data directory: every file listed in its `SHA256SUMS` is present and hashes to
 //! the listed digest (the same check as `sha256sum -c SHA256SUMS`).
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -59,6 +58,10 @@ fn parse_sums(path: &Path, text: &str) -> Result<Vec<(String, PathBuf)>, DataErr
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) || file.is_empty() {
             return Err(bad());
         }
+        // Every listed file lies inside the data folder: no absolute path, no `..`.
+        if !Path::new(file).components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+            return Err(DataError::ChecksumOutside { path: path.to_path_buf(), line: i + 1, file: file.to_owned() });
+        }
         entries.push((digest.to_ascii_lowercase(), PathBuf::from(file)));
     }
     Ok(entries)
@@ -68,7 +71,7 @@ fn parse_sums(path: &Path, text: &str) -> Result<Vec<(String, PathBuf)>, DataErr
 /// hashed so far and the total to hash, so a caller can draw a bar.
 pub fn verify(dir: &DataDir, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, DataError> {
     let sums_path = dir.join("SHA256SUMS");
-    let text = std::fs::read_to_string(&sums_path)
+    let text = spindle_io::read_to_string(&sums_path)
         .map_err(|io| DataError::Io { path: sums_path.clone(), io })?;
     let entries = parse_sums(&sums_path, &text)?;
     let total: u64 = entries
@@ -82,7 +85,7 @@ pub fn verify(dir: &DataDir, progress: &mut dyn FnMut(u64, u64)) -> Result<Verif
     let mut buf = vec![0u8; 1 << 20];
     for (expected, rel) in entries {
         let path = dir.join(&rel);
-        let status = match File::open(&path) {
+        let status = match spindle_io::regular_file(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileStatus::Missing,
             Err(io) => return Err(DataError::Io { path, io }),
             Ok(mut file) => {
@@ -137,6 +140,27 @@ mod tests {
         assert_eq!(report.bytes, 12);
         assert_eq!(calls.first(), Some(&(0, 12)));
         assert_eq!(calls.last(), Some(&(12, 12)));
+    }
+
+    #[test]
+    fn entries_that_leave_the_data_folder_are_refused() {
+        for (file, line) in [("../../../../etc/hostname", 2), ("/etc/hostname", 2), ("a/../../x", 2)] {
+            let (t, d) = dir_with(&[("x", b"hello\n")], &format!("{HELLO}  x\n{HELLO}  {file}\n"));
+            let err = verify(&d, &mut |_, _| {}).unwrap_err();
+            assert_eq!(err.to_string(), format!("{}:{line}: {file} lies outside the data folder", t.path().join("SHA256SUMS").display()));
+        }
+    }
+
+    #[test]
+    fn a_listed_device_or_fifo_is_an_error_never_read() {
+        let (t, d) = dir_with(&[], &format!("{HELLO}  zero\n"));
+        std::os::unix::fs::symlink("/dev/zero", t.path().join("zero")).unwrap();
+        let err = verify(&d, &mut |_, _| {}).unwrap_err().to_string();
+        assert_eq!(err, format!("cannot read {}: a device, not a regular file", t.path().join("zero").display()));
+        let (t, d) = dir_with(&[], &format!("{HELLO}  fifo\n"));
+        assert!(std::process::Command::new("mkfifo").arg(t.path().join("fifo")).status().unwrap().success());
+        let err = verify(&d, &mut |_, _| {}).unwrap_err().to_string();
+        assert_eq!(err, format!("cannot read {}: a FIFO, not a regular file", t.path().join("fifo").display()));
     }
 
     #[test]

@@ -79,10 +79,10 @@ pub struct Documents {
 pub fn read_file_documents(path: &Path) -> Result<Vec<String>, DataError> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
-        "txt" => Ok(vec![std::fs::read_to_string(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?]),
+        "txt" => Ok(vec![spindle_io::read_to_string(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?]),
         "parquet" => crate::parquet::read_string_column(path, "text"),
         "jsonl" => {
-            let text = std::fs::read_to_string(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?;
+            let text = spindle_io::read_to_string(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?;
             let mut docs = Vec::new();
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let bad = |problem: String| DataError::Corpus { path: path.to_path_buf(), problem };

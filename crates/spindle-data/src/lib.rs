@@ -47,6 +47,8 @@ pub enum DataError {
     /// A line of a `SHA256SUMS` file is not `<64 hex digits>  <relative path>`.
     #[error("{path}:{line}: not a `<sha256>  <file>` line: {text:?}")]
     BadChecksumLine { path: PathBuf, line: usize, text: String },
+    #[error("{path}:{line}: {file} lies outside the data folder")]
+    ChecksumOutside { path: PathBuf, line: usize, file: String },
     /// A corpus file that cannot serve as asked.
     #[error("{path}: {problem}")]
     Corpus { path: PathBuf, problem: String },

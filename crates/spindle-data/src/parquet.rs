@@ -1,7 +1,6 @@
 //! Parquet files as the Hugging Face dataset repositories store them, read through Arrow by
 //! column name.
 
-use std::fs::File;
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
@@ -17,7 +16,7 @@ fn bad(path: &Path, problem: impl Into<String>) -> DataError {
 /// Every value of the string column `column`, in row order. A missing column, a column that is
 /// not a string column, or a null value is an error naming the file and the column.
 pub fn read_string_column(path: &Path, column: &str) -> Result<Vec<String>, DataError> {
-    let file = File::open(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?;
+    let file = spindle_io::regular_file(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(path, e.to_string()))?;
     let schema = builder.schema().clone();
     let index = schema.index_of(column).map_err(|_| {

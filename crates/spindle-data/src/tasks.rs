@@ -16,7 +16,6 @@
 //! stores WinoGrande's `answer` and HellaSwag's `label`) is read the same way.
 
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -527,7 +526,7 @@ fn read_rows<T>(
         return Err(TaskError::MissingFile { task, path });
     }
     let bad = |problem: String| DataError::Parquet { path: path.clone(), problem };
-    let file = File::open(&path).map_err(|io| DataError::Io { path: path.clone(), io })?;
+    let file = spindle_io::regular_file(&path).map_err(|io| DataError::Io { path: path.clone(), io })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
     let schema = builder.schema().clone();
     let mut indices = Vec::with_capacity(columns.len());
@@ -579,7 +578,7 @@ mod tests {
         let path = t.path().join(task.relative_path());
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let batch = RecordBatch::try_from_iter(columns).unwrap();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
         let dir = DataDir::resolve_with(Some(t.path()), None, t.path()).unwrap();

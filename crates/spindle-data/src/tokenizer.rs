@@ -22,7 +22,7 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Reads a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Tokenizer, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?;
+        let text = spindle_io::read_to_string(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?;
         Self::from_json(path, &text)
     }
 

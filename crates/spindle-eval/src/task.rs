@@ -114,17 +114,32 @@ pub struct Item {
     pub gold: usize,
 }
 
+/// A TOML error on one line: `line L, column C: message` (the `toml` crate's own rendering is
+/// several lines, with the source line and a caret).
+fn toml_problem(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 impl TaskSpec {
     /// Reads and checks `path`.
     pub fn from_file(path: &Path) -> Result<TaskSpec, EvalError> {
-        let text = std::fs::read_to_string(path).map_err(|io| EvalError::Io { path: path.to_path_buf(), io })?;
+        let text = spindle_io::read_to_string(path).map_err(|io| EvalError::Io { path: path.to_path_buf(), io })?;
         Self::from_toml(path, &text)
     }
 
     /// Parses spec text; `path` names it in messages.
     pub fn from_toml(path: &Path, text: &str) -> Result<TaskSpec, EvalError> {
         let bad = |problem: String| EvalError::TaskSpec { path: path.to_path_buf(), problem };
-        let raw: RawTaskSpec = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let raw: RawTaskSpec = toml::from_str(text).map_err(|e| bad(toml_problem(text, &e)))?;
         let dataset: Task = raw.dataset.parse().map_err(|e: spindle_data::tasks::TaskError| bad(e.to_string()))?;
         let kind = match (raw.text, raw.choices, raw.gold, raw.partial) {
             (Some(text), Some(choices), Some(gold), None) => {
@@ -412,5 +427,9 @@ mod tests {
         assert_eq!(err.to_string(), "eval/tasks/x.toml: a task has either text, choices and gold, or partial");
         let err = TaskSpec::from_toml(p, "name = \"x\"\nversion = 1\ndataset = \"squad\"\nmetrics = [\"acc\"]\n").unwrap_err();
         assert!(err.to_string().starts_with("eval/tasks/x.toml: unknown task `squad` (known: piqa, "), "{err}");
+        // TOML syntax errors are one line with a position.
+        let err = TaskSpec::from_toml(p, "name = \"x\"\nversion = = 1\n").unwrap_err().to_string();
+        assert!(err.starts_with("eval/tasks/x.toml: line 2, column 11: "), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 }

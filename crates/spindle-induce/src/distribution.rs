@@ -71,18 +71,23 @@ impl Default for DistributionConfig {
 impl DistributionConfig {
     pub fn validate(self) -> Result<DistributionConfig, InduceError> {
         self.pattern.validate()?;
-        let ok = self.lr > 0.0
-            && self.temperature > 0.0
-            && self.max_log_scale > 0.0
-            && self.eval_every > 0;
-        let alpha_ok = match self.start {
-            Start::SmoothQuant { alpha } => (0.0..=1.0).contains(&alpha),
-            Start::Identity | Start::ActNorm => true,
-        };
-        if !ok || !alpha_ok {
-            return Err(InduceError::Config(format!(
-                "{self:?}: lr, temperature, max_log_scale and eval_every must be positive, alpha in [0, 1]"
-            )));
+        let bad = |field: &str, value: String, rule: &str| Err(InduceError::Config(format!("the distribution stage's {field} must be {rule}, got {value}")));
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("learning rate (--si-lr)", self.lr.to_string(), "positive and finite");
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad("temperature (--si-temperature)", self.temperature.to_string(), "positive and finite");
+        }
+        if !(self.max_log_scale > 0.0 && self.max_log_scale.is_finite()) {
+            return bad("largest |log scale| (--si-max-log-scale)", self.max_log_scale.to_string(), "positive and finite");
+        }
+        if self.eval_every == 0 {
+            return bad("evaluation interval", "0".into(), "at least 1");
+        }
+        if let Start::SmoothQuant { alpha } = self.start
+            && !(0.0..=1.0).contains(&alpha)
+        {
+            return bad("SmoothQuant alpha (--si-alpha)", alpha.to_string(), "in [0, 1]");
         }
         Ok(self)
     }

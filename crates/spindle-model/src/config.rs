@@ -240,7 +240,7 @@ impl ModelConfig {
 
     /// Reads and resolves `path` (a config.json).
     pub fn from_file(path: &Path) -> Result<ModelConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let text = spindle_io::read_to_string(path)
             .map_err(|io| ConfigError::Io { path: path.to_path_buf(), io })?;
         Self::from_json(path, &text)
     }
@@ -274,6 +274,20 @@ impl ModelConfig {
         let bad = |what: String| Err(ConfigError::Inconsistent { path: path.to_path_buf(), what });
         if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_layers == 0 || self.hidden_size == 0 {
             return bad("hidden_size, num_hidden_layers and the head counts must be positive".into());
+        }
+        if self.vocab_size == 0 || self.intermediate_size == 0 || self.max_position_embeddings == 0 {
+            return bad(format!(
+                "vocab_size ({}), the feed-forward size ({}) and max_position_embeddings ({}) must be positive",
+                self.vocab_size, self.intermediate_size, self.max_position_embeddings
+            ));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return bad(format!("the norm epsilon (rms_norm_eps) must be finite and not negative, got {}", self.norm_eps));
+        }
+        if let Family::LlamaLike { rope_theta, .. } = self.family
+            && !(rope_theta.is_finite() && rope_theta > 0.0)
+        {
+            return bad(format!("rope_theta must be positive and finite, got {rope_theta}"));
         }
         if self.num_heads % self.num_kv_heads != 0 {
             return bad(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_heads, self.num_kv_heads));
@@ -511,6 +525,17 @@ mod tests {
         assert_eq!(err.to_string(), "m/config.json: inconsistent config: num_attention_heads 9 is not a multiple of num_key_value_heads 4");
         let err = parse(&SMOLLM2.replace("bfloat16", "int8")).unwrap_err();
         assert_eq!(err.to_string(), "m/config.json: unsupported dtype = int8");
+        // Values that load but would make every activation NaN or infinite (and so every
+        // statistic a pruner reads), or divide by zero.
+        for (from, to, what) in [
+            (r#""rms_norm_eps":1e-5"#, r#""rms_norm_eps":-1"#, "the norm epsilon (rms_norm_eps) must be finite and not negative, got -1"),
+            (r#""rope_theta":100000"#, r#""rope_theta":0"#, "rope_theta must be positive and finite, got 0"),
+            (r#""max_position_embeddings":8192"#, r#""max_position_embeddings":0"#, "vocab_size (49152), the feed-forward size (1536) and max_position_embeddings (0) must be positive"),
+            (r#""vocab_size":49152"#, r#""vocab_size":0"#, "vocab_size (0), the feed-forward size (1536) and max_position_embeddings (8192) must be positive"),
+        ] {
+            let err = parse(&SMOLLM2.replace(from, to)).unwrap_err();
+            assert_eq!(err.to_string(), format!("m/config.json: inconsistent config: {what}"));
+        }
         assert!(matches!(parse("{not json"), Err(ConfigError::Json { .. })));
         assert!(matches!(parse(r#"{"hidden_size":3}"#), Err(ConfigError::NoArchitecture { .. })));
     }

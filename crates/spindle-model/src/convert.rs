@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 
 use crate::gguf::{GgufError, GgufFile, GgufValue};
 use crate::llama2c::{self, Llama2cError};
+use crate::ModelConfig;
 use crate::save::{HfDirWriter, SaveError};
 
 /// Why a checkpoint could not be converted; each variant names the file.
@@ -25,6 +26,10 @@ pub enum ConvertError {
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: unsupported {what}: {value}")]
     Unsupported { path: PathBuf, what: &'static str, value: String },
+    /// The file parses, but what it describes is not a model spindle (or transformers) could
+    /// load: checked before anything is written.
+    #[error("{path}: {what}; nothing was written")]
+    Invalid { path: PathBuf, what: String },
 }
 
 /// Shards of at most this many bytes, as transformers' `save_pretrained` does by default.
@@ -152,17 +157,22 @@ fn gguf_tokenizer(g: &GgufFile) -> Result<(Value, Value), ConvertError> {
         Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
         None => vec![1; tokens.len()],
     };
+    let invalid = |what: String| ConvertError::Invalid { path: path.to_path_buf(), what };
     let mut vocab = Map::new();
     for (id, token) in tokens.iter().enumerate() {
-        vocab.insert(token.clone(), json!(id));
+        if let Some(first) = vocab.insert(token.clone(), json!(id)) {
+            return Err(invalid(format!("tokenizer.ggml.tokens lists {token:?} twice (ids {first} and {id})")));
+        }
     }
+    // A BPE merge joins two tokens of the vocabulary into a third.
     let merges: Vec<Value> = merges
         .iter()
-        .map(|m| match m.split_once(' ') {
-            Some((a, b)) => json!([a, b]),
-            None => json!([m, ""]),
+        .enumerate()
+        .map(|(i, m)| match m.split_once(' ') {
+            Some((a, b)) if vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")) => Ok(json!([a, b])),
+            _ => Err(invalid(format!("tokenizer.ggml.merges entry {i} ({m:?}) is not two tokens of the vocabulary that join into a third"))),
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     // llama.cpp token types: 3 = control (special), 4 = user-defined (added, not special).
     let added: Vec<Value> = tokens
         .iter()
@@ -246,6 +256,9 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
     if heads == 0 || hidden % heads != 0 {
         return Err(ConvertError::Unsupported { path, what: "llama.attention.head_count", value: format!("{heads} for embedding length {hidden}") });
     }
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(ConvertError::Unsupported { path, what: "llama.attention.head_count_kv", value: format!("{kv_heads} for {heads} attention heads") });
+    }
     let head_dim = hidden / heads;
 
     let mut config = json!({
@@ -274,6 +287,9 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
         }
     }
 
+    // The config as transformers and spindle will read it, resolved before any tensor is
+    // converted (a block count of 2^31, a zero size ...).
+    ModelConfig::from_json(&path, &config.to_string()).map_err(|e| ConvertError::Invalid { path: path.clone(), what: format!("the model it describes is not valid: {e}") })?;
     let mut out_dir = ShardedOut { writer: HfDirWriter::create(out, Some(src))?, pending: Vec::new(), bytes: 0 };
     let total = g.tensors().len();
     for (done, info) in g.tensors().iter().enumerate() {
@@ -292,11 +308,25 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
     }
     progress(total, total);
     out_dir.flush()?;
-    let writer = out_dir.writer;
+    let mut writer = out_dir.writer;
     writer.write_json("config.json", &config)?;
     writer.write_json("tokenizer.json", &tokenizer)?;
     writer.write_json("tokenizer_config.json", &tokenizer_config)?;
+    writer.seal()?;
+    loads(&writer, &path)?;
     Ok(writer.finish()?)
+}
+
+/// The directory being written loads as a model: its config resolves, its blocks are the ones
+/// the weights hold, and every tensor a block or the embeddings need is there with its shape
+/// (a tensor missing or misshapen in the source, a token count unlike the embedding's rows).
+fn loads(writer: &HfDirWriter, src: &Path) -> Result<(), ConvertError> {
+    let invalid = |e: crate::ModelError| ConvertError::Invalid { path: src.to_path_buf(), what: format!("the converted model would not load: {e}") };
+    let model = crate::Model::open(writer.path(), tch::Device::Cpu, Kind::Float).map_err(invalid)?;
+    for i in 0..model.config().num_layers {
+        model.block(i).map_err(invalid)?;
+    }
+    Ok(())
 }
 
 /// Converts a llama2.c checkpoint and its tokenizer into a Hugging Face directory `out`.

@@ -26,7 +26,13 @@ pub enum RuntimeError {
     CudaUnavailable { index: usize, available: usize },
     #[error("--threads must be at least 1, got {0}")]
     ZeroThreads(usize),
+    #[error("--threads {asked} is more than {MAX_THREADS_PER_CORE} per core on this machine's {cores} cores")]
+    TooManyThreads { asked: usize, cores: usize },
 }
+
+/// More threads than this per core only slow libtorch down, and tens of thousands of threads
+/// exhaust the process's stacks (a "fatal runtime error" instead of a message).
+pub const MAX_THREADS_PER_CORE: usize = 4;
 
 impl FromStr for DeviceSpec {
     type Err = RuntimeError;
@@ -75,6 +81,10 @@ impl Runtime {
         if let Some(n) = threads {
             if n == 0 {
                 return Err(RuntimeError::ZeroThreads(n));
+            }
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            if n > MAX_THREADS_PER_CORE * cores {
+                return Err(RuntimeError::TooManyThreads { asked: n, cores });
             }
             tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
         }
@@ -139,6 +149,8 @@ mod tests {
         let rt = Runtime::init(DeviceSpec::Cpu, Some(1)).unwrap();
         assert_eq!(rt, Runtime { device: tch::Device::Cpu, threads: 1 });
         assert_eq!(Runtime::init(DeviceSpec::Cpu, Some(0)), Err(RuntimeError::ZeroThreads(0)));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(Runtime::init(DeviceSpec::Cpu, Some(100_000)), Err(RuntimeError::TooManyThreads { asked: 100_000, cores }));
         // A real libtorch computation on the resolved device.
         let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).to_device(rt.device);
         assert_eq!(t.sum(tch::Kind::Float).double_value(&[]), 6.0);

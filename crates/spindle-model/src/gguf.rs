@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -230,7 +229,7 @@ impl GgufFile {
     /// Maps `path` and parses its header, metadata and tensor directory, checking every tensor's
     /// byte range against the file.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
-        let file = File::open(path).map_err(|io| GgufError::Io { path: path.to_path_buf(), io })?;
+        let file = spindle_io::regular_file(path).map_err(|io| GgufError::Io { path: path.to_path_buf(), io })?;
         // SAFETY: the map is read-only and private to this process; model files are not modified
         // while spindle reads them (spindle never writes into an input model).
         #[allow(unsafe_code)]
@@ -584,6 +583,16 @@ fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
             }
         }
     }
+    // No two tensors may share bytes (a writer's bug, or a file made to alias one tensor's data
+    // as another's): ranges sorted by start must not overlap. Tensors of unknown size (a type
+    // this reader cannot lay out) count as empty.
+    let mut ranges: Vec<(u64, u64, &str)> = tensors.iter().map(|t| (t.offset, t.offset + t.n_bytes.unwrap_or(0), t.name.as_str())).collect();
+    ranges.sort_unstable();
+    for w in ranges.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(ParseError::Format(format!("tensors `{}` and `{}` overlap (bytes {}..{} and {}..{})", w[0].2, w[1].2, w[0].0, w[0].1, w[1].0, w[1].1)));
+        }
+    }
     Ok(Header { version, metadata, tensors, data_start: data_start as usize })
 }
 
@@ -923,6 +932,11 @@ mod tests {
         b.tensors[1].3 = 65;
         let (path, err) = open_err(&b.build().0);
         assert_eq!(err, format!("{}: invalid GGUF: tensor `f` has offset 65, not a multiple of the alignment 32", path.display()));
+        // F13: tensors whose bytes overlap (q8 holds 0..34; f moved to 32).
+        let mut b = Builder::new();
+        b.tensors[1].3 = 32;
+        let (path, err) = open_err(&b.build().0);
+        assert_eq!(err, format!("{}: invalid GGUF: tensors `q8` and `f` overlap (bytes 0..34 and 32..48)", path.display()));
         let mut b = Builder::new();
         b.tensors[0].1 = vec![16, 2];
         let (path, err) = open_err(&b.build().0);

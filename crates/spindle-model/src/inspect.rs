@@ -59,6 +59,7 @@ pub fn inspect(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Ins
     }
     let config = ModelConfig::from_file(&config_path)?;
     let weights = Weights::open(dir)?;
+    crate::model::check_blocks(dir, &weights, &crate::model::tensor_prefix(&config.family, &weights), config.num_layers)?;
     let names: Vec<String> = weights.names().map(str::to_owned).collect();
     let mut parameters = 0u64;
     let mut dtypes = BTreeMap::new();

@@ -18,7 +18,6 @@
 //! or a file whose size disagrees with its header is a typed error naming the file, never a panic.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -227,7 +226,7 @@ pub fn permute_for_hf(w: &[f32], n_heads: usize, dim1: usize, dim2: usize) -> Ve
 /// `n_kv_heads`). w1 = gate_proj, w3 = up_proj, w2 = down_proj.
 pub fn read_checkpoint(path: &Path) -> Result<Llama2cCheckpoint, Llama2cError> {
     let io = |io| Llama2cError::Io { path: path.to_path_buf(), io };
-    let file = File::open(path).map_err(io)?;
+    let file = spindle_io::regular_file(path).map_err(io)?;
     // SAFETY: the map is read-only and private to this process; checkpoints are not modified while
     // spindle reads them (spindle never writes into an input model).
     #[allow(unsafe_code)]
@@ -326,7 +325,7 @@ pub struct Llama2cTokenizer {
 /// Reads the first `vocab_size` pieces of a llama2.c tokenizer, as run.c's `build_tokenizer`
 /// does (any bytes after them are not read, as in run.c).
 pub fn read_tokenizer(path: &Path, vocab_size: usize) -> Result<Llama2cTokenizer, Llama2cError> {
-    let bytes = std::fs::read(path).map_err(|io| Llama2cError::Io { path: path.to_path_buf(), io })?;
+    let bytes = spindle_io::read_at_most(path, u64::MAX).map_err(|io| Llama2cError::Io { path: path.to_path_buf(), io })?;
     let truncated = |problem: String| Llama2cError::TokenizerTruncated { path: path.to_path_buf(), problem };
     let bad = |problem: String| Llama2cError::Tokenizer { path: path.to_path_buf(), problem };
     if vocab_size < 259 {
@@ -633,7 +632,7 @@ mod tests {
     }
 
     fn raw_floats(path: &Path) -> Vec<f32> {
-        let bytes = std::fs::read(path).unwrap();
+        let bytes = spindle_io::read_at_most(path, u64::MAX).unwrap();
         bytes[HEADER_BYTES..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     }
 

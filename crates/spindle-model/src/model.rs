@@ -39,6 +39,47 @@ pub enum ModelError {
     BadScales(String),
     #[error("key/value cache mismatch: {0}")]
     KvCache(String),
+    /// config.json's block count and the blocks the weights hold disagree.
+    #[error("{dir}: config.json says num_hidden_layers = {layers}, but {what}")]
+    Blocks { dir: PathBuf, layers: usize, what: String },
+}
+
+/// Checks that the weights hold blocks `0..layers` under `{prefix}layers.` and nothing beyond:
+/// a tensor of a block past the count would be dropped from every output, and a count past the
+/// weights would fail only when that block is reached (or allocate per block first).
+/// The prefix of the decoder's tensor names (`model.`, or OPT's `model.decoder.` / `decoder.`).
+pub(crate) fn tensor_prefix(family: &Family, weights: &Weights) -> String {
+    match family {
+        Family::LlamaLike { .. } => "model.",
+        Family::Opt { .. } if weights.contains("model.decoder.embed_tokens.weight") => "model.decoder.",
+        Family::Opt { .. } => "decoder.",
+    }
+    .to_owned()
+}
+
+pub(crate) fn check_blocks(dir: &Path, weights: &Weights, prefix: &str, layers: usize) -> Result<(), ModelError> {
+    let stem = format!("{prefix}layers.");
+    let mut seen = std::collections::BTreeSet::new();
+    for name in weights.names() {
+        if let Some(rest) = name.strip_prefix(&stem) {
+            let index = rest.split('.').next().and_then(|i| i.parse::<usize>().ok());
+            match index {
+                Some(i) if i < layers => {
+                    seen.insert(i);
+                }
+                _ => return Err(ModelError::Blocks { dir: dir.to_path_buf(), layers, what: format!("the weights hold {name}") }),
+            }
+        }
+    }
+    if seen.len() != layers {
+        let missing = (0..layers).find(|i| !seen.contains(i)).unwrap_or(0);
+        return Err(ModelError::Blocks {
+            dir: dir.to_path_buf(),
+            layers,
+            what: format!("the weights hold {} blocks (block {missing} is missing)", seen.len()),
+        });
+    }
+    Ok(())
 }
 
 /// A linear layer `y = x Wᵀ + b`, with `weight` `[out, in]` as Hugging Face stores it.
@@ -485,7 +526,7 @@ impl Model {
         let load = |name: &str, shape: &[usize]| weights.load(name, shape, kind, device);
         let model = match &c.family {
             Family::LlamaLike { .. } => {
-                let prefix = "model.".to_owned();
+                let prefix = tensor_prefix(&c.family, &weights);
                 let embed_tokens = load("model.embed_tokens.weight", &[v, h])?;
                 let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
                     load("lm_head.weight", &[v, h])?
@@ -496,7 +537,7 @@ impl Model {
                 Model { embed_positions: None, project_in: None, project_out: None, final_norm, lm_head, embed_tokens, prefix, config: config.clone(), weights, device, kind }
             }
             Family::Opt { pre_norm, word_embed_proj_dim, .. } => {
-                let prefix = if weights.contains("model.decoder.embed_tokens.weight") { "model.decoder." } else { "decoder." }.to_owned();
+                let prefix = tensor_prefix(&c.family, &weights);
                 let p = |n: &str| format!("{prefix}{n}");
                 let e = *word_embed_proj_dim;
                 let embed_tokens = load(&p("embed_tokens.weight"), &[v, e])?;
@@ -522,6 +563,7 @@ impl Model {
                 Model { embed_positions, project_in, project_out, final_norm, lm_head, embed_tokens, prefix, config: config.clone(), weights, device, kind }
             }
         };
+        check_blocks(dir, &model.weights, &model.prefix, c.num_layers)?;
         Ok(model)
     }
 
@@ -738,7 +780,7 @@ impl Model {
         for side in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"] {
             if side == "config.json" && !config.is_empty() {
                 let path = dir.join(side);
-                let text = std::fs::read_to_string(&path).map_err(|io| ModelError::from(crate::save::SaveError::Io { path: path.clone(), io }))?;
+                let text = spindle_io::read_to_string(&path).map_err(|io| ModelError::from(crate::save::SaveError::Io { path: path.clone(), io }))?;
                 let mut value: serde_json::Value =
                     serde_json::from_str(&text).map_err(|err| ModelError::from(ConfigError::Json { path: path.clone(), err }))?;
                 let Some(map) = value.as_object_mut() else {

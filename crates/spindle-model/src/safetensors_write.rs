@@ -83,6 +83,10 @@ fn write_to(path: &Path, specs: &[TensorSpec], load: Loader<'_>, out: &mut dyn W
         if t.size() != spec.shape || t.kind() != spec.kind {
             return Err(fail(format!("is {:?} {:?}, the header says {:?} {:?}", t.kind(), t.size(), spec.kind, spec.shape)));
         }
+        if t.numel() == 0 {
+            // A zero-sized tensor has a header entry and no bytes.
+            continue;
+        }
         // In slices of rows, so a large tensor is not held twice (tensor and bytes).
         let rows = spec.shape.first().copied().unwrap_or(1).max(1);
         let row_bytes = (t.numel() * t.kind().elt_size_in_bytes()) / rows as usize;
@@ -90,7 +94,11 @@ fn write_to(path: &Path, specs: &[TensorSpec], load: Loader<'_>, out: &mut dyn W
         let mut r0 = 0;
         while r0 < rows {
             let n = rows_per.min(rows - r0);
-            let part = if spec.shape.is_empty() { t.shallow_clone() } else { t.narrow(0, r0, n) };
+            let part = if spec.shape.is_empty() {
+                t.shallow_clone()
+            } else {
+                t.f_narrow(0, r0, n).map_err(|err| WriteError::Copy { path: path.to_path_buf(), name: spec.name.clone(), err })?
+            };
             let part = part.to_device(Device::Cpu).contiguous();
             let numel = part.numel();
             buf.clear();
@@ -161,4 +169,21 @@ fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
     tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_sized_tensors_are_written_as_a_header_entry_without_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let empty = Tensor::zeros([0, 3], (tch::Kind::Float, Device::Cpu));
+        let one = Tensor::from_slice(&[1.5f32, -2.0]);
+        write_safetensors(&d.path().join("model.safetensors"), &[("e".into(), empty), ("o".into(), one)]).unwrap();
+        let w = crate::Weights::open(d.path()).unwrap();
+        assert_eq!(w.shape("e"), Some(&[0usize, 3][..]));
+        let o = w.load("o", &[2], tch::Kind::Float, Device::Cpu).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&o).unwrap(), [1.5, -2.0]);
+    }
 }

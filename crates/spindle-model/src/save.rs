@@ -23,15 +23,84 @@ pub enum SaveError {
     Tensor(#[from] WriteError),
     #[error("tensor `{name}` is written twice")]
     Duplicate { name: String },
+    #[error("a shard was written after the directory was sealed")]
+    Sealed,
+}
+
+/// The partial directories this process is writing, for [`remove_partials`].
+static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The name prefix of a partial directory: `.spindle-partial-<pid>-`, so that a later run can
+/// tell a leftover of a process that is gone from the work of one still running.
+const PARTIAL: &str = ".spindle-partial-";
+
+/// Removes every partial directory this process is writing. For a signal handler: after it,
+/// the process must exit without finishing a write.
+pub fn remove_partials() {
+    let dirs = match PARTIALS.lock() {
+        Ok(mut g) => std::mem::take(&mut *g),
+        Err(p) => std::mem::take(&mut *p.into_inner()),
+    };
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Removes, in `parent`, the partial directories of processes that no longer run (killed with
+/// SIGKILL, or a crash), and returns them. One whose owner cannot be told (an older name with no
+/// process id) is left and returned second, for the caller to report.
+pub fn sweep_partials(parent: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut removed, mut unknown) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(parent) else { return (removed, unknown) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(PARTIAL) else { continue };
+        let pid = rest.split_once('-').and_then(|(p, _)| p.parse::<u32>().ok());
+        match pid {
+            Some(pid) if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() => {}
+            Some(_) => {
+                if std::fs::remove_dir_all(e.path()).is_ok() {
+                    removed.push(e.path());
+                }
+            }
+            None => unknown.push(e.path()),
+        }
+    }
+    (removed, unknown)
+}
+
+/// Registers a partial directory while it exists.
+#[derive(Debug)]
+struct Registered(PathBuf);
+
+impl Registered {
+    fn new(p: &Path) -> Registered {
+        if let Ok(mut g) = PARTIALS.lock() {
+            g.push(p.to_path_buf());
+        }
+        Registered(p.to_path_buf())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut g) = PARTIALS.lock() {
+            g.retain(|p| p != &self.0);
+        }
+    }
 }
 
 /// A model directory being written.
 #[derive(Debug)]
 pub struct HfDirWriter {
     out: PathBuf,
+    // Declared before `tmp`: deregistered before the directory is removed.
+    _registered: Registered,
     tmp: tempfile::TempDir,
     /// Per shard (in order): its temporary file name and the tensors it holds with their bytes.
     shards: Vec<(String, Vec<String>, u64)>,
+    /// The shards have their final names.
+    sealed: bool,
 }
 
 fn same_place(a: &Path, b: &Path) -> bool {
@@ -57,15 +126,31 @@ impl HfDirWriter {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(|io| SaveError::Io { path: parent.clone(), io })?;
+        let (removed, unknown) = sweep_partials(&parent);
+        for r in removed {
+            tracing::warn!(path = %r.display(), "removed the partial output of a spindle process that no longer runs");
+        }
+        for u in unknown {
+            tracing::warn!(path = %u.display(), "a partial output of an earlier spindle run; remove it if no spindle is running");
+        }
         let tmp = tempfile::Builder::new()
-            .prefix(".spindle-partial-")
+            .prefix(&format!("{PARTIAL}{}-", std::process::id()))
             .tempdir_in(&parent)
             .map_err(|io| SaveError::Io { path: parent.clone(), io })?;
-        Ok(HfDirWriter { out: out.to_path_buf(), tmp, shards: Vec::new() })
+        let registered = Registered::new(tmp.path());
+        Ok(HfDirWriter { out: out.to_path_buf(), _registered: registered, tmp, shards: Vec::new(), sealed: false })
+    }
+
+    /// The partial directory being written (renamed to the destination by [`HfDirWriter::finish`]).
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
     }
 
     /// Writes one shard of tensors (names as in the checkpoint, each in its own dtype).
     pub fn write_shard(&mut self, tensors: &[(String, Tensor)]) -> Result<(), SaveError> {
+        if self.sealed {
+            return Err(SaveError::Sealed);
+        }
         for (name, _) in tensors {
             if self.shards.iter().any(|(_, names, _)| names.contains(name)) {
                 return Err(SaveError::Duplicate { name: name.clone() });
@@ -80,6 +165,9 @@ impl HfDirWriter {
 
     /// Writes one shard whose tensors are read by `load` one at a time as they are written.
     pub fn write_shard_lazy(&mut self, specs: &[TensorSpec], load: Loader<'_>) -> Result<(), SaveError> {
+        if self.sealed {
+            return Err(SaveError::Sealed);
+        }
         for spec in specs {
             if self.shards.iter().any(|(_, names, _)| names.contains(&spec.name)) {
                 return Err(SaveError::Duplicate { name: spec.name.clone() });
@@ -117,9 +205,14 @@ impl HfDirWriter {
     }
 
     /// Names the shards as transformers expects (`model.safetensors`, or
-    /// `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`) and moves the
-    /// finished directory into place.
-    pub fn finish(self) -> Result<PathBuf, SaveError> {
+    /// `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`): the partial
+    /// directory ([`HfDirWriter::path`]) is then a complete model a caller can check before
+    /// [`HfDirWriter::finish`] publishes it. No shard may be written after.
+    pub fn seal(&mut self) -> Result<(), SaveError> {
+        if self.sealed {
+            return Ok(());
+        }
+        self.sealed = true;
         let dir = self.tmp.path().to_path_buf();
         let io = |path: PathBuf| move |io| SaveError::Io { path, io };
         let n = self.shards.len();
@@ -139,6 +232,13 @@ impl HfDirWriter {
             }
             self.write_json("model.safetensors.index.json", &json!({"metadata": {"total_size": total}, "weight_map": weight_map}))?;
         }
+        Ok(())
+    }
+
+    /// Seals the directory (if [`HfDirWriter::seal`] was not called) and moves it into place.
+    pub fn finish(mut self) -> Result<PathBuf, SaveError> {
+        self.seal()?;
+        let io = |path: PathBuf| move |io| SaveError::Io { path, io };
         if self.out.exists() {
             return Err(SaveError::Exists { out: self.out.clone() });
         }
@@ -210,6 +310,31 @@ mod tests {
         assert!(matches!(err, SaveError::WouldOverwriteInput { .. }));
         let err = HfDirWriter::create(&input, None).unwrap_err();
         assert!(err.to_string().ends_with("already exists; choose another output directory (spindle never overwrites a directory)"));
+    }
+
+    #[test]
+    fn partial_outputs_of_gone_processes_are_swept_and_ours_removed_on_request() {
+        let d = tempfile::tempdir().unwrap();
+        let dead = d.path().join(".spindle-partial-4999999-abc123");
+        let old = d.path().join(".spindle-partial-Xy12Zq");
+        let ours = d.path().join(format!(".spindle-partial-{}-zz", std::process::id()));
+        for p in [&dead, &old, &ours] {
+            std::fs::create_dir(p).unwrap();
+        }
+        // pid 4999999 is above Linux's largest pid (2^22): no process has it.
+        assert_eq!(sweep_partials(d.path()), (vec![dead.clone()], vec![old.clone()]));
+        assert!(!dead.exists() && old.exists() && ours.exists());
+
+        let out = d.path().join("m");
+        let w = HfDirWriter::create(&out, None).unwrap();
+        let partial = w.tmp.path().to_path_buf();
+        assert!(partial.file_name().unwrap().to_str().unwrap().starts_with(&format!(".spindle-partial-{}-", std::process::id())));
+        // Registered for `remove_partials` (the signal handler's; calling it here would reach
+        // the other tests of this process) while it exists, and no longer after.
+        assert!(PARTIALS.lock().unwrap().contains(&partial));
+        drop(w);
+        assert!(!PARTIALS.lock().unwrap().contains(&partial));
+        assert!(!partial.exists() && !out.exists());
     }
 
     #[test]

@@ -3,10 +3,8 @@
 //! so a caller that loads one decoder block at a time holds one block in memory.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use tch::{Device, Kind, Tensor};
 
 /// A weight file that cannot be used, naming the file (and tensor) and the problem.
@@ -41,16 +39,19 @@ enum Dtype {
 }
 
 impl Dtype {
-    fn parse(s: &str) -> (Dtype, usize) {
-        match s {
+    /// The dtype and its bytes per element, for every dtype the safetensors format defines;
+    /// `None` for a name it does not.
+    fn parse(s: &str) -> Option<(Dtype, usize)> {
+        Some(match s {
             "F32" => (Dtype::F32, 4),
             "F16" => (Dtype::F16, 2),
             "BF16" => (Dtype::BF16, 2),
             "F64" | "I64" | "U64" => (Dtype::Other, 8),
             "I32" | "U32" => (Dtype::Other, 4),
             "I16" | "U16" => (Dtype::Other, 2),
-            _ => (Dtype::Other, 1),
-        }
+            "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => (Dtype::Other, 1),
+            _ => return None,
+        })
     }
 }
 
@@ -67,15 +68,18 @@ struct HeaderEntry {
 /// Parses and checks a safetensors header against the file's length: every tensor's byte range
 /// matches its shape and dtype, the ranges tile the data section exactly. Returns the absolute
 /// offset of the data section and the entries.
-fn parse_header(bytes: &[u8]) -> Result<(usize, Vec<HeaderEntry>), String> {
-    if bytes.len() < 8 {
+///
+/// `bytes` is the start of the file, at least its 8-byte length and the header it gives where
+/// the file is that long; `file_len` is the whole file's length.
+fn parse_header(bytes: &[u8], file_len: usize) -> Result<(usize, Vec<HeaderEntry>), String> {
+    if bytes.len() < 8 || file_len < 8 {
         return Err("file shorter than its 8-byte header length (truncated?)".into());
     }
     let mut len8 = [0u8; 8];
     len8.copy_from_slice(&bytes[..8]);
     let n = u64::from_le_bytes(len8);
-    if n > (bytes.len() - 8) as u64 {
-        return Err(format!("header length {n} points past the end of the {}-byte file (truncated?)", bytes.len()));
+    if n > (file_len - 8) as u64 || n > (bytes.len() - 8) as u64 {
+        return Err(format!("header length {n} points past the end of the {file_len}-byte file (truncated?)"));
     }
     let data_start = 8 + n as usize;
     let header: serde_json::Value =
@@ -99,7 +103,7 @@ fn parse_header(bytes: &[u8]) -> Result<(usize, Vec<HeaderEntry>), String> {
             .and_then(|o| o.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>())
             .filter(|o| o.len() == 2)
             .ok_or_else(|| bad("no valid data_offsets"))?;
-        let (dtype, size) = Dtype::parse(dtype_name);
+        let (dtype, size) = Dtype::parse(dtype_name).ok_or_else(|| bad(&format!("unknown dtype {dtype_name:?}")))?;
         let needed = shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d)).ok_or_else(|| bad("size overflows"))?;
         let (start, end) = (offsets[0], offsets[1]);
         if end < start || end - start != needed {
@@ -118,7 +122,7 @@ fn parse_header(bytes: &[u8]) -> Result<(usize, Vec<HeaderEntry>), String> {
         }
         cursor = e.end;
     }
-    let data_len = bytes.len() - data_start;
+    let data_len = file_len - data_start;
     if cursor != data_len {
         return Err(format!("the tensors cover {cursor} bytes of data but the file holds {data_len} (truncated, or offsets that lie)"));
     }
@@ -140,29 +144,25 @@ struct Entry {
 /// Tensors larger than this are read in slices of rows.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// One memory-mapped safetensors file.
+/// The largest header a safetensors file may have (the format's own limit, 100 MB).
+const MAX_HEADER: usize = 100_000_000;
+
+/// One safetensors file.
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
-    map: Mmap,
+    /// Read with positioned reads, never memory-mapped: a file truncated while spindle reads it
+    /// is then an error naming it, not a SIGBUS.
+    file: std::fs::File,
 }
 
 impl Shard {
-    /// Drops the pages of `start..end` from this process's resident set once a tensor has been
-    /// copied out of them, so that streaming a checkpoint block by block does not leave the whole
-    /// file counted in resident memory. Advisory: a failure only costs memory.
-    fn release(&self, start: usize, end: usize) {
-        #[cfg(unix)]
-        {
-            // SAFETY: the map is a read-only private file mapping that spindle never writes, so
-            // MADV_DONTNEED only discards clean pages, which a later read faults back in from the
-            // file unchanged. The only borrow of the range (the tensor's source bytes) has ended:
-            // `Tensor::f_from_data_size` copies.
-            #[allow(unsafe_code)]
-            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
-        }
-        #[cfg(not(unix))]
-        let _ = (start, end);
+    /// The bytes `start..end` of the file.
+    fn read(&self, start: usize, end: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        buf.clear();
+        buf.resize(end - start, 0);
+        self.file.read_exact_at(buf, start as u64)
     }
 }
 
@@ -194,18 +194,29 @@ impl Weights {
     }
 
     fn add_shard(&mut self, path: PathBuf) -> Result<(), WeightsError> {
-        let file = File::open(&path).map_err(|io| WeightsError::Io { path: path.clone(), io })?;
-        // SAFETY: the map is read-only and private to this process; checkpoints are not modified
-        // while spindle reads them (spindle never writes into an input model).
-        #[allow(unsafe_code)]
-        let map = unsafe { Mmap::map(&file) }.map_err(|io| WeightsError::Io { path: path.clone(), io })?;
-        let (data_start, header) = parse_header(&map).map_err(|problem| WeightsError::Format { path: path.clone(), problem })?;
+        use std::io::Read;
+        let file = spindle_io::regular_file(&path).map_err(|io| WeightsError::Io { path: path.clone(), io })?;
+        let io = |io| WeightsError::Io { path: path.clone(), io };
+        let file_len = file.metadata().map_err(io)?.len() as usize;
+        // The 8-byte length, then the header it announces (safetensors caps it at 100 MB).
+        let mut head = Vec::new();
+        (&file).take(8).read_to_end(&mut head).map_err(io)?;
+        if head.len() == 8 {
+            let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
+            if n > MAX_HEADER as u64 {
+                return Err(WeightsError::Format { path: path.clone(), problem: format!("header length {n} is more than the format's limit of {MAX_HEADER} bytes") });
+            }
+            if n <= (file_len - 8) as u64 {
+                (&file).take(n).read_to_end(&mut head).map_err(io)?;
+            }
+        }
+        let (data_start, header) = parse_header(&head, file_len).map_err(|problem| WeightsError::Format { path: path.clone(), problem })?;
         let shard = self.shards.len();
         for e in header {
             let entry = Entry { shard, dtype: e.dtype, dtype_name: e.dtype_name, shape: e.shape, start: data_start + e.start, end: data_start + e.end };
             self.entries.insert(e.name, entry);
         }
-        self.shards.push(Shard { path, map });
+        self.shards.push(Shard { path, file });
         Ok(())
     }
 
@@ -255,11 +266,15 @@ impl Weights {
         };
         let shape: Vec<i64> = entry.shape.iter().map(|&d| d as i64).collect();
         let format = |e: tch::TchError| WeightsError::Format { path: shard.path.clone(), problem: format!("tensor `{name}`: {e}") };
-        // Large tensors are copied (and checked) in slices of rows, each slice's pages released
-        // as soon as it is copied, so reading never holds a tensor twice (file pages and copy),
-        // nor the temporaries of a whole-tensor finiteness check.
+        // Large tensors are read (and checked) in slices of rows, so reading never holds a tensor
+        // twice (bytes and copy), nor the temporaries of a whole-tensor finiteness check.
         let row_bytes = if shape.is_empty() { 0 } else { (entry.end - entry.start) / (shape[0].max(1) as usize) };
         let not_finite = || WeightsError::NotFinite { path: shard.path.clone(), name: name.to_owned() };
+        let short = |io: std::io::Error| WeightsError::Format {
+            path: shard.path.clone(),
+            problem: format!("tensor `{name}` cannot be read ({io}); was the file truncated or changed while spindle read it?"),
+        };
+        let mut buf = Vec::new();
         let tensor = if shape.len() >= 2 && entry.end - entry.start > CHUNK_BYTES && row_bytes > 0 {
             let tensor = Tensor::f_empty(&shape, (stored, Device::Cpu)).map_err(format)?;
             let rows_per = (CHUNK_BYTES / row_bytes).max(1) as i64;
@@ -269,19 +284,18 @@ impl Weights {
                 let (a, b) = (entry.start + r0 as usize * row_bytes, entry.start + (r0 + n) as usize * row_bytes);
                 let mut chunk_shape = shape.clone();
                 chunk_shape[0] = n;
-                let chunk = Tensor::f_from_data_size(&shard.map[a..b], &chunk_shape, stored).map_err(format)?;
-                shard.release(a, b);
+                shard.read(a, b, &mut buf).map_err(short)?;
+                let chunk = Tensor::f_from_data_size(&buf, &chunk_shape, stored).map_err(format)?;
                 if chunk.isfinite().all().int64_value(&[]) != 1 {
                     return Err(not_finite());
                 }
-                tensor.narrow(0, r0, n).f_copy_(&chunk).map_err(format)?;
+                tensor.f_narrow(0, r0, n).and_then(|mut t| t.f_copy_(&chunk)).map_err(format)?;
                 r0 += n;
             }
             tensor
         } else {
-            let bytes = &shard.map[entry.start..entry.end];
-            let tensor = Tensor::f_from_data_size(bytes, &shape, stored).map_err(format)?;
-            shard.release(entry.start, entry.end);
+            shard.read(entry.start, entry.end, &mut buf).map_err(short)?;
+            let tensor = Tensor::f_from_data_size(&buf, &shape, stored).map_err(format)?;
             if tensor.isfinite().all().int64_value(&[]) != 1 {
                 return Err(not_finite());
             }
@@ -303,7 +317,7 @@ impl Weights {
 
 /// The shard files an index names, in a stable order, each once.
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>, WeightsError> {
-    let text = std::fs::read_to_string(index).map_err(|io| WeightsError::Io { path: index.to_path_buf(), io })?;
+    let text = spindle_io::read_to_string(index).map_err(|io| WeightsError::Io { path: index.to_path_buf(), io })?;
     let bad = |problem: String| WeightsError::Index { path: index.to_path_buf(), problem };
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
@@ -375,6 +389,20 @@ mod tests {
     }
 
     #[test]
+    fn a_file_truncated_after_it_was_opened_is_an_error_not_a_bus_error() {
+        // F9: the weights used to be memory-mapped, and a read past the new end raised SIGBUS.
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("model.safetensors");
+        write_safetensors(&path, &two_tensors()).unwrap();
+        let w = Weights::open(d.path()).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 8).unwrap();
+        let err = w.load("a.weight", &[2, 3], Kind::Float, Device::Cpu).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: not a valid safetensors file: tensor `a.weight` cannot be read (", path.display())), "{err}");
+        assert!(err.ends_with("was the file truncated or changed while spindle read it?"), "{err}");
+    }
+
+    #[test]
     fn a_truncated_file_is_named() {
         let p = Path::new("x");
         let bytes = safetensors_bytes(p, &two_tensors()).unwrap();
@@ -403,6 +431,13 @@ mod tests {
         let (_d, w) = open_bytes(&bytes);
         let err = w.unwrap_err().to_string();
         assert!(err.ends_with("not a valid safetensors file: the data offsets of tensor `a.weight` span 20 bytes, but its shape [2, 3] and dtype F32 need 24"), "{err}");
+        // A dtype the format does not define is named as such, not as a size mismatch.
+        let mut bytes = safetensors_bytes(Path::new("x"), &two_tensors()).unwrap();
+        let at = bytes.windows(5).position(|w| w == b"\"F32\"").unwrap();
+        bytes[at + 1..at + 4].copy_from_slice(b"F99");
+        let (_d, w) = open_bytes(&bytes);
+        let err = w.unwrap_err().to_string();
+        assert!(err.ends_with("not a valid safetensors file: tensor `a.weight`: unknown dtype \"F99\""), "{err}");
     }
 
     #[test]

@@ -7,6 +7,17 @@ use tch::{Device, Kind, Tensor};
 
 use crate::PruneError;
 
+/// `t`, or [`PruneError::NotFinite`] naming `what` when any entry is NaN or infinite: a
+/// statistic that overflowed (activations held in f16, a broken checkpoint) would otherwise
+/// compare false everywhere and leave the weight silently unpruned.
+fn finite<'a>(t: &'a Tensor, what: &str) -> Result<&'a Tensor, PruneError> {
+    if bool::try_from(t.isfinite().all())? {
+        Ok(t)
+    } else {
+        Err(PruneError::NotFinite { what: what.to_owned() })
+    }
+}
+
 /// Rows of `x` as `[tokens, in]` f32 and the number of sequences they came from: `[in]` is one
 /// token of one sequence, `[tokens, in]` one sequence, `[b, .., in]` b sequences.
 fn flatten(x: &Tensor, columns: i64) -> Result<(Tensor, usize), PruneError> {
@@ -49,12 +60,12 @@ impl ColumnNorms {
         Ok(())
     }
 
-    /// `scaler_row` `[in]`.
+    /// `scaler_row` `[in]`; an error if no batch was added or an entry is not finite.
     pub fn get(&self) -> Result<&Tensor, PruneError> {
         if self.nsamples == 0 {
             return Err(PruneError::NoStatistics);
         }
-        Ok(&self.sq)
+        finite(&self.sq, "the calibration inputs' squared column norms (Wanda's scaler_row)")
     }
 
     pub fn nsamples(&self) -> usize {
@@ -85,12 +96,12 @@ impl Hessian {
         Ok(())
     }
 
-    /// `H` `[in, in]`.
+    /// `H` `[in, in]`; an error if no batch was added or an entry is not finite.
     pub fn get(&self) -> Result<&Tensor, PruneError> {
         if self.nsamples == 0 {
             return Err(PruneError::NoStatistics);
         }
-        Ok(&self.h)
+        finite(&self.h, "the calibration inputs' Hessian XᵀX")
     }
 
     pub fn nsamples(&self) -> usize {
@@ -130,6 +141,38 @@ impl ActNorms {
         if self.seen == 0 {
             return Err(PruneError::NoStatistics);
         }
-        Ok(&self.acc)
+        finite(&self.acc, "the calibration inputs' column norms (OWL)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_finite(r: Result<&Tensor, PruneError>) -> String {
+        match r {
+            Err(PruneError::NotFinite { what }) => what,
+            other => panic!("expected NotFinite, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn statistics_of_overflowed_activations_are_an_error_not_a_silent_mask() {
+        let ok = Tensor::ones([2, 3, 4], (Kind::Float, Device::Cpu));
+        for bad in [f64::NAN, f64::INFINITY] {
+            let x = ok.copy();
+            let _ = x.get(1).get(2).get(3).fill_(bad);
+            let mut n = ColumnNorms::new(4, Device::Cpu);
+            n.add_batch(&ok).unwrap();
+            assert!(n.get().is_ok());
+            n.add_batch(&x).unwrap();
+            assert_eq!(not_finite(n.get()), "the calibration inputs' squared column norms (Wanda's scaler_row)");
+            let mut h = Hessian::new(4, Device::Cpu);
+            h.add_batch(&x).unwrap();
+            assert_eq!(not_finite(h.get()), "the calibration inputs' Hessian XᵀX");
+            let mut a = ActNorms::new(4, 2, Device::Cpu);
+            a.add_batch(&x).unwrap();
+            assert_eq!(not_finite(a.get()), "the calibration inputs' column norms (OWL)");
+        }
     }
 }

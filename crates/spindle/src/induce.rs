@@ -759,7 +759,7 @@ pub fn induce_model(
     let dir = model.save(out, &mut |i| -> Result<Block, PipelineError> {
         progress(i, layers);
         let mut block = model.block(i).map_err(PipelineError::Model)?;
-        blocks.push(induce_block(&mut block, &acts, cfg, false)?.0);
+        blocks.push(induce_block(&mut block, &acts, cfg, false).map_err(|e| e.in_block("sparsity induction", i))?.0);
         acts.batches = acts.run(&block, &mut |_, _| {});
         crate::mem::release_free_memory();
         Ok(block)

@@ -76,17 +76,42 @@ pub struct PruneConfig {
     pub reconstruct: Option<spindle_induce::FeatureConfig>,
 }
 
-/// Why a pruning run failed.
+/// Why a pruning run failed. Each message is whole on one line: a wrapped error is part of the
+/// message, not a `source` that a chain printer would print a second time.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("{linear}: {source}")]
-    Prune { linear: String, source: PruneError },
+    /// `linear`: the full name(s) of the linear(s), e.g. `model.layers.3.mlp.down_proj`.
+    #[error("{linear}: {cause}")]
+    Prune { linear: String, cause: PruneError },
+    /// A pruned linear has fewer zeros than its target allows: checked for every linear before
+    /// the output is published, so a statistic that went wrong never yields a quietly denser model.
+    #[error("{linear}: pruned to sparsity {achieved:.4} where {target:.4} was asked; nothing was written")]
+    UnderPruned { linear: String, achieved: f64, target: f64 },
     #[error("{0}")]
     Config(String),
     #[error("sparsity induction: {0}")]
-    Induce(#[from] spindle_induce::InduceError),
+    Induce(spindle_induce::InduceError),
+    /// An induction or reconstruction failure, with the block it happened in.
+    #[error("{stage} of block {block}: {cause}")]
+    InBlock { stage: &'static str, block: usize, cause: spindle_induce::InduceError },
+}
+
+impl PipelineError {
+    /// Names the block (and stage) of an induction error; other errors already name their linear.
+    pub(crate) fn in_block(self, stage: &'static str, block: usize) -> PipelineError {
+        match self {
+            PipelineError::Induce(cause) => PipelineError::InBlock { stage, block, cause },
+            other => other,
+        }
+    }
+}
+
+impl From<spindle_induce::InduceError> for PipelineError {
+    fn from(e: spindle_induce::InduceError) -> Self {
+        PipelineError::Induce(e)
+    }
 }
 
 /// What happened to one linear layer.
@@ -196,7 +221,7 @@ pub(crate) fn group_columns(block: &Block, group: &[&str]) -> Result<i64, Pipeli
 }
 
 fn prune_err(linear: &str) -> impl Fn(PruneError) -> PipelineError + '_ {
-    move |source| PipelineError::Prune { linear: linear.to_owned(), source }
+    move |cause| PipelineError::Prune { linear: linear.to_owned(), cause }
 }
 
 /// Prunes `model` into `out` as `cfg` says, with `calib` `[nsamples, seqlen]` token ids (needed
@@ -294,7 +319,7 @@ pub fn prune_model(
         // from induction's first pass, else from the pruner's statistics pass, else a pass.
         let mut dense_outputs: Option<Vec<Tensor>> = None;
         if let (Some(ic), Some(a)) = (&induce, acts.as_ref()) {
-            let (report, outputs) = crate::induce::induce_block(&mut block, a, ic, cfg.reconstruct.is_some())?;
+            let (report, outputs) = crate::induce::induce_block(&mut block, a, ic, cfg.reconstruct.is_some()).map_err(|e| e.in_block("sparsity induction", i))?;
             induction.push(report);
             dense_outputs = outputs;
         }
@@ -325,7 +350,7 @@ pub fn prune_model(
         if cfg.true_sequential && acts.is_some() {
             for (k, group) in groups.iter().enumerate() {
                 // The first group's pass runs on the still dense block: its outputs are the targets.
-                let (stats, outputs) = accumulate(&block, acts.as_ref(), cfg.method, &[group], &shifts[k..=k], keep_outputs && k == 0)?;
+                let (stats, outputs) = accumulate(&block, acts.as_ref(), cfg.method, &[group], &shifts[k..=k], keep_outputs && k == 0, &prefix)?;
                 if outputs.is_some() {
                     dense_outputs = outputs;
                 }
@@ -334,7 +359,7 @@ pub fn prune_model(
             }
         } else {
             let all: Vec<&[&str]> = groups.to_vec();
-            let (stats, outputs) = accumulate(&block, acts.as_ref(), cfg.method, &all, &shifts, keep_outputs)?;
+            let (stats, outputs) = accumulate(&block, acts.as_ref(), cfg.method, &all, &shifts, keep_outputs, &prefix)?;
             if outputs.is_some() {
                 dense_outputs = outputs;
             }
@@ -346,7 +371,7 @@ pub fn prune_model(
         drop(before);
         if let (Some(rc), Some(a)) = (&cfg.reconstruct, acts.as_ref()) {
             let targets = dense_outputs.take().ok_or_else(|| PipelineError::Config("reconstruction has no dense outputs to train towards".into()))?;
-            reconstruction.push(crate::induce::reconstruct_block(&mut block, a, rc, &targets)?);
+            reconstruction.push(crate::induce::reconstruct_block(&mut block, a, rc, &targets).map_err(|e| e.in_block("reconstruction", i))?);
         }
         // Re-run the pruned block: the next block's inputs, and each linear's error.
         let mut err: Vec<(f64, f64)> = vec![(0.0, 0.0); dense.len()];
@@ -370,7 +395,9 @@ pub fn prune_model(
             a.batches = outs;
         }
         for (k, (path, shape, _)) in dense.iter().enumerate() {
-            let pruned = block.linear_at(path).map(|l| spindle_prune::sparsity(&l.weight)).unwrap_or(0.0);
+            let weight = block.linear_at(path).map(|l| &l.weight).ok_or_else(|| PipelineError::Config(format!("no linear {prefix}{path}")))?;
+            let pruned = spindle_prune::sparsity(weight);
+            check_sparsity(&format!("{prefix}{path}"), shape, pruned, pattern.ratio())?;
             let (percdamp, retries) = info.iter().find(|(p, ..)| p == path).map(|(_, d, r)| (*d, r.clone())).unwrap_or((None, Vec::new()));
             linears.push(LinearReport {
                 name: format!("{prefix}{path}"),
@@ -410,6 +437,19 @@ pub fn prune_model(
     })
 }
 
+/// Whether a linear of `shape` `[out, in]` pruned to `achieved` meets `target`. Every pruner
+/// rounds its removed count down per row (Wanda, RIA), per matrix (magnitude) or per 128-column
+/// block (SparseGPT), so it may fall short by less than `1/in + 1/out`; anything below that is
+/// a pruner that did not prune (a statistic that compared false everywhere), and an error.
+fn check_sparsity(linear: &str, shape: &[i64], achieved: f64, target: f64) -> Result<(), PipelineError> {
+    let rows = shape.first().copied().unwrap_or(1).max(1) as f64;
+    let cols = shape.get(1).copied().unwrap_or(1).max(1) as f64;
+    if achieved + 1.0 / cols + 1.0 / rows < target {
+        return Err(PipelineError::UnderPruned { linear: linear.to_owned(), achieved, target });
+    }
+    Ok(())
+}
+
 /// What [`accumulate`] returns: per group its statistics (`None` for magnitude or without
 /// calibration), and the block's outputs when they were asked for.
 type Accumulated = (Vec<Option<GroupStats>>, Option<Vec<Tensor>>);
@@ -424,6 +464,7 @@ fn accumulate(
     groups: &[&[&str]],
     shifts: &[Option<Tensor>],
     keep_outputs: bool,
+    prefix: &str,
 ) -> Result<Accumulated, PipelineError> {
     let Some(acts) = acts else {
         return Ok((groups.iter().map(|_| None).collect(), None));
@@ -456,7 +497,7 @@ fn accumulate(
                 None => Ok(()),
             };
             if let Err(e) = r {
-                failure = Some(PipelineError::Prune { linear: paths[0].to_owned(), source: e });
+                failure = Some(PipelineError::Prune { linear: format!("{prefix}{}", paths[0]), cause: e });
             }
         }
     };
@@ -541,6 +582,13 @@ fn prune_group(
     prefix: &str,
 ) -> Result<Vec<LinearInfo>, PipelineError> {
     let mut info = Vec::new();
+    for p in group {
+        let name = format!("{prefix}{p}");
+        let w = block.linear_at(p).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
+        if !bool::try_from(w.weight.isfinite().all()).map_err(|e| prune_err(&name)(e.into()))? {
+            return Err(PipelineError::Prune { linear: name, cause: PruneError::NotFinite { what: "its weight, before pruning,".into() } });
+        }
+    }
     if let (Method::SparseGpt(c), Some(GroupStats::Hessian(h))) = (method, &stats) {
         // One pass for the group's shared Hessian (bit for bit what one pass per linear gives).
         let names = group.iter().map(|p| format!("{prefix}{p}")).collect::<Vec<_>>().join(", ");
@@ -617,7 +665,7 @@ fn owl_ratios(
             if let Some(k) = groups.iter().position(|g| g[0] == paths[0])
                 && let Err(e) = norms[k].add_batch(x)
             {
-                failure = Some(PipelineError::Prune { linear: format!("{}{}", model.block_prefix(i), paths[0]), source: e });
+                failure = Some(PipelineError::Prune { linear: format!("{}{}", model.block_prefix(i), paths[0]), cause: e });
             }
         });
         if let Some(e) = failure {
@@ -635,4 +683,21 @@ fn owl_ratios(
         acts.batches = outs;
     }
     Ok(ratios)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_linear_pruned_short_of_its_target_is_an_error_rounding_is_not() {
+        // Wanda on [32, 64] at 50%: floor(64·0.5) = 32 per row, exactly 0.5.
+        assert!(check_sparsity("l", &[32, 64], 0.5, 0.5).is_ok());
+        // SparseGPT's per-block rounding on a [3, 200] weight at 70%: 418 of 600 zeros.
+        assert!(check_sparsity("l", &[3, 200], 418.0 / 600.0, 0.7).is_ok());
+        // F5: Wanda on overflowed statistics kept nearly every weight.
+        let err = check_sparsity("model.layers.0.self_attn.q_proj", &[64, 64], 0.0556, 0.5).unwrap_err();
+        assert_eq!(err.to_string(), "model.layers.0.self_attn.q_proj: pruned to sparsity 0.0556 where 0.5000 was asked; nothing was written");
+        assert!(check_sparsity("l", &[64, 64], 0.45, 0.5).is_err());
+    }
 }

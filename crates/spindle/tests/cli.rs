@@ -75,7 +75,7 @@ fn bad_induction_flags_are_usage_errors_before_anything_is_loaded() {
         (&["induce", "--model", "m", "--out", "o", "--json", json, "--induce", "scaling"], "--induce: unknown stage \"scaling\""),
         (&["induce", "--model", "m", "--out", "o", "--induce", "none"], "--induce none: nothing to do"),
         (&["induce", "--model", "m", "--out", "o", "--induce", "equivalent-snl", "--snl", "none"], "needs an --snl other than none"),
-        (&["induce", "--model", "m", "--out", "o", "--si-lr", "0"], "bad induction configuration"),
+        (&["induce", "--model", "m", "--out", "o", "--si-lr", "0"], "the distribution stage's learning rate (--si-lr) must be positive and finite, got 0"),
         (&["prune", "--model", "m", "--method", "wanda", "--sparsity", "0.5", "--out", "o", "--induce", "feature", "--feature-epochs", "0"], "the feature stage: the epochs must be at least 1, got 0"),
         (&["induce", "--model", "m", "--out", "o", "--pruning-aware", "pruned"], "--pruning-aware pruned is now `spindle prune --reconstruct`"),
         (&["prune", "--model", "m", "--method", "wanda", "--sparsity", "0.5", "--out", "o", "--recon-epochs", "2"], "--recon-epochs is an option of the reconstruction: it needs --reconstruct"),

@@ -9,6 +9,9 @@ use crate::cmd::cli::ConvertArgs;
 pub fn run(args: ConvertArgs) -> Result<(), Failure> {
     let input = &args.input;
     let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let mut inputs = vec![input.as_path()];
+    inputs.extend(args.tokenizer.as_deref());
+    crate::cmd::check_outputs(Some(&args.out), &[], &inputs)?;
     let out = match ext {
         "gguf" => {
             let bar = progress::items("converting");
@@ -41,6 +44,6 @@ pub fn run(args: ConvertArgs) -> Result<(), Failure> {
             )));
         }
     };
-    println!("{}", out.display());
+    say!("{}", out.display());
     Ok(())
 }

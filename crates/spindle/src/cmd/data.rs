@@ -18,14 +18,19 @@ pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
     match cmd {
         DataCommand::Locate { json } => {
             let dir = resolve()?;
-            println!("{} (from {})", dir.root().display(), dir.source());
+            crate::cmd::check_outputs(None, &[("--json", json.as_deref())], &[dir.root()])?;
+            say!("{} (from {})", dir.root().display(), dir.source());
             if let Some(path) = json {
                 let value = json!({"data_dir": dir.root(), "source": dir.source().to_string()});
                 output::write_json(&path, &value).map_err(anyhow::Error::from)?;
             }
             Ok(())
         }
-        DataCommand::Verify { json } => verify(&resolve()?, json.as_deref()),
+        DataCommand::Verify { json } => {
+            let dir = resolve()?;
+            crate::cmd::check_outputs(None, &[("--json", json.as_deref())], &[dir.root()])?;
+            verify(&dir, json.as_deref())
+        }
         DataCommand::Calib(args) => calib(&resolve()?, args),
         DataCommand::Stats(args) => stats(&resolve()?, args),
         // Writes into its own --into folder; needs no existing data folder.
@@ -36,7 +41,7 @@ pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
 #[cfg(feature = "hub")]
 fn fetch(args: FetchArgs) -> Result<(), Failure> {
     let path = spindle_data::hub::fetch(&args.repo, &args.revision, &args.file, &args.into).map_err(anyhow::Error::from)?;
-    println!("{}", path.display());
+    say!("{}", path.display());
     Ok(())
 }
 
@@ -85,10 +90,10 @@ fn calib(dir: &DataDir, args: CalibArgs) -> Result<(), Failure> {
     let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
     let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), args.nsamples, seqlen, args.seed).map_err(anyhow::Error::from)?;
     for (k, w) in windows.iter().enumerate() {
-        println!("{k}\tdoc {}\toffset {}", w.doc, w.offset);
+        say!("{k}\tdoc {}\toffset {}", w.doc, w.offset);
     }
     if !docs.note.is_empty() {
-        println!("{}", docs.note);
+        say!("{}", docs.note);
     }
     if let Some(path) = args.json {
         let list: Vec<_> = windows.iter().map(|w| json!({"doc": w.doc, "offset": w.offset})).collect();
@@ -108,7 +113,7 @@ fn stats(dir: &DataDir, args: StatsArgs) -> Result<(), Failure> {
     let (ids, limit, docs, _) = eval_tokens(&corpus, dir, &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
     let used = limit.map_or(ids.len(), |per| ids.len().min(per * seqlen));
     let windows = used / seqlen;
-    println!(
+    say!(
         "{corpus}: {} documents, {} tokens; {} windows of {seqlen} ({} tokens of tail dropped{})",
         docs.docs.len(),
         ids.len(),
@@ -117,7 +122,7 @@ fn stats(dir: &DataDir, args: StatsArgs) -> Result<(), Failure> {
         if used < ids.len() { format!("; truncated to {used} tokens as the reference does") } else { String::new() }
     );
     if !docs.note.is_empty() {
-        println!("{}", docs.note);
+        say!("{}", docs.note);
     }
     if let Some(path) = args.json {
         let value = json!({
@@ -173,7 +178,7 @@ fn verify(dir: &DataDir, json_path: Option<&Path>) -> Result<(), Failure> {
         .map(|f| format!("{} ({})", f.path.display(), status_word(&f.status)))
         .collect();
     if bad.is_empty() {
-        println!(
+        say!(
             "{} files, {:.1} MiB: all intact in {} (from {})",
             report.files.len(),
             report.bytes as f64 / (1024.0 * 1024.0),

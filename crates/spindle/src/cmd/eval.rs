@@ -44,9 +44,13 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     }
     let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
     let dir = crate::cmd::resolve_model(&args.model)?;
+    let files: Vec<&str> = corpora.iter().map(String::as_str).collect();
+    let mut inputs = crate::cmd::inputs(&dir, &files);
+    inputs.extend(args.tasks_dir.as_deref());
+    crate::cmd::check_outputs(None, &[("--json", args.json.as_deref())], &inputs)?;
     let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(anyhow::Error::from)?;
-    let raw_config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).map_err(anyhow::Error::from)?)
+    let raw_config: Value = serde_json::from_str(&spindle_io::read_to_string(&dir.join("config.json")).map_err(anyhow::Error::from)?)
         .map_err(anyhow::Error::from)?;
     let context = model.config().max_position_embeddings;
     let seqlen = args.seqlen.unwrap_or(2048.min(context));
@@ -72,7 +76,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
         let seconds = r.seconds;
         bar.finish_and_clear();
         let partial = if r.nsamples < full_windows { format!("; only the first of {full_windows}: not the protocol's figure") } else { String::new() };
-        println!("{name:<12} ppl {:>10.4}   ({} windows of {seqlen}{partial})", r.ppl, r.nsamples);
+        say!("{name:<12} ppl {:>10.4}   ({} windows of {seqlen}{partial})", r.ppl, r.nsamples);
         ppl.insert(name.clone(), json!(r.ppl));
         timing.insert(name.clone(), json!({
             "windows": r.nsamples, "of_windows": full_windows, "seconds": seconds,
@@ -83,7 +87,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     let mut tasks = Map::new();
     let mut task_timing = Map::new();
     if !task_names.is_empty() {
-        println!("{:<14} {:>6} {:>8} {:>9}", "task", "n", "acc", "acc_norm");
+        say!("{:<14} {:>6} {:>8} {:>9}", "task", "n", "acc", "acc_norm");
     }
     for name in &task_names {
         let spec = &specs[name];
@@ -101,7 +105,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             .with_context(|| format!("task {name}"))?;
         bar.finish_and_clear();
         let norm = r.acc_norm.map_or("-".to_owned(), |a| format!("{a:.4}"));
-        println!("{:<14} {:>6} {:>8.4} {:>9}", r.name, r.n, r.acc, norm);
+        say!("{:<14} {:>6} {:>8.4} {:>9}", r.name, r.n, r.acc, norm);
         tasks.insert(name.clone(), json!({
             "acc": r.acc, "acc_norm": r.acc_norm, "acc_stderr": r.acc_stderr, "acc_norm_stderr": r.acc_norm_stderr,
             "majority": r.majority, "n": r.n, "version": r.version,
@@ -109,7 +113,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
         task_timing.insert(name.clone(), json!({"items": r.n, "seconds": r.seconds, "items_per_second": r.n as f64 / r.seconds}));
     }
     for note in &notes {
-        println!("{note}");
+        say!("{note}");
     }
     if let Some(path) = args.json {
         let value = json!({

@@ -398,6 +398,11 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
         )));
     }
     let dir = crate::cmd::resolve_model(&args.model)?;
+    crate::cmd::check_outputs(Some(&args.out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &[&args.calib]))?;
+    if let Some(plots) = &args.plots {
+        spindle::output::check_output_path("--plots", plots, spindle::output::OutputKind::NewDir, &crate::cmd::inputs(&dir, &[&args.calib]), &[&args.out])
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+    }
     let (calib, data_info) = calibration(
         &dir,
         &args.calib,
@@ -422,23 +427,27 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
     })?;
     bar.finish_and_clear();
     let peak = mem::peak_rss_bytes();
-    println!(
+    say!(
         "sparsity induction ({}) over {} blocks",
         cfg.stages(),
         report.blocks.len()
     );
     if let Some(line) = summary_line(&report.blocks) {
-        println!("{line}");
+        say!("{line}");
     }
-    println!("wrote {} in {:.1} s", report.out.display(), report.seconds);
+    say!("wrote {} in {:.1} s", report.out.display(), report.seconds);
     let plots = match &args.plots {
         Some(dir) if cfg.distribution.is_some() => {
             let (files, labelled) = crate::cmd::plot::write_histograms(
                 dir,
                 &report.blocks,
                 &format!("{:?}", cfg.mask),
-            )?;
-            println!(
+            )
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(dir);
+                crate::cmd::roll_back(&report.out, e)
+            })?;
+            say!(
                 "plots: {}{}",
                 files
                     .iter()
@@ -454,7 +463,7 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
             json!({"files": files, "labelled": labelled})
         }
         Some(_) => {
-            println!("plots: none (they show the distribution stage, which did not run)");
+            say!("plots: none (they show the distribution stage, which did not run)");
             json!(null)
         }
         None => json!(null),
@@ -475,7 +484,7 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
             "peak_rss_bytes": peak,
             "plots": plots,
         });
-        output::write_json(&path, &value).map_err(anyhow::Error::from)?;
+        output::write_json(&path, &value).map_err(|e| crate::cmd::roll_back(&report.out, e.into()))?;
     }
     Ok(())
 }

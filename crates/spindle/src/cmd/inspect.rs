@@ -9,13 +9,14 @@ use crate::cmd::cli::InspectArgs;
 
 pub fn run(args: InspectArgs) -> Result<(), Failure> {
     let dir = crate::cmd::resolve_model(&args.model)?;
+    crate::cmd::check_outputs(None, &[("--json", args.json.as_deref())], &[&dir])?;
     let bar = progress::items("reading tensors");
     let report = spindle_model::inspect(&dir, &mut |done, total| progress::update(&bar, done, total))
         .with_context(|| format!("inspecting {}", dir.display()))?;
     bar.finish_and_clear();
     let c = &report.config;
-    println!("model: {}", dir.display());
-    println!(
+    say!("model: {}", dir.display());
+    say!(
         "architecture: {}, {} blocks, hidden {}, heads {}/{} (head_dim {}), intermediate {}, vocab {}",
         c.architecture.hf_name(),
         c.num_layers,
@@ -27,11 +28,11 @@ pub fn run(args: InspectArgs) -> Result<(), Failure> {
         c.vocab_size
     );
     let dtypes: Vec<String> = report.dtypes.iter().map(|(k, v)| format!("{k}: {v} tensors")).collect();
-    println!("parameters: {} ({})", report.parameters, dtypes.join(", "));
-    println!("block linears: {} layers, sparsity {:.2}%", report.linears.len(), 100.0 * report.overall_sparsity());
+    say!("parameters: {} ({})", report.parameters, dtypes.join(", "));
+    say!("block linears: {} layers, sparsity {:.2}%", report.linears.len(), 100.0 * report.overall_sparsity());
     let width = report.linears.iter().map(|l| l.name.len()).max().unwrap_or(0);
     for l in &report.linears {
-        println!("  {:width$}  {:>14}  {:6.2}%", l.name, format!("{:?}", l.shape), 100.0 * l.sparsity());
+        say!("  {:width$}  {:>14}  {:6.2}%", l.name, format!("{:?}", l.shape), 100.0 * l.sparsity());
     }
     if let Some(path) = args.json {
         let linears: Vec<_> = report

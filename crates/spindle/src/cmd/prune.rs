@@ -130,6 +130,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
         return Err(Failure::Usage(format!("--out {} already exists; spindle writes a new directory and never overwrites", args.out.display())));
     }
     let dir = crate::cmd::resolve_model(&args.model)?;
+    crate::cmd::check_outputs(Some(&args.out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &[&args.calib]))?;
 
     // Calibration windows, drawn as the reference loaders draw them.
     let t0 = Instant::now();
@@ -156,7 +157,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
         .map_err(|e| Failure::Other(anyhow::Error::from(e).context(format!("pruning {}", dir.display()))))?;
     bar.finish_and_clear();
     let peak = mem::peak_rss_bytes();
-    print_report(&report, &cfg, peak);
+    print_report(&report, &cfg, peak)?;
 
     if let Some(path) = args.json {
         let value = json!({
@@ -190,7 +191,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
             },
             "peak_rss_bytes": peak,
         });
-        output::write_json(&path, &value).map_err(anyhow::Error::from)?;
+        output::write_json(&path, &value).map_err(|e| crate::cmd::roll_back(&report.out, e.into()))?;
     }
     Ok(())
 }
@@ -202,31 +203,32 @@ fn pattern_json(p: Pattern) -> Value {
     }
 }
 
-fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) {
+fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) -> Result<(), Failure> {
     let retries: usize = r.linears.iter().map(|l| l.damp_retries.len()).sum();
     let worst = r.linears.iter().filter_map(|l| l.rel_error.map(|e| (e, &l.name))).fold(None::<(f64, &String)>, |acc, (e, n)| match acc {
         Some((a, _)) if a >= e => acc,
         _ => Some((e, n)),
     });
     if let Some(line) = crate::cmd::induce::summary_line(&r.induction) {
-        println!("{line}");
+        say!("{line}");
     }
     let last: Vec<f64> = r.reconstruction.iter().filter_map(|b| b.epochs.last().map(|e| e.reconstruction)).collect();
     if !last.is_empty() {
-        println!("reconstruction: final relative reconstruction error, mean over blocks {:.3e}", last.iter().sum::<f64>() / last.len() as f64);
+        say!("reconstruction: final relative reconstruction error, mean over blocks {:.3e}", last.iter().sum::<f64>() / last.len() as f64);
     }
     if r.added_bias_parameters > 0 {
-        println!("shift: {} bias parameters added (config.json's attention_bias/mlp_bias set)", r.added_bias_parameters);
+        say!("shift: {} bias parameters added (config.json's attention_bias/mlp_bias set)", r.added_bias_parameters);
     }
-    println!("{} {} over {} linears in {} blocks: overall sparsity {:.4}", cfg.method.name(), cfg.pattern, r.linears.len(), r.blocks.len(), r.overall_sparsity);
+    say!("{} {} over {} linears in {} blocks: overall sparsity {:.4}", cfg.method.name(), cfg.pattern, r.linears.len(), r.blocks.len(), r.overall_sparsity);
     if let Some((e, n)) = worst {
-        println!("largest relative reconstruction error {e:.4} ({n})");
+        say!("largest relative reconstruction error {e:.4} ({n})");
     }
     if retries > 0 {
-        println!("SparseGPT: {retries} Cholesky retries with more damping (see the JSON report)");
+        say!("SparseGPT: {retries} Cholesky retries with more damping (see the JSON report)");
     }
     let peak = peak.map_or("unknown".to_owned(), |b| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)));
-    println!("wrote {} in {:.1} s; peak resident memory {peak}", r.out.display(), r.seconds_prune + r.seconds_owl);
+    say!("wrote {} in {:.1} s; peak resident memory {peak}", r.out.display(), r.seconds_prune + r.seconds_owl);
+    Ok(())
 }
 
 #[cfg(test)]
