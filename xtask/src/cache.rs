@@ -60,7 +60,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The data folder, by the convention every `spindle` command follows.
-fn data_dir(flag: Option<&Path>, root: &Path) -> Result<PathBuf> {
+pub(crate) fn data_dir(flag: Option<&Path>, root: &Path) -> Result<PathBuf> {
     if let Some(d) = flag {
         return Ok(d.to_path_buf());
     }

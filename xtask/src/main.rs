@@ -13,6 +13,7 @@ mod bench;
 mod cache;
 mod compare;
 mod figure;
+mod fuzz;
 mod libtorch;
 mod report;
 mod reproduce;
@@ -50,6 +51,9 @@ enum Task {
     Compare(compare::CompareArgs),
     /// Benchmark spindle against the Python reference in one run; writes docs/results/bench.md.
     Bench(bench::BenchArgs),
+    /// Fuzz every parser of untrusted bytes with cargo-fuzz (nightly); records the runs in
+    /// docs/results/fuzz.json and fuzz.md.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Task::Reproduce(args) => reproduce::run(&args),
         Task::Compare(args) => compare::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

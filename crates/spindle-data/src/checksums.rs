@@ -45,7 +45,9 @@ impl VerifyReport {
     }
 }
 
-fn parse_sums(path: &Path, text: &str) -> Result<Vec<(String, PathBuf)>, DataError> {
+/// Parses `SHA256SUMS` text (`path` names it in errors): each line `<sha256>  <file>` or `<sha256> *<file>`,
+/// every file inside the folder.
+pub fn parse_sums(path: &Path, text: &str) -> Result<Vec<(String, PathBuf)>, DataError> {
     let mut entries = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -26,7 +26,7 @@ pub mod pyrandom;
 pub mod tasks;
 mod tokenizer;
 
-pub use checksums::{FileCheck, FileStatus, VerifyReport, verify};
+pub use checksums::{FileCheck, FileStatus, VerifyReport, parse_sums, verify};
 pub use dir::{DataDir, DataDirSource};
 pub use tokenizer::Tokenizer;
 
