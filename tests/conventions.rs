@@ -36,6 +36,20 @@ fn every_crate_opens_with_a_doc_essay() {
 }
 
 #[test]
+fn every_library_crate_has_a_running_doctest_and_the_repository_its_licenses() {
+    for krate in CRATES {
+        let lib = read(&format!("crates/{krate}/src/lib.rs"));
+        let doc: Vec<&str> = lib.lines().take_while(|l| l.starts_with("//!")).collect();
+        let fences = doc.iter().filter(|l| l.trim_start_matches("//!").trim() == "```").count();
+        assert!(fences >= 2, "crates/{krate}/src/lib.rs: its `//!` doc needs an example (a doctest that runs)");
+        assert!(!doc.iter().any(|l| l.contains("```ignore") || l.contains("```no_run")), "crates/{krate}: the doctest must run");
+    }
+    // The manifests say `MIT OR Apache-2.0`.
+    assert!(read("LICENSE-MIT").contains("Permission is hereby granted, free of charge"));
+    assert!(read("LICENSE-APACHE").contains("Apache License") && read("LICENSE-APACHE").contains("Version 2.0"));
+}
+
+#[test]
 fn architecture_md_maps_every_crate_and_states_invariants() {
     let arch = read("ARCHITECTURE.md");
     for path in CRATES.iter().map(|c| format!("crates/{c}")).chain(["xtask".into(), "eval".into(), "tests".into()]) {

@@ -6,15 +6,25 @@
 //! and pruners, so a data question ("which 128 windows did seed 0 pick?") is answered without
 //! loading a model, and a model question never touches a file format.
 //!
-//! Today it holds the data-directory convention ([`DataDir`]) and the integrity check of a data
-//! directory against its `SHA256SUMS` ([`verify`]), and tokenization ([`Tokenizer`], the
-//! `tokenizers` crate reading a Hugging Face `tokenizer.json`), and string columns of Parquet files
-//! ([`parquet::read_string_column`]). Named corpora, calibration sampling and token caches arrive
-//! with the data issue.
+//! It holds the data-directory convention ([`DataDir`]), the integrity check of a data directory
+//! against its `SHA256SUMS` ([`verify`]), tokenization ([`Tokenizer`], the `tokenizers` crate
+//! reading a Hugging Face `tokenizer.json`), string columns of Parquet files
+//! ([`parquet::read_string_column`]), the named corpora and the reference loaders' calibration
+//! sampling ([`corpus`], drawing with [`pyrandom`]), the token cache ([`cache`]), the zero-shot
+//! task records ([`tasks`]) and, behind the `hub` feature, downloads ([`hub`]).
 //!
 //! Architecture Invariant: spindle-data knows no tensors and no models. It does not link libtorch;
 //! it produces text and token ids, and the crates that own tensors turn those into tensors. It
 //! draws no progress bars: long work reports through a callback and the binary renders it.
+//!
+//! ```
+//! // The windows a seed picks are Python's: `random.seed(0)` then `randint(0, 100)` three
+//! // times gives 49, 97, 53 in CPython, and here.
+//! let mut r = spindle_data::pyrandom::PyRandom::new(0);
+//! let draws: Vec<i64> = (0..3).map(|_| r.randint(0, 100)).collect::<Result<_, _>>()?;
+//! assert_eq!(draws, [49, 97, 53]);
+//! # Ok::<(), spindle_data::pyrandom::PyRandomError>(())
+//! ```
 
 pub mod cache;
 mod checksums;

@@ -19,6 +19,16 @@
 //! Architecture Invariant: spindle-eval knows models only through `spindle-model`'s forward API
 //! and text only through `spindle-data`; it knows no pruner and no induction method, so a pruned
 //! model is scored exactly like a dense one. It prints nothing; progress goes through callbacks.
+//!
+//! ```
+//! // lm-eval's standard error of a mean of 0/1 scores: sqrt(p(1 − p) / (n − 1)).
+//! let se = spindle_eval::mean_stderr(&[1.0, 0.0, 1.0, 1.0]).unwrap();
+//! assert!((se - (0.75f64 * 0.25 / 3.0).sqrt()).abs() < 1e-12);
+//! // The task specs are data: the built-in copies of eval/tasks.
+//! let specs = spindle_eval::task::builtin_specs()?;
+//! assert!(specs.contains_key("piqa") && specs.contains_key("hellaswag"));
+//! # Ok::<(), spindle_eval::EvalError>(())
+//! ```
 
 pub mod perplexity;
 pub mod score;

@@ -30,6 +30,16 @@
 //! given tensors (weights, activations) and where they sit relative to each other, never a path;
 //! it never depends on safetensors, parquet, arrow or tokenizers, nor on `spindle-model` or
 //! `spindle-data`. It may use `spindle-prune`'s scores, never the other way round.
+//!
+//! ```
+//! use spindle_induce::Snl;
+//! use tch::Tensor;
+//! // A rank-one feature matrix has nuclear norm equal to its spectral norm: the loss is 1, its least.
+//! let x = Tensor::from_slice(&[1.0f32, 2.0, 2.0, 4.0, 3.0, 6.0]).view([3, 2]);
+//! let loss = Snl::NuclearOverSpectral.loss(&x)?.double_value(&[]);
+//! assert!((loss - 1.0).abs() < 1e-5);
+//! # Ok::<(), spindle_induce::InduceError>(())
+//! ```
 
 pub mod distribution;
 pub mod feature;

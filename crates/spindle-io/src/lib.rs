@@ -8,6 +8,17 @@
 //! lists, corpora) goes through [`read`] or [`read_to_string`]; large tensors are memory-mapped
 //! by `spindle-model` after the same [`regular_file`] check. It depends on nothing, so the
 //! lowest crates can use it.
+//!
+//! ```
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("config.json");
+//! std::fs::write(&path, "{}")?;
+//! assert_eq!(spindle_io::read_to_string(&path)?, "{}");
+//! // A device where a file was expected is refused by name, never read.
+//! let err = spindle_io::read(std::path::Path::new("/dev/zero")).unwrap_err();
+//! assert_eq!(err.to_string(), "a device, not a regular file");
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -19,6 +19,17 @@
 //! Architecture Invariant: spindle-model knows no pruner, no induction method, no dataset and no
 //! evaluation protocol. It turns files into modules and ids into logits; what is done with the
 //! weights and the logits is decided elsewhere.
+//!
+//! ```
+//! use spindle_model::ModelConfig;
+//! // config.json as transformers writes it for SmolLM2-135M, resolved into typed sizes.
+//! let json = r#"{"architectures":["LlamaForCausalLM"],"hidden_size":576,"intermediate_size":1536,
+//!   "num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"vocab_size":49152,
+//!   "rms_norm_eps":1e-5,"rope_theta":100000,"max_position_embeddings":8192}"#;
+//! let c = ModelConfig::from_json(std::path::Path::new("config.json"), json)?;
+//! assert_eq!((c.num_layers, c.head_dim, c.num_kv_heads), (30, 64, 3));
+//! # Ok::<(), spindle_model::ConfigError>(())
+//! ```
 
 mod config;
 mod convert;

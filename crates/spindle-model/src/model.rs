@@ -190,9 +190,6 @@ pub struct ScalingSite {
     pub producer: ScaleProducer,
     /// The linears that read the producer's channels (one input group).
     pub consumers: &'static [&'static str],
-    /// The producer reaches the consumers through a ReLU (OPT's fc1 → fc2): scales must be
-    /// positive (they always are in spindle).
-    pub through_relu: bool,
     /// Grouped-query attention: the producer (v_proj) has `kv_heads · head_dim` channels, each
     /// read by `group` query heads, so each scale is repeated over its query group in the
     /// consumer's columns (`[kv_heads, group, head_dim]` order).
@@ -256,21 +253,21 @@ impl Block {
         });
         if self.linear("o_proj").is_some() {
             vec![
-                ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("input_layernorm"), consumers: QKV, through_relu: false, repeat: None },
-                ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: LLAMA_GROUPS[1], through_relu: false, repeat },
-                ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("post_attention_layernorm"), consumers: LLAMA_GROUPS[2], through_relu: false, repeat: None },
-                ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("mlp.up_proj"), consumers: LLAMA_GROUPS[3], through_relu: false, repeat: None },
+                ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("input_layernorm"), consumers: QKV, repeat: None },
+                ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: LLAMA_GROUPS[1], repeat },
+                ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("post_attention_layernorm"), consumers: LLAMA_GROUPS[2], repeat: None },
+                ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("mlp.up_proj"), consumers: LLAMA_GROUPS[3], repeat: None },
             ]
         } else {
             let mut sites = Vec::new();
             if self.pre_norm {
-                sites.push(ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("self_attn_layer_norm"), consumers: QKV, through_relu: false, repeat: None });
+                sites.push(ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("self_attn_layer_norm"), consumers: QKV, repeat: None });
             }
-            sites.push(ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: OPT_GROUPS[1], through_relu: false, repeat });
+            sites.push(ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: OPT_GROUPS[1], repeat });
             if self.pre_norm {
-                sites.push(ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("final_layer_norm"), consumers: OPT_GROUPS[2], through_relu: false, repeat: None });
+                sites.push(ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("final_layer_norm"), consumers: OPT_GROUPS[2], repeat: None });
             }
-            sites.push(ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("fc1"), consumers: OPT_GROUPS[3], through_relu: true, repeat: None });
+            sites.push(ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("fc1"), consumers: OPT_GROUPS[3], repeat: None });
             sites
         }
     }
@@ -569,10 +566,6 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
-    }
-
-    pub fn weights(&self) -> &Weights {
-        &self.weights
     }
 
     pub fn device(&self) -> Device {

@@ -26,6 +26,22 @@
 //! datasets. It never depends on safetensors, parquet, arrow or tokenizers, nor on any other
 //! spindle crate; `tests/architecture.rs` fails if it does. Which weight of which block is pruned
 //! with which statistics is decided by the pipeline in `spindle`.
+//!
+//! Wanda on one matrix, without a model:
+//!
+//! ```
+//! use spindle_prune::{ColumnNorms, Pattern, apply_mask, wanda};
+//! use tch::{Device, Kind, Tensor};
+//! let w = Tensor::from_slice(&[1.0f32, -2.0, 3.0, -4.0, 0.5, 0.1, -0.2, 8.0]).view([2, 4]);
+//! // The layer's inputs: 3 tokens of one sequence, every column of norm √3.
+//! let mut norms = ColumnNorms::new(4, Device::Cpu);
+//! norms.add_batch(&Tensor::ones([1, 3, 4], (Kind::Float, Device::Cpu)))?;
+//! let mask = wanda::mask(&w, norms.get()?, Pattern::Unstructured { sparsity: 0.5 })?;
+//! let pruned = apply_mask(&w, &mask);
+//! // Each row loses its two smallest |W|·‖x‖.
+//! assert_eq!(Vec::<f32>::try_from(pruned.view([-1]))?, [0.0, 0.0, 3.0, -4.0, 0.5, 0.0, 0.0, 8.0]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod magnitude;
 pub mod mask;
@@ -96,6 +112,9 @@ impl fmt::Display for Pattern {
 pub enum PruneError {
     #[error("bad sparsity pattern: {0}")]
     BadPattern(String),
+    /// A method option out of its range, e.g. SparseGPT's blocksize or damping.
+    #[error("bad {method} option: {problem}")]
+    BadOption { method: &'static str, problem: String },
     #[error("{pattern} needs an input dimension divisible by {m}, but the weight is {shape:?}")]
     NotDivisible { pattern: String, m: usize, shape: Vec<i64> },
     #[error("shape mismatch: {0}")]

@@ -42,8 +42,8 @@ pub fn per_row(score: &Tensor, sparsity: f64) -> Result<Tensor, PruneError> {
 
 /// Each row's `k`-th smallest score (1-based) `[out, 1]`, NaN ranked highest as `kthvalue` and
 /// `sort` rank it. On the CPU it is selected here, row by row in one host copy of the scores:
-/// libtorch's `kthvalue` copies every row with its indices and took 11% of a Wanda prune of
-/// SmolLM2, about four times as long as this.
+/// libtorch's `kthvalue` copies every row with its indices, several times slower (the figures
+/// are in `docs/results/bench.md`).
 fn row_kth(score: &Tensor, k: i64) -> Result<Tensor, PruneError> {
     if !selects_here(score) {
         return Ok(score.kthvalue(k, -1, true).0);
@@ -97,8 +97,8 @@ pub(crate) fn kth_smallest(flat: &Tensor, k: i64) -> Result<Tensor, PruneError> 
 }
 
 /// From this many scores on, [`radix_kth`] (two passes) is faster than a quickselect, whose
-/// partitions were 15% of a magnitude prune with Sparsity Induction (its feature stage selects
-/// every matrix's threshold at every step).
+/// partitions showed in profiles of a magnitude prune with Sparsity Induction (its feature stage
+/// selects every matrix's threshold at every step).
 const RADIX_FROM: usize = 1 << 17;
 
 /// `f32` → `u32` preserving the order [`select_kth`] ranks by: negative numbers below positive
@@ -159,7 +159,7 @@ fn rank_in(counts: &[u32], k: usize) -> (usize, usize) {
 /// N:M selection: in every group of `m` consecutive inputs of each row, the `m − n` lowest
 /// scores. The reference takes them with `torch.topk(..., largest=False)`, whose choice among
 /// equal scores is unspecified (and differs between CPU and GPU); dequantized checkpoints tie
-/// often (15% of SmolLM2's magnitude groups tie at the cut). Here ties go to the lower input
+/// often (many of SmolLM2's magnitude groups tie at the cut). Here ties go to the lower input
 /// index, by a stable sort, so a mask never depends on the kernel that chose it. Without ties
 /// the result is topk's.
 pub fn n_m(score: &Tensor, n: usize, m: usize) -> Result<Tensor, PruneError> {

@@ -30,6 +30,23 @@ pub struct SparseGptConfig {
     pub max_percdamp: f64,
 }
 
+impl SparseGptConfig {
+    /// The options, or [`PruneError::BadOption`] naming the one out of range.
+    pub fn validate(&self) -> Result<(), PruneError> {
+        let bad = |problem: String| Err(PruneError::BadOption { method: "SparseGPT", problem });
+        if self.blocksize < 1 {
+            return bad(format!("blocksize must be at least 1, got {}", self.blocksize));
+        }
+        if !(self.percdamp > 0.0 && self.percdamp.is_finite()) {
+            return bad(format!("percdamp must be positive and finite, got {}", self.percdamp));
+        }
+        if !(self.max_percdamp > 0.0 && self.max_percdamp.is_finite()) {
+            return bad(format!("max_percdamp must be positive and finite, got {}", self.max_percdamp));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SparseGptConfig {
     fn default() -> Self {
         SparseGptConfig { blocksize: 128, percdamp: 0.01, max_percdamp: 1.0 }
@@ -137,9 +154,7 @@ pub fn prune_shared(ws: &[&Tensor], h: &Tensor, pattern: Pattern, cfg: SparseGpt
     if h.size() != [cols, cols] {
         return Err(PruneError::Shape(format!("Hessian {:?} does not match a weight with {cols} inputs", h.size())));
     }
-    if cfg.blocksize < 1 || cfg.percdamp.is_nan() || cfg.percdamp <= 0.0 {
-        return Err(PruneError::BadPattern(format!("blocksize {} and percdamp {} must be positive", cfg.blocksize, cfg.percdamp)));
-    }
+    cfg.validate()?;
     let _guard = tch::no_grad_guard();
     let dtype = ws[0].kind();
     let rows: i64 = members.iter().sum();
@@ -334,6 +349,23 @@ mod tests {
         let _ = x.narrow(1, 3, 1).zero_(); // a dead input
         let h = x.tr().matmul(&x) * (2.0 / (4 * cols) as f64);
         (w, h)
+    }
+
+    #[test]
+    fn out_of_range_options_are_named_as_options_not_patterns() {
+        let w = Tensor::ones([2, 4], (Kind::Float, tch::Device::Cpu));
+        let h = Tensor::eye(4, (Kind::Float, tch::Device::Cpu));
+        let half = Pattern::Unstructured { sparsity: 0.5 };
+        for (cfg, msg) in [
+            (SparseGptConfig { blocksize: 0, ..Default::default() }, "bad SparseGPT option: blocksize must be at least 1, got 0"),
+            (SparseGptConfig { percdamp: f64::NAN, ..Default::default() }, "bad SparseGPT option: percdamp must be positive and finite, got NaN"),
+            (SparseGptConfig { percdamp: 0.0, ..Default::default() }, "bad SparseGPT option: percdamp must be positive and finite, got 0"),
+            (SparseGptConfig { max_percdamp: f64::INFINITY, ..Default::default() }, "bad SparseGPT option: max_percdamp must be positive and finite, got inf"),
+        ] {
+            let err = prune_shared(&[&w], &h, half, cfg).unwrap_err();
+            assert!(matches!(err, PruneError::BadOption { .. }), "{err:?}");
+            assert_eq!(err.to_string(), msg);
+        }
     }
 
     #[test]

@@ -83,6 +83,17 @@ impl SiteChoice {
 }
 
 impl InduceConfig {
+    /// This configuration for a block pruned to `pattern` (under OWL each block has its own
+    /// sparsity): the masks the feature stage prunes through and the selection the distribution
+    /// stage optimises for follow it.
+    pub fn for_pattern(mut self, pattern: Pattern) -> InduceConfig {
+        self.pattern = pattern;
+        if let Some(d) = self.distribution.as_mut() {
+            d.pattern = pattern;
+        }
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.distribution.is_none() && self.equivalent.is_none() && self.feature.is_none() && !self.shift
     }
@@ -156,6 +167,8 @@ pub const HISTOGRAM: (f64, f64, i64) = (-4.0, 2.0, 60);
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockInduction {
     pub index: usize,
+    /// The pattern the block was induced for (under OWL, the block's own sparsity).
+    pub pattern: Pattern,
     pub sites: Vec<SiteReport>,
     /// Per epoch of the feature stage.
     pub feature_epochs: Vec<EpochLoss>,
@@ -310,6 +323,7 @@ pub(crate) fn induce_block(
     let started = Instant::now();
     let mut report = BlockInduction {
         index: block.index(),
+        pattern: cfg.pattern,
         sites: Vec::new(),
         feature_epochs: Vec::new(),
         scaler_ranges: Vec::new(),

@@ -15,8 +15,20 @@
 //!
 //! Architecture Invariant: the library half of this crate draws nothing on the terminal except
 //! through [`progress`], and never exits the process; the binary (`src/main.rs`) maps errors to
-//! exit codes: 0 success, 2 usage error (including a command whose issue has not landed), 1 any
+//! exit codes: 0 success, 2 usage error, 1 any
 //! other failure, always with a one-line cause on stderr.
+//!
+//! ```
+//! use spindle::output::{OutputKind, check_output_path};
+//! let dir = tempfile::tempdir()?;
+//! let model = dir.path().join("model");
+//! std::fs::create_dir(&model)?;
+//! // Before any work: a report may not land inside the model it describes.
+//! let err = check_output_path("--json", &model.join("report.json"), OutputKind::File, &[&model], &[]).unwrap_err();
+//! assert!(err.to_string().ends_with("inputs are never written"));
+//! assert!(check_output_path("--json", &dir.path().join("report.json"), OutputKind::File, &[&model], &[]).is_ok());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod induce;
 pub mod mem;

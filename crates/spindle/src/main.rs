@@ -42,7 +42,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// A command whose issue has not landed: say so, exit 2, produce nothing.
+/// Logging on stderr at the level `-v` flags ask for (`RUST_LOG` overrides).
 fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(match verbose {

@@ -39,9 +39,8 @@ pub const MMAP_THRESHOLD: usize = 32 << 20;
 /// Keeps freed activation buffers in the heap for reuse instead of handing them back to the
 /// kernel after every forward pass. glibc's defaults serve every allocation over its (dynamic)
 /// mmap threshold with fresh pages and trim the heap's top whenever more than twice that is
-/// free, so a loop of same-sized forward passes faults its buffers in again each time: measured
-/// on `spindle eval` (SmolLM2, 512-token windows), 725k page faults for 8 windows and 15% of
-/// the loop's time in the kernel, against 186k with this setting. Memory is still returned
+/// free, so a loop of same-sized forward passes faults its buffers in again each time (the
+/// measurement is in `docs/results/bench.md`). Memory is still returned
 /// where it matters: [`release_free_memory`] trims explicitly between pipeline blocks.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -65,7 +65,7 @@ pub struct PruneConfig {
     pub batch_size: usize,
     /// Measure every linear's relative reconstruction error ([`LinearReport::rel_error`]) while
     /// the pruned block is re-run. It costs two extra matmuls per linear per calibration batch
-    /// (on SmolLM2 with Wanda, 30% of the prune), work the reference scripts never do, so it is
+    /// (a large share of a Wanda prune; see `docs/results/bench.md`), work the reference scripts never do, so it is
     /// asked for rather than always paid.
     pub layer_errors: bool,
     /// Sparsity Induction applied to each block just before it is pruned.
@@ -318,16 +318,18 @@ pub fn prune_model(
         // Reconstruction trains towards the block's outputs before anything changed it: taken
         // from induction's first pass, else from the pruner's statistics pass, else a pass.
         let mut dense_outputs: Option<Vec<Tensor>> = None;
-        if let (Some(ic), Some(a)) = (&induce, acts.as_ref()) {
-            let (report, outputs) = crate::induce::induce_block(&mut block, a, ic, cfg.reconstruct.is_some()).map_err(|e| e.in_block("sparsity induction", i))?;
-            induction.push(report);
-            dense_outputs = outputs;
-        }
-        let keep_outputs = cfg.reconstruct.is_some() && dense_outputs.is_none();
         let pattern = match cfg.pattern {
             Pattern::Unstructured { .. } => Pattern::Unstructured { sparsity: targets[i] },
             p => p,
         };
+        if let (Some(ic), Some(a)) = (&induce, acts.as_ref()) {
+            // Induced for the sparsity this block is pruned to (its own under OWL).
+            let ic = ic.for_pattern(pattern);
+            let (report, outputs) = crate::induce::induce_block(&mut block, a, &ic, cfg.reconstruct.is_some()).map_err(|e| e.in_block("sparsity induction", i))?;
+            induction.push(report);
+            dense_outputs = outputs;
+        }
+        let keep_outputs = cfg.reconstruct.is_some() && dense_outputs.is_none();
         let prefix = model.block_prefix(i);
         // Each linear's shape, and (for the errors only) its dense weight.
         let dense: Vec<(&'static str, Vec<i64>, Option<Tensor>)> =

@@ -446,6 +446,20 @@ fn flag_errors_name_what_is_wrong() {
     let tok = data().join("models/stories260K/tok512.bin");
     let (code, err) = run(&["convert", bin.to_str().unwrap(), "--tokenizer", tok.to_str().unwrap(), "--out", t.path().to_str().unwrap()]);
     assert_eq!((code, err), (Some(2), format!("spindle: error: --out {}: already exists; spindle writes a new directory and never overwrites\n", t.path().display())));
+    // A corpus file that cannot be parsed is exit 1 as --calib, as it is as --ppl (it was 2).
+    let bad = t.path().join("bad.jsonl");
+    std::fs::write(&bad, "{not json\n").unwrap();
+    let m = stories().to_str().unwrap();
+    let d = data();
+    let d = d.to_str().unwrap();
+    for args in [
+        vec!["--data-dir", d, "prune", "--model", m, "--method", "wanda", "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "32", "--calib", bad.to_str().unwrap(), "--out", "/nonexistent-out-x"],
+        vec!["--data-dir", d, "eval", "--model", m, "--ppl", bad.to_str().unwrap(), "--seqlen", "32"],
+    ] {
+        let (code, err) = run(&args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(bad.to_str().unwrap()) && err.lines().count() == 1, "{err}");
+    }
     // F3: a thread count that would exhaust the stacks.
     let (code, err) = run(&["--threads", "100000", "inspect", "x"]);
     assert_eq!(code, Some(2));

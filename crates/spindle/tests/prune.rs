@@ -163,6 +163,39 @@ fn owl_gives_blocks_different_sparsities_around_the_target() {
     }
 }
 
+#[test]
+fn with_owl_each_block_is_induced_for_its_own_sparsity() {
+    // Induction used the global pattern while OWL pruned block i at its own target.
+    tch::set_num_threads(1);
+    let dir = golden_dir("llama-gqa");
+    let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
+    let ids = calib_ids(4, 16, 128);
+    let t = tempfile::tempdir().unwrap();
+    let half = Pattern::Unstructured { sparsity: 0.5 };
+    let induce = spindle::induce::InduceConfig {
+        distribution: Some(spindle_induce::DistributionConfig { scorer: spindle_induce::Scorer::Magnitude, pattern: half, ..Default::default() }),
+        refine: None,
+        equivalent: None,
+        feature: None,
+        pruning_aware: spindle_induce::PruningAware::Mask,
+        mask: spindle_induce::Scorer::Magnitude,
+        pattern: half,
+        sites: spindle::induce::SiteChoice::All,
+        shift: false,
+    };
+    let c = PruneConfig {
+        allocation: Allocation::Owl(spindle_prune::owl::OwlConfig { m: 2.0, lambda: 0.08 }),
+        induce: Some(induce),
+        ..cfg(Method::Magnitude(Default::default()), half, false)
+    };
+    let r = prune_model(&model, Some(&ids), &c, &t.path().join("owl-si"), &mut |_, _| {}).unwrap();
+    assert_eq!(r.induction.len(), r.blocks.len());
+    for (b, ind) in r.blocks.iter().zip(&r.induction) {
+        assert_eq!(ind.pattern, Pattern::Unstructured { sparsity: b.target }, "block {}", b.index);
+    }
+    assert!((r.blocks[0].target - r.blocks[1].target).abs() > 0.1, "the blocks' targets differ");
+}
+
 // ---- The binary, on the real tiny model -------------------------------------------------------
 
 fn data() -> PathBuf {
@@ -366,4 +399,21 @@ fn spindle_induce_writes_an_equivalent_model_a_report_and_plots() {
     };
     let (a, b) = (ppl(&model), ppl(&out));
     assert!((a - b).abs() / a < 1e-4, "{a} vs {b}");
+}
+
+#[test]
+fn spindle_induce_for_ria_uses_the_alpha_it_is_given() {
+    // It used to hard-code alpha 0.5 whatever `spindle prune --ria-alpha` would use.
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("stories");
+    stories(&model);
+    let json = t.path().join("r.json");
+    let o = spindle(&[
+        "induce", "--model", model.to_str().unwrap(), "--target", "ria", "--ria-alpha", "0.25", "--induce", "distribution",
+        "--nsamples", "2", "--seqlen", "32", "--out", t.path().join("i").to_str().unwrap(), "--json", json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["config"]["mask"], serde_json::json!({"ria": {"alpha": 0.25}}));
+    assert_eq!(r["config"]["distribution"]["scorer"], serde_json::json!({"ria": {"alpha": 0.25}}));
 }

@@ -13,7 +13,7 @@ use spindle_model::DeviceSpec;
     version,
     about = "Sparsity Induction and post-training pruning for large language models",
     long_about = "Sparsity Induction and post-training pruning for large language models.\n\n\
-        Exit codes: 0 success, 2 usage error (or a command that has not landed yet), 1 any other failure."
+        Exit codes: 0 success, 2 usage error, 1 any other failure, 130 interrupted, 141 standard output closed."
 )]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
@@ -86,6 +86,9 @@ pub struct InduceArgs {
     /// Or the N:M pattern, e.g. 2:4.
     #[arg(long, value_name = "N:M")]
     pub pattern: Option<String>,
+    /// With `--target ria`: RIA's activation exponent a, as `spindle prune --ria-alpha`.
+    #[arg(long, default_value_t = 0.5)]
+    pub ria_alpha: f64,
     #[command(flatten)]
     pub induce: InduceFlags,
     /// Calibration corpus: c4, or a .txt/.jsonl/.parquet file.

@@ -7,7 +7,7 @@ use serde_json::json;
 use spindle::{output, progress, zoo};
 use spindle_data::cache::TokenCache;
 use spindle_data::corpus::{Corpus, calibration_documents, eval_tokens, sample_windows, tokenize_documents};
-use spindle_data::{DataDir, DataError, FileStatus, Tokenizer};
+use spindle_data::{DataDir, FileStatus, Tokenizer};
 
 use crate::Failure;
 use crate::cmd::cli::{CalibArgs, DataCommand, FetchArgs, StatsArgs};
@@ -83,10 +83,7 @@ fn calib(dir: &DataDir, args: CalibArgs) -> Result<(), Failure> {
     let (tokenizer, context) = model_tokenizer(&args.model)?;
     let seqlen = resolve_seqlen(args.seqlen, context)?;
     let Ok(corpus) = args.calib.parse::<Corpus>();
-    let docs = calibration_documents(&corpus, dir).map_err(|e| match e {
-        e @ DataError::NoCalibrationSplit { .. } => Failure::Usage(e.to_string()),
-        e => Failure::Other(e.into()),
-    })?;
+    let docs = calibration_documents(&corpus, dir).map_err(crate::cmd::corpus_failure)?;
     let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
     let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), args.nsamples, seqlen, args.seed).map_err(anyhow::Error::from)?;
     for (k, w) in windows.iter().enumerate() {

@@ -250,6 +250,7 @@ fn measures_json(m: &[Measures]) -> Value {
 pub(crate) fn blocks_json(blocks: &[BlockInduction]) -> Value {
     json!(blocks.iter().map(|b| json!({
         "index": b.index,
+        "pattern": pattern_json(b.pattern),
         "seconds": b.seconds,
         "sites": b.sites.iter().map(|s| json!({
             "label": s.label, "stage": s.stage, "objective_before": s.objective_before, "objective_after": s.objective_after,
@@ -291,6 +292,7 @@ pub(crate) fn config_json(c: &InduceConfig) -> Value {
         "stages": c.stages(),
         "distribution": c.distribution.map(|d| json!({
             "acts": c.distribution_acts(),
+            "scorer": scorer_json(d.scorer),
             "fit": if c.refine.is_some() { "reconstruction" } else { "closed-form" },
             "refine": c.refine.as_ref().map(snl_json),
             "start": match d.start {
@@ -373,9 +375,12 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
             ))
         })?,
     };
+    if !args.ria_alpha.is_finite() {
+        return Err(Failure::Usage(format!("--ria-alpha must be finite, got {}", args.ria_alpha)));
+    }
     let cfg = config(
         &args.induce,
-        scorer_of(args.target, 0.5),
+        scorer_of(args.target, args.ria_alpha),
         pattern,
         "distribution,feature",
         induce_defaults(),

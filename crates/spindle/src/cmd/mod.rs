@@ -71,3 +71,12 @@ pub fn roll_back(out: &Path, err: anyhow::Error) -> Failure {
         Err(io) => Failure::Other(err.context(format!("{} could not be removed either ({io})", out.display()))),
     }
 }
+
+/// A corpus that cannot be used: asking for a split the corpus has not is a usage error (exit
+/// 2); a file that cannot be read or parsed is a failure (exit 1), as it is for `--ppl`.
+pub fn corpus_failure(e: spindle_data::DataError) -> Failure {
+    match e {
+        e @ spindle_data::DataError::NoCalibrationSplit { .. } => Failure::Usage(e.to_string()),
+        e => Failure::Other(e.into()),
+    }
+}

@@ -92,7 +92,7 @@ pub(crate) fn calibration(dir: &Path, calib: &str, nsamples: usize, seqlen: Opti
     let seqlen = resolve_seqlen(seqlen, context)?;
     let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
     let Ok(corpus) = calib.parse::<Corpus>();
-    let docs = calibration_documents(&corpus, &data).map_err(|e| Failure::Usage(e.to_string()))?;
+    let docs = calibration_documents(&corpus, &data).map_err(crate::cmd::corpus_failure)?;
     let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
     let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), nsamples, seqlen, seed).map_err(anyhow::Error::from)?;
     let ids: Vec<i64> = windows.iter().flat_map(|w| w.ids.iter().map(|&t| i64::from(t))).collect();
