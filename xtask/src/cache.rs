@@ -6,7 +6,7 @@
 //! length of a directory), the data folder's `SHA256SUMS`, and the code version (see
 //! [`code_version`]: each crate's sources and manifest, `Cargo.lock`, `eval/tasks/`; not the
 //! tests). A run is finished when its `run.json` exists (written atomically, last). Runners that
-//! share one cache take a run by creating its `run.lock` (see [`RunLock`]), so two never compute
+//! share one cache take a run by locking its `run.lock` (`flock`, see [`RunLock`]), so two never compute
 //! the same run at once.
 
 use std::fs::File;
@@ -307,51 +307,38 @@ pub(crate) fn fingerprint(data_flag: Option<&Path>, root: &Path) -> Result<Finge
 }
 
 
-/// A claim on one run's cache directory: `run.lock`, created exclusively, holding the claiming
-/// process's id, and removed when the claim is dropped. A lock whose process is gone (killed)
-/// is stale and is taken over.
+/// A claim on one run's cache directory: an exclusive advisory lock (`flock`) on its `run.lock`,
+/// which the kernel releases when the holder exits however it exits (finished, failed, killed), so
+/// a claim never goes stale and no runner ever has to decide that another is dead. The file stays
+/// (deleting it would let two runners lock two different files of the same name); it holds the
+/// holder's process id for people, and nothing reads it.
 pub(crate) struct RunLock {
-    path: PathBuf,
+    _file: std::fs::File,
 }
 
 impl RunLock {
-    /// Claims `dir` (created if needed); `None` when a live process holds it.
+    /// Claims `dir` (created if needed); `None` when another runner holds it.
     pub(crate) fn take(dir: &Path) -> Result<Option<RunLock>> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("run.lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    write!(f, "{}", std::process::id()).with_context(|| format!("writing {}", path.display()))?;
-                    return Ok(Some(RunLock { path }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<i32>().ok());
-                    if holder.is_some_and(alive) {
-                        return Ok(None);
-                    }
-                    // Stale (its process is gone, or the lock is unreadable): take it over.
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                use std::io::Write;
+                let _ = file.set_len(0);
+                let _ = write!(&file, "{}", std::process::id());
+                Ok(Some(RunLock { _file: file }))
             }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
         }
-        Ok(None)
     }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Whether process `pid` exists (signal 0 checks without signalling).
-#[allow(unsafe_code)]
-fn alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 sends nothing; it only reports whether the process exists.
-    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 #[cfg(test)]
@@ -452,17 +439,37 @@ mod lock_tests {
     use super::RunLock;
 
     #[test]
-    fn a_run_is_claimed_once_and_a_dead_claim_is_taken_over() {
+    fn a_run_is_claimed_once_even_by_racing_runners_and_a_dead_claim_frees_itself() {
         let dir = std::env::temp_dir().join(format!("xtask-lock-{}", std::process::id()));
         let first = RunLock::take(&dir).unwrap().expect("a free run is claimed");
         assert!(RunLock::take(&dir).unwrap().is_none(), "a held run is not claimed twice");
         drop(first);
-        assert!(!dir.join("run.lock").exists(), "the claim ends with its holder");
-        // A lock left by a process that no longer exists (pid far above any in use).
-        std::fs::write(dir.join("run.lock"), "2147483000").unwrap();
-        let taken = RunLock::take(&dir).unwrap();
-        assert!(taken.is_some(), "a stale lock is taken over");
-        drop(taken);
+        // Sixteen runners race for a free run: exactly one wins.
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let lock = RunLock::take(&dir).unwrap();
+                    let won = lock.is_some();
+                    barrier.wait(); // hold it until every runner has tried
+                    won
+                })
+            })
+            .collect();
+        let winners = handles.into_iter().map(|h| h.join().unwrap()).filter(|w| *w).count();
+        assert_eq!(winners, 1);
+        // A holder killed with SIGKILL: the kernel drops its lock, and the run is free again.
+        let mut child = std::process::Command::new("flock").arg("-o").arg(dir.join("run.lock")).args(["sleep", "30"]).spawn().unwrap();
+        let started = std::time::Instant::now();
+        while RunLock::take(&dir).unwrap().is_some() {
+            assert!(started.elapsed().as_secs() < 10, "the other process never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(RunLock::take(&dir).unwrap().is_some(), "a killed holder's claim is free");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
