@@ -1,6 +1,7 @@
 //! The dependency invariants of ARCHITECTURE.md, checked on the real resolved graph
 //! (`cargo metadata`, the data behind `cargo tree -i`): a forbidden edge, direct or transitive,
 //! fails this test with the path that brings it in.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! House conventions, enforced as tests (rust-analyzer's "tidy" idea): documentation that must
 //! exist, code that must not appear in library sources, and the README/CI contract.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 

@@ -4,6 +4,7 @@
 //!
 //! Architecture Invariant: nothing here is linked into a product; this library only offers the
 //! helpers the tests share (the workspace root, reading files).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 

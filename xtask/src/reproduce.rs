@@ -213,11 +213,10 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
                             // A hidden bar (stderr is not a terminal, as in CI) drops println: say it plainly there.
                             if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
                             let _one = render.lock();
-                            if let Err(e) = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp) {
-                                if let Ok(mut f) = failures.lock() {
+                            if let Err(e) = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)
+                                && let Ok(mut f) = failures.lock() {
                                     f.push(e);
                                 }
-                            }
                         }
                         Ok(false) => {
                             bar.inc(1);

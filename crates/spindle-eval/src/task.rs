@@ -313,7 +313,7 @@ pub fn hellaswag_preprocess(text: &str) -> String {
     let mut rest = text.as_str();
     while let Some(open) = rest.find('[') {
         let after = &rest[open + 1..];
-        match after.find(|c| c == ']' || c == '\n') {
+        match after.find([']', '\n']) {
             Some(end) if after.as_bytes()[end] == b']' => {
                 out.push_str(&rest[..open]);
                 rest = &after[end + 1..];

@@ -4,6 +4,7 @@
 //! pre- and post-norm): every request's log-likelihood within 1e-5 and the same greedy flag, for
 //! groups whose inputs share a long prefix, a short one, none at all, or everything, with
 //! left-truncated inputs, at batch sizes 1, 2 and 8.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
 

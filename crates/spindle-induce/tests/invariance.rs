@@ -1,6 +1,7 @@
 //! What an absorbable scaling does and does not change in each pruner's selection, the exact
 //! algebra of absorption, the distribution-level search, the SNL variants and the feature-level
 //! trainer — on random tensors with fixed seeds.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use spindle_induce::distribution::{self, Site};
 use spindle_induce::feature::{self, EquivalentSnlConfig, FeatureConfig};

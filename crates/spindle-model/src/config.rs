@@ -289,19 +289,17 @@ impl ModelConfig {
         {
             return bad(format!("rope_theta must be positive and finite, got {rope_theta}"));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_heads, self.num_kv_heads));
         }
-        if let Family::Opt { .. } = self.family {
-            if self.hidden_size % self.num_heads != 0 {
+        if let Family::Opt { .. } = self.family
+            && !self.hidden_size.is_multiple_of(self.num_heads) {
                 return bad(format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_heads));
             }
-        }
-        if let Family::LlamaLike { .. } = self.family {
-            if self.head_dim % 2 != 0 {
+        if let Family::LlamaLike { .. } = self.family
+            && !self.head_dim.is_multiple_of(2) {
                 return bad(format!("head_dim {} is odd; rotary embeddings need pairs", self.head_dim));
             }
-        }
         Ok(())
     }
 }
@@ -395,7 +393,7 @@ fn resolve_llama(path: &Path, architecture: Architecture, raw: RawLlamaConfig) -
         num_layers: need(path, "num_hidden_layers", raw.num_hidden_layers)?,
         num_heads,
         num_kv_heads: raw.num_key_value_heads.unwrap_or(num_heads),
-        head_dim: raw.head_dim.unwrap_or(if num_heads == 0 { 0 } else { hidden_size / num_heads }),
+        head_dim: raw.head_dim.unwrap_or(hidden_size.checked_div(num_heads).unwrap_or(0)),
         max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
         norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
         tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
@@ -430,7 +428,7 @@ fn resolve_opt(path: &Path, raw: RawOptConfig) -> Result<ModelConfig, ConfigErro
         num_layers: need(path, "num_hidden_layers", raw.num_hidden_layers)?,
         num_heads,
         num_kv_heads: num_heads,
-        head_dim: if num_heads == 0 { 0 } else { hidden_size / num_heads },
+        head_dim: hidden_size.checked_div(num_heads).unwrap_or(0),
         max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
         // torch.nn.LayerNorm's default; OPT's config has no key for it.
         norm_eps: 1e-5,

@@ -253,10 +253,10 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
     let (tokenizer, tokenizer_config) = gguf_tokenizer(&g)?;
     let vocab = gguf_strings(&g, "tokenizer.ggml.tokens")?.len();
     let tied = g.tensor("output.weight").is_none();
-    if heads == 0 || hidden % heads != 0 {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
         return Err(ConvertError::Unsupported { path, what: "llama.attention.head_count", value: format!("{heads} for embedding length {hidden}") });
     }
-    if kv_heads == 0 || heads % kv_heads != 0 {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(ConvertError::Unsupported { path, what: "llama.attention.head_count_kv", value: format!("{kv_heads} for {heads} attention heads") });
     }
     let head_dim = hidden / heads;

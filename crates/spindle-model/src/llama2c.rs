@@ -140,13 +140,13 @@ fn parse_config(path: &Path, bytes: &[u8]) -> Result<Llama2cConfig, Llama2cError
         seq_len: u(raw[6]),
         shared_classifier: raw[5] > 0,
     };
-    if config.dim % config.n_heads != 0 {
+    if !config.dim.is_multiple_of(config.n_heads) {
         return Err(header_error(path, format!("n_heads {} does not divide dim {}", config.n_heads, config.dim)));
     }
-    if config.n_heads % config.n_kv_heads != 0 {
+    if !config.n_heads.is_multiple_of(config.n_kv_heads) {
         return Err(header_error(path, format!("n_kv_heads {} does not divide n_heads {}", config.n_kv_heads, config.n_heads)));
     }
-    if config.head_size() % 2 != 0 {
+    if !config.head_size().is_multiple_of(2) {
         return Err(header_error(path, format!("head size dim/n_heads = {} is odd; RoPE rotates pairs", config.head_size())));
     }
     Ok(config)

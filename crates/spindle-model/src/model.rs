@@ -676,7 +676,11 @@ impl Model {
             // transformers' OPTLearnedPositionalEmbedding: cumsum over the mask, offset 2.
             let m = self.mask_or_ones(b, s, mask);
             let positions = (m.cumsum(1, Kind::Int64) * &m - 1) + 2;
-            h = h + Tensor::embedding(table, &positions, -1, false, false);
+            // Out of place on purpose: `h` may alias a tensor the caller holds.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                h = h + Tensor::embedding(table, &positions, -1, false, false);
+            }
         }
         Ok(h)
     }

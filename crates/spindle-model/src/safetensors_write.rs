@@ -60,7 +60,7 @@ fn header(path: &Path, specs: &[TensorSpec]) -> Result<Vec<u8>, WriteError> {
         offset += len;
     }
     let mut header = Value::Object(header).to_string().into_bytes();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     Ok(header)

@@ -113,11 +113,10 @@ fn same_place(a: &Path, b: &Path) -> bool {
 impl HfDirWriter {
     /// Starts writing `out`; `input` is the model being transformed, if any (never overwritten).
     pub fn create(out: &Path, input: Option<&Path>) -> Result<HfDirWriter, SaveError> {
-        if let Some(input) = input {
-            if same_place(out, input) {
+        if let Some(input) = input
+            && same_place(out, input) {
                 return Err(SaveError::WouldOverwriteInput { out: out.to_path_buf(), input: input.to_path_buf() });
             }
-        }
         if out.exists() {
             return Err(SaveError::Exists { out: out.to_path_buf() });
         }

@@ -4,6 +4,7 @@
 //! pass gives at those positions. The checkpoints cover grouped-query attention (llama-gqa,
 //! qwen2 with one kv head), Mistral's sliding window of 6 (prefixes longer than the window),
 //! Llama 3's RoPE scaling, and OPT's learned positions (pre- and post-norm, with projections).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! fp32). Each model is loaded from both config layouts (transformers 5's `config.json`,
 //! transformers 4's `config.tf4.json`), and run with a right-padded mask and without one; the
 //! output of block 0 is compared too, so a mismatch points at a block or at the head.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,6 @@
 //! What the pruners promise beyond parity: exact pattern counts, untouched inputs, one clear
 //! error per bad input, and SparseGPT's reported damping retries.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use spindle_prune::magnitude::Scope;
 use spindle_prune::{Pattern, PruneError, SparseGptConfig};

@@ -1,6 +1,7 @@
 //! Masks and weights against the Python references in `tests/golden/prune/` (its generator,
 //! `make_prune_golden.py`, follows the Wanda, SparseGPT, RIA and llm-compressor code line for
 //! line): masks bit-identical, SparseGPT weights allclose.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::HashMap;
 use std::path::Path;

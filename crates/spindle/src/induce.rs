@@ -537,10 +537,14 @@ fn refine_sites(
                 let g = groups.iter().position(|g| g.contains(path)).ok_or_else(|| InduceError::Shape(format!("{path} is in no input group")))?;
                 let mut w = w.to_kind(Kind::Float);
                 let mut b = b.as_ref().map(|b| b.to_kind(Kind::Float));
+                // Out of place on purpose: `to_kind` to the same kind aliases the block's weight,
+                // which an in-place `*=` would change.
+                #[allow(clippy::assign_op_pattern)]
                 if let Some(e) = &cols[g] {
                     w = w * e.view([1, -1]);
                 }
                 for (k, site) in sites.iter().enumerate() {
+                    #[allow(clippy::assign_op_pattern)]
                     if site.producer == ScaleProducer::Linear(path) {
                         w = w / ds[k].view([-1, 1]);
                         b = b.map(|b| b / &ds[k]);
@@ -681,14 +685,13 @@ fn train_block(
             let mut feats: Vec<Tensor> = Vec::new();
             let out = match &through {
                 Through::Dense => {
-                    let out = block
+                    block
                         .forward_input_scaled(x, acts.ctx(x), scalers, &mut |paths, input| {
                             if source == FeatureSource::LinearInputs && groups.iter().any(|g| g[0] == paths[0]) {
                                 feats.push(input.to_kind(Kind::Float));
                             }
                         })
-                        .map_err(|e| InduceError::Shape(e.to_string()))?;
-                    out
+                        .map_err(|e| InduceError::Shape(e.to_string()))?
                 }
                 Through::Mask { scorer, pattern, stats } => {
                     for (k, ws) in dense.iter().enumerate() {

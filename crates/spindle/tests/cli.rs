@@ -1,4 +1,5 @@
 //! The `spindle` binary as a user meets it: help, exit codes, one-line errors, JSON output.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,6 +1,7 @@
 //! Conversion end to end on the real tiny llama2.c model in the offline data folder
 //! (`models/stories260K`): spindle converts it, loads the result like any Hugging Face model, and
 //! reproduces the figures the data folder's README gives for it.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -12,6 +12,7 @@
 //! by the binary itself), so no bad file is committed. Each family runs its mutation under every
 //! command it breaks: a config that cannot be resolved breaks every command that opens the model,
 //! a non-finite weight only those that read it.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -582,7 +583,7 @@ impl TinyGguf {
             data.extend(std::iter::repeat_n(0u8, pad as usize));
             offset += pad;
         }
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(data);
@@ -620,7 +621,8 @@ fn convert_case(what: &str, g: &TinyGguf, names: Option<&str>) {
 #[test]
 fn a_gguf_that_describes_no_loadable_model_is_refused_before_anything_is_written() {
     convert_case("the valid tiny GGUF", &TinyGguf::new(), None);
-    let cases: Vec<(&str, Box<dyn Fn(&mut TinyGguf)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut TinyGguf)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         // F2: a divide by zero in the RoPE un-permutation.
         ("head_count_kv 0", Box::new(|g| g.set("llama.attention.head_count_kv", Kv::U32(0))), "llama.attention.head_count_kv: 0 for 2 attention heads"),
         ("head_count_kv 3", Box::new(|g| g.set("llama.attention.head_count_kv", Kv::U32(3))), "llama.attention.head_count_kv: 3 for 2 attention heads"),

@@ -1,6 +1,7 @@
 //! Sparsity Induction on whole models: the distribution-level and equivalent SNL stages leave
 //! every supported architecture's logits unchanged and Wanda's masks identical; the feature stage
 //! changes the model deterministically; everything outside the decoder blocks is untouched.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 

