@@ -17,10 +17,7 @@ struct Graph {
 fn host_triple() -> String {
     let out = Command::new("rustc").arg("-vV").output().expect("rustc -vV");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .expect("rustc -vV prints the host triple")
-        .to_owned()
+    text.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc -vV prints the host triple").to_owned()
 }
 
 fn graph() -> Graph {
@@ -33,12 +30,8 @@ fn graph() -> Graph {
         .expect("cargo metadata runs");
     assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
-    let name_of: BTreeMap<&str, &str> = meta["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
-        .collect();
+    let name_of: BTreeMap<&str, &str> =
+        meta["packages"].as_array().unwrap().iter().map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap())).collect();
     let mut edges = BTreeMap::new();
     for node in meta["resolve"]["nodes"].as_array().unwrap() {
         let from = name_of[node["id"].as_str().unwrap()].to_owned();
@@ -47,12 +40,7 @@ fn graph() -> Graph {
             .unwrap()
             .iter()
             .map(|d| {
-                let kinds = d["dep_kinds"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|k| k["kind"].as_str().unwrap_or("normal").to_owned())
-                    .collect();
+                let kinds = d["dep_kinds"].as_array().unwrap().iter().map(|k| k["kind"].as_str().unwrap_or("normal").to_owned()).collect();
                 (name_of[d["pkg"].as_str().unwrap()].to_owned(), kinds)
             })
             .collect();
@@ -159,7 +147,18 @@ fn evaluation_knows_no_pruner() {
 #[test]
 fn only_spindle_knows_both_models_and_pruners() {
     let g = graph();
-    let members: BTreeSet<&str> = ["spindle-io", "spindle-model", "spindle-data", "spindle-induce", "spindle-prune", "spindle-eval", "spindle", "xtask", "spindle-tests"].into();
+    let members: BTreeSet<&str> = [
+        "spindle-io",
+        "spindle-model",
+        "spindle-data",
+        "spindle-induce",
+        "spindle-prune",
+        "spindle-eval",
+        "spindle",
+        "xtask",
+        "spindle-tests",
+    ]
+    .into();
     for member in members {
         let closure = g.closure(member, false);
         let both = closure.contains_key("spindle-model") && closure.contains_key("spindle-prune");

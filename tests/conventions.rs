@@ -71,15 +71,18 @@ fn library_code_has_no_unwrap_no_stubs_no_prints() {
             let is_binary = file.ends_with("main.rs") || file.parent().is_some_and(|p| p.ends_with("src/cmd"));
             for (i, line) in non_test_code(&text).lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
-                let mut bad: Vec<&str> = [".unwrap()", ".expect(", "todo!(", "unimplemented!(", "dbg!("]
-                    .into_iter()
-                    .filter(|p| code.contains(p))
-                    .collect();
+                let mut bad: Vec<&str> =
+                    [".unwrap()", ".expect(", "todo!(", "unimplemented!(", "dbg!("].into_iter().filter(|p| code.contains(p)).collect();
                 if !is_binary && (code.contains("println!(") || code.contains("eprintln!(")) {
                     bad.push("print");
                 }
                 if !bad.is_empty() {
-                    offenders.push(format!("{}:{}: {bad:?}: {}", file.strip_prefix(workspace_root()).unwrap().display(), i + 1, line.trim()));
+                    offenders.push(format!(
+                        "{}:{}: {bad:?}: {}",
+                        file.strip_prefix(workspace_root()).unwrap().display(),
+                        i + 1,
+                        line.trim()
+                    ));
                 }
             }
         }
@@ -94,11 +97,8 @@ fn no_ignored_tests_stand_in_for_work() {
         rust_files(&workspace_root().join(dir), &mut files);
     }
     let marker = concat!("#[", "ignore");
-    let hits: Vec<_> = files
-        .iter()
-        .filter(|f| std::fs::read_to_string(f).unwrap().contains(marker))
-        .map(|f| f.display().to_string())
-        .collect();
+    let hits: Vec<_> =
+        files.iter().filter(|f| std::fs::read_to_string(f).unwrap().contains(marker)).map(|f| f.display().to_string()).collect();
     assert!(hits.is_empty(), "ignored tests: gate slow tests on SPINDLE_SLOW_TESTS instead: {hits:?}");
 }
 
@@ -120,7 +120,11 @@ fn ci_runs_the_readme_test_command_and_the_readme_has_two_setup_commands() {
     assert_eq!(test_cmd, "cargo xtask test");
     assert_eq!(main_cmd, "cargo xtask reproduce table2");
     let ci = read(".ci/run");
-    let commands: Vec<&str> = ci.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("set ") && !l.starts_with("cd ")).collect();
+    let commands: Vec<&str> = ci
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("set ") && !l.starts_with("cd "))
+        .collect();
     assert_eq!(commands.last().copied(), Some(test_cmd.as_str()), ".ci/run must end by running the README's test command");
     let workflow = read(".github/workflows/ci.yml");
     assert!(workflow.contains("bash .ci/run"), "the CI workflow must run .ci/run");

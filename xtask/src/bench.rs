@@ -142,7 +142,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub(crate) fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown").trim().to_owned();
+    let model =
+        cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown").trim().to_owned();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     json!({"cpu": model, "cores": cores})
 }
@@ -288,8 +289,18 @@ pub(crate) fn write_random_llama(dir: &Path, layers: usize, tokenizer: &Path) ->
 }
 
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
-    if [args.repeats, args.induce_repeats, args.windows, args.threads, args.nsamples, args.scaling_layers, args.zeroshot_limit, args.zeroshot_batch_size, args.ppl_batch_size]
-        .contains(&0)
+    if [
+        args.repeats,
+        args.induce_repeats,
+        args.windows,
+        args.threads,
+        args.nsamples,
+        args.scaling_layers,
+        args.zeroshot_limit,
+        args.zeroshot_batch_size,
+        args.ppl_batch_size,
+    ]
+    .contains(&0)
     {
         bail!(
             "--repeats, --induce-repeats, --windows, --threads, --nsamples, --scaling-layers, --zeroshot-limit, \
@@ -361,7 +372,21 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
             ppls.0 = v["perplexity"]["wikitext2"].as_f64().unwrap_or(f64::NAN);
             let j = tmp.join(format!("eval-reference-{r}.json"));
             theirs_m.push(measure(
-                py("bench_ppl.py").args(["--model", &model_dir, "--data", &data_dir, "--seqlen", &seqlen, "--windows", &windows, "--threads", &threads, "--json"]).arg(&j),
+                py("bench_ppl.py")
+                    .args([
+                        "--model",
+                        &model_dir,
+                        "--data",
+                        &data_dir,
+                        "--seqlen",
+                        &seqlen,
+                        "--windows",
+                        &windows,
+                        "--threads",
+                        &threads,
+                        "--json",
+                    ])
+                    .arg(&j),
                 &log("eval-reference"),
             )?);
             let v = read_json(&j)?;
@@ -371,15 +396,18 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
         let (a, b) = (median(ours.clone()), median(theirs.clone()));
         let fpt = flops_per_token(&config, args.seqlen)?;
         let gflops = a * fpt / 1e9;
-        figures.insert("ppl_eval".into(), json!({
-            "windows": args.windows, "seqlen": args.seqlen, "spindle_batch_size": args.ppl_batch_size,
-            "spindle_tokens_per_second": ours, "reference_tokens_per_second": theirs,
-            "spindle_median": a, "reference_median": b, "ratio": a / b,
-            "ppl_on_these_windows": {"spindle": ppls.0, "reference": ppls.1},
-            "spindle_process": stats(&ours_m), "reference_process": stats(&theirs_m),
-            "flops_per_token": fpt, "spindle_gflops": gflops, "reference_gflops": b * fpt / 1e9,
-            "spindle_share_of_matmul": matmul_gflops.map(|m| gflops / m),
-        }));
+        figures.insert(
+            "ppl_eval".into(),
+            json!({
+                "windows": args.windows, "seqlen": args.seqlen, "spindle_batch_size": args.ppl_batch_size,
+                "spindle_tokens_per_second": ours, "reference_tokens_per_second": theirs,
+                "spindle_median": a, "reference_median": b, "ratio": a / b,
+                "ppl_on_these_windows": {"spindle": ppls.0, "reference": ppls.1},
+                "spindle_process": stats(&ours_m), "reference_process": stats(&theirs_m),
+                "flops_per_token": fpt, "spindle_gflops": gflops, "reference_gflops": b * fpt / 1e9,
+                "spindle_share_of_matmul": matmul_gflops.map(|m| gflops / m),
+            }),
+        );
         println!("perplexity evaluation: spindle {a:.0} tokens/s, transformers {b:.0} tokens/s, ratio {:.2}", a / b);
     }
 
@@ -396,26 +424,56 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
             let j = tmp.join(format!("zeroshot-spindle-{r}.json"));
             ours_m.push(measure(
                 Command::new(spindle)
-                    .args(["--threads", &threads, "eval", "--model", &args.model, "--tasks", &joined, "--limit", &limit, "--batch-size", &batch, "--json"])
+                    .args([
+                        "--threads",
+                        &threads,
+                        "eval",
+                        "--model",
+                        &args.model,
+                        "--tasks",
+                        &joined,
+                        "--limit",
+                        &limit,
+                        "--batch-size",
+                        &batch,
+                        "--json",
+                    ])
                     .arg(&j),
                 &log("zeroshot-spindle"),
             )?);
             let v = read_json(&j)?;
             for (k, t) in tasks.iter().enumerate() {
-                ours[k].push(v["task_timing"][t]["items_per_second"].as_f64().with_context(|| format!("spindle's JSON lacks task_timing.{t}"))?);
+                ours[k].push(
+                    v["task_timing"][t]["items_per_second"].as_f64().with_context(|| format!("spindle's JSON lacks task_timing.{t}"))?,
+                );
                 acc[k].0 = json!({"acc": v["tasks"][t]["acc"], "acc_norm": v["tasks"][t]["acc_norm"], "items": v["tasks"][t]["n"]});
             }
             let j = tmp.join(format!("zeroshot-reference-{r}.json"));
             theirs_m.push(measure(
                 py("bench_zeroshot.py")
-                    .args(["--model", &model_dir, "--data", &data_dir, "--tasks", &joined, "--limit", &limit, "--threads", &threads, "--batch-size", &batch, "--json"])
+                    .args([
+                        "--model",
+                        &model_dir,
+                        "--data",
+                        &data_dir,
+                        "--tasks",
+                        &joined,
+                        "--limit",
+                        &limit,
+                        "--threads",
+                        &threads,
+                        "--batch-size",
+                        &batch,
+                        "--json",
+                    ])
                     .arg(&j)
                     .env("HF_DATASETS_OFFLINE", "1"),
                 &log("zeroshot-reference"),
             )?);
             let v = read_json(&j)?;
             for (k, t) in tasks.iter().enumerate() {
-                theirs[k].push(v["tasks"][t]["items_per_second"].as_f64().with_context(|| format!("the reference's JSON lacks tasks.{t}"))?);
+                theirs[k]
+                    .push(v["tasks"][t]["items_per_second"].as_f64().with_context(|| format!("the reference's JSON lacks tasks.{t}"))?);
                 acc[k].1 = json!({"acc": v["tasks"][t]["acc"], "acc_norm": v["tasks"][t]["acc_norm"], "items": v["tasks"][t]["items"]});
             }
         }
@@ -429,13 +487,23 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
                 "accuracy_of_the_last_run": {"spindle": acc[k].0, "reference": acc[k].1},
             }));
         }
-        figures.insert("zeroshot".into(), json!({
-            "limit": args.zeroshot_limit, "batch_size": args.zeroshot_batch_size, "tasks": rows,
-            "spindle_process": stats(&ours_m), "reference_process": stats(&theirs_m),
-        }));
+        figures.insert(
+            "zeroshot".into(),
+            json!({
+                "limit": args.zeroshot_limit, "batch_size": args.zeroshot_batch_size, "tasks": rows,
+                "spindle_process": stats(&ours_m), "reference_process": stats(&theirs_m),
+            }),
+        );
     }
 
-    let calib = ["--nsamples".to_owned(), args.nsamples.to_string(), "--seqlen".to_owned(), args.calib_seqlen.to_string(), "--seed".to_owned(), "0".to_owned()];
+    let calib = [
+        "--nsamples".to_owned(),
+        args.nsamples.to_string(),
+        "--seqlen".to_owned(),
+        args.calib_seqlen.to_string(),
+        "--seed".to_owned(),
+        "0".to_owned(),
+    ];
     // One prune of either side: `cmd` writes its model under `out_flag` and its report as
     // `--json`; the run is measured, the model removed, and the report's phase times returned.
     let timed_prune = |cmd: &mut Command, out_flag: &str, name: &str| -> Result<(Measured, Value)> {
@@ -504,7 +572,9 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
             let (a, b) = (stats(&si), stats(&plain));
             let extra = a["seconds_median"].as_f64().unwrap_or(f64::NAN) - b["seconds_median"].as_f64().unwrap_or(f64::NAN);
             let per_block_window = extra / (layers * args.nsamples as f64);
-            println!("prune {method} + SI: {extra:.1} s more than the plain prune ({per_block_window:.3} s per block per calibration window)");
+            println!(
+                "prune {method} + SI: {extra:.1} s more than the plain prune ({per_block_window:.3} s per block per calibration window)"
+            );
             rows.push(json!({"method": method, "si": a, "plain": b, "si_extra_seconds": extra, "si_seconds_per_block_per_window": per_block_window}));
         }
         figures.insert("induce".into(), Value::Array(rows));
@@ -636,7 +706,10 @@ pub(crate) fn report(f: &Value) -> String {
     let matmul = f["matmul"]["result"]["gflops"].as_f64();
     if let Some(m) = matmul {
         let sizes = f["matmul"]["result"]["sizes"].as_object().map(|o| {
-            o.iter().map(|(n, v)| format!("{n}×{n}: median {:.1}, best {:.1}", f64_of(&v["median"]), f64_of(&v["best"]))).collect::<Vec<_>>().join("; ")
+            o.iter()
+                .map(|(n, v)| format!("{n}×{n}: median {:.1}, best {:.1}", f64_of(&v["median"]), f64_of(&v["best"])))
+                .collect::<Vec<_>>()
+                .join("; ")
         });
         s += &format!(
             "## The machine's matmul rate\n\n`tests/reference/bench_matmul.py`: fp32 `torch.mm` of square matrices \
@@ -656,20 +729,32 @@ pub(crate) fn report(f: &Value) -> String {
              | spindle | {:.0} | {} | {:.0} |\n| transformers | {:.0} | {} | {:.0} |\n\
              | **ratio spindle / transformers** | **{ratio:.2}** (target ≥ 1.3: {}) | | {:.2} |\n\n\
              Perplexity over these windows: spindle {:.4}, transformers {:.4}.\n\n",
-            p["windows"], p["seqlen"], f["model"].as_str().unwrap_or_default(), p["spindle_batch_size"].as_u64().unwrap_or(1),
-            f64_of(&p["spindle_median"]), list(&p["spindle_tokens_per_second"], 0), f64_of(&p["spindle_process"]["peak_rss_mb_median"]),
-            f64_of(&p["reference_median"]), list(&p["reference_tokens_per_second"], 0), f64_of(&p["reference_process"]["peak_rss_mb_median"]),
+            p["windows"],
+            p["seqlen"],
+            f["model"].as_str().unwrap_or_default(),
+            p["spindle_batch_size"].as_u64().unwrap_or(1),
+            f64_of(&p["spindle_median"]),
+            list(&p["spindle_tokens_per_second"], 0),
+            f64_of(&p["spindle_process"]["peak_rss_mb_median"]),
+            f64_of(&p["reference_median"]),
+            list(&p["reference_tokens_per_second"], 0),
+            f64_of(&p["reference_process"]["peak_rss_mb_median"]),
             verdict(ratio, 1.3, true),
             f64_of(&p["spindle_process"]["peak_rss_mb_median"]) / f64_of(&p["reference_process"]["peak_rss_mb_median"]),
-            f64_of(&p["ppl_on_these_windows"]["spindle"]), f64_of(&p["ppl_on_these_windows"]["reference"]),
+            f64_of(&p["ppl_on_these_windows"]["spindle"]),
+            f64_of(&p["ppl_on_these_windows"]["reference"]),
         );
         s += &format!(
             "Forward FLOP rate: {:.1} MFLOP per token (every linear's 2·weights, the LM head and causal attention; \
              norms and softmax left out) gives spindle **{:.1} GFLOP/s** and transformers {:.1} GFLOP/s",
-            f64_of(&p["flops_per_token"]) / 1e6, f64_of(&p["spindle_gflops"]), f64_of(&p["reference_gflops"]),
+            f64_of(&p["flops_per_token"]) / 1e6,
+            f64_of(&p["spindle_gflops"]),
+            f64_of(&p["reference_gflops"]),
         );
         match p["spindle_share_of_matmul"].as_f64() {
-            Some(share) => s += &format!(", **{:.0}%** of the matmul rate (target ≥ 60%: {}).\n\n", share * 100.0, verdict(share, 0.6, true)),
+            Some(share) => {
+                s += &format!(", **{:.0}%** of the matmul rate (target ≥ 60%: {}).\n\n", share * 100.0, verdict(share, 0.6, true))
+            }
             None => s += ".\n\n",
         }
     }
@@ -697,17 +782,23 @@ pub(crate) fn report(f: &Value) -> String {
             s += &format!(
                 "| {} | {:.2} ({}) | {:.2} ({}) | **{ratio:.2}** | {target} | {} / {} |\n",
                 r["task"].as_str().unwrap_or_default(),
-                f64_of(&r["spindle_median"]), list(&r["spindle_items_per_second"], 2),
-                f64_of(&r["reference_median"]), list(&r["reference_items_per_second"], 2),
-                acc(&r["accuracy_of_the_last_run"]["spindle"]), acc(&r["accuracy_of_the_last_run"]["reference"]),
+                f64_of(&r["spindle_median"]),
+                list(&r["spindle_items_per_second"], 2),
+                f64_of(&r["reference_median"]),
+                list(&r["reference_items_per_second"], 2),
+                acc(&r["accuracy_of_the_last_run"]["spindle"]),
+                acc(&r["accuracy_of_the_last_run"]["reference"]),
             );
         }
         s += &format!(
             "\nWhole processes (all tasks, from spawn to exit): spindle {:.1} s ({}), lm-eval {:.1} s ({}); \
              peak memory {:.0} MB and {:.0} MB.\n\n",
-            f64_of(&z["spindle_process"]["seconds_median"]), list(&z["spindle_process"]["seconds"], 1),
-            f64_of(&z["reference_process"]["seconds_median"]), list(&z["reference_process"]["seconds"], 1),
-            f64_of(&z["spindle_process"]["peak_rss_mb_median"]), f64_of(&z["reference_process"]["peak_rss_mb_median"]),
+            f64_of(&z["spindle_process"]["seconds_median"]),
+            list(&z["spindle_process"]["seconds"], 1),
+            f64_of(&z["reference_process"]["seconds_median"]),
+            list(&z["reference_process"]["seconds"], 1),
+            f64_of(&z["spindle_process"]["peak_rss_mb_median"]),
+            f64_of(&z["reference_process"]["peak_rss_mb_median"]),
         );
     }
     if let Some(rows) = f["prune"].as_array() {
@@ -722,17 +813,22 @@ pub(crate) fn report(f: &Value) -> String {
             let (w, m) = (f64_of(&r["wall_ratio"]), f64_of(&r["memory_ratio"]));
             s += &format!(
                 "| {method} | {:.1} ({}) | {:.1} ({}) | **{w:.2}** {} | {:.0} | {:.0} | **{m:.2}** {} |\n",
-                f64_of(&r["spindle"]["seconds_median"]), list(&r["spindle"]["seconds"], 1),
-                f64_of(&r["reference"]["seconds_median"]), list(&r["reference"]["seconds"], 1),
+                f64_of(&r["spindle"]["seconds_median"]),
+                list(&r["spindle"]["seconds"], 1),
+                f64_of(&r["reference"]["seconds_median"]),
+                list(&r["reference"]["seconds"], 1),
                 verdict(w, 0.7, false),
-                f64_of(&r["spindle"]["peak_rss_mb_median"]), f64_of(&r["reference"]["peak_rss_mb_median"]),
+                f64_of(&r["spindle"]["peak_rss_mb_median"]),
+                f64_of(&r["reference"]["peak_rss_mb_median"]),
                 verdict(m, 0.5, false),
             );
         }
         s += "\nWhere the time goes (each side's own report of its last run, seconds):\n\n";
         for r in rows {
             let phases = |v: &Value| {
-                v.as_object().map(|o| o.iter().map(|(k, x)| format!("{k} {:.1}", f64_of(x))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+                v.as_object()
+                    .map(|o| o.iter().map(|(k, x)| format!("{k} {:.1}", f64_of(x))).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
             };
             s += &format!(
                 "- {}: spindle {}; reference {}\n",
@@ -773,9 +869,12 @@ pub(crate) fn report(f: &Value) -> String {
         for p in points {
             s += &format!(
                 "| {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
-                p["layers"], f64_of(&p["weights_mb"]),
-                f64_of(&p["spindle"]["peak_rss_mb_median"]), f64_of(&p["reference"]["peak_rss_mb_median"]),
-                f64_of(&p["spindle"]["seconds_median"]), f64_of(&p["reference"]["seconds_median"]),
+                p["layers"],
+                f64_of(&p["weights_mb"]),
+                f64_of(&p["spindle"]["peak_rss_mb_median"]),
+                f64_of(&p["reference"]["peak_rss_mb_median"]),
+                f64_of(&p["spindle"]["seconds_median"]),
+                f64_of(&p["reference"]["seconds_median"]),
             );
         }
         s += "\n";

@@ -306,7 +306,6 @@ pub(crate) fn fingerprint(data_flag: Option<&Path>, root: &Path) -> Result<Finge
     Ok(Fingerprint { data_hash: hex(&Sha256::digest(&bytes)), data_dir, code_version: code_version(root)? })
 }
 
-
 /// A claim on one run's cache directory: an exclusive advisory lock (`flock`) on its `run.lock`,
 /// which the kernel releases when the holder exits however it exits (finished, failed, killed), so
 /// a claim never goes stale and no runner ever has to decide that another is dead. The file stays
@@ -387,8 +386,14 @@ mod tests {
                  [[package]]\nname = \"{xtask_dep}\"\nversion = \"1.0.0\"\n"
             )
         };
-        for (p, t) in [("Cargo.toml", "[workspace]"), ("Cargo.lock", lock("plot", "1.0.0").as_str()), ("eval/tasks/piqa.toml", "v = 1"),
-            ("crates/a/Cargo.toml", "[package]\nname = \"a\""), ("crates/a/src/lib.rs", "fn a() {}"), ("crates/a/tests/t.rs", "#[test] fn t() {}")] {
+        for (p, t) in [
+            ("Cargo.toml", "[workspace]"),
+            ("Cargo.lock", lock("plot", "1.0.0").as_str()),
+            ("eval/tasks/piqa.toml", "v = 1"),
+            ("crates/a/Cargo.toml", "[package]\nname = \"a\""),
+            ("crates/a/src/lib.rs", "fn a() {}"),
+            ("crates/a/tests/t.rs", "#[test] fn t() {}"),
+        ] {
             w(p, t);
         }
         let v0 = code_version(&root).unwrap();
@@ -396,8 +401,14 @@ mod tests {
         assert_eq!(code_version(&root).unwrap(), v0, "a test does not compute figures");
         w("Cargo.lock", &lock("chart", "1.0.0"));
         assert_eq!(code_version(&root).unwrap(), v0, "xtask's own dependencies do not compute figures");
-        for (p, t) in [("crates/a/src/lib.rs", "fn b() {}"), ("crates/a/Cargo.toml", "[package]\nname = \"a\"\nx = 1"), ("Cargo.toml", "[profile]"),
-            ("Cargo.lock", lock("chart", "1.0.1").as_str()), ("eval/tasks/piqa.toml", "v = 2"), ("crates/a/build.rs", "fn main() {}")] {
+        for (p, t) in [
+            ("crates/a/src/lib.rs", "fn b() {}"),
+            ("crates/a/Cargo.toml", "[package]\nname = \"a\"\nx = 1"),
+            ("Cargo.toml", "[profile]"),
+            ("Cargo.lock", lock("chart", "1.0.1").as_str()),
+            ("eval/tasks/piqa.toml", "v = 2"),
+            ("crates/a/build.rs", "fn main() {}"),
+        ] {
             let before = code_version(&root).unwrap();
             w(p, t);
             assert_ne!(code_version(&root).unwrap(), before, "{p} changes the figures");
@@ -461,7 +472,11 @@ mod lock_tests {
         let winners = handles.into_iter().map(|h| h.join().unwrap()).filter(|w| *w).count();
         assert_eq!(winners, 1);
         // A holder killed with SIGKILL: the kernel drops its lock, and the run is free again.
-        let mut child = std::process::Command::new("flock").arg("-o").arg(dir.join("run.lock")).args(["sleep", "30"]).spawn().unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exec 9<>\"$0\"; flock 9; exec sleep 30"])
+            .arg(dir.join("run.lock"))
+            .spawn()
+            .unwrap();
         let started = std::time::Instant::now();
         while RunLock::take(&dir).unwrap().is_some() {
             assert!(started.elapsed().as_secs() < 10, "the other process never took the lock");

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::project_root;
 use crate::cache::output_stem;
+use crate::project_root;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct CompareArgs {
@@ -99,7 +99,10 @@ pub(crate) fn regressions(baseline: &Baseline, current: &[Cell]) -> Vec<String> 
                 let (moved, shown) = match b.kind {
                     Kind::Ppl => {
                         let rel = (c.value - b.value) / b.value;
-                        (rel.abs() > b.tolerance || !rel.is_finite(), format!("{:+.2}% (tolerance ±{:.2}%)", rel * 100.0, b.tolerance * 100.0))
+                        (
+                            rel.abs() > b.tolerance || !rel.is_finite(),
+                            format!("{:+.2}% (tolerance ±{:.2}%)", rel * 100.0, b.tolerance * 100.0),
+                        )
                     }
                     Kind::Acc => {
                         let d = c.value - b.value;
@@ -129,7 +132,14 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     });
     let results = read_json(&results_path)?;
     if results["table"] != args.table.as_str() || results["profile"] != args.profile.as_str() {
-        bail!("{} holds table {} profile {}, not {} {}", results_path.display(), results["table"], results["profile"], args.table, args.profile);
+        bail!(
+            "{} holds table {} profile {}, not {} {}",
+            results_path.display(),
+            results["table"],
+            results["profile"],
+            args.table,
+            args.profile
+        );
     }
     let current = cells(&results).with_context(|| format!("in {}", results_path.display()))?;
     if args.bless {
@@ -145,7 +155,8 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
         if let Some(dir) = baseline_path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&baseline_path, serde_json::to_string_pretty(&baseline)? + "\n").with_context(|| format!("writing {}", baseline_path.display()))?;
+        std::fs::write(&baseline_path, serde_json::to_string_pretty(&baseline)? + "\n")
+            .with_context(|| format!("writing {}", baseline_path.display()))?;
         println!("wrote {} ({} cells)", baseline_path.display(), baseline.cells.len());
         return Ok(());
     }
@@ -209,6 +220,9 @@ mod tests {
             "columns": [{"id": "w", "kind": "ppl"}, {"id": "p", "kind": "acc"}],
             "models": [{"id": "m", "rows": [{"id": "r", "figures": {"w": 10.0, "p": null}}]}],
         });
-        assert_eq!(cells(&results).unwrap(), vec![Cell { model: "m".into(), row: "r".into(), column: "w".into(), kind: Kind::Ppl, value: 10.0, tolerance: 0.01 }]);
+        assert_eq!(
+            cells(&results).unwrap(),
+            vec![Cell { model: "m".into(), row: "r".into(), column: "w".into(), kind: Kind::Ppl, value: 10.0, tolerance: 0.01 }]
+        );
     }
 }

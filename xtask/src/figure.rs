@@ -98,9 +98,10 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
     for (_, _, pts) in &mut lines {
         pts.sort_by_key(|p| p.0);
     }
-    let (lo, hi) = lines.iter().flat_map(|(_, _, p)| p.iter()).fold((f64::INFINITY, 0.0f64), |(lo, hi), (_, m, sd)| {
-        (lo.min((m - sd).max(m * 0.5)), hi.max(m + sd))
-    });
+    let (lo, hi) = lines
+        .iter()
+        .flat_map(|(_, _, p)| p.iter())
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), (_, m, sd)| (lo.min((m - sd).max(m * 0.5)), hi.max(m + sd)));
     let (lo, hi) = (lo * 0.8, hi * 1.25);
     let labels = font();
     let size = (420 * methods.len().max(1) as u32, 460u32);
@@ -108,11 +109,7 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
     {
         let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let root = if labels {
-            root.titled(&fig.title, ("sans-serif", 20)).map_err(|e| anyhow::anyhow!("{e}"))?
-        } else {
-            root
-        };
+        let root = if labels { root.titled(&fig.title, ("sans-serif", 20)).map_err(|e| anyhow::anyhow!("{e}"))? } else { root };
         let panels = root.split_evenly((1, methods.len().max(1)));
         for (panel, method) in panels.iter().zip(&methods) {
             let n = patterns.len();
@@ -121,9 +118,8 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
             if labels {
                 builder.caption(method_name(*method), ("sans-serif", 18)).x_label_area_size(36).y_label_area_size(56);
             }
-            let mut chart = builder
-                .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut chart =
+                builder.build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale()).map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut mesh = chart.configure_mesh();
             mesh.x_labels(n).disable_x_mesh();
             let names = patterns.clone();
@@ -148,7 +144,9 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
                     .draw_series(LineSeries::new(pts.iter().map(|(x, y, _)| (*x as f64, *y)), style))
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 if labels {
-                    series.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle::from(&color).stroke_width(2)));
+                    series
+                        .label(name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle::from(&color).stroke_width(2)));
                 }
                 chart
                     .draw_series(pts.iter().map(|(x, y, _)| Circle::new((*x as f64, *y), 4, ShapeStyle::from(&color).filled())))

@@ -111,7 +111,14 @@ fn seed(root: &Path, data: &Path, target: &str) -> Result<PathBuf> {
 fn tiny_llama2c() -> Vec<u8> {
     let (dim, hidden, layers, heads, kv, vocab, seq) = (8usize, 16usize, 1usize, 2usize, 2usize, 512usize, 8usize);
     let hs = dim / heads;
-    let floats = vocab * dim + layers * dim + 2 * layers * dim * dim + 2 * layers * dim * kv * hs + layers * dim + 3 * layers * dim * hidden + dim + seq * hs;
+    let floats = vocab * dim
+        + layers * dim
+        + 2 * layers * dim * dim
+        + 2 * layers * dim * kv * hs
+        + layers * dim
+        + 3 * layers * dim * hidden
+        + dim
+        + seq * hs;
     let mut b = Vec::new();
     for v in [dim, hidden, layers, heads, kv, vocab, seq] {
         b.extend((v as i32).to_le_bytes());
@@ -188,7 +195,14 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
             crashed: !out.status.success(),
             machine: machine(),
         };
-        println!("  {} executions, cov {}, ft {}, corpus {}{}", run.executions, run.coverage, run.features, run.corpus, if run.crashed { ", CRASHED" } else { "" });
+        println!(
+            "  {} executions, cov {}, ft {}, corpus {}{}",
+            run.executions,
+            run.coverage,
+            run.features,
+            run.corpus,
+            if run.crashed { ", CRASHED" } else { "" }
+        );
         if run.crashed {
             let tail: Vec<&str> = text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
             eprintln!("{}", tail.join("\n"));
@@ -217,7 +231,13 @@ fn render(runs: &[FuzzRun]) -> String {
         let minutes: f64 = mine.iter().map(|r| r.seconds).sum::<f64>() / 60.0;
         let execs: u64 = mine.iter().map(|r| r.executions).sum();
         let crashes = mine.iter().filter(|r| r.crashed).count();
-        s.push_str(&format!("| {t} | {} | {minutes:.1} | {execs} | {} | {} | {} | {crashes} |\n", mine.len(), last.coverage, last.features, last.corpus));
+        s.push_str(&format!(
+            "| {t} | {} | {minutes:.1} | {execs} | {} | {} | {} | {crashes} |\n",
+            mine.len(),
+            last.coverage,
+            last.features,
+            last.corpus
+        ));
     }
     if let Some(m) = runs.last().map(|r| r.machine.clone()) {
         s.push_str(&format!("\nMachine of the latest run: {m}.\n"));

@@ -71,11 +71,9 @@ impl Variant {
                 "nvidia/cu13/lib/libcudart.so.13",
                 "nvidia/cu13/lib/libcupti.so.13",
             ],
-            Variant::Cuda => &[
-                "torch/lib/libtorch_cpu.so",
-                "torch/lib/libtorch_cuda.so",
-                "torch/include/torch/csrc/api/include/torch/torch.h",
-            ],
+            Variant::Cuda => {
+                &["torch/lib/libtorch_cpu.so", "torch/lib/libtorch_cuda.so", "torch/include/torch/csrc/api/include/torch/torch.h"]
+            }
         }
     }
 }
@@ -142,8 +140,7 @@ pub(crate) fn setup(args: &SetupArgs) -> Result<PathBuf> {
 }
 
 fn link_is_usable(link: &Path) -> bool {
-    link.join("lib").join("libtorch_cpu.so").is_file()
-        && link.join("include").join("torch").is_dir()
+    link.join("lib").join("libtorch_cpu.so").is_file() && link.join("include").join("torch").is_dir()
 }
 
 fn is_complete(dir: &Path, variant: Variant) -> bool {
@@ -169,9 +166,7 @@ fn install(variant: Variant) -> Result<PathBuf> {
     );
     let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
     let mut pip = Command::new(&python);
-    pip.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--target"])
-        .arg(&tmp)
-        .args(variant.pip_args());
+    pip.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--target"]).arg(&tmp).args(variant.pip_args());
     let status = pip.status().with_context(|| {
         format!(
             "could not run `{} -m pip`: spindle installs libtorch from PyPI with pip; install Python 3 \
@@ -184,8 +179,7 @@ fn install(variant: Variant) -> Result<PathBuf> {
         let _ = fs::remove_dir_all(&tmp);
         bail!("pip install of libtorch {TORCH_VERSION} failed ({status}); nothing was installed");
     }
-    let missing: Vec<_> =
-        variant.required_files().iter().filter(|f| !tmp.join(f).exists()).collect();
+    let missing: Vec<_> = variant.required_files().iter().filter(|f| !tmp.join(f).exists()).collect();
     if !missing.is_empty() {
         let _ = fs::remove_dir_all(&tmp);
         bail!("pip finished but the install lacks {missing:?}; nothing was installed");
@@ -193,11 +187,9 @@ fn install(variant: Variant) -> Result<PathBuf> {
     fs::write(tmp.join(COMPLETE_MARKER), variant.pip_args().join(" "))
         .with_context(|| format!("cannot write the completion marker in {}", tmp.display()))?;
     if target.exists() {
-        fs::remove_dir_all(&target)
-            .with_context(|| format!("cannot remove the incomplete install {}", target.display()))?;
+        fs::remove_dir_all(&target).with_context(|| format!("cannot remove the incomplete install {}", target.display()))?;
     }
-    fs::rename(&tmp, &target)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))?;
+    fs::rename(&tmp, &target).with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))?;
     Ok(target)
 }
 
@@ -214,8 +206,7 @@ fn relink(link: &Path, target: &Path) -> Result<()> {
     }
     let tmp = link.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .with_context(|| format!("cannot create the link {}", tmp.display()))?;
+    std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("cannot create the link {}", tmp.display()))?;
     fs::rename(&tmp, link).with_context(|| format!("cannot move the link into {}", link.display()))?;
     eprintln!("linked {} -> {}", link.display(), target.display());
     Ok(())

@@ -74,8 +74,8 @@ pub(crate) fn summary(v: &[f64]) -> Option<Summary> {
 /// value at the next tabulated smaller `df` is used, which widens the interval a little.
 pub(crate) fn t975(df: usize) -> f64 {
     const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093,
-        2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101,
+        2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::INFINITY,
@@ -185,8 +185,16 @@ pub(crate) fn collect(table: &Table, planned: &[Planned], cache: &Path) -> Figur
         if finished.is_none() {
             pending += 1;
         }
-        let pick = |field: &str| -> Vec<Option<f64>> { table.columns.iter().map(|c| finished.as_ref().and_then(|f| f[field][&c.id].as_f64())).collect() };
-        let run = SeedFigures { seed: p.run.seed, key: p.key.clone(), values: pick("figures"), stderr: pick("stderr"), majority: pick("majority") };
+        let pick = |field: &str| -> Vec<Option<f64>> {
+            table.columns.iter().map(|c| finished.as_ref().and_then(|f| f[field][&c.id].as_f64())).collect()
+        };
+        let run = SeedFigures {
+            seed: p.run.seed,
+            key: p.key.clone(),
+            values: pick("figures"),
+            stderr: pick("stderr"),
+            majority: pick("majority"),
+        };
         let model = match models.iter_mut().find(|m| m.id == p.run.model.id) {
             Some(m) => m,
             None => {
@@ -197,7 +205,12 @@ pub(crate) fn collect(table: &Table, planned: &[Planned], cache: &Path) -> Figur
         };
         match model.rows.iter_mut().find(|r| r.id == p.run.row.id) {
             Some(r) => r.runs.push(run),
-            None => model.rows.push(RowFigures { id: p.run.row.id.clone(), label: p.run.row.label.clone(), family: p.run.row.family(), runs: vec![run] }),
+            None => model.rows.push(RowFigures {
+                id: p.run.row.id.clone(),
+                label: p.run.row.label.clone(),
+                family: p.run.row.family(),
+                runs: vec![run],
+            }),
         }
     }
     Figures { models, pending }
@@ -236,7 +249,11 @@ fn budget(profile: &Profile, table: &Table) -> String {
             Some(0) | None => "every window".to_owned(),
             Some(k) => format!("the first {k} windows"),
         };
-        let only = c.seeds.as_ref().map(|s| format!(" (seed {} only)", s.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))).unwrap_or_default();
+        let only = c
+            .seeds
+            .as_ref()
+            .map(|s| format!(" (seed {} only)", s.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")))
+            .unwrap_or_default();
         windows.push(format!("{}: {w}{only}", c.label));
     }
     if !windows.is_empty() {
@@ -530,7 +547,12 @@ pub(crate) fn to_csv(table: &Table, figures: &Figures) -> String {
         for r in &m.rows {
             for run in &r.runs {
                 for (c, v) in table.columns.iter().zip(&run.values) {
-                    let rf = table.references.iter().find(|x| x.model == m.id && x.row == r.id && x.column == c.id).map(|x| x.value.to_string()).unwrap_or_default();
+                    let rf = table
+                        .references
+                        .iter()
+                        .find(|x| x.model == m.id && x.row == r.id && x.column == c.id)
+                        .map(|x| x.value.to_string())
+                        .unwrap_or_default();
                     let seed = run.seed.map(|s| s.to_string()).unwrap_or_default();
                     s += &format!("{},{},{seed},{},{},{rf}\n", m.id, r.id, c.id, v.map(|v| v.to_string()).unwrap_or_default());
                 }
@@ -554,7 +576,8 @@ pub(crate) fn write(root: &Path, table: &Table, profile: &str, planned: &[Planne
         let path = stem.with_extension(ext);
         // One temporary name per process and thread: two runners of one table (`--only` split
         // across cores) may render it at the same moment, and each rename must find its own file.
-        let tmp = stem.with_extension(format!("{ext}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+        let tmp =
+            stem.with_extension(format!("{ext}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -625,19 +648,30 @@ mod tests {
             models: vec![ModelFigures {
                 id: "m".into(),
                 label: "Model M".into(),
-                rows: vec![row("wanda", "Wanda", vec![run(Some(0), vec![Some(11.0), Some(20.0)])]), row("wanda+si", "Wanda + SI", vec![run(Some(0), vec![Some(9.9), None])])],
+                rows: vec![
+                    row("wanda", "Wanda", vec![run(Some(0), vec![Some(11.0), Some(20.0)])]),
+                    row("wanda+si", "Wanda + SI", vec![run(Some(0), vec![Some(9.9), None])]),
+                ],
             }],
             pending: 1,
         };
         let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
         assert!(md.starts_with("# t: a title\n"), "{md}");
-        assert!(md.contains("Budget: calibration 8 × 512 tokens of c4 (seed 0); perplexity over W: the first 64 windows; C: the first 64 windows."), "{md}");
+        assert!(
+            md.contains(
+                "Budget: calibration 8 × 512 tokens of c4 (seed 0); perplexity over W: the first 64 windows; C: the first 64 windows."
+            ),
+            "{md}"
+        );
         assert!(md.contains("**Incomplete:** 1 run(s) not finished"), "{md}");
         assert!(md.contains("| Wanda | 11.00 [ref 10, +10.0%] | 20.00 |\n"), "{md}");
         assert!(md.contains("| Wanda + SI | 9.90 (-10.0%) |  |\n"), "{md}");
         assert!(md.contains("a paper"), "{md}");
         let csv = to_csv(&t, &figures);
-        assert_eq!(csv, "model,row,seed,column,value,reference\nm,wanda,0,w,11,10\nm,wanda,0,c,20,\nm,wanda+si,0,w,9.9,\nm,wanda+si,0,c,,\n");
+        assert_eq!(
+            csv,
+            "model,row,seed,column,value,reference\nm,wanda,0,w,11,10\nm,wanda,0,c,20,\nm,wanda+si,0,w,9.9,\nm,wanda+si,0,c,,\n"
+        );
         let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp());
         assert_eq!(json["models"][0]["rows"][1]["figures"]["c"], Value::Null);
         assert_eq!(json["models"][0]["rows"][1]["base"], "wanda");
@@ -650,7 +684,11 @@ mod tests {
         let t = crate::spec::parse(&spec).unwrap();
         // Base 10, 12, 14; SI 9, 10.8, 13.3 → per seed −10%, −10%, −5%.
         let base = row("wanda", "Wanda", (0..3).map(|s| run(Some(s), vec![Some(10.0 + 2.0 * s as f64), None])).collect());
-        let si = row("wanda+si", "Wanda + SI", vec![run(Some(0), vec![Some(9.0), None]), run(Some(1), vec![Some(10.8), None]), run(Some(2), vec![Some(13.3), None])]);
+        let si = row(
+            "wanda+si",
+            "Wanda + SI",
+            vec![run(Some(0), vec![Some(9.0), None]), run(Some(1), vec![Some(10.8), None]), run(Some(2), vec![Some(13.3), None])],
+        );
         let p = paired(&si, &base, 0, true).unwrap();
         let d: Vec<f64> = p.per_seed.iter().map(|(_, d)| *d).collect();
         assert!((d[0] + 10.0).abs() < 1e-9 && (d[1] + 10.0).abs() < 1e-9 && (d[2] + 5.0).abs() < 1e-9, "{d:?}");
@@ -661,7 +699,11 @@ mod tests {
         assert!((p.mean - mean).abs() < 1e-9 && (lo - (mean - half)).abs() < 1e-9 && (hi - (mean + half)).abs() < 1e-9);
         assert_eq!(p.verdict(true), "helps", "the interval [{lo}, {hi}] lies below 0");
         assert_eq!(p.verdict(false), "hurts", "for accuracy, lower is worse");
-        let noisy = row("x", "X", vec![run(Some(0), vec![Some(9.5), None]), run(Some(1), vec![Some(12.5), None]), run(Some(2), vec![Some(13.3), None])]);
+        let noisy = row(
+            "x",
+            "X",
+            vec![run(Some(0), vec![Some(9.5), None]), run(Some(1), vec![Some(12.5), None]), run(Some(2), vec![Some(13.3), None])],
+        );
         assert_eq!(paired(&noisy, &base, 0, true).unwrap().verdict(true), "within noise");
         let figures = Figures { models: vec![ModelFigures { id: "m".into(), label: "Model M".into(), rows: vec![base, si] }], pending: 0 };
         let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
@@ -670,7 +712,8 @@ mod tests {
         assert!(md.contains("against Wanda, W: ") && md.contains("(3 seeds): **helps**"), "{md}");
         // A base that reads no calibration pairs with every seed.
         let lone = row("wanda", "Wanda", vec![run(None, vec![Some(10.0), None])]);
-        let p = paired(&row("x", "X", (0..3).map(|s| run(Some(s), vec![Some(9.0 - 0.1 * s as f64), None])).collect()), &lone, 0, true).unwrap();
+        let p =
+            paired(&row("x", "X", (0..3).map(|s| run(Some(s), vec![Some(9.0 - 0.1 * s as f64), None])).collect()), &lone, 0, true).unwrap();
         assert_eq!(p.per_seed.len(), 3);
         assert_eq!(p.verdict(true), "helps");
         let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp());
@@ -688,12 +731,24 @@ mod tests {
         let t = crate::spec::parse(&spec).unwrap();
         let base = row("wanda", "Wanda", (0..3).map(|s| run(Some(s), vec![Some(10.0 + 2.0 * s as f64), None])).collect());
         // SI 9, 10.8, 13.3 against the control 9.9, 11.88, 13.86 (−1% a seed): −9.1%, −9.1%, −4.0%.
-        let si = row("wanda+si", "Wanda + SI", vec![run(Some(0), vec![Some(9.0), None]), run(Some(1), vec![Some(10.8), None]), run(Some(2), vec![Some(13.3), None])]);
-        let more = row("wanda-4x", "Wanda, 4x calibration", (0..3).map(|s| run(Some(s), vec![Some(0.99 * (10.0 + 2.0 * s as f64)), None])).collect());
-        let figures = Figures { models: vec![ModelFigures { id: "m".into(), label: "Model M".into(), rows: vec![base, si, more] }], pending: 0 };
+        let si = row(
+            "wanda+si",
+            "Wanda + SI",
+            vec![run(Some(0), vec![Some(9.0), None]), run(Some(1), vec![Some(10.8), None]), run(Some(2), vec![Some(13.3), None])],
+        );
+        let more = row(
+            "wanda-4x",
+            "Wanda, 4x calibration",
+            (0..3).map(|s| run(Some(s), vec![Some(0.99 * (10.0 + 2.0 * s as f64)), None])).collect(),
+        );
+        let figures =
+            Figures { models: vec![ModelFigures { id: "m".into(), label: "Model M".into(), rows: vec![base, si, more] }], pending: 0 };
         let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
         assert!(md.contains("- Model M / Wanda + SI against Wanda, 4x calibration (more calibration data, no SI), W: "), "{md}");
-        assert!(!md.contains("- Model M / Wanda, 4x calibration against Wanda, 4x calibration"), "the control is not paired with itself: {md}");
+        assert!(
+            !md.contains("- Model M / Wanda, 4x calibration against Wanda, 4x calibration"),
+            "the control is not paired with itself: {md}"
+        );
         let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp());
         let d = &json["models"][0]["rows"][1]["delta_vs_control"]["w"];
         assert_eq!(d["control"], "wanda-4x");

@@ -94,7 +94,11 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
             bail!("--run-key picks runs to run: it does not go with --render or --emit");
         }
         planned = select_keys(planned, &args.run_key).map_err(|k| {
-            anyhow::anyhow!("--run-key {k}: table {} (profile {}) has no such run here (`--dry-run` lists the keys)", table.name, args.profile)
+            anyhow::anyhow!(
+                "--run-key {k}: table {} (profile {}) has no such run here (`--dry-run` lists the keys)",
+                table.name,
+                args.profile
+            )
         })?;
     }
     if args.render {
@@ -209,14 +213,24 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
                     match claim_and_execute(p, &ctx) {
                         Ok(true) => {
                             bar.inc(1);
-                            let line = format!("finished {what} in {:.1} min ({}/{})", t0.elapsed().as_secs_f64() / 60.0, bar.position(), bar.length().unwrap_or(0));
+                            let line = format!(
+                                "finished {what} in {:.1} min ({}/{})",
+                                t0.elapsed().as_secs_f64() / 60.0,
+                                bar.position(),
+                                bar.length().unwrap_or(0)
+                            );
                             // A hidden bar (stderr is not a terminal, as in CI) drops println: say it plainly there.
-                            if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
+                            if bar.is_hidden() {
+                                eprintln!("{line}")
+                            } else {
+                                bar.println(line)
+                            }
                             let _one = render.lock();
                             if let Err(e) = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)
-                                && let Ok(mut f) = failures.lock() {
-                                    f.push(e);
-                                }
+                                && let Ok(mut f) = failures.lock()
+                            {
+                                f.push(e);
+                            }
                         }
                         Ok(false) => {
                             bar.inc(1);
@@ -355,7 +369,11 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
         let mut cmd = Command::new(ctx.spindle);
         base(&mut cmd);
         cmd.arg("eval").arg("--model");
-        if p.run.prune.is_some() { cmd.arg(&model) } else { cmd.arg(source) };
+        if p.run.prune.is_some() {
+            cmd.arg(&model)
+        } else {
+            cmd.arg(source)
+        };
         cmd.args(&e.args).arg("--json").arg(&eval_json);
         let log = if i == 0 { "eval.log".to_owned() } else { format!("eval-{i}.log") };
         logged(&mut cmd, &dir.join(log))?;
@@ -368,7 +386,11 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
                 Measure::Ppl { corpus } => (eval["perplexity"][corpus].as_f64(), None, None),
                 Measure::Task { task, metric } => {
                     let t = &eval["tasks"][task];
-                    (t[metric.key()].as_f64().map(|a| a * 100.0), t[format!("{}_stderr", metric.key())].as_f64().map(|a| a * 100.0), t["majority"].as_f64().map(|a| a * 100.0))
+                    (
+                        t[metric.key()].as_f64().map(|a| a * 100.0),
+                        t[format!("{}_stderr", metric.key())].as_f64().map(|a| a * 100.0),
+                        t["majority"].as_f64().map(|a| a * 100.0),
+                    )
                 }
             };
             let v = v.with_context(|| format!("{} lacks the figure of column {} ({:?})", eval_json.display(), c.id, c.measure))?;
@@ -447,7 +469,10 @@ mod tests {
                 .collect()
         };
         let got = select_keys(planned(), &["key2".into(), "key0".into()]).unwrap();
-        assert_eq!(got.iter().map(|p| (p.key.clone().unwrap(), p.run.seed)).collect::<Vec<_>>(), [("key0".into(), Some(0)), ("key2".into(), Some(2))]);
+        assert_eq!(
+            got.iter().map(|p| (p.key.clone().unwrap(), p.run.seed)).collect::<Vec<_>>(),
+            [("key0".into(), Some(0)), ("key2".into(), Some(2))]
+        );
         assert_eq!(select_keys(planned(), &["key1".into(), "nope".into()]).err(), Some("nope".to_owned()));
     }
 }

@@ -454,9 +454,10 @@ pub(crate) fn table_names(root: &Path) -> Result<Vec<String>> {
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "toml")
-            && let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                names.push(stem.to_owned());
-            }
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            names.push(stem.to_owned());
+        }
     }
     names.sort();
     Ok(names)
@@ -538,7 +539,10 @@ fn resolve(raw: RawTable) -> Result<Table> {
                 let stages = si
                     .stages
                     .iter()
-                    .map(|s| Stage::parse(s).with_context(|| format!("row {:?}: unknown stage {s:?} (distribution, equivalent-snl, feature, shift)", r.id)))
+                    .map(|s| {
+                        Stage::parse(s)
+                            .with_context(|| format!("row {:?}: unknown stage {s:?} (distribution, equivalent-snl, feature, shift)", r.id))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 if stages.is_empty() {
                     bail!("row {:?}: `si.stages` is empty (leave `si` out for no induction)", r.id);
@@ -551,10 +555,20 @@ fn resolve(raw: RawTable) -> Result<Table> {
                 if (si.pruning_aware.is_some() || si.snl.is_some() || si.snl_lambda.is_some() || si.feature_epochs.is_some())
                     && !stages.contains(&Stage::Feature)
                 {
-                    bail!("row {:?}: si.pruning_aware, snl, snl_lambda and feature_epochs are options of the feature stage, which `si.stages` lacks", r.id);
+                    bail!(
+                        "row {:?}: si.pruning_aware, snl, snl_lambda and feature_epochs are options of the feature stage, which `si.stages` lacks",
+                        r.id
+                    );
                 }
                 check_snl(&r.id, "si.snl", si.snl.as_deref())?;
-                Some(Si { stages, pruning_aware: si.pruning_aware, snl: si.snl, snl_lambda: si.snl_lambda, feature_epochs: si.feature_epochs, args: si.args })
+                Some(Si {
+                    stages,
+                    pruning_aware: si.pruning_aware,
+                    snl: si.snl,
+                    snl_lambda: si.snl_lambda,
+                    feature_epochs: si.feature_epochs,
+                    args: si.args,
+                })
             }
         };
         let reconstruct = match r.reconstruct {
@@ -580,9 +594,10 @@ fn resolve(raw: RawTable) -> Result<Table> {
     }
     for r in &rows {
         if let Some(b) = &r.base
-            && !rows.iter().any(|o| &o.id == b) {
-                bail!("row {:?}: base {b:?} is not a row of this table", r.id);
-            }
+            && !rows.iter().any(|o| &o.id == b)
+        {
+            bail!("row {:?}: base {b:?} is not a row of this table", r.id);
+        }
     }
 
     let mut profiles = BTreeMap::new();
@@ -650,7 +665,19 @@ fn resolve(raw: RawTable) -> Result<Table> {
             Some(Figure { column: f.column, title: f.title })
         }
     };
-    Ok(Table { name: raw.name, version: raw.version, title: raw.title, notes: raw.notes, columns, mean: raw.mean, tolerance, profiles, rows, references, figure })
+    Ok(Table {
+        name: raw.name,
+        version: raw.version,
+        title: raw.title,
+        notes: raw.notes,
+        columns,
+        mean: raw.mean,
+        tolerance,
+        profiles,
+        rows,
+        references,
+        figure,
+    })
 }
 
 fn check_snl(row: &str, field: &str, snl: Option<&str>) -> Result<()> {
@@ -700,7 +727,11 @@ pub(crate) struct Run {
 impl Table {
     pub(crate) fn profile(&self, name: &str) -> Result<&Profile> {
         self.profiles.get(name).with_context(|| {
-            format!("table {} has no profile {name:?} (it has: {})", self.name, self.profiles.keys().cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "table {} has no profile {name:?} (it has: {})",
+                self.name,
+                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
         })
     }
 
@@ -899,7 +930,8 @@ mod tests {
             for profile in ["cpu", "paper"] {
                 let p = t.profile(profile).unwrap();
                 let runs = t.runs(p);
-                let per_model: usize = t.rows.iter().map(|r| if r.uses_calibration() { r.seeds.as_ref().unwrap_or(&p.seeds).len() } else { 1 }).sum();
+                let per_model: usize =
+                    t.rows.iter().map(|r| if r.uses_calibration() { r.seeds.as_ref().unwrap_or(&p.seeds).len() } else { 1 }).sum();
                 assert_eq!(runs.len(), p.models.len() * per_model, "{name} {profile}");
                 for run in &runs {
                     assert_eq!(run.prune.is_none(), run.row.method == Method::Dense);
@@ -916,7 +948,8 @@ mod tests {
         let p = t.profile("cpu").unwrap();
         assert_eq!(p.models.len(), 1);
         assert_eq!(p.models[0].source, "smollm2-135m");
-        let tasks: Vec<_> = t.columns.iter().filter_map(|c| if let Measure::Task { task, .. } = &c.measure { Some(task.as_str()) } else { None }).collect();
+        let tasks: Vec<_> =
+            t.columns.iter().filter_map(|c| if let Measure::Task { task, .. } = &c.measure { Some(task.as_str()) } else { None }).collect();
         assert_eq!(tasks, ["piqa", "arc_easy", "arc_challenge", "boolq", "hellaswag", "winogrande"]);
         assert!(t.mean);
     }
@@ -960,8 +993,24 @@ mod tests {
         assert_eq!(
             runs[1].prune.as_deref().unwrap(),
             [
-                "--method", "wanda", "--pattern", "2:4", "--calib", "c4", "--nsamples", "8", "--seqlen", "512", "--seed", "0", "--induce",
-                "distribution,feature", "--feature-epochs", "1", "--snl", "nuclear"
+                "--method",
+                "wanda",
+                "--pattern",
+                "2:4",
+                "--calib",
+                "c4",
+                "--nsamples",
+                "8",
+                "--seqlen",
+                "512",
+                "--seed",
+                "0",
+                "--induce",
+                "distribution,feature",
+                "--feature-epochs",
+                "1",
+                "--snl",
+                "nuclear"
             ]
         );
     }
@@ -1005,14 +1054,10 @@ mod tests {
         "#;
         let t = parse(&spec).unwrap();
         let fam = |id: &str| t.row(id).unwrap().family();
-        assert_eq!([fam("dense"), fam("w24"), fam("mag"), fam("wanda+recon"), fam("wanda+si+recon"), fam("wanda-4x")], [
-            Family::Dense,
-            Family::Si,
-            Family::Base,
-            Family::Reconstruction,
-            Family::SiReconstruction,
-            Family::MoreData
-        ]);
+        assert_eq!(
+            [fam("dense"), fam("w24"), fam("mag"), fam("wanda+recon"), fam("wanda+si+recon"), fam("wanda-4x")],
+            [Family::Dense, Family::Si, Family::Base, Family::Reconstruction, Family::SiReconstruction, Family::MoreData]
+        );
         let runs = t.runs(t.profile("cpu").unwrap());
         let order: Vec<(&str, Option<u64>)> = runs.iter().map(|r| (r.row.id.as_str(), r.seed)).collect();
         assert_eq!(
@@ -1043,9 +1088,27 @@ mod tests {
         assert_eq!(recon[0].evals[1].args, ["--ppl", "wikitext2,ptb", "--seqlen", "512", "--batch-size", "1"]);
         assert_eq!(recon[0].evals[1].columns, ["wf", "p"]);
         assert_eq!(recon[1].evals.len(), 1, "seed 1 evaluates the seed grid's columns only");
-        assert!(recon[1].prune.as_ref().unwrap().ends_with(&["--reconstruct", "--recon-snl", "nuclear", "--recon-snl-lambda", "1e-5"].map(String::from)));
+        assert!(
+            recon[1]
+                .prune
+                .as_ref()
+                .unwrap()
+                .ends_with(&["--reconstruct", "--recon-snl", "nuclear", "--recon-snl-lambda", "1e-5"].map(String::from))
+        );
         let both = of("wanda+si+recon")[0].prune.clone().unwrap();
-        let tail = ["--induce", "feature", "--pruning-aware", "off", "--snl", "nuclear", "--snl-lambda", "1e-5", "--reconstruct", "--feature-epochs", "1"];
+        let tail = [
+            "--induce",
+            "feature",
+            "--pruning-aware",
+            "off",
+            "--snl",
+            "nuclear",
+            "--snl-lambda",
+            "1e-5",
+            "--reconstruct",
+            "--feature-epochs",
+            "1",
+        ];
         assert!(both.ends_with(&tail.map(String::from)), "{both:?}");
         let more = of("wanda-4x")[0].prune.clone().unwrap();
         assert!(more.windows(2).any(|w| w == ["--nsamples", "32"]), "{more:?}");
@@ -1058,7 +1121,11 @@ mod tests {
     #[test]
     fn bad_specs_name_the_field_at_fault() {
         let err = |from: &str, to: &str| format!("{:#}", parse(&MINI.replace(from, to)).unwrap_err());
-        assert!(err("pattern = \"2:4\"", "pattern = \"4:2\"").contains("pattern \"4:2\" is not N:M"), "{}", err("pattern = \"2:4\"", "pattern = \"4:2\""));
+        assert!(
+            err("pattern = \"2:4\"", "pattern = \"4:2\"").contains("pattern \"4:2\" is not N:M"),
+            "{}",
+            err("pattern = \"2:4\"", "pattern = \"4:2\"")
+        );
         assert!(err("method = \"wanda\"", "method = \"wandaa\"").contains("row \"w24\": unknown method \"wandaa\""));
         assert!(err("\"distribution\", \"feature\"", "\"distributio\"").contains("unknown stage \"distributio\""));
         assert!(err("[profiles.paper]", "[profiles.gpu]").contains("no `paper` profile"));

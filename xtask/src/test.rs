@@ -36,15 +36,10 @@ fn library_path() -> Result<OsString> {
 }
 
 fn ensure_nextest() -> Result<()> {
-    let present = cargo()
-        .args(["nextest", "--version"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let present = cargo().args(["nextest", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !present {
         eprintln!("cargo-nextest is not installed: installing it with `cargo install --locked cargo-nextest`");
-        run_echoed(cargo().args(["install", "--locked", "cargo-nextest"]))
-            .context("installing cargo-nextest")?;
+        run_echoed(cargo().args(["install", "--locked", "cargo-nextest"])).context("installing cargo-nextest")?;
     }
     Ok(())
 }

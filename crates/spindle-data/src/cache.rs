@@ -22,7 +22,9 @@ pub enum CacheOutcome {
     /// Not in the cache; tokenized and stored.
     Built,
     /// In the cache but unusable (the reason says why); tokenized again and replaced.
-    Rebuilt { reason: String },
+    Rebuilt {
+        reason: String,
+    },
 }
 
 /// A folder of cached token streams.
@@ -81,10 +83,7 @@ fn decode(bytes: &[u8]) -> Result<Vec<Vec<u32>>, String> {
         return Err("checksum mismatch (damaged or truncated)".into());
     }
     let u64_at = |at: usize| -> Result<u64, String> {
-        body.get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| "truncated header".to_string())
+        body.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).ok_or_else(|| "truncated header".to_string())
     };
     let n_docs = u64_at(12)? as usize;
     let total = u64_at(20)? as usize;
@@ -101,10 +100,7 @@ fn decode(bytes: &[u8]) -> Result<Vec<Vec<u32>>, String> {
         if sum > total {
             return Err("document lengths exceed the id count".into());
         }
-        let ids = body[at..at + 4 * len]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let ids = body[at..at + 4 * len].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         docs.push(ids);
         at += 4 * len;
     }
@@ -203,7 +199,10 @@ mod tests {
         std::fs::write(&path, &good[..good.len() - 5]).unwrap();
         assert!(matches!(cache.get_or_build("k", &mut build).unwrap().1, CacheOutcome::Rebuilt { .. }));
         std::fs::write(&path, b"hello").unwrap();
-        assert_eq!(cache.get_or_build("k", &mut build).unwrap().1, CacheOutcome::Rebuilt { reason: "not a spindle token cache entry".into() });
+        assert_eq!(
+            cache.get_or_build("k", &mut build).unwrap().1,
+            CacheOutcome::Rebuilt { reason: "not a spindle token cache entry".into() }
+        );
     }
 
     #[test]

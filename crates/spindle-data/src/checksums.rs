@@ -73,14 +73,9 @@ pub fn parse_sums(path: &Path, text: &str) -> Result<Vec<(String, PathBuf)>, Dat
 /// hashed so far and the total to hash, so a caller can draw a bar.
 pub fn verify(dir: &DataDir, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, DataError> {
     let sums_path = dir.join("SHA256SUMS");
-    let text = spindle_io::read_to_string(&sums_path)
-        .map_err(|io| DataError::Io { path: sums_path.clone(), io })?;
+    let text = spindle_io::read_to_string(&sums_path).map_err(|io| DataError::Io { path: sums_path.clone(), io })?;
     let entries = parse_sums(&sums_path, &text)?;
-    let total: u64 = entries
-        .iter()
-        .filter_map(|(_, f)| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum();
+    let total: u64 = entries.iter().filter_map(|(_, f)| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
     let mut done = 0u64;
     progress(done, total);
     let mut files = Vec::with_capacity(entries.len());

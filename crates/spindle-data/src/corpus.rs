@@ -86,12 +86,9 @@ pub fn read_file_documents(path: &Path) -> Result<Vec<String>, DataError> {
             let mut docs = Vec::new();
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let bad = |problem: String| DataError::Corpus { path: path.to_path_buf(), problem };
-                let value: serde_json::Value =
-                    serde_json::from_str(line).map_err(|e| bad(format!("line {}: not JSON: {e}", i + 1)))?;
-                let text = value
-                    .get("text")
-                    .and_then(|t| t.as_str())
-                    .ok_or_else(|| bad(format!("line {}: no string field `text`", i + 1)))?;
+                let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(format!("line {}: not JSON: {e}", i + 1)))?;
+                let text =
+                    value.get("text").and_then(|t| t.as_str()).ok_or_else(|| bad(format!("line {}: no string field `text`", i + 1)))?;
                 docs.push(text.to_owned());
             }
             Ok(docs)
@@ -227,7 +224,8 @@ pub fn sample_windows(
     let mut out = Vec::with_capacity(nsamples);
     for _ in 0..nsamples {
         let doc = loop {
-            let i = rng.randint(0, n as i64 - 1).map_err(|e| DataError::Corpus { path: docs.source.clone(), problem: e.to_string() })? as usize;
+            let i =
+                rng.randint(0, n as i64 - 1).map_err(|e| DataError::Corpus { path: docs.source.clone(), problem: e.to_string() })? as usize;
             if lengths[i] > seqlen {
                 break i;
             }
@@ -317,7 +315,13 @@ mod tests {
         let docs = calibration_documents(&Corpus::File(short.clone()), &d).unwrap();
         let mut tokens = |i: usize| Ok(docs.docs[i].split(' ').map(|_| 7u32).collect());
         let err = sample_windows(&docs, &mut tokens, 4, 8, 0).unwrap_err();
-        assert_eq!(err.to_string(), format!("{}: no document is longer than seqlen 8 tokens (the longest has 3); the reference loader would never finish", short.display()));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: no document is longer than seqlen 8 tokens (the longest has 3); the reference loader would never finish",
+                short.display()
+            )
+        );
         // No train split offline.
         let err = calibration_documents(&Corpus::WikiText2, &d).unwrap_err();
         assert_eq!(err.to_string(), "wikitext2 has no calibration (train) split offline; calibrate on c4 or a file");

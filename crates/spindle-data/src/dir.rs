@@ -40,8 +40,7 @@ pub struct DataDir {
 impl DataDir {
     /// Resolves the convention from the process environment and working directory.
     pub fn resolve(flag: Option<&Path>) -> Result<DataDir, DataError> {
-        let cwd = std::env::current_dir()
-            .map_err(|io| DataError::Io { path: PathBuf::from("."), io })?;
+        let cwd = std::env::current_dir().map_err(|io| DataError::Io { path: PathBuf::from("."), io })?;
         Self::resolve_from(flag, &cwd)
     }
 
@@ -54,26 +53,14 @@ impl DataDir {
 
     /// The convention with every input explicit: an explicit choice (flag, then variable) must
     /// exist; otherwise the first existing default wins.
-    pub fn resolve_with(
-        flag: Option<&Path>,
-        env: Option<&Path>,
-        cwd: &Path,
-    ) -> Result<DataDir, DataError> {
-        let explicit = flag
-            .map(|p| (p, DataDirSource::Flag))
-            .or_else(|| env.map(|p| (p, DataDirSource::Env)));
+    pub fn resolve_with(flag: Option<&Path>, env: Option<&Path>, cwd: &Path) -> Result<DataDir, DataError> {
+        let explicit = flag.map(|p| (p, DataDirSource::Flag)).or_else(|| env.map(|p| (p, DataDirSource::Env)));
         if let Some((path, source)) = explicit {
             let root = cwd.join(path);
-            return if root.is_dir() {
-                Ok(DataDir { root, source })
-            } else {
-                Err(DataError::MissingDataDir { path: root, from: source })
-            };
+            return if root.is_dir() { Ok(DataDir { root, source }) } else { Err(DataError::MissingDataDir { path: root, from: source }) };
         }
-        let defaults = [
-            (cwd.join("data"), DataDirSource::LocalData),
-            (cwd.join("..").join("shared").join("data"), DataDirSource::SharedData),
-        ];
+        let defaults =
+            [(cwd.join("data"), DataDirSource::LocalData), (cwd.join("..").join("shared").join("data"), DataDirSource::SharedData)];
         for (root, source) in &defaults {
             if root.is_dir() {
                 return Ok(DataDir { root: root.clone(), source: *source });
@@ -114,8 +101,7 @@ mod tests {
     fn flag_wins_over_env_and_defaults() {
         let t = tree(&["work/data", "shared/data", "mine", "env"]);
         let cwd = t.path().join("work");
-        let d = DataDir::resolve_with(Some(&t.path().join("mine")), Some(&t.path().join("env")), &cwd)
-            .unwrap();
+        let d = DataDir::resolve_with(Some(&t.path().join("mine")), Some(&t.path().join("env")), &cwd).unwrap();
         assert_eq!((d.root(), d.source()), (t.path().join("mine").as_path(), DataDirSource::Flag));
     }
 
@@ -140,14 +126,9 @@ mod tests {
     #[test]
     fn a_missing_explicit_dir_is_an_error_naming_it_never_a_fallback() {
         let t = tree(&["work/data"]);
-        let err = DataDir::resolve_with(Some(Path::new("nope")), None, &t.path().join("work"))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("data directory {} (from --data-dir) does not exist", t.path().join("work/nope").display())
-        );
-        let err = DataDir::resolve_with(None, Some(Path::new("/no/such/dir")), &t.path().join("work"))
-            .unwrap_err();
+        let err = DataDir::resolve_with(Some(Path::new("nope")), None, &t.path().join("work")).unwrap_err();
+        assert_eq!(err.to_string(), format!("data directory {} (from --data-dir) does not exist", t.path().join("work/nope").display()));
+        let err = DataDir::resolve_with(None, Some(Path::new("/no/such/dir")), &t.path().join("work")).unwrap_err();
         assert_eq!(err.to_string(), "data directory /no/such/dir (from SPINDLE_DATA) does not exist");
     }
 

@@ -33,10 +33,8 @@ pub fn fetch(repo: &str, revision: &str, file: &str, into: &Path) -> Result<Path
     }
     let err = |problem: String| DataError::Hub { repo: repo.to_owned(), file: file.to_owned(), problem };
     let api = hf_hub::api::sync::Api::new().map_err(|e| err(e.to_string()))?;
-    let downloaded = api
-        .repo(Repo::with_revision(repo.to_owned(), RepoType::Dataset, revision.to_owned()))
-        .get(file)
-        .map_err(|e| err(e.to_string()))?;
+    let downloaded =
+        api.repo(Repo::with_revision(repo.to_owned(), RepoType::Dataset, revision.to_owned())).get(file).map_err(|e| err(e.to_string()))?;
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(|io| DataError::Io { path: parent.to_path_buf(), io })?;
     }
@@ -55,9 +53,15 @@ mod tests {
             local_path(into, "Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet").unwrap(),
             Path::new("/data/wikitext/wikitext-2-raw-v1/test-00000-of-00001.parquet")
         );
-        assert_eq!(local_path(into, "piqa", "validation-00000-of-00001.parquet").unwrap(), Path::new("/data/piqa/validation-00000-of-00001.parquet"));
+        assert_eq!(
+            local_path(into, "piqa", "validation-00000-of-00001.parquet").unwrap(),
+            Path::new("/data/piqa/validation-00000-of-00001.parquet")
+        );
         let err = local_path(into, "x/wikitext", "../../etc/passwd").unwrap_err();
-        assert_eq!(err.to_string(), "hub dataset x/wikitext, file ../../etc/passwd: the file must be a relative path inside the repository");
+        assert_eq!(
+            err.to_string(),
+            "hub dataset x/wikitext, file ../../etc/passwd: the file must be a relative path inside the repository"
+        );
         assert!(local_path(into, "x/..", "a").is_err());
     }
 }

@@ -66,7 +66,9 @@ pub enum DataError {
     #[error("{corpus} has no calibration (train) split offline; calibrate on c4 or a file")]
     NoCalibrationSplit { corpus: String },
     /// No document can hold a calibration window.
-    #[error("{path}: no document is longer than seqlen {seqlen} tokens (the longest has {longest}); the reference loader would never finish")]
+    #[error(
+        "{path}: no document is longer than seqlen {seqlen} tokens (the longest has {longest}); the reference loader would never finish"
+    )]
     NoLongDocument { path: PathBuf, seqlen: usize, longest: usize },
     /// A hub download that failed or was refused.
     #[error("hub dataset {repo}, file {file}: {problem}")]

@@ -293,14 +293,11 @@ mod tests {
     #[test]
     fn matches_the_wanda_calibration_loop() {
         let golden = golden();
-        let want: Vec<(i64, i64)> = list(&golden, "wanda_seed0_i_j")
-            .iter()
-            .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
-            .collect();
+        let want: Vec<(i64, i64)> =
+            list(&golden, "wanda_seed0_i_j").iter().map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap())).collect();
         assert_eq!(want.len(), 50);
         let mut r = PyRandom::new(0);
-        let got: Vec<(i64, i64)> =
-            (0..50).map(|_| (r.randint(0, 999).unwrap(), r.randint(0, 5000 - 2048 - 1).unwrap())).collect();
+        let got: Vec<(i64, i64)> = (0..50).map(|_| (r.randint(0, 999).unwrap(), r.randint(0, 5000 - 2048 - 1).unwrap())).collect();
         assert_eq!(got, want);
     }
 

@@ -106,10 +106,7 @@ impl FromStr for Task {
     type Err = TaskError;
 
     fn from_str(s: &str) -> Result<Task, TaskError> {
-        Task::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| TaskError::UnknownTask { name: s.to_owned() })
+        Task::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| TaskError::UnknownTask { name: s.to_owned() })
     }
 }
 
@@ -316,12 +313,7 @@ pub fn load(task: Task, dir: &DataDir) -> Result<TaskRecords, TaskError> {
 /// PIQA validation (`goal`, `sol1`, `sol2`, `label` 0/1).
 pub fn load_piqa(dir: &DataDir) -> Result<Vec<Piqa>, TaskError> {
     read_rows(Task::Piqa, dir, &["goal", "sol1", "sol2", "label"], |row| {
-        Ok(Piqa {
-            goal: row.take("goal")?,
-            sol1: row.take("sol1")?,
-            sol2: row.take("sol2")?,
-            label: row.small_int("label", 0, 1)?,
-        })
+        Ok(Piqa { goal: row.take("goal")?, sol1: row.take("sol1")?, sol2: row.take("sol2")?, label: row.small_int("label", 0, 1)? })
     })
 }
 
@@ -369,12 +361,7 @@ pub fn load_winogrande(dir: &DataDir) -> Result<Vec<Winogrande>, TaskError> {
         if !sentence.contains('_') {
             return Err(row.problem("sentence", "has no `_` marking the blank"));
         }
-        Ok(Winogrande {
-            sentence,
-            option1: row.take("option1")?,
-            option2: row.take("option2")?,
-            answer: row.small_int("answer", 1, 2)?,
-        })
+        Ok(Winogrande { sentence, option1: row.take("option1")?, option2: row.take("option2")?, answer: row.small_int("answer", 1, 2)? })
     })
 }
 
@@ -392,8 +379,7 @@ pub fn load_rte(dir: &DataDir) -> Result<Vec<Rte>, TaskError> {
 
 /// The 1000-row HellaSwag validation subset with every original field.
 pub fn load_hellaswag(dir: &DataDir) -> Result<Vec<HellaSwag>, TaskError> {
-    let columns =
-        ["ind", "activity_label", "ctx_a", "ctx_b", "ctx", "endings", "source_id", "split", "split_type", "label"];
+    let columns = ["ind", "activity_label", "ctx_a", "ctx_b", "ctx", "endings", "source_id", "split", "split_type", "label"];
     read_rows(Task::HellaSwag, dir, &columns, |row| {
         let (endings, label) = row.endings_and_label()?;
         Ok(HellaSwag {
@@ -457,10 +443,7 @@ impl Row<'_> {
     fn int_in(&mut self, field: &str, lo: i64, hi: i64) -> Result<i64, TaskError> {
         let value = match self.value(field)? {
             Value::Number(n) => n.as_i64().ok_or_else(|| self.problem(field, format!("{n} is not an integer label")))?,
-            Value::String(s) => s
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| self.problem(field, format!("{s:?} is not an integer label")))?,
+            Value::String(s) => s.trim().parse::<i64>().map_err(|_| self.problem(field, format!("{s:?} is not an integer label")))?,
             other => return Err(self.problem(field, format!("{other} is neither an integer nor a string"))),
         };
         if (lo..=hi).contains(&value) {
@@ -545,9 +528,8 @@ fn read_rows<T>(
     for batch in reader {
         let batch = batch.map_err(|e| bad(e.to_string()))?;
         json.clear();
-        let mut writer = arrow_json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow_json::writer::LineDelimited>(&mut json);
+        let mut writer =
+            arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(&mut json);
         writer.write(&batch).map_err(|e| bad(format!("cannot render rows as JSON: {e}")))?;
         writer.finish().map_err(|e| bad(format!("cannot render rows as JSON: {e}")))?;
         drop(writer);
@@ -592,10 +574,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_are_lm_eval_names() {
         let names: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
-        assert_eq!(
-            names,
-            ["piqa", "boolq", "openbookqa", "arc_easy", "arc_challenge", "winogrande", "rte", "hellaswag", "hellaswag_full"]
-        );
+        assert_eq!(names, ["piqa", "boolq", "openbookqa", "arc_easy", "arc_challenge", "winogrande", "rte", "hellaswag", "hellaswag_full"]);
         for task in Task::ALL {
             assert_eq!(task.name().parse::<Task>().unwrap(), task);
             assert_eq!(task.to_string(), task.name());
@@ -819,10 +798,7 @@ mod tests {
             ],
         );
         let err = load_piqa(&dir).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("{}: row 0, field `goal`: invalid type: integer `7`, expected a string", path.display())
-        );
+        assert_eq!(err.to_string(), format!("{}: row 0, field `goal`: invalid type: integer `7`, expected a string", path.display()));
         let (_t, dir, path) = fake(
             Task::Rte,
             vec![

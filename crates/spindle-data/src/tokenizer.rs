@@ -50,9 +50,7 @@ impl Tokenizer {
 
     /// The text of `ids`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, DataError> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| DataError::Tokenizer { path: self.path.clone(), problem: e.to_string() })
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| DataError::Tokenizer { path: self.path.clone(), problem: e.to_string() })
     }
 
     /// Vocabulary size including added tokens.

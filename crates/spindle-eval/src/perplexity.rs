@@ -37,12 +37,7 @@ pub struct PplResult {
 }
 
 /// Perplexity of `model` on `ids`; `progress(done, total)` counts windows.
-pub fn perplexity(
-    model: &Model,
-    ids: &[u32],
-    cfg: PplConfig,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<PplResult, EvalError> {
+pub fn perplexity(model: &Model, ids: &[u32], cfg: PplConfig, progress: &mut dyn FnMut(usize, usize)) -> Result<PplResult, EvalError> {
     if cfg.seqlen < 2 {
         return Err(EvalError::Config(format!("seqlen must be at least 2, got {}", cfg.seqlen)));
     }
@@ -83,8 +78,8 @@ pub fn perplexity(
         }
         // Mean over the window's seqlen − 1 predictions, in fp32, as CrossEntropyLoss does.
         let loss = -Tensor::cat(&picked, 1).mean_dim(1, false, Kind::Float);
-        let loss: Vec<f32> = Vec::<f32>::try_from(loss.to_device(tch::Device::Cpu))
-            .map_err(|e| EvalError::Config(format!("reading losses: {e}")))?;
+        let loss: Vec<f32> =
+            Vec::<f32>::try_from(loss.to_device(tch::Device::Cpu)).map_err(|e| EvalError::Config(format!("reading losses: {e}")))?;
         for l in loss {
             // `loss.float() * seqlen` in the reference: an fp32 product.
             nlls.push(f64::from(l * cfg.seqlen as f32));

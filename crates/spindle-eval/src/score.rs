@@ -36,7 +36,8 @@ pub struct Encoded {
 /// model's BOS, else its EOS).
 pub fn encode_pair(tokenizer: &Tokenizer, context: &str, continuation: &str, prefix: Option<u32>) -> Result<Encoded, EvalError> {
     if context.is_empty() {
-        let prefix = prefix.ok_or_else(|| EvalError::Config("a request has an empty context and the model declares no BOS or EOS token".into()))?;
+        let prefix =
+            prefix.ok_or_else(|| EvalError::Config("a request has an empty context and the model declares no BOS or EOS token".into()))?;
         return Ok(Encoded { context: vec![prefix], continuation: tokenizer.encode(continuation, true)? });
     }
     let trimmed = context.trim_end();
@@ -231,7 +232,8 @@ pub(crate) fn shared_prefix(
     for &size in groups.iter().filter(|&&size| size > 0) {
         progress(start, requests.len());
         let group = &requests[start..start + size];
-        let inputs: Vec<(Vec<i64>, usize)> = group.iter().enumerate().map(|(k, r)| model_input(start + k, r, max_length)).collect::<Result<_, _>>()?;
+        let inputs: Vec<(Vec<i64>, usize)> =
+            group.iter().enumerate().map(|(k, r)| model_input(start + k, r, max_length)).collect::<Result<_, _>>()?;
         let p = common_prefix(&inputs.iter().map(|(ids, _)| ids.as_slice()).collect::<Vec<_>>());
         let len = |k: usize| inputs[k].0.len();
         // The first position that predicts a continuation token, per request.

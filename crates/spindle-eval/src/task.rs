@@ -219,9 +219,11 @@ impl TaskSpec {
                     },
                     GoldSource::IndexOf { list, key } => {
                         let key_value = lookup(row, key);
-                        let key_value = key_value.as_ref().and_then(Value::as_str).ok_or_else(|| bad(format!("no string field `{key}`")))?;
+                        let key_value =
+                            key_value.as_ref().and_then(Value::as_str).ok_or_else(|| bad(format!("no string field `{key}`")))?;
                         let labels = lookup(row, list);
-                        let labels = labels.as_ref().and_then(Value::as_array).ok_or_else(|| bad(format!("field `{list}` is not a list")))?;
+                        let labels =
+                            labels.as_ref().and_then(Value::as_array).ok_or_else(|| bad(format!("field `{list}` is not a list")))?;
                         labels
                             .iter()
                             .position(|l| l.as_str() == Some(key_value.trim_start()))
@@ -379,7 +381,11 @@ mod tests {
         assert_eq!(names, ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "rte", "winogrande"]);
         assert!(specs.values().all(|s| s.version == 1));
         let builtin = builtin_specs().unwrap();
-        assert_eq!(builtin.keys().collect::<Vec<_>>(), specs.keys().collect::<Vec<_>>(), "a new eval/tasks file must be added to builtin_specs");
+        assert_eq!(
+            builtin.keys().collect::<Vec<_>>(),
+            specs.keys().collect::<Vec<_>>(),
+            "a new eval/tasks file must be added to builtin_specs"
+        );
         for (name, spec) in &specs {
             assert_eq!(TaskSpec { path: spec.path.clone(), ..builtin[name].clone() }, *spec, "{name}");
         }
@@ -388,7 +394,13 @@ mod tests {
     #[test]
     fn multiple_choice_requests_put_the_delimiter_before_each_choice() {
         let item = spec("piqa").item(&json!({"goal": "Open a jar", "sol1": "twist", "sol2": "bite", "label": 1}), 0).unwrap();
-        assert_eq!(item.requests, [("Question: Open a jar\nAnswer:".to_owned(), " twist".to_owned()), ("Question: Open a jar\nAnswer:".to_owned(), " bite".to_owned())]);
+        assert_eq!(
+            item.requests,
+            [
+                ("Question: Open a jar\nAnswer:".to_owned(), " twist".to_owned()),
+                ("Question: Open a jar\nAnswer:".to_owned(), " bite".to_owned())
+            ]
+        );
         assert_eq!((item.choices.clone(), item.gold), (vec!["twist".to_owned(), "bite".to_owned()], 1));
         let item = spec("boolq").item(&json!({"passage": "P.", "question": "is it", "label": true}), 0).unwrap();
         assert_eq!(item.requests[1], ("P.\nQuestion: is it?\nAnswer:".to_owned(), " yes".to_owned()));
@@ -397,7 +409,9 @@ mod tests {
         let item = spec("arc_easy").item(&arc, 3).unwrap();
         assert_eq!((item.choices.clone(), item.gold), (vec!["a".to_owned(), "b".to_owned(), "c".to_owned()], 2));
         assert_eq!(item.requests[2], ("Question: Q?\nAnswer:".to_owned(), " c".to_owned()));
-        let err = spec("openbookqa").item(&json!({"question_stem": "Q", "choices": [{"label": "A", "text": "a"}], "answer_key": "D"}), 5).unwrap_err();
+        let err = spec("openbookqa")
+            .item(&json!({"question_stem": "Q", "choices": [{"label": "A", "text": "a"}], "answer_key": "D"}), 5)
+            .unwrap_err();
         assert_eq!(err.to_string(), "task openbookqa, item 5: `D` is not in `choices.label`");
     }
 
@@ -405,7 +419,10 @@ mod tests {
     fn winogrande_is_partial_scoring() {
         let row = json!({"sentence": "Sarah was a better surgeon than Maria so _ always got the harder cases.", "option1": "Sarah", "option2": "Maria", "answer": 1});
         let item = spec("winogrande").item(&row, 0).unwrap();
-        assert_eq!(item.requests[0], ("Sarah was a better surgeon than Maria so Sarah".to_owned(), " always got the harder cases.".to_owned()));
+        assert_eq!(
+            item.requests[0],
+            ("Sarah was a better surgeon than Maria so Sarah".to_owned(), " always got the harder cases.".to_owned())
+        );
         assert_eq!(item.requests[1].0, "Sarah was a better surgeon than Maria so Maria");
         assert_eq!(item.gold, 0);
         let err = spec("winogrande").item(&json!({"sentence": "no blank", "option1": "a", "option2": "b", "answer": 1}), 7).unwrap_err();
@@ -423,7 +440,8 @@ mod tests {
     #[test]
     fn bad_specs_are_named() {
         let p = Path::new("eval/tasks/x.toml");
-        let err = TaskSpec::from_toml(p, "name = \"x\"\nversion = 1\ndataset = \"piqa\"\ntext = \"{goal}\"\nmetrics = [\"acc\"]\n").unwrap_err();
+        let err =
+            TaskSpec::from_toml(p, "name = \"x\"\nversion = 1\ndataset = \"piqa\"\ntext = \"{goal}\"\nmetrics = [\"acc\"]\n").unwrap_err();
         assert_eq!(err.to_string(), "eval/tasks/x.toml: a task has either text, choices and gold, or partial");
         let err = TaskSpec::from_toml(p, "name = \"x\"\nversion = 1\ndataset = \"squad\"\nmetrics = [\"acc\"]\n").unwrap_err();
         assert!(err.to_string().starts_with("eval/tasks/x.toml: unknown task `squad` (known: piqa, "), "{err}");

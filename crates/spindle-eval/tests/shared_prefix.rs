@@ -35,7 +35,12 @@ fn groups() -> Vec<Vec<Encoded>> {
     vec![
         // One context, continuations of 1 to 6 tokens (ARC-like): every first continuation token
         // is predicted inside the shared prefix.
-        vec![req(question.clone(), ids(3, 1)), req(question.clone(), ids(4, 3)), req(question.clone(), ids(5, 6)), req(question.clone(), ids(6, 2))],
+        vec![
+            req(question.clone(), ids(3, 1)),
+            req(question.clone(), ids(4, 3)),
+            req(question.clone(), ids(5, 6)),
+            req(question.clone(), ids(6, 2)),
+        ],
         // Continuations that share their first tokens too (the prefix reaches into them).
         vec![req(question.clone(), [ids(7, 3), ids(8, 2)].concat()), req(question.clone(), [ids(7, 3), ids(9, 5)].concat())],
         // Contexts that differ from their first token and a shared continuation (WinoGrande-like):

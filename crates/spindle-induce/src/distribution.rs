@@ -71,7 +71,9 @@ impl Default for DistributionConfig {
 impl DistributionConfig {
     pub fn validate(self) -> Result<DistributionConfig, InduceError> {
         self.pattern.validate()?;
-        let bad = |field: &str, value: String, rule: &str| Err(InduceError::Config(format!("the distribution stage's {field} must be {rule}, got {value}")));
+        let bad = |field: &str, value: String, rule: &str| {
+            Err(InduceError::Config(format!("the distribution stage's {field} must be {rule}, got {value}")))
+        };
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("learning rate (--si-lr)", self.lr.to_string(), "positive and finite");
         }
@@ -145,43 +147,23 @@ struct Prepared {
 fn prepare(site: &Site<'_>) -> Result<Prepared, InduceError> {
     let sq = site.stats.sq_norms()?.to_kind(Kind::Float);
     let columns = sq.size()[0];
-    let mut p = Prepared {
-        weights: Vec::new(),
-        sq: Vec::new(),
-        importance: Vec::new(),
-        consumer: Vec::new(),
-    };
+    let mut p = Prepared { weights: Vec::new(), sq: Vec::new(), importance: Vec::new(), consumer: Vec::new() };
     // Σ_k Σ_i C_k[i, j]² · ‖X_j‖²: how strongly each consumer column's input reaches the outputs.
     let mut col_sq = Tensor::zeros([columns], (Kind::Float, sq.device()));
     for c in &site.consumers {
         if c.size().len() != 2 || c.size()[1] != columns {
-            return Err(InduceError::Shape(format!(
-                "consumer {:?} does not read {columns} columns",
-                c.size()
-            )));
+            return Err(InduceError::Shape(format!("consumer {:?} does not read {columns} columns", c.size())));
         }
         let w = c.detach().to_kind(Kind::Float);
-        col_sq += w
-            .pow_tensor_scalar(2)
-            .sum_dim_intlist([0i64].as_slice(), false, None)
-            * &sq;
+        col_sq += w.pow_tensor_scalar(2).sum_dim_intlist([0i64].as_slice(), false, None) * &sq;
         p.importance.push(w.abs() * sq.sqrt().view([1, -1]));
         p.weights.push(w);
         p.sq.push(sq.shallow_clone());
         p.consumer.push(true);
     }
-    if let Some(Producer {
-        weight: w,
-        sq_in: sq_p,
-        out_sq,
-    }) = site.producer
-    {
+    if let Some(Producer { weight: w, sq_in: sq_p, out_sq }) = site.producer {
         let channels = site.map.channels(columns);
-        if w.size().len() != 2
-            || w.size()[0] != channels
-            || sq_p.size() != [w.size()[1]]
-            || out_sq.size() != [channels]
-        {
+        if w.size().len() != 2 || w.size()[0] != channels || sq_p.size() != [w.size()[1]] || out_sq.size() != [channels] {
             return Err(InduceError::Shape(format!(
                 "producer {:?} with scaler_row {:?} and output norms {:?} for {channels} channels",
                 w.size(),
@@ -192,10 +174,8 @@ fn prepare(site: &Site<'_>) -> Result<Prepared, InduceError> {
         let w = w.detach().to_kind(Kind::Float);
         let sq_p = sq_p.to_kind(Kind::Float);
         // ‖C_{:,r}‖·‖X_{c,r}‖ / ‖H_r‖, summed in squares over the columns a channel feeds.
-        let down =
-            (site.map.reduce_sum(&col_sq) / out_sq.to_kind(Kind::Float).clamp_min(1e-30)).sqrt();
-        p.importance
-            .push(w.abs() * sq_p.sqrt().view([1, -1]) * down.view([-1, 1]));
+        let down = (site.map.reduce_sum(&col_sq) / out_sq.to_kind(Kind::Float).clamp_min(1e-30)).sqrt();
+        p.importance.push(w.abs() * sq_p.sqrt().view([1, -1]) * down.view([-1, 1]));
         p.weights.push(w);
         p.sq.push(sq_p);
         p.consumer.push(false);
@@ -206,32 +186,19 @@ fn prepare(site: &Site<'_>) -> Result<Prepared, InduceError> {
 /// The scaled weight and `scaler_row` of matrix `k` under `D` (`e` = `D` expanded to columns).
 fn scaled(p: &Prepared, k: usize, d: &Tensor, e: &Tensor) -> (Tensor, Tensor) {
     if p.consumer[k] {
-        (
-            &p.weights[k] * e.view([1, -1]),
-            &p.sq[k] / e.pow_tensor_scalar(2),
-        )
+        (&p.weights[k] * e.view([1, -1]), &p.sq[k] / e.pow_tensor_scalar(2))
     } else {
         (&p.weights[k] / d.view([-1, 1]), p.sq[k].shallow_clone())
     }
 }
 
-fn hard(
-    p: &Prepared,
-    cfg: &DistributionConfig,
-    map: ChannelMap,
-    d: &Tensor,
-) -> Result<(f64, Vec<Measures>), InduceError> {
+fn hard(p: &Prepared, cfg: &DistributionConfig, map: ChannelMap, d: &Tensor) -> Result<(f64, Vec<Measures>), InduceError> {
     let _g = tch::no_grad_guard();
     let e = map.expand(d);
     let mut all = Vec::new();
     for k in 0..p.weights.len() {
         let (w, sq) = scaled(p, k, d, &e);
-        all.push(measures(
-            cfg.scorer,
-            &cfg.scorer.score(&w, &sq),
-            &p.importance[k],
-            cfg.pattern,
-        )?);
+        all.push(measures(cfg.scorer, &cfg.scorer.score(&w, &sq), &p.importance[k], cfg.pattern)?);
     }
     let j = all.iter().map(|m| m.true_removed).sum::<f64>() / all.len().max(1) as f64;
     Ok((j, all))
@@ -239,26 +206,17 @@ fn hard(
 
 /// The closed-form start for a site.
 pub fn smoothquant(site: &Site<'_>, alpha: f64) -> Result<Tensor, InduceError> {
-    let x = site
-        .map
-        .reduce_max(&site.stats.max_abs()?.to_kind(Kind::Float));
+    let x = site.map.reduce_max(&site.stats.max_abs()?.to_kind(Kind::Float));
     let mut w_max: Option<Tensor> = None;
     for c in &site.consumers {
-        let m = c
-            .detach()
-            .to_kind(Kind::Float)
-            .abs()
-            .amax([0i64].as_slice(), false);
+        let m = c.detach().to_kind(Kind::Float).abs().amax([0i64].as_slice(), false);
         w_max = Some(match w_max {
             Some(prev) => prev.maximum(&m),
             None => m,
         });
     }
-    let w = site
-        .map
-        .reduce_max(&w_max.ok_or_else(|| InduceError::Shape("a site without consumers".into()))?);
-    let d = x.clamp_min(1e-5).pow_tensor_scalar(alpha)
-        / w.clamp_min(1e-5).pow_tensor_scalar(1.0 - alpha);
+    let w = site.map.reduce_max(&w_max.ok_or_else(|| InduceError::Shape("a site without consumers".into()))?);
+    let d = x.clamp_min(1e-5).pow_tensor_scalar(alpha) / w.clamp_min(1e-5).pow_tensor_scalar(1.0 - alpha);
     Ok(d.clamp(1e-5, 1e5))
 }
 
@@ -270,30 +228,16 @@ pub fn fit(site: &Site<'_>, cfg: &DistributionConfig) -> Result<SiteFit, InduceE
     let device = p.weights[0].device();
     let identity = Tensor::ones([channels], (Kind::Float, device));
     let (j0, before) = hard(&p, cfg, site.map, &identity)?;
-    let mut best = (
-        j0,
-        identity.shallow_clone(),
-        before.clone(),
-        "identity".to_owned(),
-    );
+    let mut best = (j0, identity.shallow_clone(), before.clone(), "identity".to_owned());
     // Wanda's selection is invariant under any absorbable scaling: nothing to search.
     if cfg.scorer == Scorer::Wanda {
-        return Ok(SiteFit {
-            scales: identity,
-            after: before.clone(),
-            before,
-            objective_before: j0,
-            objective_after: j0,
-            chosen: best.3,
-        });
+        return Ok(SiteFit { scales: identity, after: before.clone(), before, objective_before: j0, objective_after: j0, chosen: best.3 });
     }
     let start = match cfg.start {
         Start::Identity => identity.shallow_clone(),
         Start::SmoothQuant { alpha } => smoothquant(site, alpha)?,
         Start::ActNorm => {
-            let n = site
-                .map
-                .reduce_max(&site.stats.sq_norms()?.to_kind(Kind::Float).sqrt());
+            let n = site.map.reduce_max(&site.stats.sq_norms()?.to_kind(Kind::Float).sqrt());
             // Scaled to a geometric mean of 1, so the producer's weights keep their size.
             let n = n.clamp_min(1e-5);
             let g = n.log().mean(Kind::Float).exp();
@@ -302,16 +246,11 @@ pub fn fit(site: &Site<'_>, cfg: &DistributionConfig) -> Result<SiteFit, InduceE
     };
     let bound = cfg.max_log_scale;
     let theta0 = start.log().clamp(-bound, bound);
-    let consider = |best: &mut (f64, Tensor, Vec<Measures>, String),
-                    theta: &Tensor,
-                    label: String|
-     -> Result<(), InduceError> {
+    let consider = |best: &mut (f64, Tensor, Vec<Measures>, String), theta: &Tensor, label: String| -> Result<(), InduceError> {
         let d = theta.detach().exp();
         let (j, m) = hard(&p, cfg, site.map, &d)?;
         if !j.is_finite() {
-            return Err(InduceError::NotFinite {
-                what: format!("the distribution objective at {label}"),
-            });
+            return Err(InduceError::NotFinite { what: format!("the distribution objective at {label}") });
         }
         if j < best.0 {
             *best = (j, d, m, label);
@@ -333,14 +272,11 @@ pub fn fit(site: &Site<'_>, cfg: &DistributionConfig) -> Result<SiteFit, InduceE
             let (w, sq) = scaled(&p, k, &d, &e);
             let score = cfg.scorer.score(&w, &sq);
             let soft = soft_mask(cfg.scorer, &score, cfg.pattern, cfg.temperature);
-            loss += (soft * &p.importance[k]).sum(Kind::Float)
-                / p.importance[k].sum(Kind::Float).clamp_min(1e-30);
+            loss += (soft * &p.importance[k]).sum(Kind::Float) / p.importance[k].sum(Kind::Float).clamp_min(1e-30);
         }
         let loss = loss / p.weights.len() as f64;
         if !loss.double_value(&[]).is_finite() {
-            return Err(InduceError::NotFinite {
-                what: format!("the soft distribution objective at step {step}"),
-            });
+            return Err(InduceError::NotFinite { what: format!("the soft distribution objective at step {step}") });
         }
         let grad = tch::no_grad(|| {
             let mut t = theta.shallow_clone();
@@ -363,12 +299,5 @@ pub fn fit(site: &Site<'_>, cfg: &DistributionConfig) -> Result<SiteFit, InduceE
         }
     }
     let (j, d, after, chosen) = best;
-    Ok(SiteFit {
-        scales: d,
-        before,
-        after,
-        objective_before: j0,
-        objective_after: j,
-        chosen,
-    })
+    Ok(SiteFit { scales: d, before, after, objective_before: j0, objective_after: j, chosen })
 }

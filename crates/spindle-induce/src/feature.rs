@@ -34,13 +34,7 @@ pub struct EquivalentSnlConfig {
 
 impl Default for EquivalentSnlConfig {
     fn default() -> Self {
-        EquivalentSnlConfig {
-            snl: Snl::NuclearOverSpectral,
-            steps: 30,
-            lr: 0.05,
-            max_log_scale: 1.0,
-            max_tokens: 512,
-        }
+        EquivalentSnlConfig { snl: Snl::NuclearOverSpectral, steps: 30, lr: 0.05, max_log_scale: 1.0, max_tokens: 512 }
     }
 }
 
@@ -112,9 +106,7 @@ impl Default for FeatureConfig {
 
 impl FeatureConfig {
     pub fn validate(self) -> Result<FeatureConfig, InduceError> {
-        let bad = |field: &str, value: String, rule: &str| {
-            Err(InduceError::Config(format!("{field} must be {rule}, got {value}")))
-        };
+        let bad = |field: &str, value: String, rule: &str| Err(InduceError::Config(format!("{field} must be {rule}, got {value}")));
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("the learning rate", self.lr.to_string(), "positive and finite");
         }
@@ -144,18 +136,12 @@ fn head_tokens(f: &Tensor, max: i64) -> Tensor {
 
 /// The equivalent reading: `D` `[channels]` minimising `snl(X / expand(D))` for the consumers'
 /// input `x` `[.., columns]`, with the loss before and after.
-pub fn fit_equivalent(
-    x: &Tensor,
-    map: ChannelMap,
-    cfg: &EquivalentSnlConfig,
-) -> Result<(Tensor, f64, f64), InduceError> {
+pub fn fit_equivalent(x: &Tensor, map: ChannelMap, cfg: &EquivalentSnlConfig) -> Result<(Tensor, f64, f64), InduceError> {
     let x = head_tokens(&x.detach().to_kind(Kind::Float), cfg.max_tokens);
     let columns = x.size()[1];
     let channels = map.channels(columns);
     let theta = Tensor::zeros([channels], (Kind::Float, x.device())).set_requires_grad(true);
-    let eval = |theta: &Tensor| -> Result<Tensor, InduceError> {
-        cfg.snl.loss(&(&x / map.expand(&theta.exp()).view([1, -1])))
-    };
+    let eval = |theta: &Tensor| -> Result<Tensor, InduceError> { cfg.snl.loss(&(&x / map.expand(&theta.exp()).view([1, -1]))) };
     let before = tch::no_grad(|| eval(&theta))?.double_value(&[]);
     let mut best = (before, theta.detach().copy());
     let (mut m1, mut m2) = (theta.zeros_like(), theta.zeros_like());
@@ -163,25 +149,14 @@ pub fn fit_equivalent(
         let loss = eval(&theta)?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
-            return Err(InduceError::NotFinite {
-                what: format!("the equivalent SNL at step {step}"),
-            });
+            return Err(InduceError::NotFinite { what: format!("the equivalent SNL at step {step}") });
         }
         if value < best.0 {
             best = (value, theta.detach().copy());
         }
         theta.shallow_clone().zero_grad();
         loss.backward();
-        adam_step(
-            &theta,
-            &theta.grad(),
-            &mut m1,
-            &mut m2,
-            step,
-            cfg.lr,
-            0.0,
-            None,
-        );
+        adam_step(&theta, &theta.grad(), &mut m1, &mut m2, step, cfg.lr, 0.0, None);
         tch::no_grad(|| {
             let _ = theta.detach().clamp_(-cfg.max_log_scale, cfg.max_log_scale);
         });
@@ -195,16 +170,7 @@ pub fn fit_equivalent(
 
 /// One AdamW step on `p` in place (decoupled decay toward `decay_to`, default 0).
 #[allow(clippy::too_many_arguments)]
-fn adam_step(
-    p: &Tensor,
-    grad: &Tensor,
-    m1: &mut Tensor,
-    m2: &mut Tensor,
-    step: usize,
-    lr: f64,
-    weight_decay: f64,
-    decay_to: Option<f64>,
-) {
+fn adam_step(p: &Tensor, grad: &Tensor, m1: &mut Tensor, m2: &mut Tensor, step: usize, lr: f64, weight_decay: f64, decay_to: Option<f64>) {
     let (b1, b2, eps) = (0.9, 0.999, 1e-8);
     tch::no_grad(|| {
         let g = grad.detach();
@@ -253,8 +219,7 @@ fn splitmix(state: &mut u64) -> u64 {
 
 /// The caller's block under a set of scalers, on one calibration sample: the reconstruction
 /// loss (0-d) and the feature matrices for the SNL.
-pub type ScaledForward<'a> =
-    &'a mut dyn FnMut(&[Tensor], usize) -> Result<(Tensor, Vec<Tensor>), InduceError>;
+pub type ScaledForward<'a> = &'a mut dyn FnMut(&[Tensor], usize) -> Result<(Tensor, Vec<Tensor>), InduceError>;
 
 /// Trains scalers `s_k = 1 + δ_k` of the given `sizes` over `samples` calibration samples for
 /// `cfg.epochs` epochs. `forward(scalers, sample)` runs the caller's block with the scalers and
@@ -270,14 +235,8 @@ pub fn train(
     if samples == 0 {
         return Err(InduceError::NoStatistics);
     }
-    let deltas: Vec<Tensor> = sizes
-        .iter()
-        .map(|&n| Tensor::zeros([n], (Kind::Float, device)).set_requires_grad(true))
-        .collect();
-    let mut moments: Vec<(Tensor, Tensor)> = deltas
-        .iter()
-        .map(|d| (d.zeros_like(), d.zeros_like()))
-        .collect();
+    let deltas: Vec<Tensor> = sizes.iter().map(|&n| Tensor::zeros([n], (Kind::Float, device)).set_requires_grad(true)).collect();
+    let mut moments: Vec<(Tensor, Tensor)> = deltas.iter().map(|d| (d.zeros_like(), d.zeros_like())).collect();
     let mut rng = cfg.seed ^ 0x0053_5049_4E44_4C45;
     let mut epochs = Vec::new();
     let mut step = 0;
@@ -307,9 +266,7 @@ pub fn train(
             }
             let (r, l) = (recon.double_value(&[]), loss.double_value(&[]));
             if !r.is_finite() || !l.is_finite() {
-                return Err(InduceError::NotFinite {
-                    what: format!("the feature-stage loss (epoch {epoch}, sample {sample})"),
-                });
+                return Err(InduceError::NotFinite { what: format!("the feature-stage loss (epoch {epoch}, sample {sample})") });
             }
             rec_sum += r;
             snl_sum += snl_value;
@@ -324,10 +281,7 @@ pub fn train(
                 }
             }
         }
-        epochs.push(EpochLoss {
-            reconstruction: rec_sum / samples as f64,
-            snl: snl_sum / samples as f64,
-        });
+        epochs.push(EpochLoss { reconstruction: rec_sum / samples as f64, snl: snl_sum / samples as f64 });
     }
     let scalers = deltas.iter().map(|d| (d.detach() + 1.0).copy()).collect();
     Ok(TrainOutcome { scalers, epochs })

@@ -67,12 +67,8 @@ impl Scorer {
         let score = score.detach();
         Ok(match pattern {
             Pattern::NM { n, m } => spindle_prune::mask::n_m(&score, n, m)?,
-            Pattern::Unstructured { sparsity } if self.per_row() => {
-                spindle_prune::mask::per_row(&score, sparsity)?
-            }
-            Pattern::Unstructured { sparsity } => {
-                spindle_prune::mask::per_matrix(&score, sparsity)?
-            }
+            Pattern::Unstructured { sparsity } if self.per_row() => spindle_prune::mask::per_row(&score, sparsity)?,
+            Pattern::Unstructured { sparsity } => spindle_prune::mask::per_matrix(&score, sparsity)?,
         })
     }
 }
@@ -87,35 +83,18 @@ pub struct Measures {
 
 /// Measures of `score` (the pruner's) against `importance` (the true importance), both
 /// `[out, in]`, under `pattern`.
-pub fn measures(
-    scorer: Scorer,
-    score: &Tensor,
-    importance: &Tensor,
-    pattern: Pattern,
-) -> Result<Measures, InduceError> {
+pub fn measures(scorer: Scorer, score: &Tensor, importance: &Tensor, pattern: Pattern) -> Result<Measures, InduceError> {
     if score.size() != importance.size() {
-        return Err(InduceError::Shape(format!(
-            "score {:?} vs importance {:?}",
-            score.size(),
-            importance.size()
-        )));
+        return Err(InduceError::Shape(format!("score {:?} vs importance {:?}", score.size(), importance.size())));
     }
     let mask = scorer.select(score, pattern)?;
     let s = score.detach().to_kind(Kind::Double);
     let t = importance.detach().to_kind(Kind::Double);
     let share = |v: &Tensor| {
         let total = v.sum(Kind::Double).double_value(&[]);
-        if total > 0.0 {
-            v.masked_select(&mask).sum(Kind::Double).double_value(&[]) / total
-        } else {
-            0.0
-        }
+        if total > 0.0 { v.masked_select(&mask).sum(Kind::Double).double_value(&[]) / total } else { 0.0 }
     };
-    Ok(Measures {
-        true_removed: share(&t),
-        own_removed: share(&s),
-        entropy: entropy(&s),
-    })
+    Ok(Measures { true_removed: share(&t), own_removed: share(&s), entropy: entropy(&s) })
 }
 
 /// Normalised Shannon entropy of a non-negative tensor read as a distribution.
@@ -127,9 +106,7 @@ pub fn entropy(v: &Tensor) -> f64 {
         return 0.0;
     }
     let p = &v / total;
-    let plogp = (&p * p.clamp_min(1e-300).log())
-        .sum(Kind::Double)
-        .double_value(&[]);
+    let plogp = (&p * p.clamp_min(1e-300).log()).sum(Kind::Double).double_value(&[]);
     -plogp / (n as f64).ln()
 }
 
@@ -149,13 +126,9 @@ pub fn soft_mask(scorer: Scorer, score: &Tensor, pattern: Pattern, temperature: 
         Pattern::NM { n, m } => {
             let (n, m) = (n as i64, m as i64);
             let g = s.view([rows, cols / m, m]);
-            boundary(&g, 2, m, m - n)
-                .expand([rows, cols / m, m], false)
-                .reshape([rows, cols])
+            boundary(&g, 2, m, m - n).expand([rows, cols / m, m], false).reshape([rows, cols])
         }
-        Pattern::Unstructured { sparsity } if scorer.per_row() => {
-            boundary(&s, 1, cols, (cols as f64 * sparsity).floor() as i64)
-        }
+        Pattern::Unstructured { sparsity } if scorer.per_row() => boundary(&s, 1, cols, (cols as f64 * sparsity).floor() as i64),
         Pattern::Unstructured { sparsity } => {
             let n = rows * cols;
             boundary(&s.reshape([-1]), 0, n, (n as f64 * sparsity).floor() as i64).view([1, 1])
@@ -178,10 +151,7 @@ pub fn log_histogram(score: &Tensor, lo: f64, hi: f64, bins: i64) -> Vec<f64> {
     let med = s.median().double_value(&[]).max(1e-300);
     let width = (hi - lo) / bins as f64;
     let v = (s / med).clamp_min(1e-300).log10();
-    let idx = ((v - lo) / width)
-        .floor()
-        .clamp(0.0, (bins - 1) as f64)
-        .to_kind(Kind::Int64);
+    let idx = ((v - lo) / width).floor().clamp(0.0, (bins - 1) as f64).to_kind(Kind::Int64);
     let h = idx.bincount(None::<Tensor>, bins).to_kind(Kind::Double) / n as f64;
     Vec::<f64>::try_from(&h).unwrap_or_default()
 }

@@ -20,11 +20,7 @@ pub enum ChannelMap {
     Identity,
     /// Grouped-query attention: `kv_heads · head_dim` channels, each repeated over the `group`
     /// query heads that read it (consumer columns in `[kv_heads, group, head_dim]` order).
-    Repeat {
-        kv_heads: i64,
-        group: i64,
-        head_dim: i64,
-    },
+    Repeat { kv_heads: i64, group: i64, head_dim: i64 },
 }
 
 impl ChannelMap {
@@ -32,9 +28,7 @@ impl ChannelMap {
     pub fn channels(self, columns: i64) -> i64 {
         match self {
             ChannelMap::Identity => columns,
-            ChannelMap::Repeat {
-                kv_heads, head_dim, ..
-            } => kv_heads * head_dim,
+            ChannelMap::Repeat { kv_heads, head_dim, .. } => kv_heads * head_dim,
         }
     }
 
@@ -43,14 +37,9 @@ impl ChannelMap {
     pub fn expand(self, d: &Tensor) -> Tensor {
         match self {
             ChannelMap::Identity => d.shallow_clone(),
-            ChannelMap::Repeat {
-                kv_heads,
-                group,
-                head_dim,
-            } => d
-                .view([kv_heads, 1, head_dim])
-                .expand([kv_heads, group, head_dim], false)
-                .reshape([-1]),
+            ChannelMap::Repeat { kv_heads, group, head_dim } => {
+                d.view([kv_heads, 1, head_dim]).expand([kv_heads, group, head_dim], false).reshape([-1])
+            }
         }
     }
 
@@ -58,14 +47,9 @@ impl ChannelMap {
     pub fn reduce_max(self, v: &Tensor) -> Tensor {
         match self {
             ChannelMap::Identity => v.shallow_clone(),
-            ChannelMap::Repeat {
-                kv_heads,
-                group,
-                head_dim,
-            } => v
-                .view([kv_heads, group, head_dim])
-                .amax([1i64].as_slice(), false)
-                .reshape([-1]),
+            ChannelMap::Repeat { kv_heads, group, head_dim } => {
+                v.view([kv_heads, group, head_dim]).amax([1i64].as_slice(), false).reshape([-1])
+            }
         }
     }
 
@@ -73,14 +57,9 @@ impl ChannelMap {
     pub fn reduce_sum(self, v: &Tensor) -> Tensor {
         match self {
             ChannelMap::Identity => v.shallow_clone(),
-            ChannelMap::Repeat {
-                kv_heads,
-                group,
-                head_dim,
-            } => v
-                .view([kv_heads, group, head_dim])
-                .sum_dim_intlist([1i64].as_slice(), false, None)
-                .reshape([-1]),
+            ChannelMap::Repeat { kv_heads, group, head_dim } => {
+                v.view([kv_heads, group, head_dim]).sum_dim_intlist([1i64].as_slice(), false, None).reshape([-1])
+            }
         }
     }
 }
@@ -88,40 +67,25 @@ impl ChannelMap {
 /// Checks that `d` is a 1-D tensor of `n` positive, finite scales.
 pub fn check_scales(d: &Tensor, n: i64) -> Result<(), InduceError> {
     if d.size() != [n] {
-        return Err(InduceError::Shape(format!(
-            "scales {:?} for {n} channels",
-            d.size()
-        )));
+        return Err(InduceError::Shape(format!("scales {:?} for {n} channels", d.size())));
     }
     let d = d.to_kind(Kind::Double);
-    if !bool::try_from(d.isfinite().all()).unwrap_or(false)
-        || !bool::try_from(d.gt(0.0).all()).unwrap_or(false)
-    {
+    if !bool::try_from(d.isfinite().all()).unwrap_or(false) || !bool::try_from(d.gt(0.0).all()).unwrap_or(false) {
         let (lo, hi) = (d.min().double_value(&[]), d.max().double_value(&[]));
-        return Err(InduceError::BadScales(format!(
-            "{n} scales range over [{lo}, {hi}]"
-        )));
+        return Err(InduceError::BadScales(format!("{n} scales range over [{lo}, {hi}]")));
     }
     Ok(())
 }
 
 /// A norm's weight and bias with `D` absorbed: `γ / D`, `β / D`.
-pub fn absorb_into_norm(
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    d: &Tensor,
-) -> Result<(Tensor, Option<Tensor>), InduceError> {
+pub fn absorb_into_norm(weight: &Tensor, bias: Option<&Tensor>, d: &Tensor) -> Result<(Tensor, Option<Tensor>), InduceError> {
     check_scales(d, weight.size().first().copied().unwrap_or(0))?;
     let d = d.to_kind(weight.kind()).to_device(weight.device());
     Ok((weight / &d, bias.map(|b| b / &d)))
 }
 
 /// A producer linear `[out, in]` with `D` `[out]` absorbed into its output rows: `W / D`, `b / D`.
-pub fn absorb_into_rows(
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    d: &Tensor,
-) -> Result<(Tensor, Option<Tensor>), InduceError> {
+pub fn absorb_into_rows(weight: &Tensor, bias: Option<&Tensor>, d: &Tensor) -> Result<(Tensor, Option<Tensor>), InduceError> {
     check_scales(d, weight.size().first().copied().unwrap_or(0))?;
     let d = d.to_kind(weight.kind()).to_device(weight.device());
     Ok((weight / d.view([-1, 1]), bias.map(|b| b / &d)))
@@ -129,11 +93,7 @@ pub fn absorb_into_rows(
 
 /// A consumer linear `[out, in]` with `D` absorbed into its input columns through `map`:
 /// `C · expand(D)`.
-pub fn absorb_into_columns(
-    weight: &Tensor,
-    d: &Tensor,
-    map: ChannelMap,
-) -> Result<Tensor, InduceError> {
+pub fn absorb_into_columns(weight: &Tensor, d: &Tensor, map: ChannelMap) -> Result<Tensor, InduceError> {
     let columns = weight.size().get(1).copied().unwrap_or(0);
     check_scales(d, map.channels(columns))?;
     let e = map.expand(&d.to_kind(weight.kind()).to_device(weight.device()));
@@ -171,10 +131,7 @@ impl ChannelStats {
     /// The same, also accumulating the Gram matrix `XᵀX` (for the output norms of a linear that
     /// reads these activations).
     pub fn with_gram(columns: i64, device: tch::Device) -> ChannelStats {
-        ChannelStats {
-            gram: Some(Tensor::zeros([columns, columns], (Kind::Float, device))),
-            ..ChannelStats::new(columns, device)
-        }
+        ChannelStats { gram: Some(Tensor::zeros([columns, columns], (Kind::Float, device))), ..ChannelStats::new(columns, device) }
     }
 
     /// Adds one batch of activations `[.., columns]`.
@@ -196,9 +153,7 @@ impl ChannelStats {
     /// `‖x W_rᵀ‖²` for each row `r` of `w` `[rows, columns]` (a linear reading these activations),
     /// on the scale of `scaler_row`; needs [`ChannelStats::with_gram`].
     pub fn output_sq_norms(&self, w: &Tensor) -> Result<Tensor, InduceError> {
-        let g = self.gram.as_ref().ok_or_else(|| {
-            InduceError::Config("output norms need statistics made with_gram".into())
-        })?;
+        let g = self.gram.as_ref().ok_or_else(|| InduceError::Config("output norms need statistics made with_gram".into()))?;
         self.norms.get()?;
         let w = w.detach().to_kind(Kind::Float);
         Ok((w.matmul(g) * &w).sum_dim_intlist([1i64].as_slice(), false, None))
@@ -222,14 +177,8 @@ impl ChannelStats {
         let e = expanded.to_kind(Kind::Float).to_device(sq.device());
         Ok(ChannelStats {
             max_abs: &self.max_abs / &e,
-            norms: spindle_prune::ColumnNorms::from_parts(
-                sq / e.pow_tensor_scalar(2),
-                self.norms.nsamples(),
-            ),
-            gram: self
-                .gram
-                .as_ref()
-                .map(|g| g / e.view([-1, 1]) / e.view([1, -1])),
+            norms: spindle_prune::ColumnNorms::from_parts(sq / e.pow_tensor_scalar(2), self.norms.nsamples()),
+            gram: self.gram.as_ref().map(|g| g / e.view([-1, 1]) / e.view([1, -1])),
         })
     }
 }

@@ -31,11 +31,7 @@ pub enum Snl {
 }
 
 impl Snl {
-    pub const ALL: [Snl; 3] = [
-        Snl::NuclearOverSpectral,
-        Snl::SpectralOverFrobenius,
-        Snl::SpectralEnergy,
-    ];
+    pub const ALL: [Snl; 3] = [Snl::NuclearOverSpectral, Snl::SpectralOverFrobenius, Snl::SpectralEnergy];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -51,9 +47,7 @@ impl Snl {
         let size = f.size();
         let channels = size.last().copied().unwrap_or(0);
         if size.len() < 2 || channels == 0 || f.numel() == 0 {
-            return Err(InduceError::Shape(format!(
-                "SNL needs a [tokens, channels] feature matrix, got {size:?}"
-            )));
+            return Err(InduceError::Shape(format!("SNL needs a [tokens, channels] feature matrix, got {size:?}")));
         }
         let m = f.reshape([-1, channels]).to_kind(Kind::Double);
         let (rows, cols) = (m.size()[0], channels);
@@ -65,8 +59,7 @@ impl Snl {
         // Descending, as an SVD orders them.
         let lambda = lambda.flip([0]).clamp_min(0.0);
         let q = q.flip([1]);
-        let sigma: Vec<f64> = Vec::<f64>::try_from(lambda.sqrt().contiguous())
-            .map_err(InduceError::Torch)?;
+        let sigma: Vec<f64> = Vec::<f64>::try_from(lambda.sqrt().contiguous()).map_err(InduceError::Torch)?;
         let s1 = sigma.first().copied().unwrap_or(0.0).max(1e-300);
         let (value, dsigma): (f64, Vec<f64>) = match self {
             Snl::NuclearOverSpectral => {
@@ -92,11 +85,7 @@ impl Snl {
             return Err(InduceError::NotFinite { what: format!("the {} SNL", self.name()) });
         }
         // (∂L/∂σᵢ)/σᵢ, zero where σᵢ is below the Gram matrix's resolution.
-        let coef: Vec<f64> = sigma
-            .iter()
-            .zip(&dsigma)
-            .map(|(s, w)| if *s > 1e-7 * s1 { w / s } else { 0.0 })
-            .collect();
+        let coef: Vec<f64> = sigma.iter().zip(&dsigma).map(|(s, w)| if *s > 1e-7 * s1 { w / s } else { 0.0 }).collect();
         let coef = Tensor::from_slice(&coef).to_device(md.device());
         let qc = &q * coef.view([1, -1]);
         let grad = if wide { qc.matmul(&q.tr()).matmul(&md) } else { md.matmul(&qc).matmul(&q.tr()) };

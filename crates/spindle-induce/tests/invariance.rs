@@ -18,8 +18,7 @@ const NM24: Pattern = Pattern::NM { n: 2, m: 4 };
 fn case(seed: i64, tokens: i64, out: i64, cols: i64) -> (Tensor, Tensor) {
     tch::manual_seed(seed);
     let col_scale = (Tensor::randn([cols], (Kind::Float, Device::Cpu)) * 1.0).exp();
-    let x =
-        Tensor::randn([2, tokens, cols], (Kind::Float, Device::Cpu)) * col_scale.view([1, 1, -1]);
+    let x = Tensor::randn([2, tokens, cols], (Kind::Float, Device::Cpu)) * col_scale.view([1, 1, -1]);
     let w = Tensor::randn([out, cols], (Kind::Float, Device::Cpu)) * 0.1;
     (x, w)
 }
@@ -61,20 +60,13 @@ fn absorbed_scaling_leaves_the_function_unchanged() {
     let pb = Tensor::randn([32], (Kind::Float, Device::Cpu));
     let (p2, pb2) = scale::absorb_into_rows(&p, Some(&pb), &d).unwrap();
     let y = x.linear(&p, Some(&pb)).relu().linear::<Tensor>(&w, None);
-    let y2 = x
-        .linear(&p2, pb2.as_ref())
-        .relu()
-        .linear::<Tensor>(&w2, None);
+    let y2 = x.linear(&p2, pb2.as_ref()).relu().linear::<Tensor>(&w2, None);
     assert!(y.allclose(&y2, 1e-4, 1e-4, false));
 }
 
 #[test]
 fn grouped_query_scales_repeat_over_each_query_group() {
-    let map = ChannelMap::Repeat {
-        kv_heads: 2,
-        group: 3,
-        head_dim: 4,
-    };
+    let map = ChannelMap::Repeat { kv_heads: 2, group: 3, head_dim: 4 };
     let d = Tensor::arange(8, (Kind::Float, Device::Cpu)) + 1.0;
     let e = map.expand(&d);
     let got: Vec<f32> = Vec::try_from(&e).unwrap();
@@ -100,15 +92,9 @@ fn bad_scales_are_errors_naming_the_range() {
         other => panic!("expected BadScales, got {other:?}"),
     }
     let d = Tensor::from_slice(&[1.0f32, f32::NAN, 1.0]);
-    assert!(matches!(
-        scale::absorb_into_norm(&Tensor::ones([3], (Kind::Float, Device::Cpu)), None, &d),
-        Err(InduceError::BadScales(_))
-    ));
+    assert!(matches!(scale::absorb_into_norm(&Tensor::ones([3], (Kind::Float, Device::Cpu)), None, &d), Err(InduceError::BadScales(_))));
     let d = Tensor::ones([5], (Kind::Float, Device::Cpu));
-    assert!(matches!(
-        scale::absorb_into_columns(&w, &d, ChannelMap::Identity),
-        Err(InduceError::Shape(_))
-    ));
+    assert!(matches!(scale::absorb_into_columns(&w, &d, ChannelMap::Identity), Err(InduceError::Shape(_))));
 }
 
 #[test]
@@ -120,19 +106,10 @@ fn wanda_masks_do_not_move_under_any_absorbable_scaling() {
         let x2 = &x / d.view([1, 1, -1]);
         let w2 = &w * d.view([1, -1]);
         let sq2 = sq_norms(&x2);
-        for pattern in [
-            HALF,
-            Pattern::Unstructured { sparsity: 0.7 },
-            NM24,
-            Pattern::NM { n: 4, m: 8 },
-        ] {
+        for pattern in [HALF, Pattern::Unstructured { sparsity: 0.7 }, NM24, Pattern::NM { n: 4, m: 8 }] {
             let a = spindle_prune::wanda::mask(&w, &sq, pattern).unwrap();
             let b = spindle_prune::wanda::mask(&w2, &sq2, pattern).unwrap();
-            assert!(
-                same(&a, &b),
-                "seed {seed} {pattern}: {} entries moved",
-                differing(&a, &b)
-            );
+            assert!(same(&a, &b), "seed {seed} {pattern}: {} entries moved", differing(&a, &b));
         }
     }
 }
@@ -144,32 +121,16 @@ fn sparsegpt_unstructured_masks_do_not_move_under_input_scaling_without_damping(
     // needs a negligible damping.
     let (x, w) = case(31, 128, 32, 64);
     let d = scales(32, 64);
-    let cfg = SparseGptConfig {
-        blocksize: 32,
-        percdamp: 1e-9,
-        max_percdamp: 1e-9,
-    };
+    let cfg = SparseGptConfig { blocksize: 32, percdamp: 1e-9, max_percdamp: 1e-9 };
     let hess = |x: &Tensor| {
         let mut h = Hessian::new(64, Device::Cpu);
-        h.add_batch(&x.to_kind(Kind::Double).to_kind(Kind::Float))
-            .unwrap();
+        h.add_batch(&x.to_kind(Kind::Double).to_kind(Kind::Float)).unwrap();
         h.get().unwrap().shallow_clone()
     };
     let a = spindle_prune::sparsegpt::prune(&w, &hess(&x), HALF, cfg).unwrap();
-    let b = spindle_prune::sparsegpt::prune(
-        &(&w * d.view([1, -1])),
-        &hess(&(&x / d.view([1, 1, -1]))),
-        HALF,
-        cfg,
-    )
-    .unwrap();
+    let b = spindle_prune::sparsegpt::prune(&(&w * d.view([1, -1])), &hess(&(&x / d.view([1, 1, -1]))), HALF, cfg).unwrap();
     let (ma, mb) = (a.weight.eq(0.0), b.weight.eq(0.0));
-    assert!(
-        differing(&ma, &mb) <= 2,
-        "{} of {} mask entries moved",
-        differing(&ma, &mb),
-        ma.numel()
-    );
+    assert!(differing(&ma, &mb) <= 2, "{} of {} mask entries moved", differing(&ma, &mb), ma.numel());
     // and the updated weights are the same up to the scaling
     let back = &b.weight / d.view([1, -1]);
     assert!(back.allclose(&a.weight, 1e-2, 1e-3, false));
@@ -179,14 +140,8 @@ fn sparsegpt_unstructured_masks_do_not_move_under_input_scaling_without_damping(
 fn magnitude_masks_do_move_under_scaling() {
     let (_, w) = case(41, 8, 48, 64);
     let d = scales(42, 64);
-    let a =
-        spindle_prune::magnitude::mask(&w, HALF, spindle_prune::magnitude::Scope::Matrix).unwrap();
-    let b = spindle_prune::magnitude::mask(
-        &(&w * d.view([1, -1])),
-        HALF,
-        spindle_prune::magnitude::Scope::Matrix,
-    )
-    .unwrap();
+    let a = spindle_prune::magnitude::mask(&w, HALF, spindle_prune::magnitude::Scope::Matrix).unwrap();
+    let b = spindle_prune::magnitude::mask(&(&w * d.view([1, -1])), HALF, spindle_prune::magnitude::Scope::Matrix).unwrap();
     assert!(differing(&a, &b) > 100);
 }
 
@@ -200,24 +155,11 @@ fn stats_of(x: &Tensor) -> ChannelStats {
 fn the_distribution_stage_lowers_the_importance_magnitude_removes() {
     let (x, w) = case(51, 64, 96, 128);
     let stats = stats_of(&x);
-    let site = Site {
-        consumers: vec![&w],
-        stats: &stats,
-        map: ChannelMap::Identity,
-        producer: None,
-    };
+    let site = Site { consumers: vec![&w], stats: &stats, map: ChannelMap::Identity, producer: None };
     for pattern in [HALF, NM24] {
-        let cfg = DistributionConfig {
-            pattern,
-            ..Default::default()
-        };
+        let cfg = DistributionConfig { pattern, ..Default::default() };
         let fit = distribution::fit(&site, &cfg).unwrap();
-        assert!(
-            fit.objective_after < 0.8 * fit.objective_before,
-            "{pattern}: {} -> {}",
-            fit.objective_before,
-            fit.objective_after
-        );
+        assert!(fit.objective_after < 0.8 * fit.objective_before, "{pattern}: {} -> {}", fit.objective_before, fit.objective_after);
         // the reported measure is the real one: recompute it from the absorbed weight
         let w2 = scale::absorb_into_columns(&w, &fit.scales, ChannelMap::Identity).unwrap();
         let importance = w.abs() * stats.sq_norms().unwrap().sqrt().view([1, -1]);
@@ -231,25 +173,10 @@ fn the_distribution_stage_lowers_the_importance_magnitude_removes() {
 fn the_distribution_stage_keeps_identity_when_nothing_helps() {
     let (x, w) = case(61, 16, 32, 64);
     let stats = stats_of(&x);
-    let site = Site {
-        consumers: vec![&w],
-        stats: &stats,
-        map: ChannelMap::Identity,
-        producer: None,
-    };
-    let fit = distribution::fit(
-        &site,
-        &DistributionConfig {
-            scorer: Scorer::Wanda,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let site = Site { consumers: vec![&w], stats: &stats, map: ChannelMap::Identity, producer: None };
+    let fit = distribution::fit(&site, &DistributionConfig { scorer: Scorer::Wanda, ..Default::default() }).unwrap();
     assert_eq!(fit.chosen, "identity");
-    assert!(
-        fit.scales
-            .equal(&Tensor::ones([64], (Kind::Float, Device::Cpu)))
-    );
+    assert!(fit.scales.equal(&Tensor::ones([64], (Kind::Float, Device::Cpu))));
     assert_eq!(fit.objective_before, fit.objective_after);
 }
 
@@ -266,22 +193,11 @@ fn a_producer_linear_is_part_of_the_objective() {
     let out_sq = up_in.output_sq_norms(&up).unwrap();
     // the Gram matrix gives the producer's output norms exactly: here its output is down's input
     assert!(out_sq.allclose(stats.sq_norms().unwrap(), 1e-3, 1e-3, false));
-    let producer = spindle_induce::Producer {
-        weight: &up,
-        sq_in: &sq_up,
-        out_sq: &out_sq,
-    };
-    let site = Site {
-        consumers: vec![&down],
-        stats: &stats,
-        map: ChannelMap::Identity,
-        producer: Some(producer),
-    };
+    let producer = spindle_induce::Producer { weight: &up, sq_in: &sq_up, out_sq: &out_sq };
+    let site = Site { consumers: vec![&down], stats: &stats, map: ChannelMap::Identity, producer: Some(producer) };
     let fit = distribution::fit(&site, &DistributionConfig::default()).unwrap();
     assert_eq!(fit.before.len(), 2);
-    let mean = |m: &[spindle_induce::Measures]| {
-        m.iter().map(|m| m.true_removed).sum::<f64>() / m.len() as f64
-    };
+    let mean = |m: &[spindle_induce::Measures]| m.iter().map(|m| m.true_removed).sum::<f64>() / m.len() as f64;
     assert!((mean(&fit.after) - fit.objective_after).abs() < 1e-9);
     assert!(fit.objective_after <= fit.objective_before);
 }
@@ -310,16 +226,10 @@ fn snl_variants_have_their_closed_forms() {
         assert!((a.double_value(&[]) - b.double_value(&[])).abs() < 1e-5);
         a.backward();
         let g = f.grad();
-        assert!(
-            bool::try_from(g.isfinite().all()).unwrap()
-                && g.abs().sum(Kind::Float).double_value(&[]) > 0.0
-        );
+        assert!(bool::try_from(g.isfinite().all()).unwrap() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0);
         f.shallow_clone().zero_grad();
     }
-    assert!(matches!(
-        Snl::SpectralEnergy.loss(&Tensor::ones([5], (Kind::Float, Device::Cpu))),
-        Err(InduceError::Shape(_))
-    ));
+    assert!(matches!(Snl::SpectralEnergy.loss(&Tensor::ones([5], (Kind::Float, Device::Cpu))), Err(InduceError::Shape(_))));
 }
 
 /// The SVD-based loss the Gram-matrix form replaced, with libtorch's autograd through the SVD.
@@ -371,20 +281,12 @@ fn snl_matches_the_svd_and_its_gradient() {
 #[test]
 fn the_equivalent_snl_lowers_the_loss_within_its_bound() {
     let (x, _) = case(81, 64, 4, 32);
-    let cfg = EquivalentSnlConfig {
-        max_log_scale: 0.5,
-        steps: 20,
-        ..Default::default()
-    };
+    let cfg = EquivalentSnlConfig { max_log_scale: 0.5, steps: 20, ..Default::default() };
     let (d, before, after) = feature::fit_equivalent(&x, ChannelMap::Identity, &cfg).unwrap();
     assert!(after < before, "{before} -> {after}");
     let logd = d.log().abs().max().double_value(&[]);
     assert!(logd <= 0.5 + 1e-6, "{logd}");
-    let got = cfg
-        .snl
-        .loss(&(&x.reshape([-1, 32]) / d.view([1, -1])))
-        .unwrap()
-        .double_value(&[]);
+    let got = cfg.snl.loss(&(&x.reshape([-1, 32]) / d.view([1, -1]))).unwrap().double_value(&[]);
     assert!((got - after).abs() < 1e-4);
 }
 
@@ -393,23 +295,14 @@ fn the_trainer_learns_a_scaler_that_reconstructs_the_target() {
     // target = x·(W·2)ᵀ; the scaler on W's inputs should go toward 2.
     let (x, w) = case(91, 32, 16, 8);
     let target = x.linear::<Tensor>(&(&w * 2.0), None);
-    let cfg = FeatureConfig {
-        snl: None,
-        lr: 0.05,
-        epochs: 60,
-        ..Default::default()
-    };
+    let cfg = FeatureConfig { snl: None, lr: 0.05, epochs: 60, ..Default::default() };
     // One scaler on W's inputs; the relative reconstruction error of the target.
     let train = |cfg: &FeatureConfig| {
         feature::train(&[8], Device::Cpu, 2, cfg, &mut |s, sample| {
             let xs = x.get(sample as i64);
             let y = xs.linear::<Tensor>(&(&w * s[0].view([1, -1])), None);
             let t = target.get(sample as i64);
-            Ok((
-                (y - &t).pow_tensor_scalar(2).mean(Kind::Float)
-                    / t.pow_tensor_scalar(2).mean(Kind::Float),
-                vec![],
-            ))
+            Ok(((y - &t).pow_tensor_scalar(2).mean(Kind::Float) / t.pow_tensor_scalar(2).mean(Kind::Float), vec![]))
         })
     };
     let out = train(&cfg).unwrap();
@@ -436,38 +329,10 @@ fn straight_through_prunes_forward_and_passes_gradients() {
 
 #[test]
 fn configurations_are_validated() {
-    assert!(
-        DistributionConfig {
-            lr: 0.0,
-            ..Default::default()
-        }
-        .validate()
-        .is_err()
-    );
-    assert!(
-        DistributionConfig {
-            start: Start::SmoothQuant { alpha: 1.5 },
-            ..Default::default()
-        }
-        .validate()
-        .is_err()
-    );
-    assert!(
-        DistributionConfig {
-            pattern: Pattern::NM { n: 4, m: 4 },
-            ..Default::default()
-        }
-        .validate()
-        .is_err()
-    );
-    assert!(
-        FeatureConfig {
-            epochs: 0,
-            ..Default::default()
-        }
-        .validate()
-        .is_err()
-    );
+    assert!(DistributionConfig { lr: 0.0, ..Default::default() }.validate().is_err());
+    assert!(DistributionConfig { start: Start::SmoothQuant { alpha: 1.5 }, ..Default::default() }.validate().is_err());
+    assert!(DistributionConfig { pattern: Pattern::NM { n: 4, m: 4 }, ..Default::default() }.validate().is_err());
+    assert!(FeatureConfig { epochs: 0, ..Default::default() }.validate().is_err());
     assert!(DistributionConfig::default().validate().is_ok());
 }
 
@@ -485,7 +350,12 @@ fn the_act_norm_start_makes_magnitude_select_like_wanda_per_matrix() {
     let sq = stats.sq_norms().unwrap();
     let importance = w.abs() * sq.sqrt().view([1, -1]);
     let wanda_per_matrix = measure::measures(Scorer::Magnitude, &importance, &importance, HALF).unwrap();
-    assert!((fit.objective_after - wanda_per_matrix.true_removed).abs() < 1e-6, "{} vs {}", fit.objective_after, wanda_per_matrix.true_removed);
+    assert!(
+        (fit.objective_after - wanda_per_matrix.true_removed).abs() < 1e-6,
+        "{} vs {}",
+        fit.objective_after,
+        wanda_per_matrix.true_removed
+    );
     // and no per-matrix selection does better: refinement cannot lower it
     let refined = distribution::fit(&site, &DistributionConfig { start: Start::ActNorm, steps: 20, ..Default::default() }).unwrap();
     assert!(refined.objective_after >= fit.objective_after - 1e-9);

@@ -74,7 +74,10 @@ pub fn read_at_most(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     // The file may grow while it is read: never take more than `max`.
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("grew past the {max} bytes such a file may hold while it was read")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("grew past the {max} bytes such a file may hold while it was read"),
+        ));
     }
     Ok(bytes)
 }

@@ -33,9 +33,7 @@ impl Architecture {
     }
 
     fn from_hf_name(name: &str) -> Option<Architecture> {
-        [Architecture::Llama, Architecture::Mistral, Architecture::Qwen2, Architecture::Opt]
-            .into_iter()
-            .find(|a| a.hf_name() == name)
+        [Architecture::Llama, Architecture::Mistral, Architecture::Qwen2, Architecture::Opt].into_iter().find(|a| a.hf_name() == name)
     }
 }
 
@@ -240,8 +238,7 @@ impl ModelConfig {
 
     /// Reads and resolves `path` (a config.json).
     pub fn from_file(path: &Path) -> Result<ModelConfig, ConfigError> {
-        let text = spindle_io::read_to_string(path)
-            .map_err(|io| ConfigError::Io { path: path.to_path_buf(), io })?;
+        let text = spindle_io::read_to_string(path).map_err(|io| ConfigError::Io { path: path.to_path_buf(), io })?;
         Self::from_json(path, &text)
     }
 
@@ -254,8 +251,8 @@ impl ModelConfig {
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
             .ok_or_else(|| ConfigError::NoArchitecture { path: p() })?;
-        let architecture = Architecture::from_hf_name(name)
-            .ok_or_else(|| ConfigError::UnknownArchitecture { path: p(), name: name.to_owned() })?;
+        let architecture =
+            Architecture::from_hf_name(name).ok_or_else(|| ConfigError::UnknownArchitecture { path: p(), name: name.to_owned() })?;
         let config = match architecture {
             Architecture::Opt => {
                 let raw: RawOptConfig = serde_json::from_value(json).map_err(|err| ConfigError::Json { path: p(), err })?;
@@ -293,13 +290,15 @@ impl ModelConfig {
             return bad(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_heads, self.num_kv_heads));
         }
         if let Family::Opt { .. } = self.family
-            && !self.hidden_size.is_multiple_of(self.num_heads) {
-                return bad(format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_heads));
-            }
+            && !self.hidden_size.is_multiple_of(self.num_heads)
+        {
+            return bad(format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_heads));
+        }
         if let Family::LlamaLike { .. } = self.family
-            && !self.head_dim.is_multiple_of(2) {
-                return bad(format!("head_dim {} is odd; rotary embeddings need pairs", self.head_dim));
-            }
+            && !self.head_dim.is_multiple_of(2)
+        {
+            return bad(format!("head_dim {} is odd; rotary embeddings need pairs", self.head_dim));
+        }
         Ok(())
     }
 }
@@ -311,11 +310,7 @@ fn need<T>(path: &Path, key: &'static str, v: Option<T>) -> Result<T, ConfigErro
 fn resolve_dtype(path: &Path, tf5: Option<&str>, tf4: Option<&str>) -> Result<DType, ConfigError> {
     match tf5.or(tf4) {
         None => Ok(DType::F32),
-        Some(s) => DType::parse(s).ok_or_else(|| ConfigError::Unsupported {
-            path: path.to_path_buf(),
-            key: "dtype",
-            value: s.to_owned(),
-        }),
+        Some(s) => DType::parse(s).ok_or_else(|| ConfigError::Unsupported { path: path.to_path_buf(), key: "dtype", value: s.to_owned() }),
     }
 }
 
@@ -331,27 +326,24 @@ fn resolve_rope(path: &Path, raw: &RawLlamaConfig) -> Result<(f64, RopeScaling),
     let theta = params.and_then(|p| f64_field(p, "rope_theta")).or(raw.rope_theta).unwrap_or(10000.0);
     let scaling = params.or(raw.rope_scaling.as_ref().filter(|v| !v.is_null()));
     let Some(scaling) = scaling else { return Ok((theta, RopeScaling::None)) };
-    let kind = scaling
-        .get("rope_type")
-        .or_else(|| scaling.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).unwrap_or("default");
     let factor = || f64_field(scaling, "factor").ok_or_else(|| unsupported("rope_scaling.factor", "missing".into()));
-    let rope = match kind {
-        "default" => RopeScaling::None,
-        "linear" => RopeScaling::Linear { factor: factor()? },
-        "llama3" => RopeScaling::Llama3 {
-            factor: factor()?,
-            low_freq_factor: f64_field(scaling, "low_freq_factor").unwrap_or(1.0),
-            high_freq_factor: f64_field(scaling, "high_freq_factor").unwrap_or(4.0),
-            original_max_position_embeddings: scaling
-                .get("original_max_position_embeddings")
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| unsupported("rope_scaling.original_max_position_embeddings", "missing".into()))?,
-        },
-        other => return Err(unsupported("rope_scaling.rope_type", format!("{other:?} (supported: default, linear, llama3)"))),
-    };
+    let rope =
+        match kind {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear { factor: factor()? },
+            "llama3" => RopeScaling::Llama3 {
+                factor: factor()?,
+                low_freq_factor: f64_field(scaling, "low_freq_factor").unwrap_or(1.0),
+                high_freq_factor: f64_field(scaling, "high_freq_factor").unwrap_or(4.0),
+                original_max_position_embeddings: scaling
+                    .get("original_max_position_embeddings")
+                    .and_then(Value::as_u64)
+                    .map(|v| v as usize)
+                    .ok_or_else(|| unsupported("rope_scaling.original_max_position_embeddings", "missing".into()))?,
+            },
+            other => return Err(unsupported("rope_scaling.rope_type", format!("{other:?} (supported: default, linear, llama3)"))),
+        };
     Ok((theta, rope))
 }
 
@@ -359,7 +351,11 @@ fn resolve_llama(path: &Path, architecture: Architecture, raw: RawLlamaConfig) -
     let hidden_size = need(path, "hidden_size", raw.hidden_size)?;
     let num_heads = need(path, "num_attention_heads", raw.num_attention_heads)?;
     if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
-        return Err(ConfigError::Unsupported { path: path.to_path_buf(), key: "hidden_act", value: format!("{act:?} (supported: \"silu\")") });
+        return Err(ConfigError::Unsupported {
+            path: path.to_path_buf(),
+            key: "hidden_act",
+            value: format!("{act:?} (supported: \"silu\")"),
+        });
     }
     let (rope_theta, rope_scaling) = resolve_rope(path, &raw)?;
     let window = match (architecture, raw.sliding_window, raw.use_sliding_window) {
@@ -483,7 +479,9 @@ mod tests {
         );
         // transformers 5's plain layout.
         let plain = tf5.replace(r#""rope_type":"llama3""#, r#""rope_type":"default""#);
-        assert!(matches!(parse(&plain).unwrap().family, Family::LlamaLike { rope_scaling: RopeScaling::None, rope_theta, .. } if rope_theta == 500000.0));
+        assert!(
+            matches!(parse(&plain).unwrap().family, Family::LlamaLike { rope_scaling: RopeScaling::None, rope_theta, .. } if rope_theta == 500000.0)
+        );
     }
 
     #[test]
@@ -500,9 +498,11 @@ mod tests {
 
     #[test]
     fn opt_defaults_and_project_dims() {
-        let c = parse(r#"{"architectures":["OPTForCausalLM"],"hidden_size":1024,"ffn_dim":4096,"num_hidden_layers":24,
+        let c = parse(
+            r#"{"architectures":["OPTForCausalLM"],"hidden_size":1024,"ffn_dim":4096,"num_hidden_layers":24,
             "num_attention_heads":16,"vocab_size":50272,"word_embed_proj_dim":512,"do_layer_norm_before":false,
-            "activation_function":"relu","torch_dtype":"float16","max_position_embeddings":2048}"#)
+            "activation_function":"relu","torch_dtype":"float16","max_position_embeddings":2048}"#,
+        )
         .unwrap();
         assert_eq!(c.family, Family::Opt { pre_norm: false, word_embed_proj_dim: 512, bias: true });
         assert_eq!((c.head_dim, c.num_kv_heads, c.dtype), (64, 16, DType::F16));
@@ -512,7 +512,10 @@ mod tests {
     #[test]
     fn unknown_and_unsupported_settings_are_named() {
         let err = parse(r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
-        assert_eq!(err.to_string(), "m/config.json: unknown architecture \"GPT2LMHeadModel\" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, OPTForCausalLM)");
+        assert_eq!(
+            err.to_string(),
+            "m/config.json: unknown architecture \"GPT2LMHeadModel\" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, OPTForCausalLM)"
+        );
         let err = parse(&SMOLLM2.replace(r#""rope_theta":100000"#, r#""rope_scaling":{"rope_type":"yarn","factor":4.0}"#)).unwrap_err();
         assert_eq!(err.to_string(), "m/config.json: unsupported rope_scaling.rope_type = \"yarn\" (supported: default, linear, llama3)");
         let err = parse(&SMOLLM2.replace("silu", "gelu")).unwrap_err();
@@ -528,8 +531,16 @@ mod tests {
         for (from, to, what) in [
             (r#""rms_norm_eps":1e-5"#, r#""rms_norm_eps":-1"#, "the norm epsilon (rms_norm_eps) must be finite and not negative, got -1"),
             (r#""rope_theta":100000"#, r#""rope_theta":0"#, "rope_theta must be positive and finite, got 0"),
-            (r#""max_position_embeddings":8192"#, r#""max_position_embeddings":0"#, "vocab_size (49152), the feed-forward size (1536) and max_position_embeddings (0) must be positive"),
-            (r#""vocab_size":49152"#, r#""vocab_size":0"#, "vocab_size (0), the feed-forward size (1536) and max_position_embeddings (8192) must be positive"),
+            (
+                r#""max_position_embeddings":8192"#,
+                r#""max_position_embeddings":0"#,
+                "vocab_size (49152), the feed-forward size (1536) and max_position_embeddings (0) must be positive",
+            ),
+            (
+                r#""vocab_size":49152"#,
+                r#""vocab_size":0"#,
+                "vocab_size (0), the feed-forward size (1536) and max_position_embeddings (8192) must be positive",
+            ),
         ] {
             let err = parse(&SMOLLM2.replace(from, to)).unwrap_err();
             assert_eq!(err.to_string(), format!("m/config.json: inconsistent config: {what}"));

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 use tch::{Kind, Tensor};
 
+use crate::ModelConfig;
 use crate::gguf::{GgufError, GgufFile, GgufValue};
 use crate::llama2c::{self, Llama2cError};
-use crate::ModelConfig;
 use crate::save::{HfDirWriter, SaveError};
 
 /// Why a checkpoint could not be converted; each variant names the file.
@@ -72,9 +72,7 @@ pub(crate) fn unpermute_rope_rows(w: &Tensor, heads: i64) -> Tensor {
 }
 
 fn gguf_u64(g: &GgufFile, key: &str) -> Result<u64, ConvertError> {
-    g.get(key)
-        .and_then(GgufValue::as_u64)
-        .ok_or_else(|| ConvertError::MissingKey { path: g.path().to_path_buf(), key: key.to_owned() })
+    g.get(key).and_then(GgufValue::as_u64).ok_or_else(|| ConvertError::MissingKey { path: g.path().to_path_buf(), key: key.to_owned() })
 }
 
 fn gguf_f64(g: &GgufFile, key: &str, default: f64) -> f64 {
@@ -170,7 +168,9 @@ fn gguf_tokenizer(g: &GgufFile) -> Result<(Value, Value), ConvertError> {
         .enumerate()
         .map(|(i, m)| match m.split_once(' ') {
             Some((a, b)) if vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")) => Ok(json!([a, b])),
-            _ => Err(invalid(format!("tokenizer.ggml.merges entry {i} ({m:?}) is not two tokens of the vocabulary that join into a third"))),
+            _ => {
+                Err(invalid(format!("tokenizer.ggml.merges entry {i} ({m:?}) is not two tokens of the vocabulary that join into a third")))
+            }
         })
         .collect::<Result<_, _>>()?;
     // llama.cpp token types: 3 = control (special), 4 = user-defined (added, not special).
@@ -254,10 +254,18 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
     let vocab = gguf_strings(&g, "tokenizer.ggml.tokens")?.len();
     let tied = g.tensor("output.weight").is_none();
     if heads == 0 || !hidden.is_multiple_of(heads) {
-        return Err(ConvertError::Unsupported { path, what: "llama.attention.head_count", value: format!("{heads} for embedding length {hidden}") });
+        return Err(ConvertError::Unsupported {
+            path,
+            what: "llama.attention.head_count",
+            value: format!("{heads} for embedding length {hidden}"),
+        });
     }
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
-        return Err(ConvertError::Unsupported { path, what: "llama.attention.head_count_kv", value: format!("{kv_heads} for {heads} attention heads") });
+        return Err(ConvertError::Unsupported {
+            path,
+            what: "llama.attention.head_count_kv",
+            value: format!("{kv_heads} for {heads} attention heads"),
+        });
     }
     let head_dim = hidden / heads;
 
@@ -281,7 +289,11 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
         "tie_word_embeddings": tied,
         "torch_dtype": "float32",
     });
-    for (key, gguf_key) in [("bos_token_id", "tokenizer.ggml.bos_token_id"), ("eos_token_id", "tokenizer.ggml.eos_token_id"), ("pad_token_id", "tokenizer.ggml.padding_token_id")] {
+    for (key, gguf_key) in [
+        ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+        ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+        ("pad_token_id", "tokenizer.ggml.padding_token_id"),
+    ] {
         if let Some(id) = g.get(gguf_key).and_then(GgufValue::as_u64) {
             config[key] = json!(id);
         }
@@ -289,13 +301,18 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
 
     // The config as transformers and spindle will read it, resolved before any tensor is
     // converted (a block count of 2^31, a zero size ...).
-    ModelConfig::from_json(&path, &config.to_string()).map_err(|e| ConvertError::Invalid { path: path.clone(), what: format!("the model it describes is not valid: {e}") })?;
+    ModelConfig::from_json(&path, &config.to_string())
+        .map_err(|e| ConvertError::Invalid { path: path.clone(), what: format!("the model it describes is not valid: {e}") })?;
     let mut out_dir = ShardedOut { writer: HfDirWriter::create(out, Some(src))?, pending: Vec::new(), bytes: 0 };
     let total = g.tensors().len();
     for (done, info) in g.tensors().iter().enumerate() {
         progress(done, total);
         let Some((name, permute)) = hf_name(&info.name, heads as i64, kv_heads as i64) else {
-            return Err(ConvertError::Unsupported { path, what: "tensor", value: format!("`{}` has no Hugging Face llama counterpart", info.name) });
+            return Err(ConvertError::Unsupported {
+                path,
+                what: "tensor",
+                value: format!("`{}` has no Hugging Face llama counterpart", info.name),
+            });
         };
         let shape = info.shape();
         let values = g.dequantize(&info.name)?;
@@ -321,7 +338,8 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
 /// the weights hold, and every tensor a block or the embeddings need is there with its shape
 /// (a tensor missing or misshapen in the source, a token count unlike the embedding's rows).
 fn loads(writer: &HfDirWriter, src: &Path) -> Result<(), ConvertError> {
-    let invalid = |e: crate::ModelError| ConvertError::Invalid { path: src.to_path_buf(), what: format!("the converted model would not load: {e}") };
+    let invalid =
+        |e: crate::ModelError| ConvertError::Invalid { path: src.to_path_buf(), what: format!("the converted model would not load: {e}") };
     let model = crate::Model::open(writer.path(), tch::Device::Cpu, Kind::Float).map_err(invalid)?;
     for i in 0..model.config().num_layers {
         model.block(i).map_err(invalid)?;

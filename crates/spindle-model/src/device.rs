@@ -93,19 +93,13 @@ impl Runtime {
     }
 
     /// The device choice with the build and the machine made explicit (for tests).
-    pub fn resolve(
-        spec: DeviceSpec,
-        cuda_built: bool,
-        cuda_devices: usize,
-    ) -> Result<tch::Device, RuntimeError> {
+    pub fn resolve(spec: DeviceSpec, cuda_built: bool, cuda_devices: usize) -> Result<tch::Device, RuntimeError> {
         match spec {
             DeviceSpec::Cpu => Ok(tch::Device::Cpu),
             DeviceSpec::Auto if cuda_built && cuda_devices > 0 => Ok(tch::Device::Cuda(0)),
             DeviceSpec::Auto => Ok(tch::Device::Cpu),
             DeviceSpec::Cuda(index) if !cuda_built => Err(RuntimeError::CudaNotBuilt(index)),
-            DeviceSpec::Cuda(index) if index >= cuda_devices => {
-                Err(RuntimeError::CudaUnavailable { index, available: cuda_devices })
-            }
+            DeviceSpec::Cuda(index) if index >= cuda_devices => Err(RuntimeError::CudaUnavailable { index, available: cuda_devices }),
             DeviceSpec::Cuda(index) => Ok(tch::Device::Cuda(index)),
         }
     }
@@ -137,10 +131,7 @@ mod tests {
     #[test]
     fn an_impossible_gpu_is_an_error_never_a_silent_cpu() {
         assert_eq!(Runtime::resolve(DeviceSpec::Cuda(0), false, 0), Err(RuntimeError::CudaNotBuilt(0)));
-        assert_eq!(
-            Runtime::resolve(DeviceSpec::Cuda(1), true, 1),
-            Err(RuntimeError::CudaUnavailable { index: 1, available: 1 })
-        );
+        assert_eq!(Runtime::resolve(DeviceSpec::Cuda(1), true, 1), Err(RuntimeError::CudaUnavailable { index: 1, available: 1 }));
         assert_eq!(Runtime::resolve(DeviceSpec::Cuda(1), true, 2), Ok(tch::Device::Cuda(1)));
     }
 

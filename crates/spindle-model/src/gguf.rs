@@ -567,7 +567,10 @@ fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
     for t in &tensors {
         let outside = |what: String| ParseError::OutOfBounds { name: t.name.clone(), what };
         if t.offset % alignment != 0 {
-            return Err(ParseError::Format(format!("tensor `{}` has offset {}, not a multiple of the alignment {alignment}", t.name, t.offset)));
+            return Err(ParseError::Format(format!(
+                "tensor `{}` has offset {}, not a multiple of the alignment {alignment}",
+                t.name, t.offset
+            )));
         }
         let end = t.n_bytes.map_or(Some(t.offset), |n| t.offset.checked_add(n));
         match end {
@@ -586,11 +589,15 @@ fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
     // No two tensors may share bytes (a writer's bug, or a file made to alias one tensor's data
     // as another's): ranges sorted by start must not overlap. Tensors of unknown size (a type
     // this reader cannot lay out) count as empty.
-    let mut ranges: Vec<(u64, u64, &str)> = tensors.iter().map(|t| (t.offset, t.offset + t.n_bytes.unwrap_or(0), t.name.as_str())).collect();
+    let mut ranges: Vec<(u64, u64, &str)> =
+        tensors.iter().map(|t| (t.offset, t.offset + t.n_bytes.unwrap_or(0), t.name.as_str())).collect();
     ranges.sort_unstable();
     for w in ranges.windows(2) {
         if w[1].0 < w[0].1 {
-            return Err(ParseError::Format(format!("tensors `{}` and `{}` overlap (bytes {}..{} and {}..{})", w[0].2, w[1].2, w[0].0, w[0].1, w[1].0, w[1].1)));
+            return Err(ParseError::Format(format!(
+                "tensors `{}` and `{}` overlap (bytes {}..{} and {}..{})",
+                w[0].2, w[1].2, w[0].0, w[0].1, w[1].0, w[1].1
+            )));
         }
     }
     Ok(Header { version, metadata, tensors, data_start: data_start as usize })
@@ -709,7 +716,10 @@ mod tests {
                 let err = g.dequantize(name).unwrap_err().to_string();
                 assert_eq!(
                     err,
-                    format!("{}: tensor `{name}` has unsupported type 26 (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)", dir.join("tiny.gguf").display())
+                    format!(
+                        "{}: tensor `{name}` has unsupported type 26 (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                        dir.join("tiny.gguf").display()
+                    )
                 );
                 continue;
             };
@@ -944,7 +954,10 @@ mod tests {
         let mut b = Builder::new();
         b.tensors[1].1 = vec![1 << 32, 1 << 32];
         let (path, err) = open_err(&b.build().0);
-        assert_eq!(err, format!("{}: invalid GGUF: tensor info 1: tensor `f`: dimensions [4294967296, 4294967296] overflow", path.display()));
+        assert_eq!(
+            err,
+            format!("{}: invalid GGUF: tensor info 1: tensor `f`: dimensions [4294967296, 4294967296] overflow", path.display())
+        );
     }
 
     #[test]
@@ -956,7 +969,10 @@ mod tests {
         b.kvs.push((b"huge".to_vec(), 9, v));
         let (path, err) = open_err(&b.build().0);
         assert!(
-            err.starts_with(&format!("{}: truncated: metadata entry 2 (`huge`): an array claims 2305843009213693952 entries of at least 8 bytes each", path.display())),
+            err.starts_with(&format!(
+                "{}: truncated: metadata entry 2 (`huge`): an array claims 2305843009213693952 entries of at least 8 bytes each",
+                path.display()
+            )),
             "{err}"
         );
         // An array of strings whose count times 8 overflows u64.
@@ -970,7 +986,12 @@ mod tests {
         let mut b = Builder::new();
         b.kvs[0].2 = u64::MAX.to_le_bytes().to_vec();
         let (_, err) = open_err(&b.build().0);
-        assert!(err.contains("truncated: metadata entry 0 (`general.architecture`): a string value needs 18446744073709551615 bytes at offset 64"), "{err}");
+        assert!(
+            err.contains(
+                "truncated: metadata entry 0 (`general.architecture`): a string value needs 18446744073709551615 bytes at offset 64"
+            ),
+            "{err}"
+        );
         let (mut bytes, _) = Builder::new().build();
         bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         let (_, err) = open_err(&bytes);
@@ -1009,7 +1030,13 @@ mod tests {
         let mut b = Builder::new();
         b.kvs[1].1 = 13;
         let (path, err) = open_err(&b.build().0);
-        assert_eq!(err, format!("{}: invalid GGUF: metadata entry 1 (`llama.block_count`): value type 13 is not a GGUF value type (0..=12)", path.display()));
+        assert_eq!(
+            err,
+            format!(
+                "{}: invalid GGUF: metadata entry 1 (`llama.block_count`): value type 13 is not a GGUF value type (0..=12)",
+                path.display()
+            )
+        );
         let mut b = Builder::new();
         b.kvs[1].0 = b"general.architecture".to_vec();
         let (path, err) = open_err(&b.build().0);

@@ -46,8 +46,10 @@ pub use config::{Architecture, AttentionWindow, BiasSlot, ConfigError, DType, Fa
 pub use convert::{ConvertError, convert_gguf, convert_llama2c};
 pub use device::{DeviceSpec, Runtime, RuntimeError};
 pub use inspect::{Inspection, LinearSparsity, inspect};
-pub use model::{CachedCtx, KvCache};
 pub use model::{Block, ForwardCtx, KvRepeat, Linear, Model, ModelError, Norm, Observer, ScaleProducer, ScalingSite};
+pub use model::{CachedCtx, KvCache};
+pub use safetensors_write::{
+    Loader, TensorSpec, WriteError, safetensors_bytes, write_file_atomic, write_safetensors, write_safetensors_lazy,
+};
 pub use save::{HfDirWriter, SaveError, remove_partials, sweep_partials};
-pub use safetensors_write::{Loader, TensorSpec, WriteError, safetensors_bytes, write_file_atomic, write_safetensors, write_safetensors_lazy};
 pub use weights::{Weights, WeightsError};

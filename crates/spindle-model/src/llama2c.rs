@@ -254,10 +254,7 @@ pub fn read_checkpoint(path: &Path) -> Result<Llama2cCheckpoint, Llama2cError> {
 
     let mut cursor = HEADER_BYTES;
     let mut take = |n: usize| -> Vec<f32> {
-        let v = bytes[cursor..cursor + 4 * n]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let v = bytes[cursor..cursor + 4 * n].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         cursor += 4 * n;
         v
     };
@@ -347,10 +344,7 @@ pub fn read_tokenizer(path: &Path, vocab_size: usize) -> Result<Llama2cTokenizer
         };
         let start = at + 8;
         let piece = start.checked_add(len as usize).and_then(|end| bytes.get(start..end)).ok_or_else(|| {
-            truncated(format!(
-                "piece {i} of {vocab_size}: {len} bytes at byte {start}, but the file holds {} bytes",
-                bytes.len()
-            ))
+            truncated(format!("piece {i} of {vocab_size}: {len} bytes at byte {start}, but the file holds {} bytes", bytes.len()))
         })?;
         scores.push(f32::from_bits(score));
         vocab.push(piece.to_vec());
@@ -539,9 +533,7 @@ impl Llama2cTokenizer {
             }
         }
         let merges: Vec<Value> = merges.into_iter().map(|(l, r, _)| json!([l, r])).collect();
-        let added = |id: usize, content: &str| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-        };
+        let added = |id: usize, content: &str| json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
         json!({
             "version": "1.0",
             "truncation": null,
@@ -643,7 +635,16 @@ mod tests {
         let c = &ck.config;
         assert_eq!(
             *c,
-            Llama2cConfig { dim: 64, hidden_dim: 172, n_layers: 5, n_heads: 8, n_kv_heads: 4, vocab_size: 512, seq_len: 512, shared_classifier: true }
+            Llama2cConfig {
+                dim: 64,
+                hidden_dim: 172,
+                n_layers: 5,
+                n_heads: 8,
+                n_kv_heads: 4,
+                vocab_size: 512,
+                seq_len: 512,
+                shared_classifier: true
+            }
         );
         assert_eq!(ck.tensors.len(), 1 + 9 * 5 + 1, "shared classifier: no lm_head.weight");
         let shapes: HashMap<&str, &Vec<usize>> = ck.tensors.iter().map(|(n, _, s)| (n.as_str(), s)).collect();
@@ -663,7 +664,15 @@ mod tests {
             assert_eq!(s("mlp.down_proj"), vec![64, 172]);
         }
         let names: Vec<&str> = ck.tensors.iter().map(|(n, _, _)| n.as_str()).collect();
-        assert_eq!(&names[..4], ["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"]);
+        assert_eq!(
+            &names[..4],
+            [
+                "model.embed_tokens.weight",
+                "model.layers.0.input_layernorm.weight",
+                "model.layers.0.self_attn.q_proj.weight",
+                "model.layers.0.self_attn.k_proj.weight"
+            ]
+        );
         assert_eq!(names[names.len() - 1], "model.norm.weight");
         for (n, v, s) in &ck.tensors {
             assert_eq!(v.len(), s.iter().product::<usize>(), "{n}");

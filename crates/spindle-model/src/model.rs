@@ -149,25 +149,16 @@ pub struct Block {
     norms: Vec<(&'static str, Norm)>,
 }
 
-const LLAMA_LINEARS: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
+const LLAMA_LINEARS: [&str; 7] =
+    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
 /// A callback shown each linear layer's input during [`Block::forward_observed`].
 pub type Observer<'a> = &'a mut dyn FnMut(&'static [&'static str], &Tensor);
 
 const QKV: &[&str] = &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"];
-const LLAMA_GROUPS: [&[&str]; 4] =
-    [QKV, &["self_attn.o_proj"], &["mlp.gate_proj", "mlp.up_proj"], &["mlp.down_proj"]];
+const LLAMA_GROUPS: [&[&str]; 4] = [QKV, &["self_attn.o_proj"], &["mlp.gate_proj", "mlp.up_proj"], &["mlp.down_proj"]];
 const OPT_GROUPS: [&[&str]; 4] = [QKV, &["self_attn.out_proj"], &["fc1"], &["fc2"]];
 const LLAMA_NORMS: [&str; 2] = ["input_layernorm", "post_attention_layernorm"];
-const OPT_LINEARS: [&str; 6] =
-    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2"];
+const OPT_LINEARS: [&str; 6] = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2"];
 const OPT_NORMS: [&str; 2] = ["self_attn_layer_norm", "final_layer_norm"];
 
 /// What produces the channels of an absorbable scaling site.
@@ -255,17 +246,37 @@ impl Block {
             vec![
                 ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("input_layernorm"), consumers: QKV, repeat: None },
                 ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: LLAMA_GROUPS[1], repeat },
-                ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("post_attention_layernorm"), consumers: LLAMA_GROUPS[2], repeat: None },
+                ScalingSite {
+                    label: "ffn_in",
+                    producer: ScaleProducer::Norm("post_attention_layernorm"),
+                    consumers: LLAMA_GROUPS[2],
+                    repeat: None,
+                },
                 ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("mlp.up_proj"), consumers: LLAMA_GROUPS[3], repeat: None },
             ]
         } else {
             let mut sites = Vec::new();
             if self.pre_norm {
-                sites.push(ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("self_attn_layer_norm"), consumers: QKV, repeat: None });
+                sites.push(ScalingSite {
+                    label: "attn_in",
+                    producer: ScaleProducer::Norm("self_attn_layer_norm"),
+                    consumers: QKV,
+                    repeat: None,
+                });
             }
-            sites.push(ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: OPT_GROUPS[1], repeat });
+            sites.push(ScalingSite {
+                label: "attn_out",
+                producer: ScaleProducer::Linear("self_attn.v_proj"),
+                consumers: OPT_GROUPS[1],
+                repeat,
+            });
             if self.pre_norm {
-                sites.push(ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("final_layer_norm"), consumers: OPT_GROUPS[2], repeat: None });
+                sites.push(ScalingSite {
+                    label: "ffn_in",
+                    producer: ScaleProducer::Norm("final_layer_norm"),
+                    consumers: OPT_GROUPS[2],
+                    repeat: None,
+                });
             }
             sites.push(ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("fc1"), consumers: OPT_GROUPS[3], repeat: None });
             sites
@@ -335,7 +346,13 @@ impl Block {
     /// without forming the scaled weights, so a gradient reaches `s` without one through a full
     /// weight matrix. `observe` is shown the scaled inputs. Errors when `scales` does not hold
     /// one vector of the right width per group.
-    pub fn forward_input_scaled(&self, hidden: &Tensor, ctx: &ForwardCtx, scales: &[Tensor], observe: Observer<'_>) -> Result<Tensor, ModelError> {
+    pub fn forward_input_scaled(
+        &self,
+        hidden: &Tensor,
+        ctx: &ForwardCtx,
+        scales: &[Tensor],
+        observe: Observer<'_>,
+    ) -> Result<Tensor, ModelError> {
         let groups = self.input_groups();
         if scales.len() != groups.len() {
             return Err(ModelError::BadScales(format!("{} input scales for {} input groups", scales.len(), groups.len())));
@@ -354,7 +371,13 @@ impl Block {
     /// group's biases raised by `W·shifts[k]`, the block computes its original function, which is
     /// how an equivalent per-channel shift is checked. Errors when `shifts` does not hold one
     /// entry per group, or a shift of the wrong width.
-    pub fn forward_input_shifted(&self, hidden: &Tensor, ctx: &ForwardCtx, shifts: &[Option<Tensor>], observe: Observer<'_>) -> Result<Tensor, ModelError> {
+    pub fn forward_input_shifted(
+        &self,
+        hidden: &Tensor,
+        ctx: &ForwardCtx,
+        shifts: &[Option<Tensor>],
+        observe: Observer<'_>,
+    ) -> Result<Tensor, ModelError> {
         let groups = self.input_groups();
         if shifts.len() != groups.len() {
             return Err(ModelError::BadScales(format!("{} input shifts for {} input groups", shifts.len(), groups.len())));
@@ -384,7 +407,14 @@ impl Block {
         if self.linear("o_proj").is_some() { &LLAMA_GROUPS } else { &OPT_GROUPS }
     }
 
-    fn attention(&self, x: &Tensor, ctx: &ForwardCtx, out_group: &'static [&'static str], scales: InputMap<'_>, observe: Observer<'_>) -> Tensor {
+    fn attention(
+        &self,
+        x: &Tensor,
+        ctx: &ForwardCtx,
+        out_group: &'static [&'static str],
+        scales: InputMap<'_>,
+        observe: Observer<'_>,
+    ) -> Tensor {
         let (b, s) = (x.size()[0], x.size()[1]);
         let split = |t: Tensor, heads: i64| t.view([b, s, heads, self.head_dim]).transpose(1, 2);
         let x = &input_scaled(x, scales, 0);
@@ -401,7 +431,8 @@ impl Block {
         // (as transformers' `repeat_kv` does) keeps libtorch on its fused CPU kernels, which the
         // `enable_gqa` flag would leave.
         let group = self.num_heads / self.num_kv_heads;
-        let (k, v) = if group > 1 { (k.repeat_interleave_self_int(group, 1, None), v.repeat_interleave_self_int(group, 1, None)) } else { (k, v) };
+        let (k, v) =
+            if group > 1 { (k.repeat_interleave_self_int(group, 1, None), v.repeat_interleave_self_int(group, 1, None)) } else { (k, v) };
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), None::<f64>, false);
         let y = input_scaled(&y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]), scales, 1);
         observe(out_group, &y);
@@ -531,7 +562,19 @@ impl Model {
                     embed_tokens.shallow_clone()
                 };
                 let final_norm = Some(Norm { weight: load("model.norm.weight", &[h])?, bias: None, eps: c.norm_eps });
-                Model { embed_positions: None, project_in: None, project_out: None, final_norm, lm_head, embed_tokens, prefix, config: config.clone(), weights, device, kind }
+                Model {
+                    embed_positions: None,
+                    project_in: None,
+                    project_out: None,
+                    final_norm,
+                    lm_head,
+                    embed_tokens,
+                    prefix,
+                    config: config.clone(),
+                    weights,
+                    device,
+                    kind,
+                }
             }
             Family::Opt { pre_norm, word_embed_proj_dim, .. } => {
                 let prefix = tensor_prefix(&c.family, &weights);
@@ -548,7 +591,11 @@ impl Model {
                     (None, None)
                 };
                 let final_norm = if *pre_norm {
-                    Some(Norm { weight: load(&p("final_layer_norm.weight"), &[h])?, bias: Some(load(&p("final_layer_norm.bias"), &[h])?), eps: c.norm_eps })
+                    Some(Norm {
+                        weight: load(&p("final_layer_norm.weight"), &[h])?,
+                        bias: Some(load(&p("final_layer_norm.bias"), &[h])?),
+                        eps: c.norm_eps,
+                    })
                 } else {
                     None
                 };
@@ -557,7 +604,19 @@ impl Model {
                 } else {
                     embed_tokens.shallow_clone()
                 };
-                Model { embed_positions, project_in, project_out, final_norm, lm_head, embed_tokens, prefix, config: config.clone(), weights, device, kind }
+                Model {
+                    embed_positions,
+                    project_in,
+                    project_out,
+                    final_norm,
+                    lm_head,
+                    embed_tokens,
+                    prefix,
+                    config: config.clone(),
+                    weights,
+                    device,
+                    kind,
+                }
             }
         };
         check_blocks(dir, &model.weights, &model.prefix, c.num_layers)?;
@@ -596,7 +655,15 @@ impl Model {
         let pre_norm = match &c.family {
             Family::LlamaLike { qkv_bias, o_bias, mlp_bias, .. } => {
                 let i = c.intermediate_size;
-                let shapes = [(q_out, h, *qkv_bias), (kv_out, h, *qkv_bias), (kv_out, h, *qkv_bias), (h, q_out, *o_bias), (i, h, *mlp_bias), (i, h, *mlp_bias), (h, i, *mlp_bias)];
+                let shapes = [
+                    (q_out, h, *qkv_bias),
+                    (kv_out, h, *qkv_bias),
+                    (kv_out, h, *qkv_bias),
+                    (h, q_out, *o_bias),
+                    (i, h, *mlp_bias),
+                    (i, h, *mlp_bias),
+                    (h, i, *mlp_bias),
+                ];
                 for (path, (out, inp, has_bias)) in LLAMA_LINEARS.into_iter().zip(shapes) {
                     let weight = load(&format!("{path}.weight"), &[out, inp])?;
                     let bias = if has_bias { Some(load(&format!("{path}.bias"), &[out])?) } else { None };
@@ -770,14 +837,23 @@ impl Model {
             .map_err(ModelError::from)?;
         for i in 0..self.config.num_layers {
             let b = block(i)?;
-            let tensors: Vec<(String, Tensor)> =
-                b.named_tensors(&self.block_prefix(i)).into_iter().map(|(n, t)| stored(&n, t)).collect();
+            let tensors: Vec<(String, Tensor)> = b.named_tensors(&self.block_prefix(i)).into_iter().map(|(n, t)| stored(&n, t)).collect();
             writer.write_shard(&tensors).map_err(ModelError::from)?;
         }
-        for side in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"] {
+        for side in [
+            "config.json",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "tokenizer.model",
+            "vocab.json",
+            "merges.txt",
+        ] {
             if side == "config.json" && !config.is_empty() {
                 let path = dir.join(side);
-                let text = spindle_io::read_to_string(&path).map_err(|io| ModelError::from(crate::save::SaveError::Io { path: path.clone(), io }))?;
+                let text = spindle_io::read_to_string(&path)
+                    .map_err(|io| ModelError::from(crate::save::SaveError::Io { path: path.clone(), io }))?;
                 let mut value: serde_json::Value =
                     serde_json::from_str(&text).map_err(|err| ModelError::from(ConfigError::Json { path: path.clone(), err }))?;
                 let Some(map) = value.as_object_mut() else {

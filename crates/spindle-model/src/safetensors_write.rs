@@ -54,7 +54,11 @@ fn header(path: &Path, specs: &[TensorSpec]) -> Result<Vec<u8>, WriteError> {
     header.insert("__metadata__".into(), json!({"format": "pt"}));
     let mut offset = 0usize;
     for spec in specs {
-        let dtype = dtype_name(spec.kind).ok_or_else(|| WriteError::DType { path: path.to_path_buf(), name: spec.name.clone(), kind: spec.kind })?;
+        let dtype = dtype_name(spec.kind).ok_or_else(|| WriteError::DType {
+            path: path.to_path_buf(),
+            name: spec.name.clone(),
+            kind: spec.kind,
+        })?;
         let len = spec.shape.iter().product::<i64>() as usize * spec.kind.elt_size_in_bytes();
         header.insert(spec.name.clone(), json!({"dtype": dtype, "shape": spec.shape, "data_offsets": [offset, offset + len]}));
         offset += len;
@@ -103,7 +107,11 @@ fn write_to(path: &Path, specs: &[TensorSpec], load: Loader<'_>, out: &mut dyn W
             let numel = part.numel();
             buf.clear();
             buf.resize(numel * part.kind().elt_size_in_bytes(), 0);
-            part.f_copy_data_u8(&mut buf, numel).map_err(|err| WriteError::Copy { path: path.to_path_buf(), name: spec.name.clone(), err })?;
+            part.f_copy_data_u8(&mut buf, numel).map_err(|err| WriteError::Copy {
+                path: path.to_path_buf(),
+                name: spec.name.clone(),
+                err,
+            })?;
             out.write_all(&buf).map_err(io)?;
             r0 += n;
         }
@@ -119,7 +127,15 @@ fn specs_of(tensors: &[(String, Tensor)]) -> Vec<TensorSpec> {
 pub fn safetensors_bytes(path: &Path, tensors: &[(String, Tensor)]) -> Result<Vec<u8>, WriteError> {
     let mut out = Vec::new();
     let mut k = 0;
-    write_to(path, &specs_of(tensors), &mut |_| { k += 1; Ok(tensors[k - 1].1.shallow_clone()) }, &mut out)?;
+    write_to(
+        path,
+        &specs_of(tensors),
+        &mut |_| {
+            k += 1;
+            Ok(tensors[k - 1].1.shallow_clone())
+        },
+        &mut out,
+    )?;
     Ok(out)
 }
 

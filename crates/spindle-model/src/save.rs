@@ -114,9 +114,10 @@ impl HfDirWriter {
     /// Starts writing `out`; `input` is the model being transformed, if any (never overwritten).
     pub fn create(out: &Path, input: Option<&Path>) -> Result<HfDirWriter, SaveError> {
         if let Some(input) = input
-            && same_place(out, input) {
-                return Err(SaveError::WouldOverwriteInput { out: out.to_path_buf(), input: input.to_path_buf() });
-            }
+            && same_place(out, input)
+        {
+            return Err(SaveError::WouldOverwriteInput { out: out.to_path_buf(), input: input.to_path_buf() });
+        }
         if out.exists() {
             return Err(SaveError::Exists { out: out.to_path_buf() });
         }
@@ -304,7 +305,10 @@ mod tests {
         let input = d.path().join("in");
         std::fs::create_dir(&input).unwrap();
         let err = HfDirWriter::create(&input, Some(&input)).unwrap_err();
-        assert_eq!(err.to_string(), format!("{} is the input model {}; spindle never overwrites its input", input.display(), input.display()));
+        assert_eq!(
+            err.to_string(),
+            format!("{} is the input model {}; spindle never overwrites its input", input.display(), input.display())
+        );
         let err = HfDirWriter::create(&d.path().join("in/../in"), Some(&input)).unwrap_err();
         assert!(matches!(err, SaveError::WouldOverwriteInput { .. }));
         let err = HfDirWriter::create(&input, None).unwrap_err();

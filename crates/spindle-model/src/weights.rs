@@ -82,8 +82,7 @@ fn parse_header(bytes: &[u8], file_len: usize) -> Result<(usize, Vec<HeaderEntry
         return Err(format!("header length {n} points past the end of the {file_len}-byte file (truncated?)"));
     }
     let data_start = 8 + n as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..data_start]).map_err(|e| format!("header is not valid JSON: {e}"))?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..data_start]).map_err(|e| format!("header is not valid JSON: {e}"))?;
     let object = header.as_object().ok_or("header is not a JSON object")?;
     let mut entries = Vec::new();
     for (name, info) in object {
@@ -204,7 +203,10 @@ impl Weights {
         if head.len() == 8 {
             let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
             if n > MAX_HEADER as u64 {
-                return Err(WeightsError::Format { path: path.clone(), problem: format!("header length {n} is more than the format's limit of {MAX_HEADER} bytes") });
+                return Err(WeightsError::Format {
+                    path: path.clone(),
+                    problem: format!("header length {n} is more than the format's limit of {MAX_HEADER} bytes"),
+                });
             }
             if n <= (file_len - 8) as u64 {
                 (&file).take(n).read_to_end(&mut head).map_err(io)?;
@@ -213,7 +215,14 @@ impl Weights {
         let (data_start, header) = parse_header(&head, file_len).map_err(|problem| WeightsError::Format { path: path.clone(), problem })?;
         let shard = self.shards.len();
         for e in header {
-            let entry = Entry { shard, dtype: e.dtype, dtype_name: e.dtype_name, shape: e.shape, start: data_start + e.start, end: data_start + e.end };
+            let entry = Entry {
+                shard,
+                dtype: e.dtype,
+                dtype_name: e.dtype_name,
+                shape: e.shape,
+                start: data_start + e.start,
+                end: data_start + e.end,
+            };
             self.entries.insert(e.name, entry);
         }
         self.shards.push(Shard { path, file });
@@ -243,10 +252,7 @@ impl Weights {
     /// Reads `name`, checks its shape against `expected` and that it is finite, and returns it on
     /// `device` as `kind`.
     pub fn load(&self, name: &str, expected: &[usize], kind: Kind, device: Device) -> Result<Tensor, WeightsError> {
-        let entry = self
-            .entries
-            .get(name)
-            .ok_or_else(|| WeightsError::Missing { dir: self.dir.clone(), name: name.to_owned() })?;
+        let entry = self.entries.get(name).ok_or_else(|| WeightsError::Missing { dir: self.dir.clone(), name: name.to_owned() })?;
         let shard = &self.shards[entry.shard];
         if entry.shape != expected {
             return Err(WeightsError::Shape {
@@ -417,7 +423,10 @@ mod tests {
         let (d, w) = open_bytes(&bytes[..5]);
         assert_eq!(
             w.unwrap_err().to_string(),
-            format!("{}: not a valid safetensors file: file shorter than its 8-byte header length (truncated?)", d.path().join("model.safetensors").display())
+            format!(
+                "{}: not a valid safetensors file: file shorter than its 8-byte header length (truncated?)",
+                d.path().join("model.safetensors").display()
+            )
         );
     }
 

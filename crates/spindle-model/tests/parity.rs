@@ -77,7 +77,10 @@ fn blocks_expose_their_linears_and_norms_by_hf_name() {
     let model = Model::open(dir.path(), Device::Cpu, Kind::Float).unwrap();
     let block = model.block(1).unwrap();
     let names: Vec<_> = block.linears().map(|(n, _)| n).collect();
-    assert_eq!(names, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]);
+    assert_eq!(
+        names,
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    );
     assert!(block.linear("q_proj").unwrap().bias.is_some());
     assert!(block.linear("o_proj").unwrap().bias.is_none());
     assert_eq!(block.linear("k_proj").unwrap().weight.size(), [8, 32]);

@@ -74,9 +74,7 @@ impl Pattern {
             Pattern::Unstructured { sparsity } if !(0.0..1.0).contains(&sparsity) => {
                 Err(PruneError::BadPattern(format!("sparsity must be in [0, 1), got {sparsity}")))
             }
-            Pattern::NM { n, m } if n == 0 || n >= m => {
-                Err(PruneError::BadPattern(format!("N:M needs 0 < N < M, got {n}:{m}")))
-            }
+            Pattern::NM { n, m } if n == 0 || n >= m => Err(PruneError::BadPattern(format!("N:M needs 0 < N < M, got {n}:{m}"))),
             p => Ok(p),
         }
     }

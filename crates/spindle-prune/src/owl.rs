@@ -52,7 +52,9 @@ pub fn sparsities(ratios: &[f64], target: f64, cfg: OwlConfig) -> Result<Vec<f64
     let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if max.is_nan() || max <= min {
-        return Err(PruneError::Owl(format!("every block has the same outlier ratio ({min}%), so OWL's rescaling is undefined; use uniform allocation")));
+        return Err(PruneError::Owl(format!(
+            "every block has the same outlier ratio ({min}%), so OWL's rescaling is undefined; use uniform allocation"
+        )));
     }
     let scaled: Vec<f64> = ratios.iter().map(|r| (r - min) * (1.0 / (max - min) * cfg.lambda * 2.0)).collect();
     let mean = scaled.iter().sum::<f64>() / scaled.len() as f64;

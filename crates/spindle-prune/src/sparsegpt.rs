@@ -358,9 +358,15 @@ mod tests {
         let half = Pattern::Unstructured { sparsity: 0.5 };
         for (cfg, msg) in [
             (SparseGptConfig { blocksize: 0, ..Default::default() }, "bad SparseGPT option: blocksize must be at least 1, got 0"),
-            (SparseGptConfig { percdamp: f64::NAN, ..Default::default() }, "bad SparseGPT option: percdamp must be positive and finite, got NaN"),
+            (
+                SparseGptConfig { percdamp: f64::NAN, ..Default::default() },
+                "bad SparseGPT option: percdamp must be positive and finite, got NaN",
+            ),
             (SparseGptConfig { percdamp: 0.0, ..Default::default() }, "bad SparseGPT option: percdamp must be positive and finite, got 0"),
-            (SparseGptConfig { max_percdamp: f64::INFINITY, ..Default::default() }, "bad SparseGPT option: max_percdamp must be positive and finite, got inf"),
+            (
+                SparseGptConfig { max_percdamp: f64::INFINITY, ..Default::default() },
+                "bad SparseGPT option: max_percdamp must be positive and finite, got inf",
+            ),
         ] {
             let err = prune_shared(&[&w], &h, half, cfg).unwrap_err();
             assert!(matches!(err, PruneError::BadOption { .. }), "{err:?}");

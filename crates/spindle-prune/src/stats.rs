@@ -11,11 +11,7 @@ use crate::PruneError;
 /// statistic that overflowed (activations held in f16, a broken checkpoint) would otherwise
 /// compare false everywhere and leave the weight silently unpruned.
 fn finite<'a>(t: &'a Tensor, what: &str) -> Result<&'a Tensor, PruneError> {
-    if bool::try_from(t.isfinite().all())? {
-        Ok(t)
-    } else {
-        Err(PruneError::NotFinite { what: what.to_owned() })
-    }
+    if bool::try_from(t.isfinite().all())? { Ok(t) } else { Err(PruneError::NotFinite { what: what.to_owned() }) }
 }
 
 /// Rows of `x` as `[tokens, in]` f32 and the number of sequences they came from: `[in]` is one

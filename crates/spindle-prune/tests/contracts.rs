@@ -23,7 +23,8 @@ fn every_n_m_mask_keeps_exactly_n_in_every_group() {
             spindle_prune::ria::mask(&w, &norms, p, Default::default()).unwrap(),
         ];
         for mask in masks {
-            let per_group = mask.to_kind(Kind::Int64).reshape([12, 32 / m as i64, m as i64]).sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
+            let per_group =
+                mask.to_kind(Kind::Int64).reshape([12, 32 / m as i64, m as i64]).sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
             assert!(bool::try_from(per_group.eq((m - n) as i64).all()).unwrap(), "{n}:{m}");
         }
     }
@@ -32,7 +33,10 @@ fn every_n_m_mask_keeps_exactly_n_in_every_group() {
 #[test]
 fn pruners_never_modify_their_inputs() {
     let w = weight(8, 16);
-    let h = { let x = Tensor::randn([64, 16], (Kind::Float, Device::Cpu)); x.tr().matmul(&x) };
+    let h = {
+        let x = Tensor::randn([64, 16], (Kind::Float, Device::Cpu));
+        x.tr().matmul(&x)
+    };
     let (w0, h0) = (w.copy(), h.copy());
     let _ = spindle_prune::sparsegpt::prune(&w, &h, Pattern::Unstructured { sparsity: 0.5 }, SparseGptConfig::default()).unwrap();
     let _ = spindle_prune::magnitude::mask(&w, Pattern::NM { n: 2, m: 4 }, Scope::Matrix).unwrap();
@@ -58,13 +62,23 @@ fn bad_inputs_get_one_clear_error() {
     assert_eq!(err.to_string(), "bad sparsity pattern: sparsity must be in [0, 1), got 1");
     let err = spindle_prune::wanda::mask(&w, &Tensor::ones([4], (Kind::Float, Device::Cpu)), Pattern::NM { n: 4, m: 2 }).unwrap_err();
     assert_eq!(err.to_string(), "bad sparsity pattern: N:M needs 0 < N < M, got 4:2");
-    let err = spindle_prune::wanda::mask(&w, &Tensor::ones([4], (Kind::Float, Device::Cpu)), Pattern::Unstructured { sparsity: 0.5 }).unwrap_err();
+    let err = spindle_prune::wanda::mask(&w, &Tensor::ones([4], (Kind::Float, Device::Cpu)), Pattern::Unstructured { sparsity: 0.5 })
+        .unwrap_err();
     assert_eq!(err.to_string(), "shape mismatch: scaler_row [4] does not match a weight with 18 inputs");
-    let err = spindle_prune::sparsegpt::prune(&w, &Tensor::eye(4, (Kind::Float, Device::Cpu)), Pattern::Unstructured { sparsity: 0.5 }, SparseGptConfig::default()).unwrap_err();
+    let err = spindle_prune::sparsegpt::prune(
+        &w,
+        &Tensor::eye(4, (Kind::Float, Device::Cpu)),
+        Pattern::Unstructured { sparsity: 0.5 },
+        SparseGptConfig::default(),
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "shape mismatch: Hessian [4, 4] does not match a weight with 18 inputs");
     let mut n = spindle_prune::ColumnNorms::new(18, Device::Cpu);
     assert!(matches!(n.get(), Err(PruneError::NoStatistics)));
-    assert_eq!(n.add_batch(&Tensor::ones([2, 3, 5], (Kind::Float, Device::Cpu))).unwrap_err().to_string(), "shape mismatch: activations [2, 3, 5] do not end in the layer's 18 inputs");
+    assert_eq!(
+        n.add_batch(&Tensor::ones([2, 3, 5], (Kind::Float, Device::Cpu))).unwrap_err().to_string(),
+        "shape mismatch: activations [2, 3, 5] do not end in the layer's 18 inputs"
+    );
 }
 
 #[test]

@@ -24,8 +24,8 @@ use std::time::Instant;
 use spindle_induce::distribution::{self, Producer, Site};
 use spindle_induce::feature::{self, EpochLoss};
 use spindle_induce::{
-    ChannelMap, ChannelStats, DistributionConfig, EquivalentSnlConfig, FeatureConfig,
-    FeatureSource, InduceError, Measures, PruningAware, Scorer, scale,
+    ChannelMap, ChannelStats, DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, InduceError, Measures, PruningAware,
+    Scorer, scale,
 };
 use spindle_model::{Block, KvRepeat, Model, ScaleProducer, ScalingSite};
 use spindle_prune::Pattern;
@@ -102,8 +102,7 @@ impl InduceConfig {
     /// absorbable scaling can change (Wanda's score `|W|·‖X‖`, which SparseGPT's is
     /// approximated by), since its outcome there is `D = 1`, the model unchanged bit for bit.
     pub fn distribution_acts(&self) -> bool {
-        self.distribution
-            .is_some_and(|d| !d.scorer.invariant_under_scaling())
+        self.distribution.is_some_and(|d| !d.scorer.invariant_under_scaling())
     }
 
     /// A short description of the stages, e.g. `distribution+feature(nuclear λ 1e-5,pruning-aware mask)`.
@@ -127,11 +126,7 @@ impl InduceConfig {
         if self.shift {
             parts.push("shift".to_owned());
         }
-        if parts.is_empty() {
-            "none".to_owned()
-        } else {
-            parts.join("+")
-        }
+        if parts.is_empty() { "none".to_owned() } else { parts.join("+") }
     }
 }
 
@@ -195,15 +190,7 @@ fn missing(what: &str) -> PipelineError {
 
 fn map_of(site: &ScalingSite) -> ChannelMap {
     match site.repeat {
-        Some(KvRepeat {
-            kv_heads,
-            group,
-            head_dim,
-        }) => ChannelMap::Repeat {
-            kv_heads,
-            group,
-            head_dim,
-        },
+        Some(KvRepeat { kv_heads, group, head_dim }) => ChannelMap::Repeat { kv_heads, group, head_dim },
         None => ChannelMap::Identity,
     }
 }
@@ -295,11 +282,7 @@ fn first_pass(
 }
 
 fn group_of(block: &Block, path: &str) -> Result<usize, PipelineError> {
-    block
-        .input_groups()
-        .iter()
-        .position(|g| g.contains(&path))
-        .ok_or_else(|| missing(path))
+    block.input_groups().iter().position(|g| g.contains(&path)).ok_or_else(|| missing(path))
 }
 
 fn range(d: &Tensor) -> (f64, f64) {
@@ -333,11 +316,7 @@ pub(crate) fn induce_block(
     let distribution = cfg.distribution.filter(|_| cfg.distribution_acts());
     let equivalent = cfg.equivalent;
     let sites: Vec<ScalingSite> = if distribution.is_some() || equivalent.is_some() {
-        block
-            .scaling_sites()
-            .into_iter()
-            .filter(|s| cfg.sites == SiteChoice::All || matches!(s.producer, ScaleProducer::Norm(_)))
-            .collect()
+        block.scaling_sites().into_iter().filter(|s| cfg.sites == SiteChoice::All || matches!(s.producer, ScaleProducer::Norm(_))).collect()
     } else {
         Vec::new()
     };
@@ -472,11 +451,9 @@ pub(crate) fn induce_block(
     if let Some(fc) = cfg.feature.as_ref() {
         let targets = outputs.as_deref().ok_or_else(|| missing("outputs before the feature stage"))?;
         let through = match cfg.pruning_aware {
-            PruningAware::Mask => Through::Mask {
-                scorer: cfg.mask,
-                pattern: cfg.pattern,
-                stats: if mask_stats { Some(&pass.stats) } else { None },
-            },
+            PruningAware::Mask => {
+                Through::Mask { scorer: cfg.mask, pattern: cfg.pattern, stats: if mask_stats { Some(&pass.stats) } else { None } }
+            }
             PruningAware::Off => Through::Dense,
         };
         let (epochs, ranges) = train_block(block, acts, fc, through, targets)?;
@@ -534,7 +511,10 @@ fn refine_sites(
                 cols[consumer_group[k]] = Some(map_of(site).expand(&ds[k]));
             }
             for (path, w, b) in &linears {
-                let g = groups.iter().position(|g| g.contains(path)).ok_or_else(|| InduceError::Shape(format!("{path} is in no input group")))?;
+                let g = groups
+                    .iter()
+                    .position(|g| g.contains(path))
+                    .ok_or_else(|| InduceError::Shape(format!("{path} is in no input group")))?;
                 let mut w = w.to_kind(Kind::Float);
                 let mut b = b.as_ref().map(|b| b.to_kind(Kind::Float));
                 // Out of place on purpose: `to_kind` to the same kind aliases the block's weight,
@@ -684,15 +664,13 @@ fn train_block(
             let x = &acts.batches[sample];
             let mut feats: Vec<Tensor> = Vec::new();
             let out = match &through {
-                Through::Dense => {
-                    block
-                        .forward_input_scaled(x, acts.ctx(x), scalers, &mut |paths, input| {
-                            if source == FeatureSource::LinearInputs && groups.iter().any(|g| g[0] == paths[0]) {
-                                feats.push(input.to_kind(Kind::Float));
-                            }
-                        })
-                        .map_err(|e| InduceError::Shape(e.to_string()))?
-                }
+                Through::Dense => block
+                    .forward_input_scaled(x, acts.ctx(x), scalers, &mut |paths, input| {
+                        if source == FeatureSource::LinearInputs && groups.iter().any(|g| g[0] == paths[0]) {
+                            feats.push(input.to_kind(Kind::Float));
+                        }
+                    })
+                    .map_err(|e| InduceError::Shape(e.to_string()))?,
                 Through::Mask { scorer, pattern, stats } => {
                     for (k, ws) in dense.iter().enumerate() {
                         for (path, w) in ws {
@@ -760,7 +738,8 @@ pub fn induce_model(
     }
     if cfg.shift {
         return Err(PipelineError::Config(
-            "the shift acts through a pruner's statistics and the bias its pruning leaves: use it with `spindle prune --induce shift`".into(),
+            "the shift acts through a pruner's statistics and the bias its pruning leaves: use it with `spindle prune --induce shift`"
+                .into(),
         ));
     }
     if calib.size().len() != 2 || calib.size()[0] == 0 || batch_size == 0 {

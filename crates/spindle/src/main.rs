@@ -86,8 +86,7 @@ fn quiet_if_interrupted() {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let runtime = Runtime::init(cli.device, cli.threads)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let runtime = Runtime::init(cli.device, cli.threads).map_err(|e| Failure::Usage(e.to_string()))?;
     tracing::info!(device = ?runtime.device, threads = runtime.threads, "runtime");
     match cli.command {
         Command::Convert(args) => cmd::convert::run(args),

@@ -19,8 +19,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 
 /// Writes `value` as pretty JSON (with a final newline) to `path` atomically.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), OutputError> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| OutputError { path: path.to_path_buf(), io: e.into() })?;
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| OutputError { path: path.to_path_buf(), io: e.into() })?;
     text.push('\n');
     write_atomic(path, text.as_bytes())
 }
@@ -53,7 +52,13 @@ fn absolute(p: &Path) -> PathBuf {
 /// written to, it replaces no input (nothing is written inside `inputs`, the folders and files
 /// the run reads) and no non-regular file, and it does not collide with `others` (the run's
 /// other outputs, e.g. `--out`).
-pub fn check_output_path(flag: &'static str, path: &Path, kind: OutputKind, inputs: &[&Path], others: &[&Path]) -> Result<(), OutputPathError> {
+pub fn check_output_path(
+    flag: &'static str,
+    path: &Path,
+    kind: OutputKind,
+    inputs: &[&Path],
+    others: &[&Path],
+) -> Result<(), OutputPathError> {
     let fail = |why: String| Err(OutputPathError { flag, path: path.to_path_buf(), why });
     if let Ok(meta) = std::fs::metadata(path) {
         match kind {
@@ -106,16 +111,28 @@ mod tests {
         std::fs::write(t.path().join("old.json"), "{}").unwrap();
         assert!(ok(&t.path().join("old.json")).is_ok(), "an earlier report may be replaced");
         let why = |p: &Path| ok(p).unwrap_err().why;
-        assert_eq!(why(&model.join("config.json")), format!("would write into the input {}; inputs are never written", model.canonicalize().unwrap().display()));
-        assert_eq!(why(&model.join("new.json")), format!("would write into the input {}; inputs are never written", model.canonicalize().unwrap().display()));
+        assert_eq!(
+            why(&model.join("config.json")),
+            format!("would write into the input {}; inputs are never written", model.canonicalize().unwrap().display())
+        );
+        assert_eq!(
+            why(&model.join("new.json")),
+            format!("would write into the input {}; inputs are never written", model.canonicalize().unwrap().display())
+        );
         assert_eq!(why(Path::new("/dev/full")), "is not a regular file; a report never replaces one");
         assert_eq!(why(t.path()), "is a directory");
         assert_eq!(why(&t.path().join("missing/r.json")), format!("the folder {} does not exist", t.path().join("missing").display()));
         assert_eq!(why(&out), format!("collides with the output {}", out.display()));
         assert_eq!(why(&out.join("r.json")), format!("collides with the output {}", out.display()));
         let e = check_output_path("--out", &model, OutputKind::NewDir, &[], &[]).unwrap_err();
-        assert_eq!(e.to_string(), format!("--out {}: already exists; spindle writes a new directory and never overwrites", model.display()));
-        assert!(check_output_path("--out", &model.join("pruned"), OutputKind::NewDir, &[&model], &[]).is_err(), "no output inside an input");
+        assert_eq!(
+            e.to_string(),
+            format!("--out {}: already exists; spindle writes a new directory and never overwrites", model.display())
+        );
+        assert!(
+            check_output_path("--out", &model.join("pruned"), OutputKind::NewDir, &[&model], &[]).is_err(),
+            "no output inside an input"
+        );
         // Nothing was left behind by the probes.
         let mut names: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();

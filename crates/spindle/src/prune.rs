@@ -243,7 +243,9 @@ pub fn prune_model(
         Allocation::Uniform => None,
     };
     if owl.is_some() && matches!(cfg.pattern, Pattern::NM { .. }) {
-        return Err(PipelineError::Config("OWL allocates unstructured sparsity per block; it cannot be combined with an N:M pattern".into()));
+        return Err(PipelineError::Config(
+            "OWL allocates unstructured sparsity per block; it cannot be combined with an N:M pattern".into(),
+        ));
     }
     let induce = cfg.induce.filter(|c| !c.is_empty());
     let needs_calib = cfg.method.needs_calibration() || owl.is_some() || induce.is_some() || cfg.reconstruct.is_some();
@@ -272,8 +274,8 @@ pub fn prune_model(
     let (targets, ratios) = match (owl, calib) {
         (Some(o), Some(ids)) => {
             let ratios = owl_ratios(model, ids, cfg.batch_size, o, nsamples, progress)?;
-            let sparsities = spindle_prune::owl::sparsities(&ratios, cfg.pattern.ratio(), o)
-                .map_err(|e| PipelineError::Config(e.to_string()))?;
+            let sparsities =
+                spindle_prune::owl::sparsities(&ratios, cfg.pattern.ratio(), o).map_err(|e| PipelineError::Config(e.to_string()))?;
             (sparsities, Some(ratios))
         }
         _ => (vec![cfg.pattern.ratio(); layers], None),
@@ -281,7 +283,11 @@ pub fn prune_model(
     let seconds_owl = t0.elapsed().as_secs_f64();
 
     crate::mem::release_free_memory();
-    tracing::debug!(current_rss_mib = crate::mem::current_rss_bytes().unwrap_or(0) >> 20, peak_mib = crate::mem::peak_rss_bytes().unwrap_or(0) >> 20, "before the first block");
+    tracing::debug!(
+        current_rss_mib = crate::mem::current_rss_bytes().unwrap_or(0) >> 20,
+        peak_mib = crate::mem::peak_rss_bytes().unwrap_or(0) >> 20,
+        "before the first block"
+    );
     let t0 = Instant::now();
     let mut acts = match calib {
         Some(ids) => Some(Activations::embed(model, ids, cfg.batch_size)?),
@@ -293,7 +299,8 @@ pub fn prune_model(
     let mut reconstruction = Vec::new();
     // The equivalent shift: which input groups can carry the biases it leaves, and the
     // config.json keys that make transformers load biases it adds.
-    let shift_groups: Option<[bool; 4]> = induce.filter(|ic| ic.shift).map(|_| model.config().bias_slots().map(|s| s != BiasSlot::Impossible));
+    let shift_groups: Option<[bool; 4]> =
+        induce.filter(|ic| ic.shift).map(|_| model.config().bias_slots().map(|s| s != BiasSlot::Impossible));
     if shift_groups.is_some_and(|g| !g.iter().any(|x| *x)) {
         return Err(PipelineError::Config(format!(
             "the shift needs linears that can carry a bias, and {} has none",
@@ -325,7 +332,8 @@ pub fn prune_model(
         if let (Some(ic), Some(a)) = (&induce, acts.as_ref()) {
             // Induced for the sparsity this block is pruned to (its own under OWL).
             let ic = ic.for_pattern(pattern);
-            let (report, outputs) = crate::induce::induce_block(&mut block, a, &ic, cfg.reconstruct.is_some()).map_err(|e| e.in_block("sparsity induction", i))?;
+            let (report, outputs) = crate::induce::induce_block(&mut block, a, &ic, cfg.reconstruct.is_some())
+                .map_err(|e| e.in_block("sparsity induction", i))?;
             induction.push(report);
             dense_outputs = outputs;
         }
@@ -352,7 +360,8 @@ pub fn prune_model(
         if cfg.true_sequential && acts.is_some() {
             for (k, group) in groups.iter().enumerate() {
                 // The first group's pass runs on the still dense block: its outputs are the targets.
-                let (stats, outputs) = accumulate(&block, acts.as_ref(), cfg.method, &[group], &shifts[k..=k], keep_outputs && k == 0, &prefix)?;
+                let (stats, outputs) =
+                    accumulate(&block, acts.as_ref(), cfg.method, &[group], &shifts[k..=k], keep_outputs && k == 0, &prefix)?;
                 if outputs.is_some() {
                     dense_outputs = outputs;
                 }
@@ -372,13 +381,18 @@ pub fn prune_model(
         }
         drop(before);
         if let (Some(rc), Some(a)) = (&cfg.reconstruct, acts.as_ref()) {
-            let targets = dense_outputs.take().ok_or_else(|| PipelineError::Config("reconstruction has no dense outputs to train towards".into()))?;
-            reconstruction.push(crate::induce::reconstruct_block(&mut block, a, rc, &targets).map_err(|e| e.in_block("reconstruction", i))?);
+            let targets =
+                dense_outputs.take().ok_or_else(|| PipelineError::Config("reconstruction has no dense outputs to train towards".into()))?;
+            reconstruction
+                .push(crate::induce::reconstruct_block(&mut block, a, rc, &targets).map_err(|e| e.in_block("reconstruction", i))?);
         }
         // Re-run the pruned block: the next block's inputs, and each linear's error.
         let mut err: Vec<(f64, f64)> = vec![(0.0, 0.0); dense.len()];
         if let Some(a) = acts.as_mut() {
-            let current: Vec<Tensor> = dense.iter().map(|(p, ..)| block.linear_at(p).map(|l| l.weight.shallow_clone())).collect::<Option<_>>()
+            let current: Vec<Tensor> = dense
+                .iter()
+                .map(|(p, ..)| block.linear_at(p).map(|l| l.weight.shallow_clone()))
+                .collect::<Option<_>>()
                 .ok_or_else(|| PipelineError::Config("a block lost a linear layer".into()))?;
             let outs = a.run(&block, &mut |paths, x| {
                 if !cfg.layer_errors {
@@ -397,7 +411,8 @@ pub fn prune_model(
             a.batches = outs;
         }
         for (k, (path, shape, _)) in dense.iter().enumerate() {
-            let weight = block.linear_at(path).map(|l| &l.weight).ok_or_else(|| PipelineError::Config(format!("no linear {prefix}{path}")))?;
+            let weight =
+                block.linear_at(path).map(|l| &l.weight).ok_or_else(|| PipelineError::Config(format!("no linear {prefix}{path}")))?;
             let pruned = spindle_prune::sparsity(weight);
             check_sparsity(&format!("{prefix}{path}"), shape, pruned, pattern.ratio())?;
             let (percdamp, retries) = info.iter().find(|(p, ..)| p == path).map(|(_, d, r)| (*d, r.clone())).unwrap_or((None, Vec::new()));
@@ -412,7 +427,12 @@ pub fn prune_model(
             });
         }
         crate::mem::release_free_memory();
-        tracing::debug!(block = i, current_rss_mib = crate::mem::current_rss_bytes().unwrap_or(0) >> 20, peak_mib = crate::mem::peak_rss_bytes().unwrap_or(0) >> 20, "block pruned");
+        tracing::debug!(
+            block = i,
+            current_rss_mib = crate::mem::current_rss_bytes().unwrap_or(0) >> 20,
+            peak_mib = crate::mem::peak_rss_bytes().unwrap_or(0) >> 20,
+            "block pruned"
+        );
         blocks.push(BlockReport {
             index: i,
             target: pattern.ratio(),
@@ -555,11 +575,20 @@ fn channel_means(block: &Block, acts: &Activations, allowed: &[bool; 4]) -> Resu
 /// After a shifted group is pruned: each of its linears computes `W′(x − z) + b + W·z`, which is
 /// `W′x + b + (W − W′)·z`, so its bias gains `(W − W′)·z` (a zero bias first where it had none).
 /// Returns the bias entries added.
-fn shift_bias(block: &mut Block, group: &[&'static str], z: Option<&Tensor>, before: &[(&'static str, Tensor)]) -> Result<u64, PipelineError> {
+fn shift_bias(
+    block: &mut Block,
+    group: &[&'static str],
+    z: Option<&Tensor>,
+    before: &[(&'static str, Tensor)],
+) -> Result<u64, PipelineError> {
     let Some(z) = z else { return Ok(0) };
     let mut added = 0;
     for path in group {
-        let dense = before.iter().find(|(p, _)| p == path).map(|(_, w)| w).ok_or_else(|| PipelineError::Config(format!("no dense copy of {path}")))?;
+        let dense = before
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, w)| w)
+            .ok_or_else(|| PipelineError::Config(format!("no dense copy of {path}")))?;
         let l = block.linear_at_mut(path).ok_or_else(|| PipelineError::Config(format!("no linear {path}")))?;
         let kind = l.weight.kind();
         let delta = (dense.to_kind(Kind::Float) - l.weight.to_kind(Kind::Float)).mv(&z.to_kind(Kind::Float));
@@ -597,7 +626,8 @@ fn prune_group(
         let mut ws = Vec::with_capacity(group.len());
         for p in group {
             let name = format!("{prefix}{p}");
-            let w = block.linear_at(p).map(|l| l.weight.shallow_clone()).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
+            let w =
+                block.linear_at(p).map(|l| l.weight.shallow_clone()).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
             // Each weight's own shape error names it, not the group.
             spindle_prune::check_pattern(&w, pattern).map_err(prune_err(&name))?;
             ws.push(w);
@@ -699,7 +729,10 @@ mod tests {
         assert!(check_sparsity("l", &[3, 200], 418.0 / 600.0, 0.7).is_ok());
         // F5: Wanda on overflowed statistics kept nearly every weight.
         let err = check_sparsity("model.layers.0.self_attn.q_proj", &[64, 64], 0.0556, 0.5).unwrap_err();
-        assert_eq!(err.to_string(), "model.layers.0.self_attn.q_proj: pruned to sparsity 0.0556 where 0.5000 was asked; nothing was written");
+        assert_eq!(
+            err.to_string(),
+            "model.layers.0.self_attn.q_proj: pruned to sparsity 0.0556 where 0.5000 was asked; nothing was written"
+        );
         assert!(check_sparsity("l", &[64, 64], 0.45, 0.5).is_err());
     }
 }

@@ -29,11 +29,8 @@ fn data_dir() -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(t.path().join("data/sub")).unwrap();
     std::fs::write(t.path().join("data/sub/a.txt"), "hello\n").unwrap();
-    std::fs::write(
-        t.path().join("data/SHA256SUMS"),
-        "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03  sub/a.txt\n",
-    )
-    .unwrap();
+    std::fs::write(t.path().join("data/SHA256SUMS"), "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03  sub/a.txt\n")
+        .unwrap();
     t
 }
 
@@ -57,10 +54,7 @@ fn help_works_for_the_binary_and_every_subcommand() {
 fn an_unknown_flag_exits_2_with_one_clear_line() {
     let o = spindle(&["data", "verify", "--frobnicate"], Path::new("."));
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(
-        stderr(&o),
-        "spindle: error: unexpected argument '--frobnicate' found (see `spindle --help`)\n"
-    );
+    assert_eq!(stderr(&o), "spindle: error: unexpected argument '--frobnicate' found (see `spindle --help`)\n");
     assert!(stdout(&o).is_empty());
     let o = spindle(&["frob"], Path::new("."));
     assert_eq!(o.status.code(), Some(2));
@@ -76,11 +70,54 @@ fn bad_induction_flags_are_usage_errors_before_anything_is_loaded() {
         (&["induce", "--model", "m", "--out", "o", "--json", json, "--induce", "scaling"], "--induce: unknown stage \"scaling\""),
         (&["induce", "--model", "m", "--out", "o", "--induce", "none"], "--induce none: nothing to do"),
         (&["induce", "--model", "m", "--out", "o", "--induce", "equivalent-snl", "--snl", "none"], "needs an --snl other than none"),
-        (&["induce", "--model", "m", "--out", "o", "--si-lr", "0"], "the distribution stage's learning rate (--si-lr) must be positive and finite, got 0"),
-        (&["prune", "--model", "m", "--method", "wanda", "--sparsity", "0.5", "--out", "o", "--induce", "feature", "--feature-epochs", "0"], "the feature stage: the epochs must be at least 1, got 0"),
-        (&["induce", "--model", "m", "--out", "o", "--pruning-aware", "pruned"], "--pruning-aware pruned is now `spindle prune --reconstruct`"),
-        (&["prune", "--model", "m", "--method", "wanda", "--sparsity", "0.5", "--out", "o", "--recon-epochs", "2"], "--recon-epochs is an option of the reconstruction: it needs --reconstruct"),
-        (&["prune", "--model", "m", "--method", "sparsegpt", "--sparsity", "0.5", "--out", "o", "--induce", "distribution", "--pruning-aware", "mask"], "--pruning-aware is an option of the feature stage: it needs --induce ...,feature"),
+        (
+            &["induce", "--model", "m", "--out", "o", "--si-lr", "0"],
+            "the distribution stage's learning rate (--si-lr) must be positive and finite, got 0",
+        ),
+        (
+            &[
+                "prune",
+                "--model",
+                "m",
+                "--method",
+                "wanda",
+                "--sparsity",
+                "0.5",
+                "--out",
+                "o",
+                "--induce",
+                "feature",
+                "--feature-epochs",
+                "0",
+            ],
+            "the feature stage: the epochs must be at least 1, got 0",
+        ),
+        (
+            &["induce", "--model", "m", "--out", "o", "--pruning-aware", "pruned"],
+            "--pruning-aware pruned is now `spindle prune --reconstruct`",
+        ),
+        (
+            &["prune", "--model", "m", "--method", "wanda", "--sparsity", "0.5", "--out", "o", "--recon-epochs", "2"],
+            "--recon-epochs is an option of the reconstruction: it needs --reconstruct",
+        ),
+        (
+            &[
+                "prune",
+                "--model",
+                "m",
+                "--method",
+                "sparsegpt",
+                "--sparsity",
+                "0.5",
+                "--out",
+                "o",
+                "--induce",
+                "distribution",
+                "--pruning-aware",
+                "mask",
+            ],
+            "--pruning-aware is an option of the feature stage: it needs --induce ...,feature",
+        ),
     ];
     for (args, want) in cases {
         let o = spindle(args, t.path());
@@ -204,7 +241,10 @@ fn data_fetch_validates_then_needs_the_hub_feature() {
     let t = tempfile::tempdir().unwrap();
     let o = spindle(&["data", "fetch", "Salesforce/wikitext", "../../escape.parquet"], t.path());
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(stderr(&o), "spindle: error: hub dataset Salesforce/wikitext, file ../../escape.parquet: the file must be a relative path inside the repository\n");
+    assert_eq!(
+        stderr(&o),
+        "spindle: error: hub dataset Salesforce/wikitext, file ../../escape.parquet: the file must be a relative path inside the repository\n"
+    );
     if !cfg!(feature = "hub") {
         let o = spindle(&["data", "fetch", "Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet"], t.path());
         assert_eq!(o.status.code(), Some(2));

@@ -92,7 +92,10 @@ fn the_converted_tokenizer_json_encodes_like_llama2c() {
     let s = stories();
     let text = std::fs::read_to_string(s.join("tinystories-sample.txt")).unwrap();
     assert_eq!(hf.encode(text.trim(), true).unwrap(), sample_ids());
-    assert_eq!(hf.encode("Once upon a time", true).unwrap(), llama2c::read_tokenizer(&s.join("tok512.bin"), 512).unwrap().encode("Once upon a time", true));
+    assert_eq!(
+        hf.encode("Once upon a time", true).unwrap(),
+        llama2c::read_tokenizer(&s.join("tok512.bin"), 512).unwrap().encode("Once upon a time", true)
+    );
 }
 
 #[test]
@@ -113,7 +116,22 @@ fn data_calib_and_stats_use_the_models_tokenizer() {
     };
     let model = out.to_str().unwrap();
     let json = t.path().join("calib.json");
-    let printed = run(&["data", "calib", "--model", model, "--calib", "c4", "--nsamples", "32", "--seqlen", "256", "--seed", "0", "--json", json.to_str().unwrap()]);
+    let printed = run(&[
+        "data",
+        "calib",
+        "--model",
+        model,
+        "--calib",
+        "c4",
+        "--nsamples",
+        "32",
+        "--seqlen",
+        "256",
+        "--seed",
+        "0",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/calib/calib_golden.json")).unwrap(),
     )
@@ -128,7 +146,8 @@ fn data_calib_and_stats_use_the_models_tokenizer() {
     assert!(printed.contains("no train shard offline"), "{printed}");
 
     let stats_json = t.path().join("stats.json");
-    let printed = run(&["data", "stats", "--model", model, "--corpus", "wikitext2", "--seqlen", "512", "--json", stats_json.to_str().unwrap()]);
+    let printed =
+        run(&["data", "stats", "--model", model, "--corpus", "wikitext2", "--seqlen", "512", "--json", stats_json.to_str().unwrap()]);
     let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats_json).unwrap()).unwrap();
     let tokens = stats["tokens"].as_u64().unwrap();
     assert_eq!(stats["windows"].as_u64().unwrap(), tokens / 512);
@@ -147,13 +166,36 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
     convert(&out);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let spindle = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_spindle")).arg("--threads").arg("1").args(args).current_dir(&root).env("SPINDLE_CACHE", t.path().join("cache")).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .arg("--threads")
+            .arg("1")
+            .args(args)
+            .current_dir(&root)
+            .env("SPINDLE_CACHE", t.path().join("cache"))
+            .output()
+            .unwrap()
     };
     let json = t.path().join("eval.json");
     let model = out.to_str().unwrap();
     // A file corpus keeps this quick: WikiText-2 is ~800k tokens in this 512-token vocabulary.
     let sample = stories().join("tinystories-sample.txt");
-    let o = spindle(&["eval", "--model", model, "--ppl", sample.to_str().unwrap(), "--seqlen", "128", "--tasks", "piqa,winogrande", "--limit", "6", "--batch-size", "4", "--json", json.to_str().unwrap()]);
+    let o = spindle(&[
+        "eval",
+        "--model",
+        model,
+        "--ppl",
+        sample.to_str().unwrap(),
+        "--seqlen",
+        "128",
+        "--tasks",
+        "piqa,winogrande",
+        "--limit",
+        "6",
+        "--batch-size",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let ppl = v["perplexity"][sample.to_str().unwrap()].as_f64().unwrap();
@@ -182,7 +224,8 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
     let tok = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
     let data = spindle_data::DataDir::resolve_from(None, &root).unwrap();
     let cache = spindle_data::cache::TokenCache::new(t.path().join("cache2"));
-    let (ids, _, _, _) = spindle_data::corpus::eval_tokens(&spindle_data::corpus::Corpus::File(sample.clone()), &data, &tok, &cache).unwrap();
+    let (ids, _, _, _) =
+        spindle_data::corpus::eval_tokens(&spindle_data::corpus::Corpus::File(sample.clone()), &data, &tok, &cache).unwrap();
     // The file is one document: its text as is, with the tokenizer's BOS.
     assert_eq!(ids.len(), tok.encode(&std::fs::read_to_string(&sample).unwrap(), true).unwrap().len());
     let r = spindle_eval::perplexity(&m, &ids, spindle_eval::PplConfig { seqlen: 128, batch_size: 7 }, &mut |_, _| {}).unwrap();

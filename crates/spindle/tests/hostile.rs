@@ -115,16 +115,126 @@ struct Cmd {
     args: &'static [&'static str],
 }
 
-const PRUNE_MAGNITUDE: Cmd = Cmd { name: "prune magnitude", args: &["prune", "--model", "MODEL", "--method", "magnitude", "--sparsity", "0.5", "--out", "OUT", "--json", "JSON"] };
-const PRUNE_WANDA: Cmd = Cmd { name: "prune wanda", args: &["prune", "--model", "MODEL", "--method", "wanda", "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "32", "--out", "OUT", "--json", "JSON"] };
-const PRUNE_WANDA_F16: Cmd = Cmd { name: "prune wanda f16", args: &["prune", "--model", "MODEL", "--method", "wanda", "--sparsity", "0.5", "--dtype", "float16", "--nsamples", "2", "--seqlen", "32", "--out", "OUT"] };
-const PRUNE_RIA_F16: Cmd = Cmd { name: "prune ria f16", args: &["prune", "--model", "MODEL", "--method", "ria", "--sparsity", "0.5", "--dtype", "float16", "--nsamples", "2", "--seqlen", "32", "--out", "OUT"] };
-const PRUNE_SPARSEGPT: Cmd = Cmd { name: "prune sparsegpt 2:4", args: &["prune", "--model", "MODEL", "--method", "sparsegpt", "--pattern", "2:4", "--nsamples", "2", "--seqlen", "32", "--out", "OUT"] };
-const PRUNE_RIA: Cmd = Cmd { name: "prune ria", args: &["prune", "--model", "MODEL", "--method", "ria", "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "32", "--out", "OUT"] };
-const PRUNE_OWL: Cmd = Cmd { name: "prune wanda owl", args: &["prune", "--model", "MODEL", "--method", "wanda", "--sparsity", "0.5", "--allocation", "owl", "--nsamples", "2", "--seqlen", "32", "--out", "OUT"] };
-const PRUNE_SI: Cmd = Cmd { name: "prune magnitude + SI", args: &["prune", "--model", "MODEL", "--method", "magnitude", "--sparsity", "0.5", "--induce", "distribution,feature", "--feature-epochs", "1", "--nsamples", "2", "--seqlen", "32", "--out", "OUT"] };
-const INDUCE: Cmd = Cmd { name: "induce", args: &["induce", "--model", "MODEL", "--nsamples", "2", "--seqlen", "32", "--out", "OUT", "--json", "JSON"] };
-const EVAL: Cmd = Cmd { name: "eval", args: &["eval", "--model", "MODEL", "--ppl", "wikitext2", "--seqlen", "32", "--max-windows", "2", "--json", "JSON"] };
+const PRUNE_MAGNITUDE: Cmd = Cmd {
+    name: "prune magnitude",
+    args: &["prune", "--model", "MODEL", "--method", "magnitude", "--sparsity", "0.5", "--out", "OUT", "--json", "JSON"],
+};
+const PRUNE_WANDA: Cmd = Cmd {
+    name: "prune wanda",
+    args: &[
+        "prune",
+        "--model",
+        "MODEL",
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "32",
+        "--out",
+        "OUT",
+        "--json",
+        "JSON",
+    ],
+};
+const PRUNE_WANDA_F16: Cmd = Cmd {
+    name: "prune wanda f16",
+    args: &[
+        "prune",
+        "--model",
+        "MODEL",
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--dtype",
+        "float16",
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "32",
+        "--out",
+        "OUT",
+    ],
+};
+const PRUNE_RIA_F16: Cmd = Cmd {
+    name: "prune ria f16",
+    args: &[
+        "prune",
+        "--model",
+        "MODEL",
+        "--method",
+        "ria",
+        "--sparsity",
+        "0.5",
+        "--dtype",
+        "float16",
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "32",
+        "--out",
+        "OUT",
+    ],
+};
+const PRUNE_SPARSEGPT: Cmd = Cmd {
+    name: "prune sparsegpt 2:4",
+    args: &["prune", "--model", "MODEL", "--method", "sparsegpt", "--pattern", "2:4", "--nsamples", "2", "--seqlen", "32", "--out", "OUT"],
+};
+const PRUNE_RIA: Cmd = Cmd {
+    name: "prune ria",
+    args: &["prune", "--model", "MODEL", "--method", "ria", "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "32", "--out", "OUT"],
+};
+const PRUNE_OWL: Cmd = Cmd {
+    name: "prune wanda owl",
+    args: &[
+        "prune",
+        "--model",
+        "MODEL",
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--allocation",
+        "owl",
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "32",
+        "--out",
+        "OUT",
+    ],
+};
+const PRUNE_SI: Cmd = Cmd {
+    name: "prune magnitude + SI",
+    args: &[
+        "prune",
+        "--model",
+        "MODEL",
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--induce",
+        "distribution,feature",
+        "--feature-epochs",
+        "1",
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "32",
+        "--out",
+        "OUT",
+    ],
+};
+const INDUCE: Cmd =
+    Cmd { name: "induce", args: &["induce", "--model", "MODEL", "--nsamples", "2", "--seqlen", "32", "--out", "OUT", "--json", "JSON"] };
+const EVAL: Cmd = Cmd {
+    name: "eval",
+    args: &["eval", "--model", "MODEL", "--ppl", "wikitext2", "--seqlen", "32", "--max-windows", "2", "--json", "JSON"],
+};
 const INSPECT: Cmd = Cmd { name: "inspect", args: &["inspect", "MODEL", "--json", "JSON"] };
 
 /// Every command that opens the model.
@@ -294,8 +404,23 @@ fn a_non_finite_weight_is_named() {
 fn damaged_safetensors_name_the_file() {
     let st = |d: &Path| d.join("model.safetensors");
     // F9's first half: a file cut short before the run (the run-time half is a signal test).
-    family(|d| { let b = std::fs::read(d.join("model.safetensors")).unwrap(); std::fs::write(d.join("model.safetensors"), &b[..b.len() / 2]).unwrap() }, ALL, "model.safetensors");
-    family(|d| { let mut b = std::fs::read(d.join("model.safetensors")).unwrap(); b[8] = b'['; std::fs::write(d.join("model.safetensors"), b).unwrap() }, ALL, "model.safetensors");
+    family(
+        |d| {
+            let b = std::fs::read(d.join("model.safetensors")).unwrap();
+            std::fs::write(d.join("model.safetensors"), &b[..b.len() / 2]).unwrap()
+        },
+        ALL,
+        "model.safetensors",
+    );
+    family(
+        |d| {
+            let mut b = std::fs::read(d.join("model.safetensors")).unwrap();
+            b[8] = b'[';
+            std::fs::write(d.join("model.safetensors"), b).unwrap()
+        },
+        ALL,
+        "model.safetensors",
+    );
     family(|d| std::fs::write(d.join("model.safetensors"), [0u8; 4]).unwrap(), ALL, "model.safetensors");
     family(|d| std::fs::remove_file(d.join("model.safetensors")).unwrap(), ALL, "model");
     let _ = st;
@@ -303,18 +428,53 @@ fn damaged_safetensors_name_the_file() {
 
 #[test]
 fn missing_and_misshapen_tensors_are_named() {
-    family(|d| edit_weights(d, |ts| ts.retain(|(n, _)| n != "model.layers.1.self_attn.o_proj.weight")), &[PRUNE_MAGNITUDE, PRUNE_WANDA, PRUNE_SPARSEGPT, PRUNE_SI, INDUCE, EVAL], "model.layers.1.self_attn.o_proj.weight");
-    family(|d| edit_weights(d, |ts| for (n, t) in ts.iter_mut() { if n == "model.layers.3.mlp.down_proj.weight" { *t = t.narrow(1, 0, 100).contiguous(); } }), &[PRUNE_MAGNITUDE, PRUNE_WANDA, PRUNE_SPARSEGPT, PRUNE_SI, INDUCE, EVAL], "model.layers.3.mlp.down_proj.weight");
+    family(
+        |d| edit_weights(d, |ts| ts.retain(|(n, _)| n != "model.layers.1.self_attn.o_proj.weight")),
+        &[PRUNE_MAGNITUDE, PRUNE_WANDA, PRUNE_SPARSEGPT, PRUNE_SI, INDUCE, EVAL],
+        "model.layers.1.self_attn.o_proj.weight",
+    );
+    family(
+        |d| {
+            edit_weights(d, |ts| {
+                for (n, t) in ts.iter_mut() {
+                    if n == "model.layers.3.mlp.down_proj.weight" {
+                        *t = t.narrow(1, 0, 100).contiguous();
+                    }
+                }
+            })
+        },
+        &[PRUNE_MAGNITUDE, PRUNE_WANDA, PRUNE_SPARSEGPT, PRUNE_SI, INDUCE, EVAL],
+        "model.layers.3.mlp.down_proj.weight",
+    );
     // (`inspect` describes the files as they are; it does not load the model.)
-    family(|d| edit_weights(d, |ts| ts.retain(|(n, _)| n != "model.embed_tokens.weight")), &ALL[..ALL.len() - 1], "model.embed_tokens.weight");
+    family(
+        |d| edit_weights(d, |ts| ts.retain(|(n, _)| n != "model.embed_tokens.weight")),
+        &ALL[..ALL.len() - 1],
+        "model.embed_tokens.weight",
+    );
 }
 
 #[test]
 fn unreadable_tokenizers_are_named_and_never_read_without_bound() {
-    family(|d| std::fs::write(d.join("tokenizer.json"), "{\"version\": ").unwrap(), &[PRUNE_WANDA, PRUNE_SPARSEGPT, PRUNE_SI, INDUCE, EVAL], "tokenizer.json");
-    family(|d| std::fs::remove_file(d.join("tokenizer.json")).unwrap(), &[PRUNE_WANDA, PRUNE_SPARSEGPT, PRUNE_SI, INDUCE, EVAL], "tokenizer");
+    family(
+        |d| std::fs::write(d.join("tokenizer.json"), "{\"version\": ").unwrap(),
+        &[PRUNE_WANDA, PRUNE_SPARSEGPT, PRUNE_SI, INDUCE, EVAL],
+        "tokenizer.json",
+    );
+    family(
+        |d| std::fs::remove_file(d.join("tokenizer.json")).unwrap(),
+        &[PRUNE_WANDA, PRUNE_SPARSEGPT, PRUNE_SI, INDUCE, EVAL],
+        "tokenizer",
+    );
     // F10: a tokenizer that is a device node of endless bytes, or a FIFO nobody writes to.
-    family(|d| { std::fs::remove_file(d.join("tokenizer.json")).unwrap(); std::os::unix::fs::symlink("/dev/zero", d.join("tokenizer.json")).unwrap() }, &[PRUNE_WANDA, EVAL], "tokenizer.json");
+    family(
+        |d| {
+            std::fs::remove_file(d.join("tokenizer.json")).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", d.join("tokenizer.json")).unwrap()
+        },
+        &[PRUNE_WANDA, EVAL],
+        "tokenizer.json",
+    );
 }
 
 // ---- output paths (F6, F7) ---------------------------------------------------------------------
@@ -338,13 +498,36 @@ fn a_report_never_replaces_an_input_and_bad_report_paths_fail_before_any_work() 
 // ---- signals (F8) ------------------------------------------------------------------------------
 
 fn partials(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".spindle-partial-")).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".spindle-partial-"))
+        .collect()
 }
 
 /// Starts a prune that takes a few seconds, waits until its partial output directory exists
 /// (and `delay` more), and sends `signal`; returns the exit code and stderr.
 fn interrupt(dir: &Path, signal: &str, delay: Duration) -> (Option<i32>, String) {
-    interrupt_cmd(dir, signal, delay, &["prune", "--method", "wanda", "--sparsity", "0.5", "--induce", "feature", "--feature-epochs", "8", "--nsamples", "8", "--seqlen", "128"])
+    interrupt_cmd(
+        dir,
+        signal,
+        delay,
+        &[
+            "prune",
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--induce",
+            "feature",
+            "--feature-epochs",
+            "8",
+            "--nsamples",
+            "8",
+            "--seqlen",
+            "128",
+        ],
+    )
 }
 
 /// [`interrupt`] for the command `args` (without `--model` and `--out`).
@@ -389,8 +572,17 @@ fn an_interrupted_run_leaves_no_partial_output_and_a_killed_one_is_swept_next_ti
     // `induce` writes its model the same way.
     for signal in ["INT", "TERM"] {
         let t = tempfile::tempdir().unwrap();
-        let (code, stderr) = interrupt_cmd(t.path(), signal, Duration::from_millis(100), &["induce", "--induce", "feature", "--feature-epochs", "8", "--nsamples", "8", "--seqlen", "128"]);
-        assert_eq!((code, stderr.as_str()), (Some(130), "spindle: error: interrupted; partial outputs were removed\n"), "induce, SIG{signal}");
+        let (code, stderr) = interrupt_cmd(
+            t.path(),
+            signal,
+            Duration::from_millis(100),
+            &["induce", "--induce", "feature", "--feature-epochs", "8", "--nsamples", "8", "--seqlen", "128"],
+        );
+        assert_eq!(
+            (code, stderr.as_str()),
+            (Some(130), "spindle: error: interrupted; partial outputs were removed\n"),
+            "induce, SIG{signal}"
+        );
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "induce, SIG{signal}");
     }
     // SIGKILL cannot be caught: the partial directory stays until the next run writing there.
@@ -427,7 +619,10 @@ fn a_closed_or_full_standard_output_is_no_panic() {
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_spindle")).arg("inspect").arg(stories()).stdout(full).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&o.stderr), "spindle: error: cannot write to standard output: No space left on device (os error 28)\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "spindle: error: cannot write to standard output: No space left on device (os error 28)\n"
+    );
 }
 
 #[test]
@@ -446,7 +641,13 @@ fn flag_errors_name_what_is_wrong() {
     let bin = data().join("models/stories260K/stories260K.bin");
     let tok = data().join("models/stories260K/tok512.bin");
     let (code, err) = run(&["convert", bin.to_str().unwrap(), "--tokenizer", tok.to_str().unwrap(), "--out", t.path().to_str().unwrap()]);
-    assert_eq!((code, err), (Some(2), format!("spindle: error: --out {}: already exists; spindle writes a new directory and never overwrites\n", t.path().display())));
+    assert_eq!(
+        (code, err),
+        (
+            Some(2),
+            format!("spindle: error: --out {}: already exists; spindle writes a new directory and never overwrites\n", t.path().display())
+        )
+    );
     // A corpus file that cannot be parsed is exit 1 as --calib, as it is as --ppl (it was 2).
     let bad = t.path().join("bad.jsonl");
     std::fs::write(&bad, "{not json\n").unwrap();
@@ -454,7 +655,25 @@ fn flag_errors_name_what_is_wrong() {
     let d = data();
     let d = d.to_str().unwrap();
     for args in [
-        vec!["--data-dir", d, "prune", "--model", m, "--method", "wanda", "--sparsity", "0.5", "--nsamples", "2", "--seqlen", "32", "--calib", bad.to_str().unwrap(), "--out", "/nonexistent-out-x"],
+        vec![
+            "--data-dir",
+            d,
+            "prune",
+            "--model",
+            m,
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--nsamples",
+            "2",
+            "--seqlen",
+            "32",
+            "--calib",
+            bad.to_str().unwrap(),
+            "--out",
+            "/nonexistent-out-x",
+        ],
         vec!["--data-dir", d, "eval", "--model", m, "--ppl", bad.to_str().unwrap(), "--seqlen", "32"],
     ] {
         let (code, err) = run(&args);
@@ -613,7 +832,11 @@ fn convert_case(what: &str, g: &TinyGguf, names: Option<&str>) {
             assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
             assert!(stderr.starts_with("spindle: error: ") && stderr.contains(names), "{what}: expected {names:?} in {stderr}");
             assert!(!stderr.contains("panicked"), "{what}: {stderr}");
-            assert!(snapshot(t.path()) == before, "{what}: left {:?}", std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>());
+            assert!(
+                snapshot(t.path()) == before,
+                "{what}: left {:?}",
+                std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>()
+            );
         }
     }
 }
@@ -624,19 +847,51 @@ fn a_gguf_that_describes_no_loadable_model_is_refused_before_anything_is_written
     type Edit = Box<dyn Fn(&mut TinyGguf)>;
     let cases: Vec<(&str, Edit, &str)> = vec![
         // F2: a divide by zero in the RoPE un-permutation.
-        ("head_count_kv 0", Box::new(|g| g.set("llama.attention.head_count_kv", Kv::U32(0))), "llama.attention.head_count_kv: 0 for 2 attention heads"),
-        ("head_count_kv 3", Box::new(|g| g.set("llama.attention.head_count_kv", Kv::U32(3))), "llama.attention.head_count_kv: 3 for 2 attention heads"),
+        (
+            "head_count_kv 0",
+            Box::new(|g| g.set("llama.attention.head_count_kv", Kv::U32(0))),
+            "llama.attention.head_count_kv: 0 for 2 attention heads",
+        ),
+        (
+            "head_count_kv 3",
+            Box::new(|g| g.set("llama.attention.head_count_kv", Kv::U32(3))),
+            "llama.attention.head_count_kv: 3 for 2 attention heads",
+        ),
         // F13: each used to exit 0 with a model that cannot be loaded.
         ("a missing tensor", Box::new(|g| g.tensors.retain(|(n, _)| n != "blk.1.ffn_up.weight")), "model.layers.1.mlp.up_proj.weight"),
-        ("a wrong shape", Box::new(|g| g.tensors.iter_mut().filter(|(n, _)| n == "blk.0.attn_v.weight").for_each(|(_, ne)| *ne = vec![8, 3])), "model.layers.0.self_attn.v_proj.weight"),
-        ("a zero dimension", Box::new(|g| g.tensors.iter_mut().filter(|(n, _)| n == "blk.0.ffn_down.weight").for_each(|(_, ne)| *ne = vec![16, 0])), "model.layers.0.mlp.down_proj.weight"),
-        ("more tokens than embedding rows", Box::new(|g| g.set("tokenizer.ggml.tokens", Kv::Strs(vec!["a", "b", "ab", "c", "d"]))), "model.embed_tokens.weight"),
+        (
+            "a wrong shape",
+            Box::new(|g| g.tensors.iter_mut().filter(|(n, _)| n == "blk.0.attn_v.weight").for_each(|(_, ne)| *ne = vec![8, 3])),
+            "model.layers.0.self_attn.v_proj.weight",
+        ),
+        (
+            "a zero dimension",
+            Box::new(|g| g.tensors.iter_mut().filter(|(n, _)| n == "blk.0.ffn_down.weight").for_each(|(_, ne)| *ne = vec![16, 0])),
+            "model.layers.0.mlp.down_proj.weight",
+        ),
+        (
+            "more tokens than embedding rows",
+            Box::new(|g| g.set("tokenizer.ggml.tokens", Kv::Strs(vec!["a", "b", "ab", "c", "d"]))),
+            "model.embed_tokens.weight",
+        ),
         ("block_count 2^31", Box::new(|g| g.set("llama.block_count", Kv::U32(1 << 31))), "num_hidden_layers"),
         ("block_count 3", Box::new(|g| g.set("llama.block_count", Kv::U32(3))), "block 2 is missing"),
-        ("duplicate tokens", Box::new(|g| g.set("tokenizer.ggml.tokens", Kv::Strs(vec!["a", "b", "a", "c"]))), "tokenizer.ggml.tokens lists \"a\" twice"),
-        ("a merge of unknown tokens", Box::new(|g| g.set("tokenizer.ggml.merges", Kv::Strs(vec!["a b", "x y"]))), "tokenizer.ggml.merges entry 1"),
+        (
+            "duplicate tokens",
+            Box::new(|g| g.set("tokenizer.ggml.tokens", Kv::Strs(vec!["a", "b", "a", "c"]))),
+            "tokenizer.ggml.tokens lists \"a\" twice",
+        ),
+        (
+            "a merge of unknown tokens",
+            Box::new(|g| g.set("tokenizer.ggml.merges", Kv::Strs(vec!["a b", "x y"]))),
+            "tokenizer.ggml.merges entry 1",
+        ),
         ("a merge without a space", Box::new(|g| g.set("tokenizer.ggml.merges", Kv::Strs(vec!["ab"]))), "tokenizer.ggml.merges entry 0"),
-        ("a merge whose result is not a token", Box::new(|g| g.set("tokenizer.ggml.merges", Kv::Strs(vec!["b a"]))), "tokenizer.ggml.merges entry 0"),
+        (
+            "a merge whose result is not a token",
+            Box::new(|g| g.set("tokenizer.ggml.merges", Kv::Strs(vec!["b a"]))),
+            "tokenizer.ggml.merges entry 0",
+        ),
         ("BOS out of range", Box::new(|g| g.set("tokenizer.ggml.bos_token_id", Kv::U32(9))), "tokenizer.ggml.bos_token_id"),
         ("overlapping tensors", Box::new(|g| g.shift.push(("output_norm.weight".into(), -32))), "overlap"),
         ("no tokens", Box::new(|g| g.set("tokenizer.ggml.tokens", Kv::Strs(vec![]))), ""),
@@ -661,7 +916,22 @@ fn a_checkpoint_truncated_during_a_prune_is_an_error_naming_it() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
         .args(["--threads", "1", "--data-dir"])
         .arg(data())
-        .args(["prune", "--method", "wanda", "--sparsity", "0.5", "--induce", "feature", "--feature-epochs", "8", "--nsamples", "8", "--seqlen", "128", "--model"])
+        .args([
+            "prune",
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--induce",
+            "feature",
+            "--feature-epochs",
+            "8",
+            "--nsamples",
+            "8",
+            "--seqlen",
+            "128",
+            "--model",
+        ])
         .arg(&model)
         .arg("--out")
         .arg(t.path().join("out"))
@@ -683,7 +953,10 @@ fn a_checkpoint_truncated_during_a_prune_is_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&format!("{}: not a valid safetensors file: tensor `", st.display())) && stderr.contains("was the file truncated"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: not a valid safetensors file: tensor `", st.display())) && stderr.contains("was the file truncated"),
+        "{stderr}"
+    );
     let left: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["model"]);
 }

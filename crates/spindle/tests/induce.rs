@@ -12,20 +12,11 @@ use spindle_model::{Model, Weights};
 use spindle_prune::Pattern;
 use tch::{Device, Kind, Tensor};
 
-const ARCHS: [&str; 6] = [
-    "llama-gqa",
-    "llama3-rope",
-    "mistral",
-    "qwen2",
-    "opt-pre",
-    "opt-post-proj",
-];
+const ARCHS: [&str; 6] = ["llama-gqa", "llama3-rope", "mistral", "qwen2", "opt-pre", "opt-post-proj"];
 const HALF: Pattern = Pattern::Unstructured { sparsity: 0.5 };
 
 fn golden_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/golden")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
 }
 
 fn ids(n: i64, s: i64, vocab: i64, seed: i64) -> Tensor {
@@ -92,16 +83,16 @@ fn equivalent_stages_leave_every_architecture_s_logits_unchanged() {
             // dense function must still not move.
             (
                 "distribution refined",
-                InduceConfig { refine: Some(FeatureConfig { epochs: 2, lr: 5e-2, ..Default::default() }), ..distribution(Scorer::Magnitude) },
+                InduceConfig {
+                    refine: Some(FeatureConfig { epochs: 2, lr: 5e-2, ..Default::default() }),
+                    ..distribution(Scorer::Magnitude)
+                },
             ),
             (
                 "equivalent-snl",
                 InduceConfig {
                     distribution: None,
-                    equivalent: Some(EquivalentSnlConfig {
-                        steps: 5,
-                        ..Default::default()
-                    }),
+                    equivalent: Some(EquivalentSnlConfig { steps: 5, ..Default::default() }),
                     ..distribution(Scorer::Magnitude)
                 },
             ),
@@ -112,30 +103,19 @@ fn equivalent_stages_leave_every_architecture_s_logits_unchanged() {
                 .blocks
                 .iter()
                 .flat_map(|b| &b.sites)
-                .filter(|s| {
-                    (s.scale_range.0 - 1.0).abs() > 1e-3 || (s.scale_range.1 - 1.0).abs() > 1e-3
-                })
+                .filter(|s| (s.scale_range.0 - 1.0).abs() > 1e-3 || (s.scale_range.1 - 1.0).abs() > 1e-3)
                 .count();
-            assert!(
-                moved > 0,
-                "{arch} {name}: no site was rescaled, the test would prove nothing"
-            );
+            assert!(moved > 0, "{arch} {name}: no site was rescaled, the test would prove nothing");
             let induced = open(&out);
             let probe = ids(2, 12, vocab, 7);
             let rel = max_rel(&logits(&model, &probe), &logits(&induced, &probe));
-            assert!(
-                rel <= 1e-4,
-                "{arch} {name}: logits moved by {rel:e} (relative)"
-            );
+            assert!(rel <= 1e-4, "{arch} {name}: logits moved by {rel:e} (relative)");
             assert!(outside_blocks_identical(&dir, &out), "{arch} {name}");
             // the stage did change the weights a pruner sees
             let changed: usize = (0..model.config().num_layers)
                 .map(|i| {
                     let (b0, b1) = (model.block(i).unwrap(), induced.block(i).unwrap());
-                    b0.linears()
-                        .zip(b1.linears())
-                        .filter(|((_, a), (_, b))| !a.weight.equal(&b.weight))
-                        .count()
+                    b0.linears().zip(b1.linears()).filter(|((_, a), (_, b))| !a.weight.equal(&b.weight)).count()
                 })
                 .sum();
             assert!(changed > 0, "{arch} {name}");
@@ -147,17 +127,10 @@ fn zero_masks(dir: &Path) -> Vec<(String, Tensor)> {
     let w = Weights::open(dir).unwrap();
     let mut out: Vec<(String, Tensor)> = w
         .names()
-        .filter(|n| {
-            n.contains(".layers.") && n.ends_with("proj.weight")
-                || n.ends_with("fc1.weight")
-                || n.ends_with("fc2.weight")
-        })
+        .filter(|n| n.contains(".layers.") && n.ends_with("proj.weight") || n.ends_with("fc1.weight") || n.ends_with("fc2.weight"))
         .map(|n| {
             let shape = w.shape(n).unwrap().to_vec();
-            (
-                n.to_owned(),
-                w.load(n, &shape, Kind::Float, Device::Cpu).unwrap().eq(0.0),
-            )
+            (n.to_owned(), w.load(n, &shape, Kind::Float, Device::Cpu).unwrap().eq(0.0))
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -183,37 +156,17 @@ fn wanda_masks_are_identical_after_the_distribution_stage() {
                 reconstruct: None,
             };
             // scales chosen for magnitude (so they are far from identity), then Wanda prunes
-            let induced = PruneConfig {
-                induce: Some(InduceConfig {
-                    pattern,
-                    ..distribution(Scorer::Magnitude)
-                }),
-                ..plain
-            };
+            let induced = PruneConfig { induce: Some(InduceConfig { pattern, ..distribution(Scorer::Magnitude) }), ..plain };
             let a = t.path().join(format!("plain-{pattern}"));
             let b = t.path().join(format!("induced-{pattern}"));
             prune_model(&model, Some(&calib), &plain, &a, &mut |_, _| {}).unwrap();
             let report = prune_model(&model, Some(&calib), &induced, &b, &mut |_, _| {}).unwrap();
-            assert!(
-                report
-                    .induction
-                    .iter()
-                    .flat_map(|b| &b.sites)
-                    .any(|s| s.chosen != "identity"),
-                "{arch}: scales stayed at identity"
-            );
+            assert!(report.induction.iter().flat_map(|b| &b.sites).any(|s| s.chosen != "identity"), "{arch}: scales stayed at identity");
             let (za, zb) = (zero_masks(&a), zero_masks(&b));
-            assert!(
-                za.len() >= 12 && za.len() == zb.len(),
-                "{arch}: {} linears",
-                za.len()
-            );
+            assert!(za.len() >= 12 && za.len() == zb.len(), "{arch}: {} linears", za.len());
             for ((name, ma), (_, mb)) in za.iter().zip(zb) {
                 let moved = ma.logical_xor(&mb).sum(Kind::Int64).int64_value(&[]);
-                assert_eq!(
-                    moved, 0,
-                    "{arch} {pattern} {name}: {moved} mask entries moved"
-                );
+                assert_eq!(moved, 0, "{arch} {pattern} {name}: {moved} mask entries moved");
             }
         }
     }
@@ -227,12 +180,7 @@ fn the_feature_stage_changes_the_model_deterministically() {
     let t = tempfile::tempdir().unwrap();
     let cfg = InduceConfig {
         distribution: None,
-        feature: Some(FeatureConfig {
-            epochs: 2,
-            lambda: 0.1,
-            snl: Some(spindle_induce::Snl::NuclearOverSpectral),
-            ..Default::default()
-        }),
+        feature: Some(FeatureConfig { epochs: 2, lambda: 0.1, snl: Some(spindle_induce::Snl::NuclearOverSpectral), ..Default::default() }),
         pruning_aware: PruningAware::Off,
         ..distribution(Scorer::Magnitude)
     };
@@ -244,19 +192,13 @@ fn the_feature_stage_changes_the_model_deterministically() {
     for blk in &ra.blocks {
         assert_eq!(blk.feature_epochs.len(), 2);
         assert_eq!(blk.scaler_ranges.len(), 4, "one scaler per input group");
-        assert!(
-            blk.feature_epochs.iter().all(|e| e.snl >= 1.0),
-            "the nuclear/spectral ratio is at least 1"
-        );
+        assert!(blk.feature_epochs.iter().all(|e| e.snl >= 1.0), "the nuclear/spectral ratio is at least 1");
     }
     let (ma, mb) = (open(&a), open(&b));
     let probe = ids(1, 12, model.config().vocab_size as i64, 9);
     let (la, lb) = (logits(&ma, &probe), logits(&mb, &probe));
     assert!(la.equal(&lb), "two runs with one seed differ");
-    assert!(
-        max_rel(&logits(&model, &probe), &la) > 1e-6,
-        "the feature stage left the model unchanged"
-    );
+    assert!(max_rel(&logits(&model, &probe), &la) > 1e-6, "the feature stage left the model unchanged");
     assert!(outside_blocks_identical(&dir, &a));
 }
 
@@ -267,10 +209,7 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
     let calib = ids(4, 16, model.config().vocab_size as i64, 4);
     let t = tempfile::tempdir().unwrap();
     let induce = InduceConfig {
-        feature: Some(FeatureConfig {
-            epochs: 1,
-            ..Default::default()
-        }),
+        feature: Some(FeatureConfig { epochs: 1, ..Default::default() }),
         pruning_aware: PruningAware::Mask,
         ..distribution(Scorer::Magnitude)
     };
@@ -287,11 +226,7 @@ fn pruning_aware_induction_then_pruning_runs_in_one_pass() {
     let out = t.path().join("p");
     let r = prune_model(&model, Some(&calib), &cfg, &out, &mut |_, _| {}).unwrap();
     assert_eq!(r.induction.len(), 2);
-    assert!(
-        (r.overall_sparsity - 0.5).abs() < 0.01,
-        "{}",
-        r.overall_sparsity
-    );
+    assert!((r.overall_sparsity - 0.5).abs() < 0.01, "{}", r.overall_sparsity);
     // without calibration data induction is refused, with the reason
     let e = prune_model(&model, None, &cfg, &t.path().join("q"), &mut |_, _| {}).unwrap_err();
     assert_eq!(e.to_string(), "sparsity induction needs calibration data");
@@ -370,7 +305,8 @@ fn the_shift_is_an_equivalent_change_wherever_biases_can_hold_it() {
                 .iter()
                 .zip(slots)
                 .map(|(g, slot)| {
-                    (slot != BiasSlot::Impossible).then(|| Tensor::randn([block.linear_at(g[0]).unwrap().weight.size()[1]], (Kind::Float, Device::Cpu)))
+                    (slot != BiasSlot::Impossible)
+                        .then(|| Tensor::randn([block.linear_at(g[0]).unwrap().weight.size()[1]], (Kind::Float, Device::Cpu)))
                 })
                 .collect();
             for (g, z) in groups.iter().zip(&shifts) {
@@ -450,7 +386,9 @@ fn pruning_with_the_shift_keeps_the_bias_it_leaves() {
         let _ = dense.forward_observed(&x, &c, &mut |paths, input| {
             if let Some(k) = groups.iter().position(|g| g[0] == paths[0]) {
                 let cols = input.size().last().copied().unwrap();
-                means[k] = Some(input.reshape([-1, cols]).to_kind(Kind::Double).mean_dim([0i64].as_slice(), false, Kind::Double).to_kind(Kind::Float));
+                means[k] = Some(
+                    input.reshape([-1, cols]).to_kind(Kind::Double).mean_dim([0i64].as_slice(), false, Kind::Double).to_kind(Kind::Float),
+                );
             }
         });
         let slots = model.config().bias_slots();

@@ -23,7 +23,16 @@ fn calib_ids(n: i64, s: i64, vocab: i64) -> Tensor {
 }
 
 fn cfg(method: Method, pattern: Pattern, true_sequential: bool) -> PruneConfig {
-    PruneConfig { method, pattern, allocation: Allocation::Uniform, true_sequential, layer_errors: true, batch_size: 3, induce: None, reconstruct: None }
+    PruneConfig {
+        method,
+        pattern,
+        allocation: Allocation::Uniform,
+        true_sequential,
+        layer_errors: true,
+        batch_size: 3,
+        induce: None,
+        reconstruct: None,
+    }
 }
 
 /// Every tensor of a checkpoint by name.
@@ -67,7 +76,14 @@ fn statistics_come_from_the_right_activations() {
     let t = tempfile::tempdir().unwrap();
     for true_sequential in [false, true] {
         let out = t.path().join(format!("wanda-{true_sequential}"));
-        let report = prune_model(&model, Some(&ids), &cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, true_sequential), &out, &mut |_, _| {}).unwrap();
+        let report = prune_model(
+            &model,
+            Some(&ids),
+            &cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, true_sequential),
+            &out,
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(report.linears.len(), 14);
         let pruned = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
         let mut h = model.embed(&ids, None).unwrap();
@@ -99,12 +115,8 @@ fn n_m_runs_leave_exactly_n_nonzeros_per_group_and_nothing_else_changed() {
     let ids = calib_ids(4, 16, 128);
     let t = tempfile::tempdir().unwrap();
     let before = tensors(&dir);
-    let methods = [
-        Method::Magnitude(Default::default()),
-        Method::Wanda,
-        Method::Ria(Default::default()),
-        Method::SparseGpt(Default::default()),
-    ];
+    let methods =
+        [Method::Magnitude(Default::default()), Method::Wanda, Method::Ria(Default::default()), Method::SparseGpt(Default::default())];
     for (k, method) in methods.into_iter().enumerate() {
         for (n, m) in [(2usize, 4usize), (4, 8)] {
             let out = t.path().join(format!("m{k}-{n}-{m}"));
@@ -115,7 +127,11 @@ fn n_m_runs_leave_exactly_n_nonzeros_per_group_and_nothing_else_changed() {
                 let is_decoder_linear = name.contains(".layers.") && name.ends_with("_proj.weight");
                 if is_decoder_linear {
                     let (o, i) = (t.size()[0], t.size()[1]);
-                    let nonzeros = t.ne(0.0).to_kind(Kind::Int64).reshape([o, i / m as i64, m as i64]).sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
+                    let nonzeros = t.ne(0.0).to_kind(Kind::Int64).reshape([o, i / m as i64, m as i64]).sum_dim_intlist(
+                        [2i64].as_slice(),
+                        false,
+                        Kind::Int64,
+                    );
                     assert!(bool::try_from(nonzeros.eq(n as i64).all()).unwrap(), "{method:?} {n}:{m} {name}");
                 } else {
                     assert!(t.equal(&before[&name]), "{method:?} changed {name}");
@@ -132,11 +148,17 @@ fn bad_requests_fail_before_writing_anything() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("never");
     // A calibration-free method runs without ids; Wanda cannot.
-    let err = prune_model(&model, None, &cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, false), &out, &mut |_, _| {}).unwrap_err();
+    let err =
+        prune_model(&model, None, &cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, false), &out, &mut |_, _| {}).unwrap_err();
     assert_eq!(err.to_string(), "wanda needs calibration data");
     // N:M whose M does not divide an input dimension (hidden 32, intermediate 64): 3:12.
-    let err = prune_model(&model, None, &cfg(Method::Magnitude(Default::default()), Pattern::NM { n: 3, m: 12 }, false), &out, &mut |_, _| {}).unwrap_err();
-    assert_eq!(err.to_string(), "model.layers.0.self_attn.q_proj: 3:12 needs an input dimension divisible by 12, but the weight is [32, 32]");
+    let err =
+        prune_model(&model, None, &cfg(Method::Magnitude(Default::default()), Pattern::NM { n: 3, m: 12 }, false), &out, &mut |_, _| {})
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "model.layers.0.self_attn.q_proj: 3:12 needs an input dimension divisible by 12, but the weight is [32, 32]"
+    );
     let owl = PruneConfig { allocation: Allocation::Owl(Default::default()), ..cfg(Method::Wanda, Pattern::NM { n: 2, m: 4 }, false) };
     let err = prune_model(&model, None, &owl, &out, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().starts_with("OWL allocates unstructured sparsity per block"), "{err}");
@@ -150,7 +172,10 @@ fn owl_gives_blocks_different_sparsities_around_the_target() {
     let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
     let ids = calib_ids(4, 16, 128);
     let t = tempfile::tempdir().unwrap();
-    let c = PruneConfig { allocation: Allocation::Owl(spindle_prune::owl::OwlConfig { m: 2.0, lambda: 0.08 }), ..cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, false) };
+    let c = PruneConfig {
+        allocation: Allocation::Owl(spindle_prune::owl::OwlConfig { m: 2.0, lambda: 0.08 }),
+        ..cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, false)
+    };
     let r = prune_model(&model, Some(&ids), &c, &t.path().join("owl"), &mut |_, _| {}).unwrap();
     let targets: Vec<f64> = r.blocks.iter().map(|b| b.target).collect();
     let ratios: Vec<f64> = r.blocks.iter().map(|b| b.outlier_ratio.unwrap()).collect();
@@ -174,7 +199,11 @@ fn with_owl_each_block_is_induced_for_its_own_sparsity() {
     let t = tempfile::tempdir().unwrap();
     let half = Pattern::Unstructured { sparsity: 0.5 };
     let induce = spindle::induce::InduceConfig {
-        distribution: Some(spindle_induce::DistributionConfig { scorer: spindle_induce::Scorer::Magnitude, pattern: half, ..Default::default() }),
+        distribution: Some(spindle_induce::DistributionConfig {
+            scorer: spindle_induce::Scorer::Magnitude,
+            pattern: half,
+            ..Default::default()
+        }),
         refine: None,
         equivalent: None,
         feature: None,
@@ -205,7 +234,13 @@ fn data() -> PathBuf {
 }
 
 fn spindle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spindle")).args(["--threads", "1", "--data-dir"]).arg(data()).args(args).env_remove("RUST_LOG").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["--threads", "1", "--data-dir"])
+        .arg(data())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
 }
 
 fn stories(out: &Path) {
@@ -231,8 +266,22 @@ fn spindle_prune_writes_a_model_and_a_report() {
     let out = t.path().join("pruned");
     let json = t.path().join("report.json");
     let o = spindle(&[
-        "prune", "--model", m, "--method", "sparsegpt", "--pattern", "2:4", "--nsamples", "4", "--seqlen", "64", "--layer-errors",
-        "--out", out.to_str().unwrap(), "--json", json.to_str().unwrap(),
+        "prune",
+        "--model",
+        m,
+        "--method",
+        "sparsegpt",
+        "--pattern",
+        "2:4",
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "64",
+        "--layer-errors",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -257,7 +306,23 @@ fn spindle_prune_writes_a_model_and_a_report() {
 
     // Pruning in bf16 writes each tensor back in its stored dtype (f32 here).
     let bf = t.path().join("bf16");
-    let o = spindle(&["prune", "--model", m, "--method", "wanda", "--pattern", "2:4", "--nsamples", "2", "--seqlen", "32", "--dtype", "bfloat16", "--out", bf.to_str().unwrap()]);
+    let o = spindle(&[
+        "prune",
+        "--model",
+        m,
+        "--method",
+        "wanda",
+        "--pattern",
+        "2:4",
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "32",
+        "--dtype",
+        "bfloat16",
+        "--out",
+        bf.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let w = Weights::open(&bf).unwrap();
     assert!(w.names().all(|n| w.stored_kind(n) == Some(Kind::Float)));
@@ -267,9 +332,18 @@ fn spindle_prune_writes_a_model_and_a_report() {
         (&["--method", "wanda", "--pattern", "2:x"], "--pattern must be N:M with 0 < N < M (e.g. 2:4), got \"2:x\""),
         (&["--method", "wanda", "--pattern", "4:2"], "--pattern must be N:M with 0 < N < M (e.g. 2:4), got \"4:2\""),
         (&["--method", "wanda", "--sparsity", "1.5"], "--sparsity must be in [0, 1), got 1.5"),
-        (&["--method", "wanda", "--sparsity", "0.5", "--allocation", "owl", "--pattern", "2:4"], "the argument '--sparsity <SPARSITY>' cannot be used with '--pattern <N:M>'"),
-        (&["--method", "wanda", "--pattern", "2:4", "--allocation", "owl"], "--allocation owl needs --sparsity (OWL allocates unstructured sparsity per block)"),
-        (&["--method", "sparsegpt", "--sparsity", "0.5", "--percdamp", "0"], "--percdamp must be positive and at most --max-percdamp, got 0 and 1"),
+        (
+            &["--method", "wanda", "--sparsity", "0.5", "--allocation", "owl", "--pattern", "2:4"],
+            "the argument '--sparsity <SPARSITY>' cannot be used with '--pattern <N:M>'",
+        ),
+        (
+            &["--method", "wanda", "--pattern", "2:4", "--allocation", "owl"],
+            "--allocation owl needs --sparsity (OWL allocates unstructured sparsity per block)",
+        ),
+        (
+            &["--method", "sparsegpt", "--sparsity", "0.5", "--percdamp", "0"],
+            "--percdamp must be positive and at most --max-percdamp, got 0 and 1",
+        ),
     ];
     let fresh = t.path().join("fresh");
     for (extra, msg) in cases {
@@ -290,7 +364,10 @@ fn spindle_prune_writes_a_model_and_a_report() {
     let o = spindle(&["prune", "--model", m, "--method", "magnitude", "--pattern", "4:8", "--out", fresh.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("model.layers.0.mlp.down_proj: 4:8 needs an input dimension divisible by 8, but the weight is [64, 172]"), "{err}");
+    assert!(
+        err.contains("model.layers.0.mlp.down_proj: 4:8 needs an input dimension divisible by 8, but the weight is [64, 172]"),
+        "{err}"
+    );
     assert!(!fresh.exists(), "no partial output");
 }
 
@@ -326,39 +403,19 @@ fn spindle_induce_writes_an_equivalent_model_a_report_and_plots() {
         "--plots",
         plots.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.starts_with("sparsity induction (distribution) over 5 blocks\ndistribution: true importance removed "), "{stdout}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let blocks = r["blocks"].as_array().unwrap();
     assert_eq!(blocks.len(), 5);
     let sites = blocks[0]["sites"].as_array().unwrap();
-    assert_eq!(
-        sites
-            .iter()
-            .map(|s| s["label"].as_str().unwrap())
-            .collect::<Vec<_>>(),
-        ["attn_in", "attn_out", "ffn_in", "ffn_out"]
-    );
+    assert_eq!(sites.iter().map(|s| s["label"].as_str().unwrap()).collect::<Vec<_>>(), ["attn_in", "attn_out", "ffn_in", "ffn_out"]);
     for s in sites {
         assert!(s["objective_after"].as_f64().unwrap() <= s["objective_before"].as_f64().unwrap());
         let h = s["histogram"].as_array().unwrap();
-        let before: f64 = h[0]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .sum();
-        assert!(
-            (before - 1.0).abs() < 1e-9,
-            "a histogram holds every weight once"
-        );
+        let before: f64 = h[0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+        assert!((before - 1.0).abs() < 1e-9, "a histogram holds every weight once");
     }
     assert_eq!(r["config"]["stages"], "distribution");
     assert!(r["data"]["windows"].as_array().unwrap().len() == 4);
@@ -371,10 +428,7 @@ fn spindle_induce_writes_an_equivalent_model_a_report_and_plots() {
     }
     // the induced model scores like the input
     let ppl = |dir: &Path| {
-        let j = t.path().join(format!(
-            "{}.eval.json",
-            dir.file_name().unwrap().to_str().unwrap()
-        ));
+        let j = t.path().join(format!("{}.eval.json", dir.file_name().unwrap().to_str().unwrap()));
         let o = spindle(&[
             "eval",
             "--model",
@@ -388,14 +442,8 @@ fn spindle_induce_writes_an_equivalent_model_a_report_and_plots() {
             "--json",
             j.to_str().unwrap(),
         ]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
         v["perplexity"]["wikitext2"].as_f64().unwrap()
     };
     let (a, b) = (ppl(&model), ppl(&out));
@@ -410,8 +458,23 @@ fn spindle_induce_for_ria_uses_the_alpha_it_is_given() {
     stories(&model);
     let json = t.path().join("r.json");
     let o = spindle(&[
-        "induce", "--model", model.to_str().unwrap(), "--target", "ria", "--ria-alpha", "0.25", "--induce", "distribution",
-        "--nsamples", "2", "--seqlen", "32", "--out", t.path().join("i").to_str().unwrap(), "--json", json.to_str().unwrap(),
+        "induce",
+        "--model",
+        model.to_str().unwrap(),
+        "--target",
+        "ria",
+        "--ria-alpha",
+        "0.25",
+        "--induce",
+        "distribution",
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "32",
+        "--out",
+        t.path().join("i").to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

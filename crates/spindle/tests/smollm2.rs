@@ -32,14 +32,16 @@ fn smollm2() -> Option<PathBuf> {
 
 fn wikitext2_test() -> String {
     let data = data_dir();
-    let rows = spindle_data::parquet::read_string_column(&data.join("wikitext/wikitext-2-raw-v1/test-00000-of-00001.parquet"), "text").unwrap();
+    let rows =
+        spindle_data::parquet::read_string_column(&data.join("wikitext/wikitext-2-raw-v1/test-00000-of-00001.parquet"), "text").unwrap();
     rows.join("\n\n")
 }
 
 #[test]
 fn the_converted_tokenizer_splits_digits_as_the_gguf_declares() {
     let Some(dir) = smollm2() else { return };
-    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("tokenizer_golden.json")).unwrap()).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("tokenizer_golden.json")).unwrap()).unwrap();
     let tokenizer = spindle_data::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     let ids = tokenizer.encode(&wikitext2_test(), true).unwrap();
     assert_eq!(ids.len(), 304_978);
@@ -77,10 +79,8 @@ fn logits_match_transformers_loading_the_gguf() {
 #[test]
 fn calibration_windows_equal_the_python_loaders() {
     let Some(dir) = smollm2() else { return };
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(golden_dir().join("../calib/calib_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("../calib/calib_golden.json")).unwrap()).unwrap();
     let case = golden["cases"].as_array().unwrap().iter().find(|c| c["name"] == "smollm2").unwrap();
     let data = data_dir();
     let tokenizer = spindle_data::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
@@ -117,10 +117,12 @@ fn data_dir() -> spindle_data::DataDir {
 #[test]
 fn perplexity_matches_the_transformers_script() {
     let Some(dir) = smollm2() else { return };
-    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("../ppl/ppl_golden.json")).unwrap()).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("../ppl/ppl_golden.json")).unwrap()).unwrap();
     let tokenizer = spindle_data::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     let cache = spindle_data::cache::TokenCache::new(tempfile::tempdir().unwrap().path().to_path_buf());
-    let (ids, _, _, _) = spindle_data::corpus::eval_tokens(&spindle_data::corpus::Corpus::WikiText2, &data_dir(), &tokenizer, &cache).unwrap();
+    let (ids, _, _, _) =
+        spindle_data::corpus::eval_tokens(&spindle_data::corpus::Corpus::WikiText2, &data_dir(), &tokenizer, &cache).unwrap();
     assert_eq!(ids.len() as u64, golden["meta"]["n_tokens"].as_u64().unwrap());
     let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
     for seqlen in [512usize, 2048] {
@@ -132,7 +134,9 @@ fn perplexity_matches_the_transformers_script() {
         }
         let windows = if full_eval() { reference.len() } else { 8 };
         assert!(reference.len() >= windows, "the reference has {} windows at seqlen {seqlen}", reference.len());
-        let r = spindle_eval::perplexity(&model, &ids[..windows * seqlen], spindle_eval::PplConfig { seqlen, batch_size: 1 }, &mut |_, _| {}).unwrap();
+        let r =
+            spindle_eval::perplexity(&model, &ids[..windows * seqlen], spindle_eval::PplConfig { seqlen, batch_size: 1 }, &mut |_, _| {})
+                .unwrap();
         for (i, (ours, theirs)) in r.nlls.iter().zip(&reference).enumerate() {
             assert!(((ours - theirs) / theirs).abs() <= 1e-4, "seqlen {seqlen} window {i}: {ours} vs {theirs}");
         }
@@ -146,7 +150,8 @@ fn perplexity_matches_the_transformers_script() {
 #[test]
 fn zero_shot_matches_lm_evaluation_harness() {
     let Some(dir) = smollm2() else { return };
-    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("../lmeval/lmeval_golden.json")).unwrap()).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("../lmeval/lmeval_golden.json")).unwrap()).unwrap();
     let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
     let tokenizer = spindle_data::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     let specs = spindle_eval::task::builtin_specs().unwrap();
@@ -165,12 +170,19 @@ fn zero_shot_matches_lm_evaluation_harness() {
                 assert_eq!(context, r["context"].as_str().unwrap(), "{name} item {i}: context");
                 assert_eq!(continuation, r["continuation"].as_str().unwrap(), "{name} item {i}: continuation");
                 let enc = spindle_eval::encode_pair(&tokenizer, context, continuation, Some(1)).unwrap();
-                let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+                let ids =
+                    |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
                 assert_eq!(enc.context, ids(&r["context_enc"]), "{name} item {i}: context ids");
                 assert_eq!(enc.continuation, ids(&r["continuation_enc"]), "{name} item {i}: continuation ids");
             }
         }
-        let cfg = spindle_eval::TaskConfig { limit: Some(limit), batch_size: 8, max_length: 8192, prefix_token: Some(1), scoring: spindle_eval::Scoring::SharedPrefix };
+        let cfg = spindle_eval::TaskConfig {
+            limit: Some(limit),
+            batch_size: 8,
+            max_length: 8192,
+            prefix_token: Some(1),
+            scoring: spindle_eval::Scoring::SharedPrefix,
+        };
         let result = spindle_eval::evaluate_task(&model, &tokenizer, spec, &rows, cfg, &mut |_, _| {}).unwrap();
         // The shared-prefix path (the default) against every request run whole: the same
         // predicted choices, and log-likelihoods within 1e-4. Not 1e-5: the request-by-request

@@ -144,7 +144,10 @@ impl Block {
     pub fn forward_cached(&self, hidden: &Tensor, ctx: &CachedCtx, past: Option<&KvCache>) -> Result<(Tensor, KvCache), ModelError> {
         let size = hidden.size();
         if size.len() != 3 || size[0] != ctx.batch || size[1] != ctx.seq {
-            return Err(ModelError::KvCache(format!("hidden states of shape {size:?} for a context of {} rows of {} positions", ctx.batch, ctx.seq)));
+            return Err(ModelError::KvCache(format!(
+                "hidden states of shape {size:?} for a context of {} rows of {} positions",
+                ctx.batch, ctx.seq
+            )));
         }
         let past_len = past.map_or(0, KvCache::len);
         if past_len != ctx.past {
@@ -155,7 +158,12 @@ impl Block {
             if (p.batch() != 1 && p.batch() != ctx.batch) || p.keys.size()[1..] != expected || p.values.size() != p.keys.size() {
                 return Err(ModelError::KvCache(format!(
                     "cached keys {:?} and values {:?} do not fit {} rows, {} kv heads, {} positions, head size {}",
-                    p.keys.size(), p.values.size(), ctx.batch, self.num_kv_heads, ctx.past, self.head_dim
+                    p.keys.size(),
+                    p.values.size(),
+                    ctx.batch,
+                    self.num_kv_heads,
+                    ctx.past,
+                    self.head_dim
                 )));
             }
         }
@@ -211,7 +219,8 @@ impl Block {
         };
         let mask = ctx.ctx.mask.as_ref().map(|m| m.to_kind(q.kind()));
         let group = self.num_heads / self.num_kv_heads;
-        let (k, v) = if group > 1 { (k.repeat_interleave_self_int(group, 1, None), v.repeat_interleave_self_int(group, 1, None)) } else { (k, v) };
+        let (k, v) =
+            if group > 1 { (k.repeat_interleave_self_int(group, 1, None), v.repeat_interleave_self_int(group, 1, None)) } else { (k, v) };
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), None::<f64>, false);
         let y = y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]);
         (self.lin(short(out_path)).forward(&y), own)

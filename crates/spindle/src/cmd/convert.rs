@@ -34,8 +34,7 @@ pub fn run(args: ConvertArgs) -> Result<(), Failure> {
                     beside
                 }
             };
-            spindle_model::convert_llama2c(input, &tokenizer, &args.out)
-                .with_context(|| format!("converting {}", input.display()))?
+            spindle_model::convert_llama2c(input, &tokenizer, &args.out).with_context(|| format!("converting {}", input.display()))?
         }
         _ => {
             return Err(Failure::Usage(format!(

@@ -71,17 +71,26 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             used = used.min(k * seqlen);
         }
         let bar = progress::items("perplexity");
-        let r = spindle_eval::perplexity(&model, &ids[..used], PplConfig { seqlen, batch_size: args.batch_size }, &mut |d, t| progress::update(&bar, d, t))
-            .with_context(|| format!("perplexity on {name}"))?;
+        let r = spindle_eval::perplexity(&model, &ids[..used], PplConfig { seqlen, batch_size: args.batch_size }, &mut |d, t| {
+            progress::update(&bar, d, t)
+        })
+        .with_context(|| format!("perplexity on {name}"))?;
         let seconds = r.seconds;
         bar.finish_and_clear();
-        let partial = if r.nsamples < full_windows { format!("; only the first of {full_windows}: not the protocol's figure") } else { String::new() };
+        let partial = if r.nsamples < full_windows {
+            format!("; only the first of {full_windows}: not the protocol's figure")
+        } else {
+            String::new()
+        };
         say!("{name:<12} ppl {:>10.4}   ({} windows of {seqlen}{partial})", r.ppl, r.nsamples);
         ppl.insert(name.clone(), json!(r.ppl));
-        timing.insert(name.clone(), json!({
-            "windows": r.nsamples, "of_windows": full_windows, "seconds": seconds,
-            "tokens_per_second": (r.nsamples * seqlen) as f64 / seconds,
-        }));
+        timing.insert(
+            name.clone(),
+            json!({
+                "windows": r.nsamples, "of_windows": full_windows, "seconds": seconds,
+                "tokens_per_second": (r.nsamples * seqlen) as f64 / seconds,
+            }),
+        );
     }
 
     let mut tasks = Map::new();
@@ -106,10 +115,13 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
         bar.finish_and_clear();
         let norm = r.acc_norm.map_or("-".to_owned(), |a| format!("{a:.4}"));
         say!("{:<14} {:>6} {:>8.4} {:>9}", r.name, r.n, r.acc, norm);
-        tasks.insert(name.clone(), json!({
-            "acc": r.acc, "acc_norm": r.acc_norm, "acc_stderr": r.acc_stderr, "acc_norm_stderr": r.acc_norm_stderr,
-            "majority": r.majority, "n": r.n, "version": r.version,
-        }));
+        tasks.insert(
+            name.clone(),
+            json!({
+                "acc": r.acc, "acc_norm": r.acc_norm, "acc_stderr": r.acc_stderr, "acc_norm_stderr": r.acc_norm_stderr,
+                "majority": r.majority, "n": r.n, "version": r.version,
+            }),
+        );
         task_timing.insert(name.clone(), json!({"items": r.n, "seconds": r.seconds, "items_per_second": r.n as f64 / r.seconds}));
     }
     for note in &notes {

@@ -9,10 +9,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use spindle::induce::{BlockInduction, BlockReconstruction, InduceConfig, SiteChoice, induce_model};
 use spindle::{mem, output, progress};
-use spindle_induce::{
-    DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, Measures, PruningAware, Scorer, Snl,
-    Start,
-};
+use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, Measures, PruningAware, Scorer, Snl, Start};
 use spindle_model::{Model, Runtime};
 use spindle_prune::Pattern;
 use tch::Kind;
@@ -119,9 +116,7 @@ pub(crate) fn config(
         None => defaults.pruning_aware,
     };
     if flags.pruning_aware.is_some() && !feature {
-        return Err(Failure::Usage(
-            "--pruning-aware is an option of the feature stage: it needs --induce ...,feature".into(),
-        ));
+        return Err(Failure::Usage("--pruning-aware is an option of the feature stage: it needs --induce ...,feature".into()));
     }
     if !(distribution || equivalent || feature || shift) {
         return Ok(None);
@@ -321,36 +316,30 @@ pub(crate) fn reconstruct_json(c: &FeatureConfig) -> Value {
 
 /// The per-block reconstruction figures, as JSON.
 pub(crate) fn reconstruction_json(blocks: &[BlockReconstruction]) -> Value {
-    json!(blocks.iter().map(|b| json!({
-        "index": b.index,
-        "seconds": b.seconds,
-        "epochs": b.epochs.iter().map(|e| json!({"reconstruction": e.reconstruction, "snl": e.snl})).collect::<Vec<_>>(),
-        "scaler_ranges": b.scaler_ranges,
-    })).collect::<Vec<_>>())
+    json!(
+        blocks
+            .iter()
+            .map(|b| json!({
+                "index": b.index,
+                "seconds": b.seconds,
+                "epochs": b.epochs.iter().map(|e| json!({"reconstruction": e.reconstruction, "snl": e.snl})).collect::<Vec<_>>(),
+                "scaler_ranges": b.scaler_ranges,
+            }))
+            .collect::<Vec<_>>()
+    )
 }
 
 /// Mean of the distribution stage's objective before and after, over every site.
 pub(crate) fn summary_line(blocks: &[BlockInduction]) -> Option<String> {
-    let sites: Vec<_> = blocks
-        .iter()
-        .flat_map(|b| b.sites.iter().filter(|s| s.stage == "distribution"))
-        .collect();
+    let sites: Vec<_> = blocks.iter().flat_map(|b| b.sites.iter().filter(|s| s.stage == "distribution")).collect();
     let mut out = Vec::new();
     if !sites.is_empty() {
         let n = sites.len() as f64;
         let before = sites.iter().map(|s| s.objective_before).sum::<f64>() / n;
         let after = sites.iter().map(|s| s.objective_after).sum::<f64>() / n;
-        out.push(format!(
-            "distribution: true importance removed {:.4} -> {:.4} (mean over {} sites)",
-            before,
-            after,
-            sites.len()
-        ));
+        out.push(format!("distribution: true importance removed {:.4} -> {:.4} (mean over {} sites)", before, after, sites.len()));
     }
-    let last: Vec<f64> = blocks
-        .iter()
-        .filter_map(|b| b.feature_epochs.last().map(|e| e.reconstruction))
-        .collect();
+    let last: Vec<f64> = blocks.iter().filter_map(|b| b.feature_epochs.last().map(|e| e.reconstruction)).collect();
     if !last.is_empty() {
         out.push(format!(
             "feature: final relative reconstruction error, mean over blocks {:.3e}",
@@ -364,37 +353,23 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
     let started = Instant::now();
     let pattern = match &args.pattern {
         Some(p) => parse_pattern(p).map_err(Failure::Usage)?,
-        None => Pattern::Unstructured {
-            sparsity: args.sparsity,
-        }
-        .validate()
-        .map_err(|_| {
-            Failure::Usage(format!(
-                "--sparsity must be in [0, 1), got {}",
-                args.sparsity
-            ))
-        })?,
+        None => Pattern::Unstructured { sparsity: args.sparsity }
+            .validate()
+            .map_err(|_| Failure::Usage(format!("--sparsity must be in [0, 1), got {}", args.sparsity)))?,
     };
     if !args.ria_alpha.is_finite() {
         return Err(Failure::Usage(format!("--ria-alpha must be finite, got {}", args.ria_alpha)));
     }
-    let cfg = config(
-        &args.induce,
-        scorer_of(args.target, args.ria_alpha),
-        pattern,
-        "distribution,feature",
-        induce_defaults(),
-    )?
-    .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
+    let cfg = config(&args.induce, scorer_of(args.target, args.ria_alpha), pattern, "distribution,feature", induce_defaults())?
+        .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
     if cfg.shift {
         return Err(Failure::Usage(
-            "--induce shift acts through a pruner's statistics and the bias its pruning leaves: use it with `spindle prune --induce shift`".into(),
+            "--induce shift acts through a pruner's statistics and the bias its pruning leaves: use it with `spindle prune --induce shift`"
+                .into(),
         ));
     }
     if args.batch_size == 0 || args.nsamples == 0 {
-        return Err(Failure::Usage(
-            "--batch-size and --nsamples must be at least 1".into(),
-        ));
+        return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
     }
     if args.out.exists() {
         return Err(Failure::Usage(format!(
@@ -405,65 +380,37 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
     let dir = crate::cmd::resolve_model(&args.model)?;
     crate::cmd::check_outputs(Some(&args.out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &[&args.calib]))?;
     if let Some(plots) = &args.plots {
-        spindle::output::check_output_path("--plots", plots, spindle::output::OutputKind::NewDir, &crate::cmd::inputs(&dir, &[&args.calib]), &[&args.out])
-            .map_err(|e| Failure::Usage(e.to_string()))?;
+        spindle::output::check_output_path(
+            "--plots",
+            plots,
+            spindle::output::OutputKind::NewDir,
+            &crate::cmd::inputs(&dir, &[&args.calib]),
+            &[&args.out],
+        )
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     }
-    let (calib, data_info) = calibration(
-        &dir,
-        &args.calib,
-        args.nsamples,
-        args.seqlen,
-        args.seed,
-        data_flag,
-    )?;
-    let model = Model::open(&dir, runtime.device, Kind::Float)
-        .with_context(|| format!("loading {}", dir.display()))?;
+    let (calib, data_info) = calibration(&dir, &args.calib, args.nsamples, args.seqlen, args.seed, data_flag)?;
+    let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
     let bar = progress::items("inducing blocks");
-    let report = induce_model(
-        &model,
-        &calib,
-        &cfg,
-        args.batch_size,
-        &args.out,
-        &mut |d, t| progress::update(&bar, d, t),
-    )
-    .map_err(|e| {
-        Failure::Other(anyhow::Error::from(e).context(format!("inducing {}", dir.display())))
-    })?;
+    let report = induce_model(&model, &calib, &cfg, args.batch_size, &args.out, &mut |d, t| progress::update(&bar, d, t))
+        .map_err(|e| Failure::Other(anyhow::Error::from(e).context(format!("inducing {}", dir.display()))))?;
     bar.finish_and_clear();
     let peak = mem::peak_rss_bytes();
-    say!(
-        "sparsity induction ({}) over {} blocks",
-        cfg.stages(),
-        report.blocks.len()
-    );
+    say!("sparsity induction ({}) over {} blocks", cfg.stages(), report.blocks.len());
     if let Some(line) = summary_line(&report.blocks) {
         say!("{line}");
     }
     say!("wrote {} in {:.1} s", report.out.display(), report.seconds);
     let plots = match &args.plots {
         Some(dir) if cfg.distribution.is_some() => {
-            let (files, labelled) = crate::cmd::plot::write_histograms(
-                dir,
-                &report.blocks,
-                &format!("{:?}", cfg.mask),
-            )
-            .map_err(|e| {
+            let (files, labelled) = crate::cmd::plot::write_histograms(dir, &report.blocks, &format!("{:?}", cfg.mask)).map_err(|e| {
                 let _ = std::fs::remove_dir_all(dir);
                 crate::cmd::roll_back(&report.out, e)
             })?;
             say!(
                 "plots: {}{}",
-                files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if labelled {
-                    ""
-                } else {
-                    " (no system font found: unlabelled)"
-                }
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+                if labelled { "" } else { " (no system font found: unlabelled)" }
             );
             json!({"files": files, "labelled": labelled})
         }

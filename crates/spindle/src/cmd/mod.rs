@@ -10,7 +10,6 @@ macro_rules! say {
     }};
 }
 
-
 pub mod cli;
 pub mod convert;
 pub mod data;

@@ -43,29 +43,13 @@ fn chosen(blocks: &[BlockInduction]) -> Vec<&BlockInduction> {
     idx.into_iter().filter_map(|i| blocks.get(i)).collect()
 }
 
-fn draw(
-    buf: &mut [u8],
-    size: (u32, u32),
-    block: &BlockInduction,
-    scorer: &str,
-    labels: bool,
-) -> Result<(), String> {
+fn draw(buf: &mut [u8], size: (u32, u32), block: &BlockInduction, scorer: &str, labels: bool) -> Result<(), String> {
     let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let sites: Vec<_> = block
-        .sites
-        .iter()
-        .filter(|s| s.histogram.is_some())
-        .collect();
+    let sites: Vec<_> = block.sites.iter().filter(|s| s.histogram.is_some()).collect();
     let root = if labels {
-        root.titled(
-            &format!(
-                "block {}: {scorer} score distribution, before (grey) and after (blue)",
-                block.index
-            ),
-            ("sans-serif", 22),
-        )
-        .map_err(|e| e.to_string())?
+        root.titled(&format!("block {}: {scorer} score distribution, before (grey) and after (blue)", block.index), ("sans-serif", 22))
+            .map_err(|e| e.to_string())?
     } else {
         root
     };
@@ -76,30 +60,19 @@ fn draw(
         let Some((before, after)) = &site.histogram else {
             continue;
         };
-        let ymax = before
-            .iter()
-            .chain(after)
-            .cloned()
-            .fold(0.0f64, f64::max)
-            .max(1e-6)
-            * 1.1;
+        let ymax = before.iter().chain(after).cloned().fold(0.0f64, f64::max).max(1e-6) * 1.1;
         let mut chart = ChartBuilder::on(area);
         chart.margin(10);
         if labels {
             chart
                 .caption(
-                    format!(
-                        "{}: true importance removed {:.4} -> {:.4}",
-                        site.label, site.objective_before, site.objective_after
-                    ),
+                    format!("{}: true importance removed {:.4} -> {:.4}", site.label, site.objective_before, site.objective_after),
                     ("sans-serif", 16),
                 )
                 .x_label_area_size(30)
                 .y_label_area_size(45);
         }
-        let mut chart = chart
-            .build_cartesian_2d(lo..hi, 0.0..ymax)
-            .map_err(|e| e.to_string())?;
+        let mut chart = chart.build_cartesian_2d(lo..hi, 0.0..ymax).map_err(|e| e.to_string())?;
         if labels {
             chart
                 .configure_mesh()
@@ -109,21 +82,9 @@ fn draw(
                 .draw()
                 .map_err(|e| e.to_string())?;
         }
-        let centers = |h: &[f64]| {
-            h.iter()
-                .enumerate()
-                .map(|(i, v)| (lo + (i as f64 + 0.5) * width, *v))
-                .collect::<Vec<_>>()
-        };
-        chart
-            .draw_series(LineSeries::new(
-                centers(before),
-                RGBColor(150, 150, 150).stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(centers(after), BLUE.stroke_width(2)))
-            .map_err(|e| e.to_string())?;
+        let centers = |h: &[f64]| h.iter().enumerate().map(|(i, v)| (lo + (i as f64 + 0.5) * width, *v)).collect::<Vec<_>>();
+        chart.draw_series(LineSeries::new(centers(before), RGBColor(150, 150, 150).stroke_width(2))).map_err(|e| e.to_string())?;
+        chart.draw_series(LineSeries::new(centers(after), BLUE.stroke_width(2))).map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
 }
@@ -142,11 +103,7 @@ fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> anyhow::Result<Vec<u8>> {
 
 /// Writes `block-<i>.png` for the first, middle and last block into `dir` (created if needed);
 /// returns the files and whether they carry labels.
-pub fn write_histograms(
-    dir: &Path,
-    blocks: &[BlockInduction],
-    scorer: &str,
-) -> anyhow::Result<(Vec<PathBuf>, bool)> {
+pub fn write_histograms(dir: &Path, blocks: &[BlockInduction], scorer: &str) -> anyhow::Result<(Vec<PathBuf>, bool)> {
     let labels = font();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let size = (1200u32, 800u32);
@@ -156,8 +113,7 @@ pub fn write_histograms(
             continue;
         }
         let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
-        draw(&mut buf, size, block, scorer, labels)
-            .map_err(|e| anyhow::anyhow!("drawing block {}: {e}", block.index))?;
+        draw(&mut buf, size, block, scorer, labels).map_err(|e| anyhow::anyhow!("drawing block {}: {e}", block.index))?;
         let path = dir.join(format!("block-{}.png", block.index));
         output::write_atomic(&path, &encode_png(&buf, size)?)?;
         written.push(path);

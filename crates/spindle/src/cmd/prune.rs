@@ -71,7 +71,10 @@ fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
                 return Err(Failure::Usage("--allocation owl needs --sparsity (OWL allocates unstructured sparsity per block)".into()));
             }
             if !(args.owl_m > 0.0 && args.owl_lambda >= 0.0) {
-                return Err(Failure::Usage(format!("--owl-m must be positive and --owl-lambda non-negative, got {} and {}", args.owl_m, args.owl_lambda)));
+                return Err(Failure::Usage(format!(
+                    "--owl-m must be positive and --owl-lambda non-negative, got {} and {}",
+                    args.owl_m, args.owl_lambda
+                )));
             }
             Allocation::Owl(OwlConfig { m: args.owl_m, lambda: args.owl_lambda })
         }
@@ -80,14 +83,31 @@ fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
         return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
     }
     let defaults = crate::cmd::induce::prune_defaults(args.method);
-    let induce = crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", defaults)?;
+    let induce =
+        crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", defaults)?;
     let reconstruct = crate::cmd::induce::reconstruct_config(&args.reconstruct, &args.induce, defaults)?;
-    Ok(PruneConfig { method, pattern, allocation, true_sequential: args.true_sequential, layer_errors: args.layer_errors, batch_size: args.batch_size, induce, reconstruct })
+    Ok(PruneConfig {
+        method,
+        pattern,
+        allocation,
+        true_sequential: args.true_sequential,
+        layer_errors: args.layer_errors,
+        batch_size: args.batch_size,
+        induce,
+        reconstruct,
+    })
 }
 
 /// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them, and their
 /// description for the JSON report.
-pub(crate) fn calibration(dir: &Path, calib: &str, nsamples: usize, seqlen: Option<usize>, seed: i64, data_flag: Option<&Path>) -> Result<(Tensor, Value), Failure> {
+pub(crate) fn calibration(
+    dir: &Path,
+    calib: &str,
+    nsamples: usize,
+    seqlen: Option<usize>,
+    seed: i64,
+    data_flag: Option<&Path>,
+) -> Result<(Tensor, Value), Failure> {
     let (tokenizer, context) = tokenizer_of(dir)?;
     let seqlen = resolve_seqlen(seqlen, context)?;
     let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -125,9 +145,15 @@ pub(crate) fn model_hashes(dir: &Path) -> anyhow::Result<Value> {
 pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Result<(), Failure> {
     let started = Instant::now();
     let cfg = config(&args)?;
-    let needs_calib = !matches!(cfg.method, Method::Magnitude(_)) || matches!(cfg.allocation, Allocation::Owl(_)) || cfg.induce.is_some() || cfg.reconstruct.is_some();
+    let needs_calib = !matches!(cfg.method, Method::Magnitude(_))
+        || matches!(cfg.allocation, Allocation::Owl(_))
+        || cfg.induce.is_some()
+        || cfg.reconstruct.is_some();
     if args.out.exists() {
-        return Err(Failure::Usage(format!("--out {} already exists; spindle writes a new directory and never overwrites", args.out.display())));
+        return Err(Failure::Usage(format!(
+            "--out {} already exists; spindle writes a new directory and never overwrites",
+            args.out.display()
+        )));
     }
     let dir = crate::cmd::resolve_model(&args.model)?;
     crate::cmd::check_outputs(Some(&args.out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &[&args.calib]))?;
@@ -219,7 +245,14 @@ fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) -> Result
     if r.added_bias_parameters > 0 {
         say!("shift: {} bias parameters added (config.json's attention_bias/mlp_bias set)", r.added_bias_parameters);
     }
-    say!("{} {} over {} linears in {} blocks: overall sparsity {:.4}", cfg.method.name(), cfg.pattern, r.linears.len(), r.blocks.len(), r.overall_sparsity);
+    say!(
+        "{} {} over {} linears in {} blocks: overall sparsity {:.4}",
+        cfg.method.name(),
+        cfg.pattern,
+        r.linears.len(),
+        r.blocks.len(),
+        r.overall_sparsity
+    );
     if let Some((e, n)) = worst {
         say!("largest relative reconstruction error {e:.4} ({n})");
     }
@@ -272,7 +305,9 @@ mod tests {
         let induce = c.induce.expect("induction");
         assert_eq!((induce.pruning_aware, induce.feature.expect("feature").snl), (PruningAware::Off, Some(Snl::NuclearOverSpectral)));
         assert!(c.reconstruct.is_none(), "no reconstruction unless asked for");
-        let c = parse("sparsegpt", &["--reconstruct", "--recon-snl", "spectral-energy", "--recon-snl-lambda", "1e-3", "--recon-epochs", "3"]).expect("valid");
+        let c =
+            parse("sparsegpt", &["--reconstruct", "--recon-snl", "spectral-energy", "--recon-snl-lambda", "1e-3", "--recon-epochs", "3"])
+                .expect("valid");
         assert!(c.induce.is_none(), "reconstruction alone runs no induction");
         let r = c.reconstruct.expect("reconstruction");
         assert_eq!((r.snl, r.lambda, r.epochs), (Some(Snl::SpectralEnergy), 1e-3, 3));
@@ -282,6 +317,9 @@ mod tests {
     fn training_after_pruning_is_named_reconstruction() {
         assert!(usage("wanda", &["--induce", "feature", "--pruning-aware", "pruned"]).contains("--reconstruct"));
         assert_eq!(usage("wanda", &["--recon-snl", "nuclear"]), "--recon-snl is an option of the reconstruction: it needs --reconstruct");
-        assert_eq!(usage("wanda", &["--reconstruct", "--recon-lr", "0"]), "the reconstruction: the learning rate must be positive and finite, got 0");
+        assert_eq!(
+            usage("wanda", &["--reconstruct", "--recon-lr", "0"]),
+            "the reconstruction: the learning rate must be positive and finite, got 0"
+        );
     }
 }
