@@ -25,6 +25,12 @@ use tch::{Device, Kind, Tensor};
 
 const TIME_BOUND: Duration = Duration::from_secs(120);
 
+/// The binary under test: this build's, or `$SPINDLE_HOSTILE_BIN` (to show which cases an older
+/// build fails: run with `SPINDLE_HOSTILE_BIN=OLD/spindle cargo test --test hostile`).
+fn bin() -> PathBuf {
+    std::env::var_os("SPINDLE_HOSTILE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_spindle")), PathBuf::from)
+}
+
 fn data() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     spindle_data::DataDir::resolve_from(None, &root).unwrap().root().to_path_buf()
@@ -37,7 +43,7 @@ fn stories() -> &'static Path {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("stories");
         let s = data().join("models/stories260K");
-        let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        let o = Command::new(bin())
             .args(["--threads", "1", "convert"])
             .arg(s.join("stories260K.bin"))
             .arg("--tokenizer")
@@ -285,7 +291,7 @@ fn case(mutation: Mutation, cmd: &Cmd, names: &str, json_at: JsonAt) -> Result<(
             })
             .collect();
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        let mut child = Command::new(bin())
             .args(["--threads", "1", "--data-dir"])
             .arg(data())
             .args(&args)
@@ -533,7 +539,7 @@ fn interrupt(dir: &Path, signal: &str, delay: Duration) -> (Option<i32>, String)
 /// [`interrupt`] for the command `args` (without `--model` and `--out`).
 fn interrupt_cmd(dir: &Path, signal: &str, delay: Duration, args: &[&str]) -> (Option<i32>, String) {
     let out = dir.join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+    let mut child = Command::new(bin())
         .args(["--threads", "1", "--data-dir"])
         .arg(data())
         .args(args)
@@ -591,7 +597,7 @@ fn an_interrupted_run_leaves_no_partial_output_and_a_killed_one_is_swept_next_ti
     assert_eq!(code, None);
     let left = partials(t.path());
     assert_eq!(left.len(), 1);
-    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+    let o = Command::new(bin())
         .args(["--threads", "1", "prune", "--method", "magnitude", "--sparsity", "0.5", "--model"])
         .arg(stories())
         .arg("--out")
@@ -612,12 +618,12 @@ fn a_closed_or_full_standard_output_is_no_panic() {
     // first write (with a live reader the short report could fit the pipe's buffer).
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let o = Command::new(env!("CARGO_BIN_EXE_spindle")).arg("inspect").arg(stories()).stdout(writer).output().unwrap();
+    let o = Command::new(bin()).arg("inspect").arg(stories()).stdout(writer).output().unwrap();
     assert_eq!(o.status.code(), Some(141), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
     // `> /dev/full`.
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_spindle")).arg("inspect").arg(stories()).stdout(full).output().unwrap();
+    let o = Command::new(bin()).arg("inspect").arg(stories()).stdout(full).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
@@ -628,7 +634,7 @@ fn a_closed_or_full_standard_output_is_no_panic() {
 #[test]
 fn flag_errors_name_what_is_wrong() {
     let run = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_spindle")).args(args).output().unwrap();
+        let o = Command::new(bin()).args(args).output().unwrap();
         (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
     };
     // F12: the missing arguments are named.
@@ -818,7 +824,7 @@ fn convert_case(what: &str, g: &TinyGguf, names: Option<&str>) {
     std::fs::write(&src, g.bytes()).unwrap();
     let before = snapshot(t.path());
     let out = t.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_spindle")).arg("convert").arg(&src).arg("--out").arg(&out).output().unwrap();
+    let o = Command::new(bin()).arg("convert").arg(&src).arg("--out").arg(&out).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     match names {
         None => {
@@ -913,7 +919,7 @@ fn a_checkpoint_truncated_during_a_prune_is_an_error_naming_it() {
         let p = e.unwrap().path();
         std::fs::copy(&p, model.join(p.file_name().unwrap())).unwrap();
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+    let mut child = Command::new(bin())
         .args(["--threads", "1", "--data-dir"])
         .arg(data())
         .args([
