@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -180,4 +181,66 @@ fn the_checker_sees_real_edges() {
     // Dev-dependencies are seen only when asked for.
     assert!(!g.closure("spindle-tests", false).contains_key("serde_json"));
     assert!(g.closure("spindle-tests", true).contains_key("serde_json"));
+}
+
+/// The files of `src` (relative to `root`) that `file` names through `crate::` paths, resolved
+/// to the longest module path that is a file; the crate roots are left out (every module may
+/// name the root's items, and the root declares every module).
+fn crate_imports(root: &Path, file: &Path) -> BTreeSet<PathBuf> {
+    // Code only: a doc link (`[..](crate::prune::X)`) is not an import.
+    let text: String =
+        std::fs::read_to_string(file).unwrap().lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+    let src = root.join("src");
+    let mut out = BTreeSet::new();
+    for (i, _) in text.match_indices("crate::") {
+        let rest = &text[i + "crate::".len()..];
+        let segs: Vec<&str> =
+            rest.split("::").map(|s| s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("")).take(4).collect();
+        let mut best = None;
+        let mut path = src.clone();
+        for s in segs.iter().take_while(|s| !s.is_empty() && s.chars().next().is_some_and(|c| c.is_ascii_lowercase())) {
+            path = path.join(s);
+            for cand in [path.with_extension("rs"), path.join("mod.rs")] {
+                if cand.is_file() {
+                    best = Some(cand);
+                }
+            }
+        }
+        if let Some(b) = best.filter(|b| b != file) {
+            out.insert(b);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_two_files_import_each_other_in_the_spindle_crate_or_xtask() {
+    for krate in ["crates/spindle", "xtask"] {
+        let root = workspace_root().join(krate);
+        let mut files = Vec::new();
+        let mut stack = vec![root.join("src")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        let edges: BTreeMap<PathBuf, BTreeSet<PathBuf>> = files.iter().map(|f| (f.clone(), crate_imports(&root, f))).collect();
+        let mut circles = Vec::new();
+        for (a, targets) in &edges {
+            for b in targets {
+                if a < b && edges.get(b).is_some_and(|t| t.contains(a)) {
+                    circles.push(format!("{} <-> {}", a.display(), b.display()));
+                }
+            }
+        }
+        assert!(circles.is_empty(), "{krate}: files that import each other: {circles:?}");
+    }
+    // The checker sees real edges: prune.rs names induce.rs.
+    let root = workspace_root().join("crates/spindle");
+    assert!(crate_imports(&root, &root.join("src/prune.rs")).contains(&root.join("src/induce.rs")));
 }

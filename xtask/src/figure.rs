@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use crate::report::{Figures, summary};
+use crate::figures::{Figures, summary};
 use crate::spec::{Family, Figure, Method, Profile, Table};
 
 const FONTS: [&str; 4] = [

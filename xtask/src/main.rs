@@ -13,6 +13,7 @@ mod bench;
 mod cache;
 mod compare;
 mod figure;
+mod figures;
 mod fuzz;
 mod libtorch;
 mod report;

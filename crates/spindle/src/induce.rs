@@ -31,7 +31,8 @@ use spindle_model::{Block, KvRepeat, Model, ScaleProducer, ScalingSite};
 use spindle_prune::Pattern;
 use tch::{Kind, Tensor};
 
-use crate::prune::{Activations, PipelineError};
+use crate::activations::{Activations, group_columns};
+use crate::error::PipelineError;
 
 /// Which induction stages run, with their options. Every stage here acts before the pruner
 /// sees the block; training after pruning is [`PruneConfig::reconstruct`](crate::prune::PruneConfig::reconstruct).
@@ -247,7 +248,7 @@ fn first_pass(
     let device = acts.batches[0].device();
     if stats {
         for g in groups {
-            let columns = crate::prune::group_columns(block, g)?;
+            let columns = group_columns(block, g)?;
             pass.stats.push(if g.iter().any(|p| gram_for.contains(p)) {
                 ChannelStats::with_gram(columns, device)
             } else {
@@ -484,7 +485,7 @@ fn refine_sites(
     let mut consumer_group = Vec::new();
     for site in sites {
         let g = group_of(block, site.consumers[0])?;
-        sizes.push(map_of(site).channels(crate::prune::group_columns(block, groups[g])?));
+        sizes.push(map_of(site).channels(group_columns(block, groups[g])?));
         consumer_group.push(g);
     }
     let linears: Vec<(&'static str, Tensor, Option<Tensor>)> =

@@ -30,6 +30,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod activations;
+mod error;
 pub mod induce;
 pub mod mem;
 pub mod output;

@@ -16,12 +16,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use spindle_model::{BiasSlot, Block, ForwardCtx, Model, ModelError};
+use spindle_model::{BiasSlot, Block, Model};
 use spindle_prune::magnitude::Scope;
 use spindle_prune::owl::OwlConfig;
 use spindle_prune::ria::RiaConfig;
 use spindle_prune::{ActNorms, ColumnNorms, Hessian, Pattern, PruneError, SparseGptConfig};
 use tch::{Kind, Tensor};
+
+pub(crate) use crate::activations::{Activations, group_columns};
+pub use crate::error::PipelineError;
 
 /// Which pruner.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,44 +79,6 @@ pub struct PruneConfig {
     pub reconstruct: Option<spindle_induce::FeatureConfig>,
 }
 
-/// Why a pruning run failed. Each message is whole on one line: a wrapped error is part of the
-/// message, not a `source` that a chain printer would print a second time.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// `linear`: the full name(s) of the linear(s), e.g. `model.layers.3.mlp.down_proj`.
-    #[error("{linear}: {cause}")]
-    Prune { linear: String, cause: PruneError },
-    /// A pruned linear has fewer zeros than its target allows: checked for every linear before
-    /// the output is published, so a statistic that went wrong never yields a quietly denser model.
-    #[error("{linear}: pruned to sparsity {achieved:.4} where {target:.4} was asked; nothing was written")]
-    UnderPruned { linear: String, achieved: f64, target: f64 },
-    #[error("{0}")]
-    Config(String),
-    #[error("sparsity induction: {0}")]
-    Induce(spindle_induce::InduceError),
-    /// An induction or reconstruction failure, with the block it happened in.
-    #[error("{stage} of block {block}: {cause}")]
-    InBlock { stage: &'static str, block: usize, cause: spindle_induce::InduceError },
-}
-
-impl PipelineError {
-    /// Names the block (and stage) of an induction error; other errors already name their linear.
-    pub(crate) fn in_block(self, stage: &'static str, block: usize) -> PipelineError {
-        match self {
-            PipelineError::Induce(cause) => PipelineError::InBlock { stage, block, cause },
-            other => other,
-        }
-    }
-}
-
-impl From<spindle_induce::InduceError> for PipelineError {
-    fn from(e: spindle_induce::InduceError) -> Self {
-        PipelineError::Induce(e)
-    }
-}
-
 /// What happened to one linear layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearReport {
@@ -161,63 +126,10 @@ pub struct PruneReport {
     pub added_bias_parameters: u64,
 }
 
-/// Calibration inputs of the current block, batch by batch, with their forward contexts (one
-/// per distinct batch size: the mask and rotary tables depend on nothing else).
-pub(crate) struct Activations {
-    pub(crate) batches: Vec<Tensor>,
-    ctxs: Vec<(i64, ForwardCtx)>,
-}
-
-impl Activations {
-    pub(crate) fn embed(model: &Model, ids: &Tensor, batch_size: usize) -> Result<Activations, ModelError> {
-        let n = ids.size()[0];
-        let s = ids.size()[1];
-        let mut batches = Vec::new();
-        let mut ctxs: Vec<(i64, ForwardCtx)> = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let b = (batch_size as i64).min(n - start);
-            let chunk = ids.narrow(0, start, b);
-            batches.push(model.embed(&chunk, None)?);
-            if !ctxs.iter().any(|(size, _)| *size == b) {
-                ctxs.push((b, model.context(b, s, None)));
-            }
-            start += b;
-        }
-        Ok(Activations { batches, ctxs })
-    }
-
-    pub(crate) fn ctx(&self, batch: &Tensor) -> &ForwardCtx {
-        let b = batch.size()[0];
-        match self.ctxs.iter().find(|(size, _)| *size == b) {
-            Some((_, ctx)) => ctx,
-            None => unreachable!("a context is made for every batch size in `embed`"),
-        }
-    }
-
-    /// Runs `block` on every batch, showing `observe` each linear's input; returns the outputs.
-    pub(crate) fn run(&self, block: &Block, observe: spindle_model::Observer<'_>) -> Vec<Tensor> {
-        self.batches.iter().map(|x| block.forward_observed(x, self.ctx(x), observe)).collect()
-    }
-
-    /// The same, keeping no outputs (a statistics pass).
-    pub(crate) fn observe(&self, block: &Block, observe: spindle_model::Observer<'_>) {
-        for x in &self.batches {
-            drop(block.forward_observed(x, self.ctx(x), observe));
-        }
-    }
-}
-
 /// Statistics of one input group.
 enum GroupStats {
     Norms(ColumnNorms),
     Hessian(Hessian),
-}
-
-/// The input width of a group of linears that share one input.
-pub(crate) fn group_columns(block: &Block, group: &[&str]) -> Result<i64, PipelineError> {
-    let first = group.first().ok_or_else(|| PipelineError::Config("an empty input group".into()))?;
-    block.linear_at(first).map(|l| l.weight.size()[1]).ok_or_else(|| PipelineError::Config(format!("no linear {first}")))
 }
 
 fn prune_err(linear: &str) -> impl Fn(PruneError) -> PipelineError + '_ {

@@ -18,7 +18,7 @@ use crate::Failure;
 use crate::cmd::cli::{
     FitArg, InduceArgs, InduceFlags, MethodArg, PruningAwareArg, ReconstructFlags, SitesArg, SnlArg, SnlFeaturesArg, StartArg,
 };
-use crate::cmd::prune::{calibration, model_hashes, parse_pattern};
+use crate::cmd::common::{calibration, model_hashes, parse_pattern};
 
 /// The selection a pruner makes, as the induction stages see it (SparseGPT's is approximated by
 /// Wanda's: both are unchanged by absorbable scaling).

@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 pub mod cli;
+pub mod common;
 pub mod convert;
 pub mod data;
 pub mod eval;

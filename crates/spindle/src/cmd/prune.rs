@@ -8,27 +8,16 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use spindle::prune::{Allocation, Method, PruneConfig, PruneReport, prune_model};
 use spindle::{mem, output, progress};
-use spindle_data::DataDir;
-use spindle_data::cache::file_sha256;
-use spindle_data::corpus::{Corpus, calibration_documents, sample_windows, tokenize_documents};
 use spindle_model::{Model, Runtime};
 use spindle_prune::magnitude::Scope;
 use spindle_prune::owl::OwlConfig;
 use spindle_prune::ria::RiaConfig;
 use spindle_prune::{Pattern, SparseGptConfig};
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use crate::Failure;
 use crate::cmd::cli::{AllocationArg, DtypeArg, MethodArg, PruneArgs, ScopeArg};
-use crate::cmd::data::{resolve_seqlen, token_cache, tokenizer_of};
-
-/// `"2:4"` → `Pattern::NM { n: 2, m: 4 }`; the only place a pattern is a string.
-pub fn parse_pattern(s: &str) -> Result<Pattern, String> {
-    let bad = || format!("--pattern must be N:M with 0 < N < M (e.g. 2:4), got {s:?}");
-    let (n, m) = s.split_once(':').ok_or_else(bad)?;
-    let (n, m) = (n.trim().parse::<usize>().map_err(|_| bad())?, m.trim().parse::<usize>().map_err(|_| bad())?);
-    Pattern::NM { n, m }.validate().map_err(|_| bad())
-}
+use crate::cmd::common::{calibration, model_hashes, parse_pattern};
 
 /// Stage two: the raw flags as a typed configuration, or a usage error naming the flag.
 fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
@@ -96,50 +85,6 @@ fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
         induce,
         reconstruct,
     })
-}
-
-/// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them, and their
-/// description for the JSON report.
-pub(crate) fn calibration(
-    dir: &Path,
-    calib: &str,
-    nsamples: usize,
-    seqlen: Option<usize>,
-    seed: i64,
-    data_flag: Option<&Path>,
-) -> Result<(Tensor, Value), Failure> {
-    let (tokenizer, context) = tokenizer_of(dir)?;
-    let seqlen = resolve_seqlen(seqlen, context)?;
-    let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
-    let Ok(corpus) = calib.parse::<Corpus>();
-    let docs = calibration_documents(&corpus, &data).map_err(crate::cmd::corpus_failure)?;
-    let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
-    let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), nsamples, seqlen, seed).map_err(anyhow::Error::from)?;
-    let ids: Vec<i64> = windows.iter().flat_map(|w| w.ids.iter().map(|&t| i64::from(t))).collect();
-    let ids = Tensor::from_slice(&ids).view([nsamples as i64, seqlen as i64]);
-    let info = json!({
-        "calib": corpus.to_string(), "source": docs.source, "source_sha256": file_sha256(&docs.source).map_err(anyhow::Error::from)?,
-        "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "note": docs.note,
-        "windows": windows.iter().map(|w| json!([w.doc, w.offset])).collect::<Vec<_>>(),
-    });
-    Ok((ids, info))
-}
-
-/// SHA-256 of every safetensors file of a model directory, by name.
-pub(crate) fn model_hashes(dir: &Path) -> anyhow::Result<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    let mut out = serde_json::Map::new();
-    for f in files {
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        out.insert(name, json!(file_sha256(&f)?));
-    }
-    Ok(Value::Object(out))
 }
 
 pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Result<(), Failure> {
