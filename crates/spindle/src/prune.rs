@@ -205,10 +205,6 @@ pub fn prune_model(
         Some(ids) => Some(Activations::embed(model, ids, cfg.batch_size)?),
         None => None,
     };
-    let mut linears = Vec::new();
-    let mut blocks = Vec::new();
-    let mut induction = Vec::new();
-    let mut reconstruction = Vec::new();
     // The equivalent shift: which input groups can carry the biases it leaves, and the
     // config.json keys that make transformers load biases it adds.
     let shift_groups: Option<[bool; 4]> =
@@ -229,130 +225,13 @@ pub fn prune_model(
             }
         }
     }
-    let mut added_bias_parameters = 0u64;
+    let plan = BlockPlan { model, cfg, induce, shift_groups, targets: &targets, ratios: ratios.as_deref() };
+    let mut rep = RunReports::default();
     let out_dir = model.save_with_config(out, &config_keys, &mut |i| -> Result<Block, PipelineError> {
         progress(i, layers);
-        let started = Instant::now();
-        let mut block = model.block(i)?;
-        // Reconstruction trains towards the block's outputs before anything changed it: taken
-        // from induction's first pass, else from the pruner's statistics pass, else a pass.
-        let mut dense_outputs: Option<Vec<Tensor>> = None;
-        let pattern = match cfg.pattern {
-            Pattern::Unstructured { .. } => Pattern::Unstructured { sparsity: targets[i] },
-            p => p,
-        };
-        if let (Some(ic), Some(a)) = (&induce, acts.as_ref()) {
-            // Induced for the sparsity this block is pruned to (its own under OWL).
-            let ic = ic.for_pattern(pattern);
-            let (report, outputs) = crate::induce::induce_block(&mut block, a, &ic, cfg.reconstruct.is_some())
-                .map_err(|e| e.in_block("sparsity induction", i))?;
-            induction.push(report);
-            dense_outputs = outputs;
-        }
-        let keep_outputs = cfg.reconstruct.is_some() && dense_outputs.is_none();
-        let prefix = model.block_prefix(i);
-        // Each linear's shape, and (for the errors only) its dense weight.
-        let dense: Vec<(&'static str, Vec<i64>, Option<Tensor>)> =
-            block.linears().map(|(p, l)| (p, l.weight.size(), cfg.layer_errors.then(|| l.weight.copy()))).collect();
-        let mut info: Vec<LinearInfo> = Vec::new();
-        let groups = block.input_groups();
-        // The shift of each group (its inputs' mean over the calibration tokens of the dense
-        // block), and the group's weights before pruning, for the bias it leaves.
-        let shifts: Vec<Option<Tensor>> = match (shift_groups, acts.as_ref()) {
-            (Some(allowed), Some(a)) => channel_means(&block, a, &allowed)?,
-            _ => groups.iter().map(|_| None).collect(),
-        };
-        let before: Vec<(&'static str, Tensor)> = groups
-            .iter()
-            .zip(&shifts)
-            .filter(|(_, z)| z.is_some())
-            .flat_map(|(g, _)| g.iter())
-            .filter_map(|p| block.linear_at(p).map(|l| (*p, l.weight.copy())))
-            .collect();
-        if cfg.true_sequential && acts.is_some() {
-            for (k, group) in groups.iter().enumerate() {
-                // The first group's pass runs on the still dense block: its outputs are the targets.
-                let (stats, outputs) =
-                    accumulate(&block, acts.as_ref(), cfg.method, &[group], &shifts[k..=k], keep_outputs && k == 0, &prefix)?;
-                if outputs.is_some() {
-                    dense_outputs = outputs;
-                }
-                info.extend(prune_group(&mut block, group, stats.into_iter().next().flatten(), cfg.method, pattern, &prefix)?);
-                added_bias_parameters += shift_bias(&mut block, group, shifts[k].as_ref(), &before)?;
-            }
-        } else {
-            let all: Vec<&[&str]> = groups.to_vec();
-            let (stats, outputs) = accumulate(&block, acts.as_ref(), cfg.method, &all, &shifts, keep_outputs, &prefix)?;
-            if outputs.is_some() {
-                dense_outputs = outputs;
-            }
-            for ((group, s), z) in groups.iter().zip(stats).zip(&shifts) {
-                info.extend(prune_group(&mut block, group, s, cfg.method, pattern, &prefix)?);
-                added_bias_parameters += shift_bias(&mut block, group, z.as_ref(), &before)?;
-            }
-        }
-        drop(before);
-        if let (Some(rc), Some(a)) = (&cfg.reconstruct, acts.as_ref()) {
-            let targets =
-                dense_outputs.take().ok_or_else(|| PipelineError::Config("reconstruction has no dense outputs to train towards".into()))?;
-            reconstruction
-                .push(crate::induce::reconstruct_block(&mut block, a, rc, &targets).map_err(|e| e.in_block("reconstruction", i))?);
-        }
-        // Re-run the pruned block: the next block's inputs, and each linear's error.
-        let mut err: Vec<(f64, f64)> = vec![(0.0, 0.0); dense.len()];
-        if let Some(a) = acts.as_mut() {
-            let current: Vec<Tensor> = dense
-                .iter()
-                .map(|(p, ..)| block.linear_at(p).map(|l| l.weight.shallow_clone()))
-                .collect::<Option<_>>()
-                .ok_or_else(|| PipelineError::Config("a block lost a linear layer".into()))?;
-            let outs = a.run(&block, &mut |paths, x| {
-                if !cfg.layer_errors {
-                    return;
-                }
-                let x = x.to_kind(Kind::Float);
-                for p in paths {
-                    if let Some((k, Some(w))) = dense.iter().enumerate().find(|(_, (q, ..))| q == p).map(|(k, (.., w))| (k, w)) {
-                        let w = w.to_kind(Kind::Float);
-                        let dw = &w - current[k].to_kind(Kind::Float);
-                        err[k].0 += x.matmul(&dw.tr()).pow_tensor_scalar(2).sum(Kind::Double).double_value(&[]);
-                        err[k].1 += x.matmul(&w.tr()).pow_tensor_scalar(2).sum(Kind::Double).double_value(&[]);
-                    }
-                }
-            });
-            a.batches = outs;
-        }
-        for (k, (path, shape, _)) in dense.iter().enumerate() {
-            let weight =
-                block.linear_at(path).map(|l| &l.weight).ok_or_else(|| PipelineError::Config(format!("no linear {prefix}{path}")))?;
-            let pruned = spindle_prune::sparsity(weight);
-            check_sparsity(&format!("{prefix}{path}"), shape, pruned, pattern.ratio())?;
-            let (percdamp, retries) = info.iter().find(|(p, ..)| p == path).map(|(_, d, r)| (*d, r.clone())).unwrap_or((None, Vec::new()));
-            linears.push(LinearReport {
-                name: format!("{prefix}{path}"),
-                shape: shape.clone(),
-                target: pattern.ratio(),
-                sparsity: pruned,
-                rel_error: acts.as_ref().filter(|_| cfg.layer_errors).map(|_| if err[k].1 > 0.0 { err[k].0 / err[k].1 } else { 0.0 }),
-                percdamp,
-                damp_retries: retries,
-            });
-        }
-        crate::mem::release_free_memory();
-        tracing::debug!(
-            block = i,
-            current_rss_mib = crate::mem::current_rss_bytes().unwrap_or(0) >> 20,
-            peak_mib = crate::mem::peak_rss_bytes().unwrap_or(0) >> 20,
-            "block pruned"
-        );
-        blocks.push(BlockReport {
-            index: i,
-            target: pattern.ratio(),
-            outlier_ratio: ratios.as_ref().map(|r| r[i]),
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        Ok(block)
+        prune_block(&plan, i, &mut acts, &mut rep)
     })?;
+    let RunReports { linears, blocks, induction, reconstruction, added_bias_parameters } = rep;
     progress(layers, layers);
     let (zeros, total) = linears.iter().fold((0.0, 0.0), |(z, t), l| {
         let n = l.shape.iter().product::<i64>() as f64;
@@ -369,6 +248,154 @@ pub fn prune_model(
         reconstruction,
         added_bias_parameters,
     })
+}
+
+/// What pruning each block reads: the run's settings, fixed before the first block.
+struct BlockPlan<'a> {
+    model: &'a Model,
+    cfg: &'a PruneConfig,
+    induce: Option<crate::induce::InduceConfig>,
+    /// The equivalent shift: which input groups can carry the biases it leaves.
+    shift_groups: Option<[bool; 4]>,
+    /// Each block's sparsity (uniform, or OWL's).
+    targets: &'a [f64],
+    ratios: Option<&'a [f64]>,
+}
+
+/// What the blocks add to as they are pruned.
+#[derive(Default)]
+struct RunReports {
+    linears: Vec<LinearReport>,
+    blocks: Vec<BlockReport>,
+    induction: Vec<crate::induce::BlockInduction>,
+    reconstruction: Vec<crate::induce::BlockReconstruction>,
+    added_bias_parameters: u64,
+}
+
+/// Block `i`, read from the checkpoint: induced (when asked) for the sparsity it is pruned to,
+/// its statistics accumulated over `acts` and its groups pruned (with the shift's biases),
+/// reconstructed (when asked), checked against its targets, and re-run so that `acts` become the
+/// next block's inputs. Its reports go into `rep`.
+fn prune_block(plan: &BlockPlan<'_>, i: usize, acts: &mut Option<Activations>, rep: &mut RunReports) -> Result<Block, PipelineError> {
+    let started = Instant::now();
+    let mut block = plan.model.block(i)?;
+    // Reconstruction trains towards the block's outputs before anything changed it: taken
+    // from induction's first pass, else from the pruner's statistics pass, else a pass.
+    let mut dense_outputs: Option<Vec<Tensor>> = None;
+    let pattern = match plan.cfg.pattern {
+        Pattern::Unstructured { .. } => Pattern::Unstructured { sparsity: plan.targets[i] },
+        p => p,
+    };
+    if let (Some(ic), Some(a)) = (&plan.induce, acts.as_ref()) {
+        // Induced for the sparsity this block is pruned to (its own under OWL).
+        let ic = ic.for_pattern(pattern);
+        let (report, outputs) = crate::induce::induce_block(&mut block, a, &ic, plan.cfg.reconstruct.is_some())
+            .map_err(|e| e.in_block("sparsity induction", i))?;
+        rep.induction.push(report);
+        dense_outputs = outputs;
+    }
+    let keep_outputs = plan.cfg.reconstruct.is_some() && dense_outputs.is_none();
+    let prefix = plan.model.block_prefix(i);
+    // Each linear's shape, and (for the errors only) its dense weight.
+    let dense: Vec<(&'static str, Vec<i64>, Option<Tensor>)> =
+        block.linears().map(|(p, l)| (p, l.weight.size(), plan.cfg.layer_errors.then(|| l.weight.copy()))).collect();
+    let mut info: Vec<LinearInfo> = Vec::new();
+    let groups = block.input_groups();
+    // The shift of each group (its inputs' mean over the calibration tokens of the dense
+    // block), and the group's weights before pruning, for the bias it leaves.
+    let shifts: Vec<Option<Tensor>> = match (plan.shift_groups, acts.as_ref()) {
+        (Some(allowed), Some(a)) => channel_means(&block, a, &allowed)?,
+        _ => groups.iter().map(|_| None).collect(),
+    };
+    let before: Vec<(&'static str, Tensor)> = groups
+        .iter()
+        .zip(&shifts)
+        .filter(|(_, z)| z.is_some())
+        .flat_map(|(g, _)| g.iter())
+        .filter_map(|p| block.linear_at(p).map(|l| (*p, l.weight.copy())))
+        .collect();
+    if plan.cfg.true_sequential && acts.is_some() {
+        for (k, group) in groups.iter().enumerate() {
+            // The first group's pass runs on the still dense block: its outputs are the targets.
+            let (stats, outputs) =
+                accumulate(&block, acts.as_ref(), plan.cfg.method, &[group], &shifts[k..=k], keep_outputs && k == 0, &prefix)?;
+            if outputs.is_some() {
+                dense_outputs = outputs;
+            }
+            info.extend(prune_group(&mut block, group, stats.into_iter().next().flatten(), plan.cfg.method, pattern, &prefix)?);
+            rep.added_bias_parameters += shift_bias(&mut block, group, shifts[k].as_ref(), &before)?;
+        }
+    } else {
+        let all: Vec<&[&str]> = groups.to_vec();
+        let (stats, outputs) = accumulate(&block, acts.as_ref(), plan.cfg.method, &all, &shifts, keep_outputs, &prefix)?;
+        if outputs.is_some() {
+            dense_outputs = outputs;
+        }
+        for ((group, s), z) in groups.iter().zip(stats).zip(&shifts) {
+            info.extend(prune_group(&mut block, group, s, plan.cfg.method, pattern, &prefix)?);
+            rep.added_bias_parameters += shift_bias(&mut block, group, z.as_ref(), &before)?;
+        }
+    }
+    drop(before);
+    if let (Some(rc), Some(a)) = (&plan.cfg.reconstruct, acts.as_ref()) {
+        let targets =
+            dense_outputs.take().ok_or_else(|| PipelineError::Config("reconstruction has no dense outputs to train towards".into()))?;
+        rep.reconstruction
+            .push(crate::induce::reconstruct_block(&mut block, a, rc, &targets).map_err(|e| e.in_block("reconstruction", i))?);
+    }
+    // Re-run the pruned block: the next block's inputs, and each linear's error.
+    let mut err: Vec<(f64, f64)> = vec![(0.0, 0.0); dense.len()];
+    if let Some(a) = acts.as_mut() {
+        let current: Vec<Tensor> = dense
+            .iter()
+            .map(|(p, ..)| block.linear_at(p).map(|l| l.weight.shallow_clone()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| PipelineError::Config("a block lost a linear layer".into()))?;
+        let outs = a.run(&block, &mut |paths, x| {
+            if !plan.cfg.layer_errors {
+                return;
+            }
+            let x = x.to_kind(Kind::Float);
+            for p in paths {
+                if let Some((k, Some(w))) = dense.iter().enumerate().find(|(_, (q, ..))| q == p).map(|(k, (.., w))| (k, w)) {
+                    let w = w.to_kind(Kind::Float);
+                    let dw = &w - current[k].to_kind(Kind::Float);
+                    err[k].0 += x.matmul(&dw.tr()).pow_tensor_scalar(2).sum(Kind::Double).double_value(&[]);
+                    err[k].1 += x.matmul(&w.tr()).pow_tensor_scalar(2).sum(Kind::Double).double_value(&[]);
+                }
+            }
+        });
+        a.batches = outs;
+    }
+    for (k, (path, shape, _)) in dense.iter().enumerate() {
+        let weight = block.linear_at(path).map(|l| &l.weight).ok_or_else(|| PipelineError::Config(format!("no linear {prefix}{path}")))?;
+        let pruned = spindle_prune::sparsity(weight);
+        check_sparsity(&format!("{prefix}{path}"), shape, pruned, pattern.ratio())?;
+        let (percdamp, retries) = info.iter().find(|(p, ..)| p == path).map(|(_, d, r)| (*d, r.clone())).unwrap_or((None, Vec::new()));
+        rep.linears.push(LinearReport {
+            name: format!("{prefix}{path}"),
+            shape: shape.clone(),
+            target: pattern.ratio(),
+            sparsity: pruned,
+            rel_error: acts.as_ref().filter(|_| plan.cfg.layer_errors).map(|_| if err[k].1 > 0.0 { err[k].0 / err[k].1 } else { 0.0 }),
+            percdamp,
+            damp_retries: retries,
+        });
+    }
+    crate::mem::release_free_memory();
+    tracing::debug!(
+        block = i,
+        current_rss_mib = crate::mem::current_rss_bytes().unwrap_or(0) >> 20,
+        peak_mib = crate::mem::peak_rss_bytes().unwrap_or(0) >> 20,
+        "block pruned"
+    );
+    rep.blocks.push(BlockReport {
+        index: i,
+        target: pattern.ratio(),
+        outlier_ratio: plan.ratios.map(|r| r[i]),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(block)
 }
 
 /// Whether a linear of `shape` `[out, in]` pruned to `achieved` meets `target`. Every pruner
