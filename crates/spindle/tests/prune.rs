@@ -299,6 +299,10 @@ fn spindle_prune_writes_a_model_and_a_report() {
         assert!(e > 0.0 && e < 1.0, "{l}");
     }
     assert_eq!(r["config"]["layer_errors"], serde_json::json!(true));
+    // Options as fields, not Debug strings.
+    assert_eq!(r["config"]["method_options"], serde_json::json!({"blocksize": 128, "percdamp": 0.01, "max_percdamp": 1.0}));
+    assert_eq!(r["config"]["allocation"], serde_json::json!("uniform"));
+    assert_eq!((r["config"]["dtype"].as_str(), r["config"]["device"].as_str()), (Some("float32"), Some("cpu")));
     // The written model loads and runs.
     let pruned = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
     let logits = pruned.forward(&Tensor::from_slice(&[1i64, 5, 9]).view([1, 3]), None).unwrap();

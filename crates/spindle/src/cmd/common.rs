@@ -7,11 +7,13 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use spindle::prune::{Allocation, Method};
 use spindle_data::DataDir;
 use spindle_data::cache::file_sha256;
 use spindle_data::corpus::{Corpus, calibration_documents, sample_windows, tokenize_documents};
 use spindle_prune::Pattern;
-use tch::Tensor;
+use spindle_prune::magnitude::Scope;
+use tch::{Device, Kind, Tensor};
 
 use crate::Failure;
 use crate::cmd::data::{resolve_seqlen, token_cache, tokenizer_of};
@@ -66,4 +68,43 @@ pub(crate) fn model_hashes(dir: &Path) -> anyhow::Result<Value> {
         out.insert(name, json!(file_sha256(&f)?));
     }
     Ok(Value::Object(out))
+}
+
+/// A method's options as JSON fields (reports hold no Debug strings).
+pub(crate) fn method_options_json(m: Method) -> Value {
+    match m {
+        Method::Magnitude(scope) => json!({"scope": match scope { Scope::Matrix => "matrix", Scope::Row => "row" }}),
+        Method::Wanda => json!({}),
+        Method::SparseGpt(c) => json!({"blocksize": c.blocksize, "percdamp": c.percdamp, "max_percdamp": c.max_percdamp}),
+        Method::Ria(c) => json!({"alpha": c.alpha}),
+    }
+}
+
+/// `"uniform"`, or `{"owl": {"m": .., "lambda": ..}}`.
+pub(crate) fn allocation_json(a: Allocation) -> Value {
+    match a {
+        Allocation::Uniform => json!("uniform"),
+        Allocation::Owl(o) => json!({"owl": {"m": o.m, "lambda": o.lambda}}),
+    }
+}
+
+/// `cpu`, `cuda:N`, ... as the `--device` flag spells them.
+pub(crate) fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+    }
+}
+
+/// `float32`, `bfloat16`, `float16` as the `--dtype` flag spells them (other kinds by torch's name).
+pub(crate) fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Float => "float32",
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        Kind::Double => "float64",
+        _ => "other",
+    }
 }

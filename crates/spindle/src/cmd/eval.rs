@@ -137,7 +137,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             "task_timing": task_timing,
             "config": {
                 "seqlen": seqlen, "limit": args.limit, "max_windows": args.max_windows, "batch_size": args.batch_size, "scoring": "shared-prefix", "dtype": "float32",
-                "device": format!("{:?}", runtime.device), "threads": runtime.threads, "notes": notes,
+                "device": crate::cmd::common::device_name(runtime.device), "threads": runtime.threads, "notes": notes,
             },
         });
         output::write_json(&path, &value).map_err(anyhow::Error::from)?;

@@ -426,7 +426,12 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
             "model_dir": dir,
             "model_sha256": model_hashes(&dir)?,
             "out": report.out,
-            "target": format!("{:?}", args.target),
+            "target": match args.target {
+                MethodArg::Magnitude => "magnitude",
+                MethodArg::Wanda => "wanda",
+                MethodArg::Sparsegpt => "sparsegpt",
+                MethodArg::Ria => "ria",
+            },
             "config": config_json(&cfg),
             "threads": runtime.threads,
             "spindle_version": env!("CARGO_PKG_VERSION"),

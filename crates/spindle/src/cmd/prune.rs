@@ -17,7 +17,7 @@ use tch::Kind;
 
 use crate::Failure;
 use crate::cmd::cli::{AllocationArg, DtypeArg, MethodArg, PruneArgs, ScopeArg};
-use crate::cmd::common::{calibration, model_hashes, parse_pattern};
+use crate::cmd::common::{allocation_json, calibration, device_name, kind_name, method_options_json, model_hashes, parse_pattern};
 
 /// Stage two: the raw flags as a typed configuration, or a usage error naming the flag.
 fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
@@ -137,9 +137,9 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
             "model_sha256": model_hashes(&dir)?,
             "out": report.out,
             "config": {
-                "method": cfg.method.name(), "method_options": format!("{:?}", cfg.method), "pattern": pattern_json(cfg.pattern),
-                "allocation": format!("{:?}", cfg.allocation), "true_sequential": cfg.true_sequential, "layer_errors": cfg.layer_errors,
-                "batch_size": cfg.batch_size, "dtype": format!("{kind:?}"), "device": format!("{:?}", runtime.device), "threads": runtime.threads,
+                "method": cfg.method.name(), "method_options": method_options_json(cfg.method), "pattern": pattern_json(cfg.pattern),
+                "allocation": allocation_json(cfg.allocation), "true_sequential": cfg.true_sequential, "layer_errors": cfg.layer_errors,
+                "batch_size": cfg.batch_size, "dtype": kind_name(kind), "device": device_name(runtime.device), "threads": runtime.threads,
                 "spindle_version": env!("CARGO_PKG_VERSION"),
                 "induce": cfg.induce.as_ref().map(crate::cmd::induce::config_json),
                 "reconstruct": cfg.reconstruct.as_ref().map(crate::cmd::induce::reconstruct_json),
