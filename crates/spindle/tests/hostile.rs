@@ -58,6 +58,15 @@ fn stories() -> &'static Path {
     .1
 }
 
+/// A copy of the converted stories260K at `model` (a new folder), for a case to change.
+fn copy_stories(model: &Path) {
+    std::fs::create_dir(model).unwrap();
+    for e in std::fs::read_dir(stories()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, model.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
 /// Every file under `dir` (recursively) with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -273,11 +282,7 @@ fn case(mutation: Mutation, cmd: &Cmd, names: &str, json_at: JsonAt) -> Result<(
     {
         let t = tempfile::tempdir().unwrap();
         let model = t.path().join("model");
-        std::fs::create_dir(&model).unwrap();
-        for e in std::fs::read_dir(stories()).unwrap() {
-            let p = e.unwrap().path();
-            std::fs::copy(&p, model.join(p.file_name().unwrap())).unwrap();
-        }
+        copy_stories(&model);
         mutation(&model);
         let before = snapshot(t.path());
         let args: Vec<String> = cmd
@@ -511,42 +516,34 @@ fn partials(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Starts a prune that takes a few seconds, waits until its partial output directory exists
-/// (and `delay` more), and sends `signal`; returns the exit code and stderr.
-fn interrupt(dir: &Path, signal: &str, delay: Duration) -> (Option<i32>, String) {
-    interrupt_cmd(
-        dir,
-        signal,
-        delay,
-        &[
-            "prune",
-            "--method",
-            "wanda",
-            "--sparsity",
-            "0.5",
-            "--induce",
-            "feature",
-            "--feature-epochs",
-            "8",
-            "--nsamples",
-            "8",
-            "--seqlen",
-            "128",
-        ],
-    )
-}
+/// A prune that takes a few seconds on stories260K (without `--model` and `--out`).
+const SLOW_PRUNE: &[&str] = &[
+    "prune",
+    "--method",
+    "wanda",
+    "--sparsity",
+    "0.5",
+    "--induce",
+    "feature",
+    "--feature-epochs",
+    "8",
+    "--nsamples",
+    "8",
+    "--seqlen",
+    "128",
+];
 
-/// [`interrupt`] for the command `args` (without `--model` and `--out`).
-fn interrupt_cmd(dir: &Path, signal: &str, delay: Duration, args: &[&str]) -> (Option<i32>, String) {
-    let out = dir.join("out");
+/// Starts `args` on `model` with `--out DIR/out`, and returns once its partial output directory
+/// exists in `dir`.
+fn start_writing(dir: &Path, model: &Path, args: &[&str]) -> std::process::Child {
     let mut child = Command::new(bin())
         .args(["--threads", "1", "--data-dir"])
         .arg(data())
         .args(args)
         .arg("--model")
-        .arg(stories())
+        .arg(model)
         .arg("--out")
-        .arg(&out)
+        .arg(dir.join("out"))
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -554,14 +551,26 @@ fn interrupt_cmd(dir: &Path, signal: &str, delay: Duration, args: &[&str]) -> (O
         .unwrap();
     let started = Instant::now();
     while partials(dir).is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the prune ended before it started writing");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it started writing");
         assert!(started.elapsed() < TIME_BOUND, "no partial directory appeared");
         std::thread::sleep(Duration::from_millis(5));
     }
+    child
+}
+
+/// Starts `args` (see [`start_writing`]), waits `delay` more, and sends `signal`; returns the
+/// exit code and stderr.
+fn interrupt_cmd(dir: &Path, signal: &str, delay: Duration, args: &[&str]) -> (Option<i32>, String) {
+    let child = start_writing(dir, stories(), args);
     std::thread::sleep(delay);
     assert!(Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap().success());
     let o = child.wait_with_output().unwrap();
     (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// [`interrupt_cmd`] for [`SLOW_PRUNE`].
+fn interrupt(dir: &Path, signal: &str, delay: Duration) -> (Option<i32>, String) {
+    interrupt_cmd(dir, signal, delay, SLOW_PRUNE)
 }
 
 #[test]
@@ -914,44 +923,8 @@ fn a_checkpoint_truncated_during_a_prune_is_an_error_naming_it() {
     // F9: the input used to be memory-mapped, and the prune died of SIGBUS (exit 135).
     let t = tempfile::tempdir().unwrap();
     let model = t.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    for e in std::fs::read_dir(stories()).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, model.join(p.file_name().unwrap())).unwrap();
-    }
-    let mut child = Command::new(bin())
-        .args(["--threads", "1", "--data-dir"])
-        .arg(data())
-        .args([
-            "prune",
-            "--method",
-            "wanda",
-            "--sparsity",
-            "0.5",
-            "--induce",
-            "feature",
-            "--feature-epochs",
-            "8",
-            "--nsamples",
-            "8",
-            "--seqlen",
-            "128",
-            "--model",
-        ])
-        .arg(&model)
-        .arg("--out")
-        .arg(t.path().join("out"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while partials(t.path()).is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the prune ended before it started writing");
-        assert!(started.elapsed() < TIME_BOUND);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    copy_stories(&model);
+    let child = start_writing(t.path(), &model, SLOW_PRUNE);
     let st = model.join("model.safetensors");
     let len = std::fs::metadata(&st).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&st).unwrap().set_len(len / 2).unwrap();
