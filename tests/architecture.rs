@@ -119,6 +119,14 @@ fn xtask_never_links_libtorch() {
 }
 
 #[test]
+fn the_recipe_is_serde_types_without_libtorch() {
+    let g = graph();
+    let forbidden = ["tch", "torch-sys", "spindle-model", "spindle-data", "spindle-induce", "spindle-prune", "spindle-eval", "spindle"];
+    // xtask writes recipes with these types, and xtask never links libtorch.
+    g.assert_absent("spindle-recipe", &forbidden, false, "the recipe is data that xtask shares");
+}
+
+#[test]
 fn data_knows_no_tensors_and_no_models() {
     let g = graph();
     let forbidden = ["tch", "torch-sys", "spindle-model", "spindle-prune", "spindle-induce", "spindle-eval", "spindle"];
@@ -150,6 +158,7 @@ fn only_spindle_knows_both_models_and_pruners() {
     let g = graph();
     let members: BTreeSet<&str> = [
         "spindle-io",
+        "spindle-recipe",
         "spindle-model",
         "spindle-data",
         "spindle-induce",

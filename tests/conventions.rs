@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use spindle_tests::{read, workspace_root};
 
-const CRATES: &[&str] = &["spindle-io", "spindle-model", "spindle-data", "spindle-induce", "spindle-prune", "spindle-eval", "spindle"];
+const CRATES: &[&str] =
+    &["spindle-io", "spindle-recipe", "spindle-model", "spindle-data", "spindle-induce", "spindle-prune", "spindle-eval", "spindle"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {

@@ -238,9 +238,13 @@ pub(crate) fn run_key(run: &Run, model_hash: &str, fp: &Fingerprint) -> String {
         h.update(v.as_bytes());
         h.update([0x1e]);
     };
-    line("schema", "spindle-run/2");
+    line("schema", "spindle-run/3");
     line("model", model_hash);
-    line("prune", &run.prune.as_ref().map(|a| a.join("\u{1f}")).unwrap_or_else(|| "dense".to_owned()));
+    let prune = match &run.prune {
+        Some(r) => r.to_toml().unwrap_or_else(|e| format!("unwritable recipe: {e}")),
+        None => "dense".to_owned(),
+    };
+    line("prune", &prune);
     for e in &run.evals {
         line("eval", &e.args.join("\u{1f}"));
     }

@@ -216,8 +216,8 @@ fn budget(profile: &Profile, table: &Table) -> String {
             None => "every item of each task".to_owned(),
         });
     }
-    if !profile.si_args.is_empty() {
-        parts.push(format!("SI rows add `{}`", profile.si_args.join(" ")));
+    if let Some(text) = profile.si_recipe.as_ref().and_then(|r| r.to_toml().ok()) {
+        parts.push(format!("SI rows add the recipe fields `{}`", text.trim().replace('\n', "; ")));
     }
     parts.join("; ")
 }

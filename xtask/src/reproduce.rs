@@ -156,8 +156,9 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
             let seed = p.run.seed.map_or_else(|| "-".to_owned(), |s| s.to_string());
             println!("  {:<14} {:<28} seed {seed:<3} {key:<24}  {state}", p.run.model.id, p.run.row.id);
             if let Ok(src) = &p.source {
-                if let Some(a) = &p.run.prune {
-                    println!("      spindle prune --model {src} {}", a.join(" "));
+                if let Some(r) = &p.run.prune {
+                    let text = r.to_toml().map_err(anyhow::Error::from)?;
+                    println!("      spindle prune --model {src} --recipe recipe.toml  # {}", text.trim().replace('\n', "; "));
                 }
                 for e in &p.run.evals {
                     println!("      spindle eval --model {} {}", if p.run.prune.is_some() { "<pruned>" } else { src }, e.args.join(" "));
@@ -345,7 +346,7 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
     let model = dir.join("model");
     let t0 = Instant::now();
     let mut prune_seconds = None;
-    if let Some(args) = &p.run.prune
+    if let Some(recipe) = &p.run.prune
         && !model.join("config.json").is_file()
     {
         if model.exists() {
@@ -354,7 +355,11 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
         step(ctx.bar, format!("{label}: prune"));
         let mut cmd = Command::new(ctx.spindle);
         base(&mut cmd);
-        cmd.arg("prune").arg("--model").arg(source).args(args).arg("--out").arg(&model).arg("--json").arg(dir.join("prune.json"));
+        let recipe_file = dir.join("recipe.toml");
+        let text = recipe.to_toml().map_err(anyhow::Error::from)?;
+        std::fs::write(&recipe_file, text).with_context(|| format!("writing {}", recipe_file.display()))?;
+        cmd.arg("prune").arg("--model").arg(source).arg("--recipe").arg(&recipe_file);
+        cmd.arg("--out").arg(&model).arg("--json").arg(dir.join("prune.json"));
         logged(&mut cmd, &dir.join("prune.log"))?;
         prune_seconds = Some(t0.elapsed().as_secs_f64());
     }
@@ -408,7 +413,7 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
         "model": {"id": p.run.model.id, "source": source},
         "row": p.run.row.id,
         "seed": p.run.seed,
-        "prune_args": p.run.prune,
+        "prune_recipe": p.run.prune,
         "eval_args": p.run.evals.iter().map(|e| e.args.clone()).collect::<Vec<_>>(),
         "figures": figures,
         "stderr": stderr,

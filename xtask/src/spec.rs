@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use spindle_recipe::Recipe;
 
 /// The folder of the table specs, relative to the workspace root.
 pub(crate) const TABLES_DIR: &str = "eval/tables";
@@ -92,8 +93,8 @@ struct RawProfile {
     limit: Option<usize>,
     #[serde(default = "one")]
     batch_size: usize,
-    #[serde(default)]
-    si_args: Vec<String>,
+    /// Recipe fields every row with induction adds (e.g. `induce.feature.epochs = 1`).
+    si_recipe: Option<Recipe>,
 }
 
 fn one() -> usize {
@@ -126,6 +127,8 @@ struct RawRow {
     /// This row's calibration seeds, overriding the profile's (e.g. seeds only where one seed
     /// cannot tell a difference from noise).
     seeds: Option<Vec<u64>>,
+    /// Further recipe fields of this row (an ablation's variant), over everything else.
+    recipe: Option<Recipe>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,8 +139,6 @@ struct RawSi {
     snl: Option<String>,
     snl_lambda: Option<f64>,
     feature_epochs: Option<usize>,
-    #[serde(default)]
-    args: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,8 +147,6 @@ struct RawReconstruct {
     snl: Option<String>,
     snl_lambda: Option<f64>,
     epochs: Option<usize>,
-    #[serde(default)]
-    args: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,8 +299,6 @@ pub(crate) struct Si {
     pub snl: Option<String>,
     pub snl_lambda: Option<f64>,
     pub feature_epochs: Option<usize>,
-    /// Further `spindle prune` induction flags of this row (an ablation's variant).
-    pub args: Vec<String>,
 }
 
 /// Reconstruction after pruning (`spindle prune --reconstruct`).
@@ -310,7 +307,6 @@ pub(crate) struct Reconstruct {
     pub snl: Option<String>,
     pub snl_lambda: Option<f64>,
     pub epochs: Option<usize>,
-    pub args: Vec<String>,
 }
 
 /// What a row is, for labels and for the evidence's three families of rows: a base pruner,
@@ -354,6 +350,8 @@ pub(crate) struct Row {
     pub nsamples_factor: usize,
     /// Seeds overriding the profile's for this row.
     pub seeds: Option<Vec<u64>>,
+    /// Further recipe fields of this row, over everything else.
+    pub recipe: Option<Recipe>,
 }
 
 impl Row {
@@ -400,7 +398,8 @@ pub(crate) struct Profile {
     pub max_windows: Option<usize>,
     pub limit: Option<usize>,
     pub batch_size: usize,
-    pub si_args: Vec<String>,
+    /// Recipe fields every row with induction adds.
+    pub si_recipe: Option<Recipe>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -567,7 +566,6 @@ fn resolve(raw: RawTable) -> Result<Table> {
                     snl: si.snl,
                     snl_lambda: si.snl_lambda,
                     feature_epochs: si.feature_epochs,
-                    args: si.args,
                 })
             }
         };
@@ -576,7 +574,7 @@ fn resolve(raw: RawTable) -> Result<Table> {
             Some(_) if method == Method::Dense => bail!("row {:?}: reconstruction needs a pruning method", r.id),
             Some(rc) => {
                 check_snl(&r.id, "reconstruct.snl", rc.snl.as_deref())?;
-                Some(Reconstruct { snl: rc.snl, snl_lambda: rc.snl_lambda, epochs: rc.epochs, args: rc.args })
+                Some(Reconstruct { snl: rc.snl, snl_lambda: rc.snl_lambda, epochs: rc.epochs })
             }
         };
         let nsamples_factor = match r.nsamples_factor {
@@ -590,7 +588,18 @@ fn resolve(raw: RawTable) -> Result<Table> {
         {
             bail!("row {:?}: `seeds` must be distinct seeds, at least one", r.id);
         }
-        rows.push(Row { id: r.id, label: r.label, method, pattern, si, reconstruct, base: r.base, nsamples_factor, seeds: r.seeds });
+        rows.push(Row {
+            id: r.id,
+            label: r.label,
+            method,
+            pattern,
+            si,
+            reconstruct,
+            base: r.base,
+            nsamples_factor,
+            seeds: r.seeds,
+            recipe: r.recipe,
+        });
     }
     for r in &rows {
         if let Some(b) = &r.base
@@ -632,7 +641,7 @@ fn resolve(raw: RawTable) -> Result<Table> {
                 max_windows: p.max_windows,
                 limit: p.limit,
                 batch_size: p.batch_size,
-                si_args: p.si_args,
+                si_recipe: p.si_recipe,
             },
         );
     }
@@ -665,6 +674,19 @@ fn resolve(raw: RawTable) -> Result<Table> {
             Some(Figure { column: f.column, title: f.title })
         }
     };
+    // Every run's recipe resolves as spindle will resolve it: a bad field fails here, naming the
+    // row, before any run starts.
+    for p in profiles.values() {
+        for m in &p.models {
+            for r in rows.iter().filter(|r| r.pattern.is_some()) {
+                let seed = r.uses_calibration().then_some(0);
+                let Some(pattern) = r.pattern else { continue };
+                prune_recipe(p, m, r, pattern, seed)
+                    .and_then(|recipe| recipe.resolve().map_err(anyhow::Error::from))
+                    .with_context(|| format!("row {:?}, profile {}: its recipe", r.id, p.name))?;
+            }
+        }
+    }
     Ok(Table {
         name: raw.name,
         version: raw.version,
@@ -718,8 +740,9 @@ pub(crate) struct Run {
     /// The calibration seed; `None` for a row that draws no calibration (the dense model,
     /// magnitude alone), whose one run stands for every seed.
     pub seed: Option<u64>,
-    /// `spindle prune` arguments after the subcommand, without `--out`/`--json`; `None` for dense.
-    pub prune: Option<Vec<String>>,
+    /// The recipe `spindle prune --recipe` runs (without the model and `--out`/`--json`); `None`
+    /// for dense.
+    pub prune: Option<Recipe>,
     /// One or more evaluations of the (pruned) model: one per distinct perplexity window count.
     pub evals: Vec<Eval>,
 }
@@ -828,7 +851,9 @@ impl Table {
             for round in 0..rounds {
                 for (row, seeds) in self.rows.iter().zip(&seeds) {
                     let Some(&seed) = seeds.get(round) else { continue };
-                    let prune = row.pattern.map(|pattern| prune_args(profile, model, row, pattern, seed));
+                    let prune = row.pattern.map(|pattern| {
+                        prune_recipe(profile, model, row, pattern, seed).expect("every row's recipe resolved when the spec was loaded")
+                    });
                     runs.push(Run { model: model.clone(), row: row.clone(), seed, prune, evals: self.evals(profile, model, seed) });
                 }
             }
@@ -837,57 +862,64 @@ impl Table {
     }
 }
 
-/// `spindle prune`'s arguments for `row` (without `--model`, `--out`, `--json`).
-fn prune_args(profile: &Profile, model: &Model, row: &Row, pattern: Pattern, seed: Option<u64>) -> Vec<String> {
-    let mut a = vec!["--method".to_owned(), row.method.flag().to_owned()];
+/// A spec's name for a recipe value (an SNL, a pruning-aware mode, a stage) as the recipe's type.
+fn named<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(s.into_deserializer()).map_err(|e: serde::de::value::Error| anyhow::anyhow!("{e}"))
+}
+
+/// The recipe `spindle prune` runs for `row` (the model and output paths apart).
+fn prune_recipe(profile: &Profile, model: &Model, row: &Row, pattern: Pattern, seed: Option<u64>) -> Result<Recipe> {
+    use spindle_recipe as r;
+    let mut prune = r::Prune { method: Some(named(row.method.flag())?), ..Default::default() };
     match pattern {
-        Pattern::Unstructured { sparsity } => a.extend(["--sparsity".to_owned(), sparsity.to_string()]),
-        Pattern::NM { n, m } => a.extend(["--pattern".to_owned(), format!("{n}:{m}")]),
+        Pattern::Unstructured { sparsity } => prune.sparsity = Some(sparsity),
+        Pattern::NM { n, m } => prune.pattern = Some(r::Nm { n, m }),
     }
-    if let Some(seed) = seed {
-        a.extend(["--calib".to_owned(), profile.calib.clone()]);
-        a.extend(["--nsamples".to_owned(), (profile.nsamples * row.nsamples_factor).to_string()]);
-        a.extend(["--seqlen".to_owned(), model.seqlen.to_string()]);
-        a.extend(["--seed".to_owned(), seed.to_string()]);
+    let calibration = seed.map(|seed| r::Calibration {
+        source: Some(profile.calib.clone()),
+        nsamples: Some(profile.nsamples * row.nsamples_factor),
+        seqlen: Some(model.seqlen),
+        seed: Some(seed as i64),
+        batch_size: None,
+    });
+    let induce = match &row.si {
+        None => None,
+        Some(si) => {
+            let feature = (si.pruning_aware.is_some() || si.snl.is_some() || si.snl_lambda.is_some() || si.feature_epochs.is_some())
+                .then(|| -> Result<r::Feature> {
+                    Ok(r::Feature {
+                        pruning_aware: si.pruning_aware.as_deref().map(named).transpose()?,
+                        snl: si.snl.as_deref().map(named).transpose()?,
+                        snl_lambda: si.snl_lambda,
+                        epochs: si.feature_epochs,
+                        ..Default::default()
+                    })
+                })
+                .transpose()?;
+            let stages = si.stages.iter().map(|s| named(s.flag())).collect::<Result<Vec<r::Stage>>>()?;
+            Some(r::Induce { stages: Some(stages), feature, ..Default::default() })
+        }
+    };
+    let reconstruct = match &row.reconstruct {
+        None => None,
+        Some(rc) => Some(r::Reconstruct {
+            snl: rc.snl.as_deref().map(named).transpose()?,
+            snl_lambda: rc.snl_lambda,
+            epochs: rc.epochs,
+            ..Default::default()
+        }),
+    };
+    let mut recipe = Recipe { dtype: None, calibration, prune: Some(prune), induce, reconstruct };
+    if row.si.is_some()
+        && let Some(extra) = &profile.si_recipe
+    {
+        recipe = recipe.overlay(extra)?;
     }
-    let mut flag = |name: &str, value: String| a.extend([name.to_owned(), value]);
-    if let Some(si) = &row.si {
-        let stages: Vec<&str> = si.stages.iter().map(|s| s.flag()).collect();
-        flag("--induce", stages.join(","));
-        if let Some(p) = &si.pruning_aware {
-            flag("--pruning-aware", p.clone());
-        }
-        if let Some(snl) = &si.snl {
-            flag("--snl", snl.clone());
-        }
-        if let Some(l) = si.snl_lambda {
-            flag("--snl-lambda", format!("{l:e}"));
-        }
-        if let Some(e) = si.feature_epochs {
-            flag("--feature-epochs", e.to_string());
-        }
+    if let Some(extra) = &row.recipe {
+        recipe = recipe.overlay(extra)?;
     }
-    if let Some(rc) = &row.reconstruct {
-        a.push("--reconstruct".to_owned());
-        let mut flag = |name: &str, value: String| a.extend([name.to_owned(), value]);
-        if let Some(snl) = &rc.snl {
-            flag("--recon-snl", snl.clone());
-        }
-        if let Some(l) = rc.snl_lambda {
-            flag("--recon-snl-lambda", format!("{l:e}"));
-        }
-        if let Some(e) = rc.epochs {
-            flag("--recon-epochs", e.to_string());
-        }
-    }
-    if let Some(si) = &row.si {
-        a.extend(profile.si_args.iter().cloned());
-        a.extend(si.args.iter().cloned());
-    }
-    if let Some(rc) = &row.reconstruct {
-        a.extend(rc.args.iter().cloned());
-    }
-    a
+    Ok(recipe)
 }
 
 /// `source` with `${VAR}` replaced by the environment's value; an unset variable is an error
@@ -966,7 +998,7 @@ mod tests {
         nsamples = 8
         seqlen = 512
         max_windows = 4
-        si_args = ["--feature-epochs", "1"]
+        si_recipe = { induce = { feature = { epochs = 1 } } }
         [profiles.paper]
         description = "d"
         models = [{ id = "m", label = "M", source = "${SPINDLE_TEST_UNSET_VAR}/m", seqlen = 2048 }]
@@ -981,7 +1013,8 @@ mod tests {
         label = "Wanda 2:4"
         method = "wanda"
         pattern = "2:4"
-        si = { stages = ["distribution", "feature"], args = ["--snl", "nuclear"] }
+        si = { stages = ["distribution", "feature"] }
+        recipe = { induce = { feature = { snl = "nuclear" } } }
     "#;
 
     #[test]
@@ -990,29 +1023,16 @@ mod tests {
         let runs = t.runs(t.profile("cpu").unwrap());
         assert_eq!(runs[0].prune, None);
         assert_eq!(runs[0].evals[0].args, ["--ppl", "wikitext2", "--seqlen", "512", "--max-windows", "4", "--batch-size", "1"]);
+        let recipe = runs[1].prune.as_ref().unwrap().to_toml().unwrap();
         assert_eq!(
-            runs[1].prune.as_deref().unwrap(),
-            [
-                "--method",
-                "wanda",
-                "--pattern",
-                "2:4",
-                "--calib",
-                "c4",
-                "--nsamples",
-                "8",
-                "--seqlen",
-                "512",
-                "--seed",
-                "0",
-                "--induce",
-                "distribution,feature",
-                "--feature-epochs",
-                "1",
-                "--snl",
-                "nuclear"
-            ]
+            recipe,
+            "[calibration]\nsource = \"c4\"\nnsamples = 8\nseqlen = 512\nseed = 0\n\n[prune]\nmethod = \"wanda\"\npattern = \"2:4\"\n\n\
+             [induce]\nstages = [\"distribution\", \"feature\"]\n\n[induce.feature]\nsnl = \"nuclear\"\nepochs = 1\n"
         );
+        // A field the recipe refuses fails the spec, naming the row.
+        let bad = MINI.replace("snl = \"nuclear\" } } }", "lr = 0.0 } } }");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(e.contains("row \"w24\", profile cpu: its recipe: induce.feature.lr (--feature-lr) must be positive"), "{e}");
     }
 
     /// A seed grid with the evidence's row families: each row that reads calibration runs once
@@ -1080,7 +1100,7 @@ mod tests {
         assert_eq!(of("dense").len(), 1);
         assert_eq!(of("mag").len(), 1, "magnitude alone reads no calibration: one run for every seed");
         assert_eq!(of("mag")[0].seed, None);
-        assert!(!of("mag")[0].prune.as_ref().unwrap().contains(&"--seed".to_owned()));
+        assert!(of("mag")[0].prune.as_ref().unwrap().calibration.is_none(), "magnitude alone draws no calibration");
         assert_eq!(of("mag")[0].evals.len(), 2, "a seedless run stands for seed 0 too");
         let recon = of("wanda+recon");
         assert_eq!(recon.iter().map(|r| r.seed).collect::<Vec<_>>(), [Some(0), Some(1)]);
@@ -1088,30 +1108,20 @@ mod tests {
         assert_eq!(recon[0].evals[1].args, ["--ppl", "wikitext2,ptb", "--seqlen", "512", "--batch-size", "1"]);
         assert_eq!(recon[0].evals[1].columns, ["wf", "p"]);
         assert_eq!(recon[1].evals.len(), 1, "seed 1 evaluates the seed grid's columns only");
+        let toml_of = |id: &str, k: usize| of(id)[k].prune.as_ref().unwrap().to_toml().unwrap();
         assert!(
-            recon[1]
-                .prune
-                .as_ref()
-                .unwrap()
-                .ends_with(&["--reconstruct", "--recon-snl", "nuclear", "--recon-snl-lambda", "1e-5"].map(String::from))
+            toml_of("wanda+recon", 1).ends_with("[reconstruct]\nsnl = \"nuclear\"\nsnl_lambda = 0.00001\n"),
+            "{}",
+            toml_of("wanda+recon", 1)
         );
-        let both = of("wanda+si+recon")[0].prune.clone().unwrap();
-        let tail = [
-            "--induce",
-            "feature",
-            "--pruning-aware",
-            "off",
-            "--snl",
-            "nuclear",
-            "--snl-lambda",
-            "1e-5",
-            "--reconstruct",
-            "--feature-epochs",
-            "1",
-        ];
-        assert!(both.ends_with(&tail.map(String::from)), "{both:?}");
-        let more = of("wanda-4x")[0].prune.clone().unwrap();
-        assert!(more.windows(2).any(|w| w == ["--nsamples", "32"]), "{more:?}");
+        let both = toml_of("wanda+si+recon", 0);
+        assert!(
+            both.ends_with(
+                "[induce]\nstages = [\"feature\"]\n\n[induce.feature]\npruning_aware = \"off\"\nsnl = \"nuclear\"\nsnl_lambda = 0.00001\nepochs = 1\n\n[reconstruct]\n"
+            ),
+            "{both}"
+        );
+        assert!(toml_of("wanda-4x", 0).contains("nsamples = 32\n"));
         let err = |from: &str, to: &str| format!("{:#}", parse(&spec.replace(from, to)).unwrap_err());
         assert!(err("pruning_aware = \"off\"", "pruning_aware = \"pruned\"").contains("training after pruning is `reconstruct`"));
         assert!(err("snl = \"nuclear\", snl_lambda = 1e-5 }\n", "snl = \"nucl\" }\n").contains("reconstruct.snl \"nucl\" is not one of"));

@@ -805,15 +805,17 @@ impl Model {
     /// files are copied. One block is resident at a time; the input is never overwritten. An
     /// error from `block` stops the write and leaves no output directory behind.
     pub fn save<E: From<ModelError>>(&self, out: &Path, block: &mut dyn FnMut(usize) -> Result<Block, E>) -> Result<PathBuf, E> {
-        self.save_with_config(out, &[], block)
+        self.save_with_config(out, &[], &[], block)
     }
 
     /// [`Model::save`], with `config` keys set in the written config.json (e.g.
-    /// `("attention_bias", true)` when blocks gained biases); keys not named are copied.
+    /// `("attention_bias", true)` when blocks gained biases); keys not named are copied. `files`
+    /// are further side files written into the directory (e.g. the recipe that made it).
     pub fn save_with_config<E: From<ModelError>>(
         &self,
         out: &Path,
         config: &[(&str, serde_json::Value)],
+        files: &[(&str, &[u8])],
         block: &mut dyn FnMut(usize) -> Result<Block, E>,
     ) -> Result<PathBuf, E> {
         let dir = self.weights.dir().to_path_buf();
@@ -866,6 +868,9 @@ impl Model {
                 continue;
             }
             writer.copy_if_present(&dir, side).map_err(ModelError::from)?;
+        }
+        for (name, bytes) in files {
+            writer.write_file(name, bytes).map_err(ModelError::from)?;
         }
         Ok(writer.finish().map_err(ModelError::from)?)
     }

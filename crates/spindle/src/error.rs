@@ -19,6 +19,9 @@ pub enum PipelineError {
     UnderPruned { linear: String, achieved: f64, target: f64 },
     #[error("{0}")]
     Config(String),
+    /// Calibration data that cannot be read, tokenized or sampled.
+    #[error(transparent)]
+    Data(#[from] spindle_data::DataError),
     #[error("sparsity induction: {0}")]
     Induce(spindle_induce::InduceError),
     /// An induction or reconstruction failure, with the block it happened in.

@@ -37,4 +37,7 @@ pub mod mem;
 pub mod output;
 pub mod progress;
 pub mod prune;
+pub mod recipe;
 pub mod zoo;
+
+pub use recipe::{Recipe, prune_with_recipe};

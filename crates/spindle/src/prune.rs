@@ -145,6 +145,19 @@ pub fn prune_model(
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PruneReport, PipelineError> {
+    prune_model_with_files(model, calib, cfg, out, &[], progress)
+}
+
+/// [`prune_model`], with `files` (name, bytes) written into the output directory beside the
+/// weights, published with them or not at all (the recipe a checkpoint carries).
+pub fn prune_model_with_files(
+    model: &Model,
+    calib: Option<&Tensor>,
+    cfg: &PruneConfig,
+    out: &Path,
+    files: &[(&str, &[u8])],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PruneReport, PipelineError> {
     let _guard = tch::no_grad_guard();
     cfg.pattern.validate().map_err(|e| PipelineError::Config(e.to_string()))?;
     if cfg.batch_size == 0 {
@@ -227,7 +240,7 @@ pub fn prune_model(
     }
     let plan = BlockPlan { model, cfg, induce, shift_groups, targets: &targets, ratios: ratios.as_deref() };
     let mut rep = RunReports::default();
-    let out_dir = model.save_with_config(out, &config_keys, &mut |i| -> Result<Block, PipelineError> {
+    let out_dir = model.save_with_config(out, &config_keys, files, &mut |i| -> Result<Block, PipelineError> {
         progress(i, layers);
         prune_block(&plan, i, &mut acts, &mut rep)
     })?;

@@ -69,11 +69,11 @@ fn bad_induction_flags_are_usage_errors_before_anything_is_loaded() {
     let cases: &[(&[&str], &str)] = &[
         (&["induce", "--model", "m", "--out", "o", "--json", json, "--induce", "scaling"], "--induce: unknown stage \"scaling\""),
         (&["induce", "--model", "m", "--out", "o", "--induce", "none"], "--induce none: nothing to do"),
-        (&["induce", "--model", "m", "--out", "o", "--induce", "equivalent-snl", "--snl", "none"], "needs an --snl other than none"),
         (
-            &["induce", "--model", "m", "--out", "o", "--si-lr", "0"],
-            "the distribution stage's learning rate (--si-lr) must be positive and finite, got 0",
+            &["induce", "--model", "m", "--out", "o", "--induce", "equivalent-snl", "--snl", "none"],
+            "induce.equivalent_snl.snl (--snl) must not be none",
         ),
+        (&["induce", "--model", "m", "--out", "o", "--si-lr", "0"], "induce.distribution.lr (--si-lr) must be positive and finite, got 0"),
         (
             &[
                 "prune",
@@ -90,7 +90,7 @@ fn bad_induction_flags_are_usage_errors_before_anything_is_loaded() {
                 "--feature-epochs",
                 "0",
             ],
-            "the feature stage: the epochs must be at least 1, got 0",
+            "induce.feature.epochs (--feature-epochs) must be at least 1, got 0",
         ),
         (
             &["induce", "--model", "m", "--out", "o", "--pruning-aware", "pruned"],
@@ -251,4 +251,40 @@ fn data_fetch_validates_then_needs_the_hub_feature() {
         assert!(stderr(&o).contains("built without the `hub` feature"), "{}", stderr(&o));
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
     }
+}
+
+#[test]
+fn a_bad_recipe_file_is_one_usage_line_naming_it_before_anything_is_loaded() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |name: &str, text: &str| {
+        let path = t.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let garbage = p("garbage.toml", "[prune\nmethod = ");
+    let unknown = p("unknown.toml", "[prune]\nmethod = \"wanda\"\nsparsity = 0.5\nsparstiy = 0.5\n");
+    let value = p("value.toml", "[prune]\nmethod = \"wanda\"\nsparsity = 0.5\n[calibration]\nnsamples = -1\n");
+    let range =
+        p("range.toml", "[prune]\nmethod = \"wanda\"\nsparsity = 0.5\n[induce]\nstages = [\"feature\"]\n[induce.feature]\nlr = -1.0\n");
+    let dir = t.path().to_str().unwrap().to_owned();
+    let cases: &[(&str, &str)] = &[
+        (&garbage, "--recipe "),
+        (&unknown, "unknown field `sparstiy`"),
+        (&value, "nsamples"),
+        (&range, "induce.feature.lr (--feature-lr) must be positive and finite, got -1"),
+        (&dir, "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+        ("/nonexistent/recipe.toml", "--recipe /nonexistent/recipe.toml: "),
+    ];
+    for (file, want) in cases {
+        let o = spindle(&["prune", "--model", "m", "--recipe", file, "--out", "o"], t.path());
+        assert_eq!(o.status.code(), Some(2), "{file}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("spindle: error: ") && err.contains(want), "{file}: {err}");
+        if *file != "/dev/zero" && *file != "/nonexistent/recipe.toml" {
+            assert!(err.contains(*file) || err.contains("induce.feature.lr"), "names the file: {err}");
+        }
+    }
+    assert!(!t.path().join("o").exists());
 }

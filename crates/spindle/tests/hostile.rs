@@ -646,10 +646,18 @@ fn flag_errors_name_what_is_wrong() {
         let o = Command::new(bin()).args(args).output().unwrap();
         (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
     };
-    // F12: the missing arguments are named.
+    // F12: the missing arguments are named: by clap, and where a recipe file may supply them, by
+    // the recipe's field and flag.
     assert_eq!(
         run(&["prune", "--model", "x", "--method", "wanda"]),
-        (Some(2), "spindle: error: the following required arguments were not provided: --out <OUT>, --sparsity <SPARSITY> (see `spindle --help`)\n".into())
+        (Some(2), "spindle: error: the following required arguments were not provided: --out <OUT> (see `spindle --help`)\n".into())
+    );
+    assert_eq!(
+        run(&["prune", "--model", "x", "--method", "wanda", "--out", "o"]),
+        (
+            Some(2),
+            "spindle: error: prune.sparsity (--sparsity) is missing: give a sparsity (e.g. 0.5) or an N:M pattern (e.g. 2:4)\n".into()
+        )
     );
     // `convert` onto an existing --out is a usage error, as it is for `prune` (it exited 1).
     let t = tempfile::tempdir().unwrap();

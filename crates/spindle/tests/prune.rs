@@ -335,18 +335,18 @@ fn spindle_prune_writes_a_model_and_a_report() {
     let cases: &[(&[&str], &str)] = &[
         (&["--method", "wanda", "--pattern", "2:x"], "--pattern must be N:M with 0 < N < M (e.g. 2:4), got \"2:x\""),
         (&["--method", "wanda", "--pattern", "4:2"], "--pattern must be N:M with 0 < N < M (e.g. 2:4), got \"4:2\""),
-        (&["--method", "wanda", "--sparsity", "1.5"], "--sparsity must be in [0, 1), got 1.5"),
+        (&["--method", "wanda", "--sparsity", "1.5"], "prune.sparsity (--sparsity) must be in [0, 1), got 1.5"),
         (
             &["--method", "wanda", "--sparsity", "0.5", "--allocation", "owl", "--pattern", "2:4"],
             "the argument '--sparsity <SPARSITY>' cannot be used with '--pattern <N:M>'",
         ),
         (
             &["--method", "wanda", "--pattern", "2:4", "--allocation", "owl"],
-            "--allocation owl needs --sparsity (OWL allocates unstructured sparsity per block)",
+            "prune.allocation (--allocation) owl needs a sparsity, not a pattern (OWL allocates unstructured sparsity per block)",
         ),
         (
             &["--method", "sparsegpt", "--sparsity", "0.5", "--percdamp", "0"],
-            "--percdamp must be positive and at most --max-percdamp, got 0 and 1",
+            "prune.sparsegpt.percdamp (--percdamp) must be positive and finite, got 0",
         ),
     ];
     let fresh = t.path().join("fresh");
@@ -484,4 +484,86 @@ fn spindle_induce_for_ria_uses_the_alpha_it_is_given() {
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["config"]["mask"], serde_json::json!({"ria": {"alpha": 0.25}}));
     assert_eq!(r["config"]["distribution"]["scorer"], serde_json::json!({"ria": {"alpha": 0.25}}));
+}
+
+/// Every file of a model directory, by name, as bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_recipe_a_checkpoint_carries_makes_it_again_bit_for_bit() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("stories");
+    stories(&model);
+    let m = model.to_str().unwrap();
+    let first = t.path().join("first");
+    let json = t.path().join("first.json");
+    let o = spindle(&[
+        "prune",
+        "--model",
+        m,
+        "--method",
+        "wanda",
+        "--pattern",
+        "2:4",
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "32",
+        "--seed",
+        "7",
+        "--induce",
+        "distribution,feature",
+        "--feature-epochs",
+        "1",
+        "--snl",
+        "nuclear",
+        "--reconstruct",
+        "--recon-epochs",
+        "1",
+        "--out",
+        first.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let recipe_path = first.join("spindle_recipe.toml");
+    let recipe = std::fs::read_to_string(&recipe_path).unwrap();
+    for line in [
+        "method = \"wanda\"",
+        "pattern = \"2:4\"",
+        "seqlen = 32",
+        "seed = 7",
+        "stages = [\"distribution\", \"feature\"]",
+        "snl = \"nuclear\"",
+    ] {
+        assert!(recipe.contains(line), "{line} in\n{recipe}");
+    }
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["recipe"]["calibration"]["nsamples"], 4);
+    assert_eq!(r["recipe"]["reconstruct"]["epochs"], 1);
+
+    // The saved recipe alone makes the same checkpoint, and --print-recipe shows the same recipe.
+    let again = t.path().join("again");
+    let o = spindle(&["prune", "--model", m, "--recipe", recipe_path.to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(files(&first), files(&again), "the re-run checkpoint differs");
+    let o = spindle(&["prune", "--model", m, "--recipe", recipe_path.to_str().unwrap(), "--print-recipe"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end(), recipe.trim_end());
+
+    // A flag beside the recipe overrides its field, and the new checkpoint says so.
+    let other = t.path().join("other");
+    let o = spindle(&["prune", "--model", m, "--recipe", recipe_path.to_str().unwrap(), "--seed", "8", "--out", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let other_recipe = std::fs::read_to_string(other.join("spindle_recipe.toml")).unwrap();
+    assert_eq!(other_recipe, recipe.replace("seed = 7", "seed = 8"));
+    let weights = |dir: &Path| files(dir).into_iter().filter(|(n, _)| n.ends_with(".safetensors")).collect::<Vec<_>>();
+    assert!(!weights(&first).is_empty());
+    assert_ne!(weights(&first), weights(&other), "another seed draws other windows");
 }

@@ -91,21 +91,11 @@ pub struct InduceArgs {
     pub ria_alpha: f64,
     #[command(flatten)]
     pub induce: InduceFlags,
-    /// Calibration corpus: c4, or a .txt/.jsonl/.parquet file.
-    #[arg(long, default_value = "c4")]
-    pub calib: String,
-    /// Number of calibration windows.
-    #[arg(long, default_value_t = 128)]
-    pub nsamples: usize,
-    /// Tokens per calibration window (default: 2048, or the model's context if smaller).
+    #[command(flatten)]
+    pub calib: CalibFlags,
+    /// Calibration windows per forward pass [default: 1].
     #[arg(long)]
-    pub seqlen: Option<usize>,
-    /// The seed of Python's `random.seed` that draws the windows.
-    #[arg(long, default_value_t = 0)]
-    pub seed: i64,
-    /// Calibration windows per forward pass.
-    #[arg(long, default_value_t = 1)]
-    pub batch_size: usize,
+    pub batch_size: Option<usize>,
     /// Where to write the induced dense model (a new directory; never the input).
     #[arg(long)]
     pub out: PathBuf,
@@ -118,8 +108,11 @@ pub struct InduceArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Sparsity Induction's options, shared by `spindle induce` and `spindle prune --induce`.
+/// Sparsity Induction's options, shared by `spindle induce` and `spindle prune --induce`. Each
+/// sets a field of the recipe's `[induce]` section; a flag not given leaves the recipe's value
+/// (or its default) in place.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Sparsity Induction (before pruning)")]
 pub struct InduceFlags {
     /// Induction stages, comma-separated: distribution, equivalent-snl, feature, shift; or none
     /// (default: `distribution,feature` for `spindle induce`, none for `spindle prune`). `shift`
@@ -129,67 +122,68 @@ pub struct InduceFlags {
     #[arg(long, value_name = "STAGES")]
     pub induce: Option<String>,
     /// Which absorbable sites the equivalent stages rescale: all, or only the norm → linear ones
-    /// (no pruned matrix is divided by the scales).
-    #[arg(long, value_enum, default_value = "norms")]
-    pub si_sites: SitesArg,
-    /// Distribution stage: where the search for the scales starts.
-    #[arg(long, value_enum, default_value = "act-norm")]
-    pub si_start: StartArg,
-    /// Distribution stage: SmoothQuant's migration strength α of the start.
-    #[arg(long, default_value_t = 0.5)]
-    pub si_alpha: f64,
+    /// (no pruned matrix is divided by the scales) [default: norms].
+    #[arg(long, value_enum)]
+    pub si_sites: Option<SitesArg>,
+    /// Distribution stage: where the search for the scales starts [default: act-norm].
+    #[arg(long, value_enum)]
+    pub si_start: Option<StartArg>,
+    /// Distribution stage: SmoothQuant's migration strength α of the start [default: 0.5].
+    #[arg(long)]
+    pub si_alpha: Option<f64>,
     /// Distribution stage: gradient steps on log D per site (0: the start is only compared with
-    /// identity; at norm sites the act-norm start is already the objective's optimum).
-    #[arg(long, default_value_t = 0)]
-    pub si_steps: usize,
-    /// Distribution stage: Adam's learning rate on log D.
-    #[arg(long, default_value_t = 0.05)]
-    pub si_lr: f64,
-    /// Distribution stage: the soft mask's temperature (relative to the threshold).
-    #[arg(long, default_value_t = 0.05)]
-    pub si_temperature: f64,
-    /// Distribution stage: the bound on |log D|.
-    #[arg(long, default_value_t = 8.0)]
-    pub si_max_log_scale: f64,
+    /// identity; at norm sites the act-norm start is already the objective's optimum) [default: 0].
+    #[arg(long)]
+    pub si_steps: Option<usize>,
+    /// Distribution stage: Adam's learning rate on log D [default: 0.05].
+    #[arg(long)]
+    pub si_lr: Option<f64>,
+    /// Distribution stage: the soft mask's temperature (relative to the threshold) [default: 0.05].
+    #[arg(long)]
+    pub si_temperature: Option<f64>,
+    /// Distribution stage: the bound on |log D| [default: 8].
+    #[arg(long)]
+    pub si_max_log_scale: Option<f64>,
     /// Distribution stage: how the scales are chosen. `closed-form`: the start (and its
     /// `--si-steps`) alone. `reconstruction`: then refined by training further absorbable scales
     /// at the same sites on the block pruned through the target's mask (straight-through) to
     /// reconstruct the dense block, optionally with `--si-refine-snl`; the dense function stays
-    /// unchanged.
-    #[arg(long, value_enum, default_value = "closed-form")]
-    pub si_fit: FitArg,
-    /// Distribution stage, `--si-fit reconstruction`: epochs over the calibration windows.
-    #[arg(long, default_value_t = 2)]
-    pub si_refine_epochs: usize,
-    /// Distribution stage, `--si-fit reconstruction`: Adam's learning rate on log D.
-    #[arg(long, default_value_t = 5e-3)]
-    pub si_refine_lr: f64,
+    /// unchanged [default: closed-form].
+    #[arg(long, value_enum)]
+    pub si_fit: Option<FitArg>,
+    /// Distribution stage, `--si-fit reconstruction`: epochs over the calibration windows [default: 2].
+    #[arg(long)]
+    pub si_refine_epochs: Option<usize>,
+    /// Distribution stage, `--si-fit reconstruction`: Adam's learning rate on log D [default: 5e-3].
+    #[arg(long)]
+    pub si_refine_lr: Option<f64>,
     /// Distribution stage, `--si-fit reconstruction`: an SNL of the consumers' inputs added to
-    /// the loss, weighted by `--snl-lambda` (default: none).
+    /// the loss, weighted by `--snl-lambda` [default: none].
     #[arg(long, value_enum)]
     pub si_refine_snl: Option<SnlArg>,
-    /// The feature stage's Spectral Norm Loss (default: none); `nuclear` for the equivalent
-    /// stage, which needs one.
+    /// The feature stage's Spectral Norm Loss [default: none]; the equivalent stage's [default:
+    /// nuclear], which needs one.
     #[arg(long, value_enum)]
     pub snl: Option<SnlArg>,
-    /// Feature stage: the SNL's weight λ [default: 1e-5].
+    /// The SNL's weight λ (feature stage, and the distribution stage's reconstruction fit)
+    /// [default: 1e-5].
     #[arg(long)]
     pub snl_lambda: Option<f64>,
-    /// The features the SNL acts on (feature stage and reconstruction).
-    #[arg(long, value_enum, default_value = "inputs")]
-    pub snl_features: SnlFeaturesArg,
-    /// Tokens of each feature matrix that enter the SNL.
-    #[arg(long, default_value_t = 256)]
-    pub snl_tokens: i64,
-    /// Feature stage: AdamW's learning rate on the scalers.
-    #[arg(long, default_value_t = 5e-3)]
-    pub feature_lr: f64,
-    /// Feature stage: epochs over the calibration windows, per block.
-    #[arg(long, default_value_t = 2)]
-    pub feature_epochs: usize,
-    /// Feature stage: AdamW's decoupled weight decay (toward scalers of 1).
-    #[arg(long, default_value_t = 0.0)]
-    pub feature_weight_decay: f64,
+    /// The features the SNL acts on (feature stage and reconstruction) [default: inputs].
+    #[arg(long, value_enum)]
+    pub snl_features: Option<SnlFeaturesArg>,
+    /// Tokens of each feature matrix that enter the SNL [default: 256].
+    #[arg(long)]
+    pub snl_tokens: Option<i64>,
+    /// Feature stage: AdamW's learning rate on the scalers [default: 5e-3].
+    #[arg(long)]
+    pub feature_lr: Option<f64>,
+    /// Feature stage: epochs over the calibration windows, per block [default: 2].
+    #[arg(long)]
+    pub feature_epochs: Option<usize>,
+    /// Feature stage: AdamW's decoupled weight decay (toward scalers of 1) [default: 0].
+    #[arg(long)]
+    pub feature_weight_decay: Option<f64>,
     /// Feature stage: what the scalers reconstruct before the pruner runs. `mask`: the block
     /// through the target pruner's mask, re-chosen at every step, straight-through (SparseGPT's
     /// mask approximated by Wanda's). `off`: the dense block (then only the SNL moves the
@@ -197,12 +191,30 @@ pub struct InduceFlags {
     /// `spindle prune --reconstruct`.
     #[arg(long, value_enum, value_name = "HOW")]
     pub pruning_aware: Option<PruningAwareArg>,
-    /// Equivalent SNL stage: gradient steps per site.
-    #[arg(long, default_value_t = 30)]
-    pub equiv_steps: usize,
-    /// Equivalent SNL stage: the bound on |log D|.
-    #[arg(long, default_value_t = 1.0)]
-    pub equiv_max_log_scale: f64,
+    /// Equivalent SNL stage: gradient steps per site [default: 30].
+    #[arg(long)]
+    pub equiv_steps: Option<usize>,
+    /// Equivalent SNL stage: the bound on |log D| [default: 1].
+    #[arg(long)]
+    pub equiv_max_log_scale: Option<f64>,
+}
+
+/// Which calibration windows: shared by `spindle prune`, `spindle induce` and `spindle data calib`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Calibration")]
+pub struct CalibFlags {
+    /// Calibration corpus: c4, or a .txt/.jsonl/.parquet file [default: c4].
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// Number of calibration windows [default: 128].
+    #[arg(long)]
+    pub nsamples: Option<usize>,
+    /// Tokens per calibration window [default: 2048, or the model's context if smaller].
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    /// The seed of Python's `random.seed` that draws the windows [default: 0].
+    #[arg(long)]
+    pub seed: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -249,6 +261,7 @@ pub enum PruningAwareArg {
 /// Reconstruction after pruning (`spindle prune` only): not induction, since it acts on the
 /// block the pruner has already pruned.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Reconstruction (after pruning)")]
 pub struct ReconstructFlags {
     /// After each block is pruned, train per-channel scalers on its input groups (its mask and
     /// pruned weights fixed) towards the dense block's outputs on the calibration inputs, then
@@ -277,41 +290,45 @@ pub enum SnlFeaturesArg {
     Output,
 }
 
+/// `spindle prune`: each flag sets one field of the recipe; `--recipe` reads the others from a
+/// file, and anything neither names takes the recipe's default.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
     /// The model to prune: a Hugging Face directory, or a known name (smollm2-135m).
     #[arg(long)]
     pub model: String,
+    /// A recipe file (TOML, e.g. the `spindle_recipe.toml` a pruned model carries); flags given
+    /// beside it override its fields.
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// Print the resolved recipe (every default filled) and exit without pruning.
+    #[arg(long)]
+    pub print_recipe: bool,
     /// The pruner.
     #[arg(long, value_enum)]
-    pub method: MethodArg,
+    pub method: Option<MethodArg>,
     /// Unstructured sparsity in [0, 1), e.g. 0.5.
-    #[arg(long, conflicts_with = "pattern", required_unless_present = "pattern")]
+    #[arg(long, conflicts_with = "pattern")]
     pub sparsity: Option<f64>,
     /// N:M sparsity: at most N nonzeros in every M consecutive inputs, e.g. 2:4 or 4:8.
     #[arg(long, value_name = "N:M")]
     pub pattern: Option<String>,
-    /// How the sparsity is shared between blocks (OWL: by outlier ratio, unstructured only).
-    #[arg(long, value_enum, default_value = "uniform")]
-    pub allocation: AllocationArg,
-    /// OWL's outlier threshold, as a multiple of the mean score.
-    #[arg(long, default_value_t = 5.0, value_name = "M")]
-    pub owl_m: f64,
-    /// OWL's λ: block sparsities spread over target ± λ.
-    #[arg(long, default_value_t = 0.08, value_name = "LAMBDA")]
-    pub owl_lambda: f64,
-    /// Calibration corpus: c4, or a .txt/.jsonl/.parquet file.
-    #[arg(long, default_value = "c4")]
-    pub calib: String,
-    /// Number of calibration windows.
-    #[arg(long, default_value_t = 128)]
-    pub nsamples: usize,
-    /// Tokens per calibration window (default: 2048, or the model's context if smaller).
+    /// How the sparsity is shared between blocks (OWL: by outlier ratio, unstructured only)
+    /// [default: uniform].
+    #[arg(long, value_enum)]
+    pub allocation: Option<AllocationArg>,
+    /// OWL's outlier threshold, as a multiple of the mean score [default: 5].
+    #[arg(long, value_name = "M")]
+    pub owl_m: Option<f64>,
+    /// OWL's λ: block sparsities spread over target ± λ [default: 0.08].
+    #[arg(long, value_name = "LAMBDA")]
+    pub owl_lambda: Option<f64>,
+    #[command(flatten)]
+    pub calib: CalibFlags,
+    /// Calibration windows per forward pass (1, as the reference scripts: larger batches are no
+    /// faster on a CPU and raise peak memory by their attention and MLP temporaries) [default: 1].
     #[arg(long)]
-    pub seqlen: Option<usize>,
-    /// The seed of Python's `random.seed` that draws the windows.
-    #[arg(long, default_value_t = 0)]
-    pub seed: i64,
+    pub batch_size: Option<usize>,
     /// Prune q/k/v, then o, then gate/up, then down, re-accumulating statistics in between.
     #[arg(long)]
     pub true_sequential: bool,
@@ -320,35 +337,33 @@ pub struct PruneArgs {
     #[arg(long)]
     pub layer_errors: bool,
     /// The dtype weights and calibration activations are held in while pruning (statistics are
-    /// always f32; the written model keeps each tensor's stored dtype). `model`: the checkpoint's.
-    #[arg(long, value_enum, default_value = "float32")]
-    pub dtype: DtypeArg,
+    /// always f32; the written model keeps each tensor's stored dtype). `model`: the checkpoint's
+    /// [default: float32].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
     #[command(flatten)]
     pub induce: InduceFlags,
     #[command(flatten)]
     pub reconstruct: ReconstructFlags,
-    /// Calibration windows per forward pass (1, as the reference scripts: larger batches are no
-    /// faster on a CPU and raise peak memory by their attention and MLP temporaries).
-    #[arg(long, default_value_t = 1)]
-    pub batch_size: usize,
-    /// Magnitude only: one threshold per matrix (the reference), or per output row.
-    #[arg(long, value_enum, default_value = "matrix")]
-    pub magnitude_scope: ScopeArg,
-    /// RIA only: the activation exponent a.
-    #[arg(long, default_value_t = 0.5)]
-    pub ria_alpha: f64,
-    /// SparseGPT only: damping as a share of the mean Hessian diagonal.
-    #[arg(long, default_value_t = 0.01)]
-    pub percdamp: f64,
-    /// SparseGPT only: the largest damping tried after failed factorisations (×10 each retry).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_percdamp: f64,
-    /// SparseGPT only: columns per block.
-    #[arg(long, default_value_t = 128)]
-    pub blocksize: i64,
-    /// Where to write the pruned model (a new directory; never the input).
+    /// Magnitude only: one threshold per matrix (the reference), or per output row [default: matrix].
+    #[arg(long, value_enum)]
+    pub magnitude_scope: Option<ScopeArg>,
+    /// RIA only: the activation exponent a [default: 0.5].
     #[arg(long)]
-    pub out: PathBuf,
+    pub ria_alpha: Option<f64>,
+    /// SparseGPT only: damping as a share of the mean Hessian diagonal [default: 0.01].
+    #[arg(long)]
+    pub percdamp: Option<f64>,
+    /// SparseGPT only: the largest damping tried after failed factorisations (×10 each retry)
+    /// [default: 1].
+    #[arg(long)]
+    pub max_percdamp: Option<f64>,
+    /// SparseGPT only: columns per block [default: 128].
+    #[arg(long)]
+    pub blocksize: Option<i64>,
+    /// Where to write the pruned model (a new directory; never the input).
+    #[arg(long, required_unless_present = "print_recipe")]
+    pub out: Option<PathBuf>,
     /// Also write the report as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -458,18 +473,8 @@ pub struct CalibArgs {
     /// The model whose tokenizer is used (a directory, or a known name such as smollm2-135m).
     #[arg(long)]
     pub model: String,
-    /// Calibration corpus: c4, or a .txt/.jsonl/.parquet file.
-    #[arg(long, default_value = "c4")]
-    pub calib: String,
-    /// Number of windows.
-    #[arg(long, default_value_t = 128)]
-    pub nsamples: usize,
-    /// Tokens per window (default: 2048, or the model's context if smaller).
-    #[arg(long)]
-    pub seqlen: Option<usize>,
-    /// The seed of Python's `random.seed`.
-    #[arg(long, default_value_t = 0)]
-    pub seed: i64,
+    #[command(flatten)]
+    pub calib: CalibFlags,
     /// Also write the windows as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

@@ -1,6 +1,5 @@
-//! What the commands that read calibration data and write models share: N:M patterns from
-//! flags, calibration windows drawn as the reference loaders draw them, and the hashes of a
-//! model's files for reports. Both `cmd/prune.rs` and `cmd/induce.rs` use it, and it uses
+//! What the commands that read calibration data and write models share: calibration windows
+//! drawn as the reference loaders draw them, and the hashes of a model's files for reports. Both `cmd/prune.rs` and `cmd/induce.rs` use it, and it uses
 //! neither.
 
 use std::path::Path;
@@ -8,49 +7,26 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{Value, json};
 use spindle::prune::{Allocation, Method};
+use spindle::recipe::ResolvedCalibration;
 use spindle_data::DataDir;
 use spindle_data::cache::file_sha256;
-use spindle_data::corpus::{Corpus, calibration_documents, sample_windows, tokenize_documents};
-use spindle_prune::Pattern;
 use spindle_prune::magnitude::Scope;
 use tch::{Device, Kind, Tensor};
 
 use crate::Failure;
-use crate::cmd::data::{resolve_seqlen, token_cache, tokenizer_of};
-
-/// `"2:4"` → `Pattern::NM { n: 2, m: 4 }`; the only place a pattern is a string.
-pub fn parse_pattern(s: &str) -> Result<Pattern, String> {
-    let bad = || format!("--pattern must be N:M with 0 < N < M (e.g. 2:4), got {s:?}");
-    let (n, m) = s.split_once(':').ok_or_else(bad)?;
-    let (n, m) = (n.trim().parse::<usize>().map_err(|_| bad())?, m.trim().parse::<usize>().map_err(|_| bad())?);
-    Pattern::NM { n, m }.validate().map_err(|_| bad())
-}
+use crate::cmd::data::{token_cache, tokenizer_of};
 
 /// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them, and their
 /// description for the JSON report.
-pub(crate) fn calibration(
-    dir: &Path,
-    calib: &str,
-    nsamples: usize,
-    seqlen: Option<usize>,
-    seed: i64,
-    data_flag: Option<&Path>,
-) -> Result<(Tensor, Value), Failure> {
-    let (tokenizer, context) = tokenizer_of(dir)?;
-    let seqlen = resolve_seqlen(seqlen, context)?;
+pub(crate) fn calibration(dir: &Path, calib: &ResolvedCalibration, data_flag: Option<&Path>) -> Result<(Tensor, Value), Failure> {
+    let (_, context) = tokenizer_of(dir)?;
+    let seqlen = calib.seqlen.unwrap_or(2048.min(context));
     let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
-    let Ok(corpus) = calib.parse::<Corpus>();
-    let docs = calibration_documents(&corpus, &data).map_err(crate::cmd::corpus_failure)?;
-    let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
-    let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), nsamples, seqlen, seed).map_err(anyhow::Error::from)?;
-    let ids: Vec<i64> = windows.iter().flat_map(|w| w.ids.iter().map(|&t| i64::from(t))).collect();
-    let ids = Tensor::from_slice(&ids).view([nsamples as i64, seqlen as i64]);
-    let info = json!({
-        "calib": corpus.to_string(), "source": docs.source, "source_sha256": file_sha256(&docs.source).map_err(anyhow::Error::from)?,
-        "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "note": docs.note,
-        "windows": windows.iter().map(|w| json!([w.doc, w.offset])).collect::<Vec<_>>(),
-    });
-    Ok((ids, info))
+    let (ids, info) = spindle::recipe::draw_calibration(dir, calib, seqlen, &data, &token_cache()).map_err(|e| match e {
+        spindle::prune::PipelineError::Data(e) => crate::cmd::corpus_failure(e),
+        e => Failure::Other(e.into()),
+    })?;
+    Ok((ids, serde_json::to_value(&info).map_err(anyhow::Error::from)?))
 }
 
 /// SHA-256 of every safetensors file of a model directory, by name.

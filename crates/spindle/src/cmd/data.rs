@@ -80,12 +80,15 @@ pub(crate) fn token_cache() -> TokenCache {
 }
 
 fn calib(dir: &DataDir, args: CalibArgs) -> Result<(), Failure> {
+    let mut c = spindle::recipe::Calibration::default();
+    args.calib.apply(&mut c);
+    let c = c.resolve().map_err(|e| Failure::Usage(e.to_string()))?;
     let (tokenizer, context) = model_tokenizer(&args.model)?;
-    let seqlen = resolve_seqlen(args.seqlen, context)?;
-    let Ok(corpus) = args.calib.parse::<Corpus>();
+    let seqlen = c.seqlen.unwrap_or(2048.min(context));
+    let Ok(corpus) = c.source.parse::<Corpus>();
     let docs = calibration_documents(&corpus, dir).map_err(crate::cmd::corpus_failure)?;
     let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
-    let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), args.nsamples, seqlen, args.seed).map_err(anyhow::Error::from)?;
+    let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), c.nsamples, seqlen, c.seed).map_err(anyhow::Error::from)?;
     for (k, w) in windows.iter().enumerate() {
         say!("{k}\tdoc {}\toffset {}", w.doc, w.offset);
     }
@@ -95,8 +98,8 @@ fn calib(dir: &DataDir, args: CalibArgs) -> Result<(), Failure> {
     if let Some(path) = args.json {
         let list: Vec<_> = windows.iter().map(|w| json!({"doc": w.doc, "offset": w.offset})).collect();
         let value = json!({
-            "model": args.model, "calib": corpus.to_string(), "nsamples": args.nsamples, "seqlen": seqlen,
-            "seed": args.seed, "note": docs.note, "windows": list,
+            "model": args.model, "calib": corpus.to_string(), "nsamples": c.nsamples, "seqlen": seqlen,
+            "seed": c.seed, "note": docs.note, "windows": list,
         });
         output::write_json(&path, &value).map_err(anyhow::Error::from)?;
     }

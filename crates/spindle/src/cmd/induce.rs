@@ -1,241 +1,25 @@
-//! `spindle induce` and the `--induce` flags of `spindle prune`: flags → a validated
+//! `spindle induce`: flags → the recipe's resolved `[induce]` section → a validated
 //! [`InduceConfig`] (before anything is loaded) → `spindle::induce` → a report on the terminal
-//! and, with `--json`, a file.
+//! and, with `--json`, a file. Also the induction and reconstruction reports as JSON, which
+//! `spindle prune` shares.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use spindle::induce::{BlockInduction, BlockReconstruction, InduceConfig, SiteChoice, induce_model};
+use spindle::induce::{BlockInduction, BlockReconstruction, InduceConfig, induce_model};
+use spindle::recipe::{Calibration, Stage, StageDefaults};
 use spindle::{mem, output, progress};
-use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, Measures, PruningAware, Scorer, Snl, Start};
+use spindle_induce::{FeatureConfig, FeatureSource, Measures, Scorer, Start};
 use spindle_model::{Model, Runtime};
 use spindle_prune::Pattern;
 use tch::Kind;
 
 use crate::Failure;
-use crate::cmd::cli::{
-    FitArg, InduceArgs, InduceFlags, MethodArg, PruningAwareArg, ReconstructFlags, SitesArg, SnlArg, SnlFeaturesArg, StartArg,
-};
-use crate::cmd::common::{calibration, model_hashes, parse_pattern};
-
-/// The selection a pruner makes, as the induction stages see it (SparseGPT's is approximated by
-/// Wanda's: both are unchanged by absorbable scaling).
-pub(crate) fn scorer_of(method: MethodArg, ria_alpha: f64) -> Scorer {
-    match method {
-        MethodArg::Magnitude => Scorer::Magnitude,
-        MethodArg::Wanda | MethodArg::Sparsegpt => Scorer::Wanda,
-        MethodArg::Ria => Scorer::Ria { alpha: ria_alpha },
-    }
-}
-
-/// What the feature stage and the reconstruction take where their flags leave a choice open.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct FeatureDefaults {
-    /// The feature stage's pruning-aware mode.
-    pub pruning_aware: PruningAware,
-    /// The feature stage's SNL when `--snl` is not given (its λ, unless `--snl-lambda` says, is
-    /// [`FeatureConfig`]'s default, 1e-5).
-    pub snl: Option<Snl>,
-    /// The reconstruction's SNL when `--recon-snl` is not given.
-    pub recon_snl: Option<Snl>,
-}
-
-/// `spindle prune`'s defaults per pruner for the stages' open choices.
-pub(crate) fn prune_defaults(method: MethodArg) -> FeatureDefaults {
-    match method {
-        MethodArg::Magnitude | MethodArg::Wanda | MethodArg::Ria | MethodArg::Sparsegpt => {
-            FeatureDefaults { pruning_aware: PruningAware::Mask, snl: None, recon_snl: None }
-        }
-    }
-}
-
-/// `spindle induce`'s defaults: it runs no pruner, so the scalers train through the target's
-/// mask (and no SNL).
-pub(crate) fn induce_defaults() -> FeatureDefaults {
-    FeatureDefaults { pruning_aware: PruningAware::Mask, snl: None, recon_snl: None }
-}
-
-/// A configuration error's own words, without the variant's prefix.
-fn problem(e: spindle_induce::InduceError) -> String {
-    match e {
-        spindle_induce::InduceError::Config(m) => m,
-        other => other.to_string(),
-    }
-}
-
-fn snl_of(arg: SnlArg) -> Option<Snl> {
-    match arg {
-        SnlArg::Nuclear => Some(Snl::NuclearOverSpectral),
-        SnlArg::SpectralFrobenius => Some(Snl::SpectralOverFrobenius),
-        SnlArg::SpectralEnergy => Some(Snl::SpectralEnergy),
-        SnlArg::None => None,
-    }
-}
-
-fn source_of(flags: &InduceFlags) -> FeatureSource {
-    match flags.snl_features {
-        SnlFeaturesArg::Inputs => FeatureSource::LinearInputs,
-        SnlFeaturesArg::Output => FeatureSource::BlockOutput,
-    }
-}
-
-/// Stage two of the induction flags: `None` when no stage is asked for.
-pub(crate) fn config(
-    flags: &InduceFlags,
-    scorer: Scorer,
-    pattern: Pattern,
-    default_stages: &str,
-    defaults: FeatureDefaults,
-) -> Result<Option<InduceConfig>, Failure> {
-    let stages = flags.induce.as_deref().unwrap_or(default_stages);
-    let (mut distribution, mut equivalent, mut feature, mut shift) = (false, false, false, false);
-    for stage in stages.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match stage {
-            "distribution" => distribution = true,
-            "equivalent-snl" => equivalent = true,
-            "feature" => feature = true,
-            "shift" => shift = true,
-            "none" => {}
-            other => {
-                return Err(Failure::Usage(format!(
-                    "--induce: unknown stage {other:?}; the stages are distribution, equivalent-snl, feature, shift (comma-separated), or none"
-                )));
-            }
-        }
-    }
-    let pruning_aware = match flags.pruning_aware {
-        Some(PruningAwareArg::Off) => PruningAware::Off,
-        Some(PruningAwareArg::Mask) => PruningAware::Mask,
-        Some(PruningAwareArg::Pruned) => {
-            return Err(Failure::Usage(
-                "--pruning-aware pruned is now `spindle prune --reconstruct`: training on the pruned block, after the pruner, is reconstruction, not induction".into(),
-            ));
-        }
-        None => defaults.pruning_aware,
-    };
-    if flags.pruning_aware.is_some() && !feature {
-        return Err(Failure::Usage("--pruning-aware is an option of the feature stage: it needs --induce ...,feature".into()));
-    }
-    if !(distribution || equivalent || feature || shift) {
-        return Ok(None);
-    }
-    let usage = |e: spindle_induce::InduceError| Failure::Usage(e.to_string());
-    // `None`: the flag was not given.
-    let snl = flags.snl.map(snl_of);
-    let distribution = if distribution {
-        let start = match flags.si_start {
-            StartArg::Identity => Start::Identity,
-            StartArg::Smoothquant => Start::SmoothQuant { alpha: flags.si_alpha },
-            StartArg::ActNorm => Start::ActNorm,
-        };
-        let c = DistributionConfig {
-            scorer,
-            pattern,
-            start,
-            steps: flags.si_steps,
-            lr: flags.si_lr,
-            temperature: flags.si_temperature,
-            max_log_scale: flags.si_max_log_scale,
-            ..Default::default()
-        };
-        Some(c.validate().map_err(usage)?)
-    } else {
-        None
-    };
-    let equivalent = if equivalent {
-        let Some(snl) = snl.unwrap_or(Some(Snl::NuclearOverSpectral)) else {
-            return Err(Failure::Usage("--induce equivalent-snl needs an --snl other than none".into()));
-        };
-        if !(flags.equiv_max_log_scale > 0.0 && flags.snl_tokens > 0) {
-            return Err(Failure::Usage(format!(
-                "--equiv-max-log-scale and --snl-tokens must be positive, got {} and {}",
-                flags.equiv_max_log_scale, flags.snl_tokens
-            )));
-        }
-        Some(EquivalentSnlConfig {
-            snl,
-            steps: flags.equiv_steps,
-            max_log_scale: flags.equiv_max_log_scale,
-            max_tokens: flags.snl_tokens,
-            ..Default::default()
-        })
-    } else {
-        None
-    };
-    let feature = if feature {
-        let c = FeatureConfig {
-            snl: snl.unwrap_or(defaults.snl),
-            lambda: flags.snl_lambda.unwrap_or(FeatureConfig::default().lambda),
-            lr: flags.feature_lr,
-            epochs: flags.feature_epochs,
-            weight_decay: flags.feature_weight_decay,
-            source: source_of(flags),
-            max_tokens: flags.snl_tokens,
-            seed: 0,
-        };
-        Some(c.validate().map_err(|e| Failure::Usage(format!("the feature stage: {}", problem(e))))?)
-    } else {
-        None
-    };
-    let sites = match flags.si_sites {
-        SitesArg::All => SiteChoice::All,
-        SitesArg::Norms => SiteChoice::Norms,
-    };
-    let refine = match flags.si_fit {
-        FitArg::ClosedForm => None,
-        FitArg::Reconstruction => {
-            if distribution.is_none() {
-                return Err(Failure::Usage("--si-fit is an option of the distribution stage: it needs --induce distribution,...".into()));
-            }
-            let c = FeatureConfig {
-                snl: flags.si_refine_snl.and_then(snl_of),
-                lambda: flags.snl_lambda.unwrap_or(FeatureConfig::default().lambda),
-                lr: flags.si_refine_lr,
-                epochs: flags.si_refine_epochs,
-                weight_decay: 0.0,
-                source: FeatureSource::LinearInputs,
-                max_tokens: flags.snl_tokens,
-                seed: 0,
-            };
-            Some(c.validate().map_err(|e| Failure::Usage(format!("the distribution stage's training: {}", problem(e))))?)
-        }
-    };
-    Ok(Some(InduceConfig { distribution, refine, equivalent, feature, pruning_aware, mask: scorer, pattern, sites, shift }))
-}
-
-/// Stage two of the reconstruction flags: `None` without `--reconstruct`.
-pub(crate) fn reconstruct_config(
-    flags: &ReconstructFlags,
-    induce: &InduceFlags,
-    defaults: FeatureDefaults,
-) -> Result<Option<FeatureConfig>, Failure> {
-    if !flags.reconstruct {
-        let given = [
-            ("--recon-snl", flags.recon_snl.is_some()),
-            ("--recon-snl-lambda", flags.recon_snl_lambda.is_some()),
-            ("--recon-lr", flags.recon_lr.is_some()),
-            ("--recon-epochs", flags.recon_epochs.is_some()),
-        ];
-        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
-            return Err(Failure::Usage(format!("{flag} is an option of the reconstruction: it needs --reconstruct")));
-        }
-        return Ok(None);
-    }
-    let d = FeatureConfig::default();
-    let c = FeatureConfig {
-        snl: flags.recon_snl.map_or(defaults.recon_snl, snl_of),
-        lambda: flags.recon_snl_lambda.unwrap_or(d.lambda),
-        lr: flags.recon_lr.unwrap_or(d.lr),
-        epochs: flags.recon_epochs.unwrap_or(d.epochs),
-        weight_decay: 0.0,
-        source: source_of(induce),
-        max_tokens: induce.snl_tokens,
-        seed: 0,
-    };
-    Ok(Some(c.validate().map_err(|e| Failure::Usage(format!("the reconstruction: {}", problem(e))))?))
-}
+use crate::cmd::cli::{InduceArgs, MethodArg};
+use crate::cmd::common::{calibration, model_hashes};
+use crate::cmd::flags;
 
 fn measures_json(m: &[Measures]) -> Value {
     json!(m.iter().map(|m| json!({"true_removed": m.true_removed, "own_removed": m.own_removed, "entropy": m.entropy})).collect::<Vec<_>>())
@@ -351,8 +135,12 @@ pub(crate) fn summary_line(blocks: &[BlockInduction]) -> Option<String> {
 
 pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Result<(), Failure> {
     let started = Instant::now();
+    let usage = |e: spindle::recipe::RecipeError| Failure::Usage(e.to_string());
     let pattern = match &args.pattern {
-        Some(p) => parse_pattern(p).map_err(Failure::Usage)?,
+        Some(p) => {
+            let nm = flags::parse_pattern(p)?;
+            Pattern::NM { n: nm.n, m: nm.m }
+        }
         None => Pattern::Unstructured { sparsity: args.sparsity }
             .validate()
             .map_err(|_| Failure::Usage(format!("--sparsity must be in [0, 1), got {}", args.sparsity)))?,
@@ -360,17 +148,25 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
     if !args.ria_alpha.is_finite() {
         return Err(Failure::Usage(format!("--ria-alpha must be finite, got {}", args.ria_alpha)));
     }
-    let cfg = config(&args.induce, scorer_of(args.target, args.ria_alpha), pattern, "distribution,feature", induce_defaults())?
+    let target = flags::method(args.target);
+    let default_stages = [Stage::Distribution, Stage::Feature];
+    let mut induce = None;
+    flags::apply_induce(&args.induce, &mut induce, &default_stages, None)?;
+    let resolved = spindle::recipe::resolve_induce(induce.as_ref(), &default_stages, StageDefaults::for_method(target))
+        .map_err(usage)?
         .ok_or_else(|| Failure::Usage("--induce none: nothing to do".into()))?;
-    if cfg.shift {
+    if resolved.has(Stage::Shift) {
         return Err(Failure::Usage(
             "--induce shift acts through a pruner's statistics and the bias its pruning leaves: use it with `spindle prune --induce shift`"
                 .into(),
         ));
     }
-    if args.batch_size == 0 || args.nsamples == 0 {
-        return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
-    }
+    let cfg = spindle::recipe::induce_config(&resolved, spindle::recipe::scorer_of(target, args.ria_alpha), pattern)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut calib = Calibration::default();
+    args.calib.apply(&mut calib);
+    calib.batch_size = args.batch_size;
+    let calib = calib.resolve().map_err(usage)?;
     if args.out.exists() {
         return Err(Failure::Usage(format!(
             "--out {} already exists; spindle writes a new directory and never overwrites",
@@ -378,21 +174,21 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
         )));
     }
     let dir = crate::cmd::resolve_model(&args.model)?;
-    crate::cmd::check_outputs(Some(&args.out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &[&args.calib]))?;
+    crate::cmd::check_outputs(Some(&args.out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &[&calib.source]))?;
     if let Some(plots) = &args.plots {
         spindle::output::check_output_path(
             "--plots",
             plots,
             spindle::output::OutputKind::NewDir,
-            &crate::cmd::inputs(&dir, &[&args.calib]),
+            &crate::cmd::inputs(&dir, &[&calib.source]),
             &[&args.out],
         )
         .map_err(|e| Failure::Usage(e.to_string()))?;
     }
-    let (calib, data_info) = calibration(&dir, &args.calib, args.nsamples, args.seqlen, args.seed, data_flag)?;
+    let (calib_ids, data_info) = calibration(&dir, &calib, data_flag)?;
     let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
     let bar = progress::items("inducing blocks");
-    let report = induce_model(&model, &calib, &cfg, args.batch_size, &args.out, &mut |d, t| progress::update(&bar, d, t))
+    let report = induce_model(&model, &calib_ids, &cfg, calib.batch_size, &args.out, &mut |d, t| progress::update(&bar, d, t))
         .map_err(|e| Failure::Other(anyhow::Error::from(e).context(format!("inducing {}", dir.display()))))?;
     bar.finish_and_clear();
     let peak = mem::peak_rss_bytes();

@@ -15,6 +15,7 @@ pub mod common;
 pub mod convert;
 pub mod data;
 pub mod eval;
+pub mod flags;
 pub mod induce;
 pub mod inspect;
 pub mod plot;

@@ -1,133 +1,79 @@
-//! `spindle prune`: flags → a validated [`PruneConfig`] (before anything is loaded) → the
-//! sequential pipeline of `spindle::prune` → a report on the terminal and, with `--json`, a file.
+//! `spindle prune`: flags (over a `--recipe` file) → a resolved recipe (before anything is
+//! loaded) → `spindle::prune_with_recipe` → a report on the terminal and, with `--json`, a file.
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde_json::{Value, json};
-use spindle::prune::{Allocation, Method, PruneConfig, PruneReport, prune_model};
+use spindle::prune::{PipelineError, PruneConfig, PruneReport};
+use spindle::recipe::{Event, Recipe, RecipeReport, Resolved};
 use spindle::{mem, output, progress};
-use spindle_model::{Model, Runtime};
-use spindle_prune::magnitude::Scope;
-use spindle_prune::owl::OwlConfig;
-use spindle_prune::ria::RiaConfig;
-use spindle_prune::{Pattern, SparseGptConfig};
-use tch::Kind;
+use spindle_data::DataDir;
+use spindle_model::Runtime;
+use spindle_prune::Pattern;
 
 use crate::Failure;
-use crate::cmd::cli::{AllocationArg, DtypeArg, MethodArg, PruneArgs, ScopeArg};
-use crate::cmd::common::{allocation_json, calibration, device_name, kind_name, method_options_json, model_hashes, parse_pattern};
+use crate::cmd::cli::PruneArgs;
+use crate::cmd::common::{allocation_json, device_name, kind_name, method_options_json, model_hashes};
+use crate::cmd::data::token_cache;
+use crate::cmd::flags;
 
-/// Stage two: the raw flags as a typed configuration, or a usage error naming the flag.
-fn config(args: &PruneArgs) -> Result<PruneConfig, Failure> {
-    let pattern = match (&args.pattern, args.sparsity) {
-        (Some(p), _) => parse_pattern(p).map_err(Failure::Usage)?,
-        (None, Some(s)) => Pattern::Unstructured { sparsity: s }
-            .validate()
-            .map_err(|_| Failure::Usage(format!("--sparsity must be in [0, 1), got {s}")))?,
-        (None, None) => return Err(Failure::Usage("pass --sparsity or --pattern".into())),
+/// Stage two: the flags (over a `--recipe` file) as a resolved recipe, or a usage error naming
+/// the flag or field.
+pub(crate) fn recipe(args: &PruneArgs) -> Result<Resolved, Failure> {
+    let base = match &args.recipe {
+        Some(path) => Recipe::from_file(path).map_err(|e| Failure::Usage(format!("--recipe {e}")))?,
+        None => Recipe::default(),
     };
-    let method = match args.method {
-        MethodArg::Magnitude => Method::Magnitude(match args.magnitude_scope {
-            ScopeArg::Matrix => Scope::Matrix,
-            ScopeArg::Row => Scope::Row,
-        }),
-        MethodArg::Wanda => Method::Wanda,
-        MethodArg::Ria => {
-            if !args.ria_alpha.is_finite() {
-                return Err(Failure::Usage(format!("--ria-alpha must be finite, got {}", args.ria_alpha)));
-            }
-            Method::Ria(RiaConfig { alpha: args.ria_alpha })
-        }
-        MethodArg::Sparsegpt => {
-            if !(args.percdamp > 0.0 && args.max_percdamp >= args.percdamp) {
-                return Err(Failure::Usage(format!(
-                    "--percdamp must be positive and at most --max-percdamp, got {} and {}",
-                    args.percdamp, args.max_percdamp
-                )));
-            }
-            if args.blocksize < 1 {
-                return Err(Failure::Usage(format!("--blocksize must be at least 1, got {}", args.blocksize)));
-            }
-            Method::SparseGpt(SparseGptConfig { blocksize: args.blocksize, percdamp: args.percdamp, max_percdamp: args.max_percdamp })
-        }
-    };
-    let allocation = match args.allocation {
-        AllocationArg::Uniform => Allocation::Uniform,
-        AllocationArg::Owl => {
-            if matches!(pattern, Pattern::NM { .. }) {
-                return Err(Failure::Usage("--allocation owl needs --sparsity (OWL allocates unstructured sparsity per block)".into()));
-            }
-            if !(args.owl_m > 0.0 && args.owl_lambda >= 0.0) {
-                return Err(Failure::Usage(format!(
-                    "--owl-m must be positive and --owl-lambda non-negative, got {} and {}",
-                    args.owl_m, args.owl_lambda
-                )));
-            }
-            Allocation::Owl(OwlConfig { m: args.owl_m, lambda: args.owl_lambda })
-        }
-    };
-    if args.batch_size == 0 || args.nsamples == 0 {
-        return Err(Failure::Usage("--batch-size and --nsamples must be at least 1".into()));
-    }
-    let defaults = crate::cmd::induce::prune_defaults(args.method);
-    let induce =
-        crate::cmd::induce::config(&args.induce, crate::cmd::induce::scorer_of(args.method, args.ria_alpha), pattern, "none", defaults)?;
-    let reconstruct = crate::cmd::induce::reconstruct_config(&args.reconstruct, &args.induce, defaults)?;
-    Ok(PruneConfig {
-        method,
-        pattern,
-        allocation,
-        true_sequential: args.true_sequential,
-        layer_errors: args.layer_errors,
-        batch_size: args.batch_size,
-        induce,
-        reconstruct,
-    })
+    let recipe = flags::prune_recipe(args, base)?;
+    recipe.resolve().map_err(|e| Failure::Usage(e.to_string()))
 }
 
 pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Result<(), Failure> {
     let started = Instant::now();
-    let cfg = config(&args)?;
-    let needs_calib = !matches!(cfg.method, Method::Magnitude(_))
-        || matches!(cfg.allocation, Allocation::Owl(_))
-        || cfg.induce.is_some()
-        || cfg.reconstruct.is_some();
-    if args.out.exists() {
-        return Err(Failure::Usage(format!(
-            "--out {} already exists; spindle writes a new directory and never overwrites",
-            args.out.display()
-        )));
+    let resolved = recipe(&args)?;
+    let cfg = spindle::recipe::prune_config(&resolved).map_err(|e| Failure::Usage(e.to_string()))?;
+    let out = match (&args.out, args.print_recipe) {
+        (_, true) => None,
+        (Some(out), false) => Some(out.clone()),
+        (None, false) => return Err(Failure::Usage("pass --out (or --print-recipe)".into())),
+    };
+    if let Some(out) = &out
+        && out.exists()
+    {
+        return Err(Failure::Usage(format!("--out {} already exists; spindle writes a new directory and never overwrites", out.display())));
     }
     let dir = crate::cmd::resolve_model(&args.model)?;
-    crate::cmd::check_outputs(Some(&args.out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &[&args.calib]))?;
-
-    // Calibration windows, drawn as the reference loaders draw them.
-    let t0 = Instant::now();
-    let (calib, data_info) = if needs_calib {
-        let (ids, info) = calibration(&dir, &args.calib, args.nsamples, args.seqlen, args.seed, data_flag)?;
-        (Some(ids), info)
-    } else {
-        (None, json!(null))
+    let Some(out) = out else {
+        let context = spindle_model::ModelConfig::from_file(&dir.join("config.json")).map_err(anyhow::Error::from)?.max_position_embeddings;
+        let text = resolved.with_context(context).to_toml().map_err(anyhow::Error::from)?;
+        say!("{}", text.trim_end());
+        return Ok(());
     };
-    let seconds_calib = t0.elapsed().as_secs_f64();
-
-    let t0 = Instant::now();
-    let kind = match args.dtype {
-        DtypeArg::Float32 => Kind::Float,
-        DtypeArg::Bfloat16 => Kind::BFloat16,
-        DtypeArg::Float16 => Kind::Half,
-        DtypeArg::Model => spindle_model::ModelConfig::from_file(&dir.join("config.json")).map_err(anyhow::Error::from)?.dtype.kind(),
+    let calib_source = resolved.calibration.as_ref().map(|c| c.source.clone()).unwrap_or_default();
+    let mut read: Vec<&str> = vec![&calib_source];
+    if let Some(r) = &args.recipe {
+        read.push(r.to_str().unwrap_or_default());
+    }
+    crate::cmd::check_outputs(Some(&out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &read))?;
+    let data = match &resolved.calibration {
+        Some(_) => Some(DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?),
+        None => None,
     };
-    let model = Model::open(&dir, runtime.device, kind).with_context(|| format!("loading {}", dir.display()))?;
-    let seconds_load = t0.elapsed().as_secs_f64();
-    tracing::debug!(peak_mib = mem::peak_rss_bytes().unwrap_or(0) >> 20, "model open");
+
     let bar = progress::items("pruning blocks");
-    let report = prune_model(&model, calib.as_ref(), &cfg, &args.out, &mut |d, t| progress::update(&bar, d, t))
-        .map_err(|e| Failure::Other(anyhow::Error::from(e).context(format!("pruning {}", dir.display()))))?;
+    let report = spindle::prune_with_recipe(&dir, &resolved, &out, data.as_ref(), &token_cache(), runtime.device, &mut |e| {
+        if let Event::Blocks { done, total } = e {
+            progress::update(&bar, done, total)
+        }
+    })
+    .map_err(|e| match e {
+        PipelineError::Data(e) => crate::cmd::corpus_failure(e),
+        e => Failure::Other(anyhow::Error::from(e).context(format!("pruning {}", dir.display()))),
+    })?;
     bar.finish_and_clear();
     let peak = mem::peak_rss_bytes();
+    let RecipeReport { recipe, calibration, prune: report, kind, seconds_calibration, seconds_load } = report;
     print_report(&report, &cfg, peak)?;
 
     if let Some(path) = args.json {
@@ -136,6 +82,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
             "model_dir": dir,
             "model_sha256": model_hashes(&dir)?,
             "out": report.out,
+            "recipe": serde_json::to_value(&recipe).map_err(anyhow::Error::from)?,
             "config": {
                 "method": cfg.method.name(), "method_options": method_options_json(cfg.method), "pattern": pattern_json(cfg.pattern),
                 "allocation": allocation_json(cfg.allocation), "true_sequential": cfg.true_sequential, "layer_errors": cfg.layer_errors,
@@ -147,7 +94,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
             "induction": crate::cmd::induce::blocks_json(&report.induction),
             "reconstruction": crate::cmd::induce::reconstruction_json(&report.reconstruction),
             "added_bias_parameters": report.added_bias_parameters,
-            "data": data_info,
+            "data": serde_json::to_value(&calibration).map_err(anyhow::Error::from)?,
             "overall_sparsity": report.overall_sparsity,
             "linears": report.linears.iter().map(|l| json!({
                 "name": l.name, "shape": l.shape, "target": l.target, "sparsity": l.sparsity, "rel_error": l.rel_error,
@@ -157,7 +104,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
                 "index": b.index, "target": b.target, "outlier_ratio": b.outlier_ratio, "seconds": b.seconds,
             })).collect::<Vec<_>>(),
             "seconds": {
-                "calibration_data": seconds_calib, "load": seconds_load, "owl": report.seconds_owl,
+                "calibration_data": seconds_calibration, "load": seconds_load, "owl": report.seconds_owl,
                 "prune_and_save": report.seconds_prune, "total": started.elapsed().as_secs_f64(),
             },
             "peak_rss_bytes": peak,
@@ -213,16 +160,24 @@ fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) -> Result
 mod tests {
     use clap::Parser;
     use spindle::prune::PruneConfig;
-    use spindle_induce::{PruningAware, Snl};
+    use spindle::recipe::Resolved;
+    use spindle_induce::{DistributionConfig, FeatureConfig, PruningAware, Scorer, Snl, Start};
+    use spindle_prune::Pattern;
 
     use crate::Failure;
     use crate::cmd::cli::{Cli, Command};
 
-    fn parse(method: &str, extra: &[&str]) -> Result<PruneConfig, Failure> {
-        let argv = ["spindle", "prune", "--model", "m", "--out", "o", "--sparsity", "0.5", "--method", method];
-        let cli = Cli::try_parse_from(argv.iter().chain(extra)).expect("the flags parse");
+    fn resolve(argv: &[&str]) -> Result<Resolved, Failure> {
+        let cli = Cli::try_parse_from(["spindle", "prune", "--model", "m", "--out", "o"].iter().chain(argv)).expect("the flags parse");
         let Command::Prune(args) = cli.command else { unreachable!("a prune command") };
-        super::config(&args)
+        super::recipe(&args)
+    }
+
+    fn parse(method: &str, extra: &[&str]) -> Result<PruneConfig, Failure> {
+        let mut argv = vec!["--sparsity", "0.5", "--method", method];
+        argv.extend(extra);
+        let r = resolve(&argv)?;
+        spindle::recipe::prune_config(&r).map_err(|e| Failure::Usage(e.to_string()))
     }
 
     fn usage(method: &str, extra: &[&str]) -> String {
@@ -237,14 +192,8 @@ mod tests {
         for method in ["magnitude", "wanda", "sparsegpt", "ria"] {
             let c = parse(method, &["--induce", "feature", "--reconstruct"]).expect("valid");
             let induce = c.induce.expect("induction asked for");
-            let defaults = super::super::induce::prune_defaults(match method {
-                "magnitude" => crate::cmd::cli::MethodArg::Magnitude,
-                "wanda" => crate::cmd::cli::MethodArg::Wanda,
-                "sparsegpt" => crate::cmd::cli::MethodArg::Sparsegpt,
-                _ => crate::cmd::cli::MethodArg::Ria,
-            });
-            assert_eq!((induce.pruning_aware, induce.feature.expect("feature").snl), (defaults.pruning_aware, defaults.snl), "{method}");
-            assert_eq!(c.reconstruct.expect("reconstruction asked for").snl, defaults.recon_snl, "{method}");
+            assert_eq!((induce.pruning_aware, induce.feature.expect("feature").snl), (PruningAware::Mask, None), "{method}");
+            assert_eq!(c.reconstruct.expect("reconstruction asked for").snl, None, "{method}");
         }
         let c = parse("wanda", &["--induce", "feature", "--pruning-aware", "off", "--snl", "nuclear"]).expect("valid");
         let induce = c.induce.expect("induction");
@@ -258,13 +207,61 @@ mod tests {
         assert_eq!((r.snl, r.lambda, r.epochs), (Some(Snl::SpectralEnergy), 1e-3, 3));
     }
 
+    /// The configuration the flags built before recipes existed, field for field: what keeps the
+    /// pruned checkpoints bit-identical.
+    #[test]
+    fn the_default_induction_is_the_configuration_of_before() {
+        let c = parse("magnitude", &["--induce", "distribution,feature", "--feature-epochs", "1", "--nsamples", "4"]).expect("valid");
+        let i = c.induce.expect("induction");
+        let d = i.distribution.expect("the distribution stage");
+        let expected = DistributionConfig {
+            scorer: Scorer::Magnitude,
+            pattern: Pattern::Unstructured { sparsity: 0.5 },
+            start: Start::ActNorm,
+            steps: 0,
+            lr: 0.05,
+            temperature: 0.05,
+            max_log_scale: 8.0,
+            ..Default::default()
+        };
+        assert_eq!(d, expected);
+        assert_eq!(i.feature, Some(FeatureConfig { epochs: 1, ..Default::default() }));
+        assert!(i.refine.is_none() && i.equivalent.is_none() && !i.shift);
+        assert_eq!((i.mask, i.pattern, i.sites.name()), (Scorer::Magnitude, Pattern::Unstructured { sparsity: 0.5 }, "norms"));
+        assert_eq!(c.batch_size, 1);
+    }
+
+    #[test]
+    fn flags_override_the_fields_of_a_recipe_file() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, "[prune]\nmethod = \"wanda\"\npattern = \"2:4\"\n[calibration]\nnsamples = 16\nseed = 3\n").expect("written");
+        let file = path.to_str().expect("UTF-8");
+        let r = resolve(&["--recipe", file]).expect("valid");
+        assert_eq!(
+            (r.prune.pattern.map(String::from), r.calibration.as_ref().map(|c| (c.nsamples, c.seed))),
+            (Some("2:4".into()), Some((16, 3)))
+        );
+        let r = resolve(&["--recipe", file, "--sparsity", "0.6", "--seed", "4", "--method", "sparsegpt"]).expect("valid");
+        assert_eq!((r.prune.sparsity, r.prune.pattern), (Some(0.6), None));
+        assert_eq!(r.calibration.as_ref().map(|c| (c.nsamples, c.seed)), Some((16, 4)));
+        assert_eq!(r.prune.sparsegpt.map(|s| s.blocksize), Some(128));
+        match resolve(&["--recipe", file, "--percdamp", "0.1"]) {
+            Err(Failure::Usage(m)) => {
+                assert_eq!(m, "--percdamp, --max-percdamp and --blocksize are options of --method sparsegpt, not wanda")
+            }
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+        match resolve(&["--recipe", "/nonexistent/r.toml"]) {
+            Err(Failure::Usage(m)) => assert!(m.starts_with("--recipe /nonexistent/r.toml: "), "{m}"),
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn training_after_pruning_is_named_reconstruction() {
         assert!(usage("wanda", &["--induce", "feature", "--pruning-aware", "pruned"]).contains("--reconstruct"));
         assert_eq!(usage("wanda", &["--recon-snl", "nuclear"]), "--recon-snl is an option of the reconstruction: it needs --reconstruct");
-        assert_eq!(
-            usage("wanda", &["--reconstruct", "--recon-lr", "0"]),
-            "the reconstruction: the learning rate must be positive and finite, got 0"
-        );
+        assert_eq!(usage("wanda", &["--reconstruct", "--recon-lr", "0"]), "reconstruct.lr (--recon-lr) must be positive and finite, got 0");
     }
 }
