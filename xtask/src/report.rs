@@ -217,7 +217,7 @@ fn budget(profile: &Profile, table: &Table) -> String {
         });
     }
     if let Some(text) = profile.si_recipe.as_ref().and_then(|r| r.to_toml().ok()) {
-        parts.push(format!("SI rows add the recipe fields `{}`", text.trim().replace('\n', "; ")));
+        parts.push(format!("SI rows add the recipe fields `{}`", text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")));
     }
     parts.join("; ")
 }
