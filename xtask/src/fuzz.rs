@@ -18,7 +18,7 @@ use crate::project_root;
 
 /// The fuzz targets, as `fuzz/Cargo.toml` names them.
 pub(crate) const TARGETS: &[&str] =
-    &["safetensors", "safetensors_index", "gguf", "llama2c_model", "llama2c_tokenizer", "config_json", "task_toml", "sha256sums"];
+    &["safetensors", "safetensors_index", "gguf", "llama2c_model", "llama2c_tokenizer", "config_json", "task_toml", "sha256sums", "recipe"];
 
 #[derive(Debug, clap::Args)]
 pub struct FuzzArgs {
@@ -101,6 +101,17 @@ fn seed(root: &Path, data: &Path, target: &str) -> Result<PathBuf> {
             }
         }
         "sha256sums" => copy_seed(&data.join("SHA256SUMS"), &dir, "SHA256SUMS")?,
+        "recipe" => {
+            std::fs::write(
+                dir.join("full.toml"),
+                "dtype = \"bfloat16\"\n[calibration]\nsource = \"c4\"\nnsamples = 8\nseqlen = 64\nseed = 3\nbatch_size = 2\n\
+                 [prune]\nmethod = \"ria\"\nsparsity = 0.6\nallocation = \"owl\"\n[prune.owl]\nm = 5.0\nlambda = 0.08\n[prune.ria]\nalpha = 0.5\n\
+                 [induce]\nstages = [\"distribution\", \"equivalent-snl\", \"feature\", \"shift\"]\nsites = \"all\"\n\
+                 [induce.distribution]\nstart = \"smoothquant\"\nsmoothquant_alpha = 0.5\nfit = \"reconstruction\"\n[induce.distribution.refine]\nepochs = 1\n\
+                 [induce.feature]\npruning_aware = \"off\"\nsnl = \"nuclear\"\n[reconstruct]\nsnl = \"spectral-energy\"\n",
+            )?;
+            std::fs::write(dir.join("nm.toml"), "[prune]\nmethod = \"sparsegpt\"\npattern = \"2:4\"\n[prune.sparsegpt]\nblocksize = 64\n")?;
+        }
         other => bail!("unknown fuzz target {other}"),
     }
     Ok(dir)

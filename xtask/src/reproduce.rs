@@ -158,7 +158,10 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
             if let Ok(src) = &p.source {
                 if let Some(r) = &p.run.prune {
                     let text = r.to_toml().map_err(anyhow::Error::from)?;
-                    println!("      spindle prune --model {src} --recipe recipe.toml  # {}", text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; "));
+                    println!(
+                        "      spindle prune --model {src} --recipe recipe.toml  # {}",
+                        text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+                    );
                 }
                 for e in &p.run.evals {
                     println!("      spindle eval --model {} {}", if p.run.prune.is_some() { "<pruned>" } else { src }, e.args.join(" "));

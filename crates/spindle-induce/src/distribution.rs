@@ -198,7 +198,7 @@ fn hard(p: &Prepared, cfg: &DistributionConfig, map: ChannelMap, d: &Tensor) -> 
     let mut all = Vec::new();
     for k in 0..p.weights.len() {
         let (w, sq) = scaled(p, k, d, &e);
-        all.push(measures(cfg.scorer, &cfg.scorer.score(&w, &sq), &p.importance[k], cfg.pattern)?);
+        all.push(measures(cfg.scorer, &cfg.scorer.score(&w, &sq)?, &p.importance[k], cfg.pattern)?);
     }
     let j = all.iter().map(|m| m.true_removed).sum::<f64>() / all.len().max(1) as f64;
     Ok((j, all))
@@ -270,7 +270,7 @@ pub fn fit(site: &Site<'_>, cfg: &DistributionConfig) -> Result<SiteFit, InduceE
         let mut loss = Tensor::zeros([], (Kind::Float, device));
         for k in 0..p.weights.len() {
             let (w, sq) = scaled(&p, k, &d, &e);
-            let score = cfg.scorer.score(&w, &sq);
+            let score = cfg.scorer.score(&w, &sq)?;
             let soft = soft_mask(cfg.scorer, &score, cfg.pattern, cfg.temperature);
             loss += (soft * &p.importance[k]).sum(Kind::Float) / p.importance[k].sum(Kind::Float).clamp_min(1e-30);
         }

@@ -194,7 +194,7 @@ pub fn straight_through(w: &Tensor, mask: &Tensor) -> Tensor {
 }
 
 /// One epoch's mean losses.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct EpochLoss {
     pub reconstruction: f64,
     pub snl: f64,

@@ -31,18 +31,14 @@ pub enum Scorer {
 }
 
 impl Scorer {
-    /// The score `[out, in]` (differentiable in `w` and `sq`).
-    pub fn score(self, w: &Tensor, sq: &Tensor) -> Tensor {
-        let a = w.abs();
-        match self {
-            Scorer::Magnitude => a,
-            Scorer::Wanda => &a * sq.sqrt().view([1, -1]),
-            Scorer::Ria { alpha } => {
-                let col = a.sum_dim_intlist([0i64].as_slice(), true, None);
-                let row = a.sum_dim_intlist([1i64].as_slice(), true, None);
-                (&a / col + &a / row) * sq.sqrt().pow_tensor_scalar(alpha).view([1, -1])
-            }
-        }
+    /// The score `[out, in]` (differentiable in `w` and `sq`): the pruner's own score function
+    /// of `spindle-prune`, so the selection induction optimises is the one the pruner makes.
+    pub fn score(self, w: &Tensor, sq: &Tensor) -> Result<Tensor, InduceError> {
+        Ok(match self {
+            Scorer::Magnitude => spindle_prune::magnitude::score(w),
+            Scorer::Wanda => spindle_prune::wanda::score(w, sq)?,
+            Scorer::Ria { alpha } => spindle_prune::ria::score(w, sq, spindle_prune::ria::RiaConfig { alpha })?,
+        })
     }
 
     /// Whether the pruner compares scores within each output row (else within the matrix).
@@ -74,7 +70,7 @@ impl Scorer {
 }
 
 /// The measures of one weight, see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Measures {
     pub true_removed: f64,
     pub own_removed: f64,

@@ -17,10 +17,15 @@ pub enum Scope {
     Row,
 }
 
+/// Magnitude's score: `|W|`.
+pub fn score(w: &Tensor) -> Tensor {
+    w.abs()
+}
+
 /// The mask magnitude pruning removes from `w` `[out, in]`.
 pub fn mask(w: &Tensor, pattern: Pattern, scope: Scope) -> Result<Tensor, PruneError> {
     check_pattern(w, pattern)?;
-    let score = w.abs();
+    let score = score(w);
     match (pattern, scope) {
         (Pattern::Unstructured { sparsity }, Scope::Matrix) => per_matrix(&score, sparsity),
         (Pattern::Unstructured { sparsity }, Scope::Row) => per_row(&score, sparsity),

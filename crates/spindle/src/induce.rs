@@ -136,7 +136,8 @@ pub fn snl_name(f: &FeatureConfig) -> String {
     f.snl.map_or_else(|| "none".to_owned(), |s| format!("{} λ {:e}", s.name(), f.lambda))
 }
 
-/// One site of one block.
+/// One site of one block. In JSON, `scale_range` is `scale_min` and `scale_max`, and the
+/// measures are `measures_before` and `measures_after`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SiteReport {
     pub label: &'static str,
@@ -156,14 +157,47 @@ pub struct SiteReport {
     pub histogram: Option<(Vec<f64>, Vec<f64>)>,
 }
 
+impl serde::Serialize for SiteReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("SiteReport", 10)?;
+        st.serialize_field("label", self.label)?;
+        st.serialize_field("stage", self.stage)?;
+        st.serialize_field("objective_before", &self.objective_before)?;
+        st.serialize_field("objective_after", &self.objective_after)?;
+        st.serialize_field("chosen", &self.chosen)?;
+        st.serialize_field("scale_min", &self.scale_range.0)?;
+        st.serialize_field("scale_max", &self.scale_range.1)?;
+        st.serialize_field("histogram", &self.histogram)?;
+        st.serialize_field("measures_before", &self.before)?;
+        st.serialize_field("measures_after", &self.after)?;
+        st.end()
+    }
+}
+
+/// A pattern in reports: `{"unstructured": 0.5}` or `{"n": 2, "m": 4}`.
+pub(crate) fn serialize_pattern<S: serde::Serializer>(p: &Pattern, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    match *p {
+        Pattern::Unstructured { sparsity } => m.serialize_entry("unstructured", &sparsity)?,
+        Pattern::NM { n, m: mm } => {
+            m.serialize_entry("n", &n)?;
+            m.serialize_entry("m", &mm)?;
+        }
+    }
+    m.end()
+}
+
 /// The histograms' range and bins: `log10(score / median)` over `[lo, hi)`.
 pub const HISTOGRAM: (f64, f64, i64) = (-4.0, 2.0, 60);
 
 /// One block's induction.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BlockInduction {
     pub index: usize,
     /// The pattern the block was induced for (under OWL, the block's own sparsity).
+    #[serde(serialize_with = "serialize_pattern")]
     pub pattern: Pattern,
     pub sites: Vec<SiteReport>,
     /// Per epoch of the feature stage.
@@ -174,7 +208,7 @@ pub struct BlockInduction {
 }
 
 /// `spindle induce`'s whole run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct InduceReport {
     pub out: PathBuf,
     pub blocks: Vec<BlockInduction>,
@@ -361,11 +395,11 @@ pub(crate) fn induce_block(
                 ScaleProducer::Norm(_) => None,
             };
             let sq = stats_at(&pass.stats, g)?.sq_norms().map_err(ind)?.shallow_clone();
-            let hist = |w: &Tensor, sq: &Tensor| {
+            let hist = |w: &Tensor, sq: &Tensor| -> Result<Vec<f64>, PipelineError> {
                 let (lo, hi, bins) = HISTOGRAM;
-                spindle_induce::measure::log_histogram(&dc.scorer.score(&w.to_kind(Kind::Float), sq), lo, hi, bins)
+                Ok(spindle_induce::measure::log_histogram(&dc.scorer.score(&w.to_kind(Kind::Float), sq).map_err(ind)?, lo, hi, bins))
             };
-            let hist_before = hist(&consumers[0], &sq);
+            let hist_before = hist(&consumers[0], &sq)?;
             let fit = {
                 let s = Site {
                     consumers: consumers.iter().collect(),
@@ -379,7 +413,7 @@ pub(crate) fn induce_block(
             let e = map_of(site).expand(&fit.scales);
             pass.stats[g] = stats_at(&pass.stats, g)?.rescaled(&e).map_err(ind)?;
             let first = block.linear_at(site.consumers[0]).ok_or_else(|| missing(site.consumers[0]))?.weight.shallow_clone();
-            let hist_after = hist(&first, stats_at(&pass.stats, g)?.sq_norms().map_err(ind)?);
+            let hist_after = hist(&first, stats_at(&pass.stats, g)?.sq_norms().map_err(ind)?)?;
             if let Some(x) = pass.sample[g].as_mut() {
                 *x = &*x / e.view([1, -1]).to_kind(Kind::Float);
             }
@@ -531,7 +565,7 @@ fn refine_sites(
                         b = b.map(|b| b / &ds[k]);
                     }
                 }
-                let m = cfg.mask.select(&cfg.mask.score(&w.detach(), &sq_of(g, cols[g].as_ref())?), cfg.pattern)?;
+                let m = cfg.mask.select(&cfg.mask.score(&w.detach(), &sq_of(g, cols[g].as_ref())?)?, cfg.pattern)?;
                 let masked = feature::straight_through(&w, &m);
                 let l = block.linear_at_mut(path).ok_or_else(|| InduceError::Shape(format!("the block lost {path}")))?;
                 l.weight = masked;
@@ -584,7 +618,7 @@ fn refine_sites(
 }
 
 /// One block's reconstruction after pruning.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BlockReconstruction {
     pub index: usize,
     /// Per epoch.
@@ -685,7 +719,7 @@ fn train_block(
                                     &sq_owned
                                 }
                             };
-                            let m = scorer.select(&scorer.score(&scaled.detach(), sq), *pattern)?;
+                            let m = scorer.select(&scorer.score(&scaled.detach(), sq)?, *pattern)?;
                             match block.linear_at_mut(path) {
                                 Some(l) => l.weight = feature::straight_through(&scaled, &m),
                                 None => return Err(InduceError::Shape(format!("the block lost {path}"))),

@@ -16,12 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use spindle_induce::Scorer;
 use spindle_model::{BiasSlot, Block, Model};
 use spindle_prune::magnitude::Scope;
 use spindle_prune::owl::OwlConfig;
 use spindle_prune::ria::RiaConfig;
 use spindle_prune::{ActNorms, ColumnNorms, Hessian, Pattern, PruneError, SparseGptConfig};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub(crate) use crate::activations::{Activations, group_columns};
 pub use crate::error::PipelineError;
@@ -46,7 +47,52 @@ impl Method {
     }
 
     fn needs_calibration(self) -> bool {
-        !matches!(self, Method::Magnitude(_))
+        match self {
+            Method::Magnitude(_) => false,
+            Method::Wanda | Method::SparseGpt(_) | Method::Ria(_) => true,
+        }
+    }
+
+    /// This method, ready to accumulate its statistics for an input group of `columns`: the
+    /// method owns which statistics it reads, so a new pruner names them here or fails to compile.
+    fn prepare(self, columns: i64, device: Device) -> Prepared {
+        match self {
+            Method::Magnitude(scope) => Prepared::Magnitude(scope),
+            Method::Wanda => Prepared::Wanda(ColumnNorms::new(columns, device)),
+            Method::Ria(c) => Prepared::Ria(c, ColumnNorms::new(columns, device)),
+            Method::SparseGpt(c) => Prepared::SparseGpt(c, Hessian::new(columns, device)),
+        }
+    }
+}
+
+/// The selection a pruner makes, as the induction stages see it. SparseGPT's is approximated by
+/// Wanda's: it prunes by `w²/[H⁻¹]²ᵢᵢ`, which like Wanda's score no absorbable scaling changes.
+impl From<Method> for Scorer {
+    fn from(m: Method) -> Scorer {
+        match m {
+            Method::Magnitude(_) => Scorer::Magnitude,
+            Method::Wanda | Method::SparseGpt(_) => Scorer::Wanda,
+            Method::Ria(c) => Scorer::Ria { alpha: c.alpha },
+        }
+    }
+}
+
+/// A method with the statistics it has accumulated for one input group: what pruning that
+/// group needs, with no combination of method and statistics that cannot occur.
+enum Prepared {
+    Magnitude(Scope),
+    Wanda(ColumnNorms),
+    Ria(RiaConfig, ColumnNorms),
+    SparseGpt(SparseGptConfig, Hessian),
+}
+
+impl Prepared {
+    fn add_batch(&mut self, x: &Tensor) -> Result<(), PruneError> {
+        match self {
+            Prepared::Magnitude(_) => Ok(()),
+            Prepared::Wanda(n) | Prepared::Ria(_, n) => n.add_batch(x),
+            Prepared::SparseGpt(_, h) => h.add_batch(x),
+        }
     }
 }
 
@@ -80,7 +126,7 @@ pub struct PruneConfig {
 }
 
 /// What happened to one linear layer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LinearReport {
     /// The full tensor name without `.weight`, e.g. `model.layers.3.mlp.down_proj`.
     pub name: String,
@@ -98,7 +144,7 @@ pub struct LinearReport {
 }
 
 /// One block's figures.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BlockReport {
     pub index: usize,
     pub target: f64,
@@ -108,7 +154,7 @@ pub struct BlockReport {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PruneReport {
     pub out: PathBuf,
     pub linears: Vec<LinearReport>,
@@ -124,12 +170,6 @@ pub struct PruneReport {
     /// Bias entries the shift added to linears that had none (0 without the shift, or where
     /// every shifted linear already had a bias).
     pub added_bias_parameters: u64,
-}
-
-/// Statistics of one input group.
-enum GroupStats {
-    Norms(ColumnNorms),
-    Hessian(Hessian),
 }
 
 fn prune_err(linear: &str) -> impl Fn(PruneError) -> PipelineError + '_ {
@@ -335,7 +375,9 @@ fn prune_block(plan: &BlockPlan<'_>, i: usize, acts: &mut Option<Activations>, r
             if outputs.is_some() {
                 dense_outputs = outputs;
             }
-            info.extend(prune_group(&mut block, group, stats.into_iter().next().flatten(), plan.cfg.method, pattern, &prefix)?);
+            let prepared =
+                stats.into_iter().next().ok_or_else(|| PipelineError::Config(format!("{prefix}: a group lost its statistics")))?;
+            info.extend(prune_group(&mut block, group, prepared, pattern, &prefix)?);
             rep.added_bias_parameters += shift_bias(&mut block, group, shifts[k].as_ref(), &before)?;
         }
     } else {
@@ -345,7 +387,7 @@ fn prune_block(plan: &BlockPlan<'_>, i: usize, acts: &mut Option<Activations>, r
             dense_outputs = outputs;
         }
         for ((group, s), z) in groups.iter().zip(stats).zip(&shifts) {
-            info.extend(prune_group(&mut block, group, s, plan.cfg.method, pattern, &prefix)?);
+            info.extend(prune_group(&mut block, group, s, pattern, &prefix)?);
             rep.added_bias_parameters += shift_bias(&mut block, group, z.as_ref(), &before)?;
         }
     }
@@ -424,9 +466,9 @@ fn check_sparsity(linear: &str, shape: &[i64], achieved: f64, target: f64) -> Re
     Ok(())
 }
 
-/// What [`accumulate`] returns: per group its statistics (`None` for magnitude or without
-/// calibration), and the block's outputs when they were asked for.
-type Accumulated = (Vec<Option<GroupStats>>, Option<Vec<Tensor>>);
+/// What [`accumulate`] returns: per group the method with its statistics, and the block's
+/// outputs when they were asked for.
+type Accumulated = (Vec<Prepared>, Option<Vec<Tensor>>);
 
 /// Runs the block over the calibration inputs once, accumulating the method's statistics for
 /// each of `groups`; with `keep_outputs`, also returns the block's outputs (a method without
@@ -440,21 +482,25 @@ fn accumulate(
     keep_outputs: bool,
     prefix: &str,
 ) -> Result<Accumulated, PipelineError> {
+    let without_statistics = || -> Result<Vec<Prepared>, PipelineError> {
+        match method {
+            Method::Magnitude(scope) => Ok(groups.iter().map(|_| Prepared::Magnitude(scope)).collect()),
+            Method::Wanda | Method::SparseGpt(_) | Method::Ria(_) => {
+                Err(PipelineError::Config(format!("{} needs calibration data", method.name())))
+            }
+        }
+    };
     let Some(acts) = acts else {
-        return Ok((groups.iter().map(|_| None).collect(), None));
+        return Ok((without_statistics()?, None));
     };
     if !method.needs_calibration() {
         let outputs = keep_outputs.then(|| acts.run(block, &mut |_, _| {}));
-        return Ok((groups.iter().map(|_| None).collect(), outputs));
+        return Ok((without_statistics()?, outputs));
     }
     let device = acts.batches[0].device();
-    let mut stats: Vec<Option<GroupStats>> = Vec::with_capacity(groups.len());
+    let mut stats: Vec<Prepared> = Vec::with_capacity(groups.len());
     for g in groups {
-        let columns = group_columns(block, g)?;
-        stats.push(Some(match method {
-            Method::SparseGpt(_) => GroupStats::Hessian(Hessian::new(columns, device)),
-            _ => GroupStats::Norms(ColumnNorms::new(columns, device)),
-        }));
+        stats.push(method.prepare(group_columns(block, g)?, device));
     }
     let mut failure: Option<PipelineError> = None;
     let mut observer = |paths: &'static [&'static str], x: &Tensor| {
@@ -465,12 +511,7 @@ fn accumulate(
             // With the shift, the pruner's statistics see the centred input `x − z`.
             let shifted = shifts.get(k).and_then(Option::as_ref).map(|z| x - z.to_kind(x.kind()));
             let x = shifted.as_ref().unwrap_or(x);
-            let r = match &mut stats[k] {
-                Some(GroupStats::Norms(n)) => n.add_batch(x),
-                Some(GroupStats::Hessian(h)) => h.add_batch(x),
-                None => Ok(()),
-            };
-            if let Err(e) = r {
+            if let Err(e) = stats[k].add_batch(x) {
                 failure = Some(PipelineError::Prune { linear: format!("{prefix}{}", paths[0]), cause: e });
             }
         }
@@ -559,12 +600,10 @@ fn shift_bias(
 fn prune_group(
     block: &mut Block,
     group: &[&'static str],
-    stats: Option<GroupStats>,
-    method: Method,
+    prepared: Prepared,
     pattern: Pattern,
     prefix: &str,
 ) -> Result<Vec<LinearInfo>, PipelineError> {
-    let mut info = Vec::new();
     for p in group {
         let name = format!("{prefix}{p}");
         let w = block.linear_at(p).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
@@ -572,51 +611,61 @@ fn prune_group(
             return Err(PipelineError::Prune { linear: name, cause: PruneError::NotFinite { what: "its weight, before pruning,".into() } });
         }
     }
-    if let (Method::SparseGpt(c), Some(GroupStats::Hessian(h))) = (method, &stats) {
-        // One pass for the group's shared Hessian (bit for bit what one pass per linear gives).
-        let names = group.iter().map(|p| format!("{prefix}{p}")).collect::<Vec<_>>().join(", ");
-        let mut ws = Vec::with_capacity(group.len());
-        for p in group {
-            let name = format!("{prefix}{p}");
-            let w =
-                block.linear_at(p).map(|l| l.weight.shallow_clone()).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
-            // Each weight's own shape error names it, not the group.
-            spindle_prune::check_pattern(&w, pattern).map_err(prune_err(&name))?;
-            ws.push(w);
-        }
-        let outs = spindle_prune::sparsegpt::prune_shared(&ws.iter().collect::<Vec<_>>(), h.get().map_err(prune_err(&names))?, pattern, c)
-            .map_err(prune_err(&names))?;
-        for (path, o) in group.iter().zip(outs) {
-            for r in &o.retries {
-                tracing::warn!(linear = %format!("{prefix}{path}"), failed = r.failed_percdamp, next = r.next_percdamp, "Cholesky failed; retrying with more damping");
-            }
-            let retries = o.retries.iter().map(|r| (r.failed_percdamp, r.next_percdamp)).collect();
-            let linear = block.linear_at_mut(path).ok_or_else(|| PipelineError::Config(format!("no linear {prefix}{path}")))?;
-            linear.weight = o.weight;
-            info.push((*path, Some(o.percdamp), retries));
-        }
-        return Ok(info);
+    match prepared {
+        Prepared::SparseGpt(c, h) => sparsegpt_group(block, group, &h, c, pattern, prefix),
+        Prepared::Magnitude(scope) => mask_each(block, group, prefix, |w| spindle_prune::magnitude::mask(w, pattern, scope)),
+        Prepared::Wanda(n) => mask_each(block, group, prefix, |w| spindle_prune::wanda::mask(w, n.get()?, pattern)),
+        Prepared::Ria(c, n) => mask_each(block, group, prefix, |w| spindle_prune::ria::mask(w, n.get()?, pattern, c)),
     }
+}
+
+/// SparseGPT on one group: one pass for the group's shared Hessian (bit for bit what one pass
+/// per linear gives), the weights updated in place.
+fn sparsegpt_group(
+    block: &mut Block,
+    group: &[&'static str],
+    h: &Hessian,
+    c: SparseGptConfig,
+    pattern: Pattern,
+    prefix: &str,
+) -> Result<Vec<LinearInfo>, PipelineError> {
+    let mut info = Vec::new();
+    let names = group.iter().map(|p| format!("{prefix}{p}")).collect::<Vec<_>>().join(", ");
+    let mut ws = Vec::with_capacity(group.len());
+    for p in group {
+        let name = format!("{prefix}{p}");
+        let w = block.linear_at(p).map(|l| l.weight.shallow_clone()).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
+        // Each weight's own shape error names it, not the group.
+        spindle_prune::check_pattern(&w, pattern).map_err(prune_err(&name))?;
+        ws.push(w);
+    }
+    let outs = spindle_prune::sparsegpt::prune_shared(&ws.iter().collect::<Vec<_>>(), h.get().map_err(prune_err(&names))?, pattern, c)
+        .map_err(prune_err(&names))?;
+    for (path, o) in group.iter().zip(outs) {
+        for r in &o.retries {
+            tracing::warn!(linear = %format!("{prefix}{path}"), failed = r.failed_percdamp, next = r.next_percdamp, "Cholesky failed; retrying with more damping");
+        }
+        let retries = o.retries.iter().map(|r| (r.failed_percdamp, r.next_percdamp)).collect();
+        let linear = block.linear_at_mut(path).ok_or_else(|| PipelineError::Config(format!("no linear {prefix}{path}")))?;
+        linear.weight = o.weight;
+        info.push((*path, Some(o.percdamp), retries));
+    }
+    Ok(info)
+}
+
+/// A mask pruner on each linear of a group: `mask(weight)` chooses what is removed.
+fn mask_each(
+    block: &mut Block,
+    group: &[&'static str],
+    prefix: &str,
+    mask: impl Fn(&Tensor) -> Result<Tensor, PruneError>,
+) -> Result<Vec<LinearInfo>, PipelineError> {
+    let mut info = Vec::new();
     for path in group {
         let name = format!("{prefix}{path}");
         let linear = block.linear_at_mut(path).ok_or_else(|| PipelineError::Config(format!("no linear {name}")))?;
-        let w = &linear.weight;
-        let new_w = match (method, &stats) {
-            (Method::Magnitude(scope), _) => {
-                let mask = spindle_prune::magnitude::mask(w, pattern, scope).map_err(prune_err(&name))?;
-                spindle_prune::apply_mask(w, &mask)
-            }
-            (Method::Wanda, Some(GroupStats::Norms(n))) => {
-                let mask = spindle_prune::wanda::mask(w, n.get().map_err(prune_err(&name))?, pattern).map_err(prune_err(&name))?;
-                spindle_prune::apply_mask(w, &mask)
-            }
-            (Method::Ria(c), Some(GroupStats::Norms(n))) => {
-                let mask = spindle_prune::ria::mask(w, n.get().map_err(prune_err(&name))?, pattern, c).map_err(prune_err(&name))?;
-                spindle_prune::apply_mask(w, &mask)
-            }
-            _ => return Err(PipelineError::Config(format!("{name}: {} has no statistics", method.name()))),
-        };
-        linear.weight = new_w;
+        let m = mask(&linear.weight).map_err(prune_err(&name))?;
+        linear.weight = spindle_prune::apply_mask(&linear.weight, &m);
         info.push((*path, None, Vec::new()));
     }
     Ok(info)

@@ -52,16 +52,6 @@ pub fn method_of(p: &ResolvedPrune) -> Method {
     }
 }
 
-/// The selection a pruner makes, as the induction stages see it (SparseGPT's is approximated by
-/// Wanda's: both are unchanged by absorbable scaling).
-pub fn scorer_of(method: MethodName, ria_alpha: f64) -> Scorer {
-    match method {
-        MethodName::Magnitude => Scorer::Magnitude,
-        MethodName::Wanda | MethodName::SparseGpt => Scorer::Wanda,
-        MethodName::Ria => Scorer::Ria { alpha: ria_alpha },
-    }
-}
-
 fn snl_of(s: Snl) -> Option<spindle_induce::Snl> {
     match s {
         Snl::Nuclear => Some(spindle_induce::Snl::NuclearOverSpectral),
@@ -191,7 +181,7 @@ pub fn reconstruct_config(r: &ResolvedReconstruct) -> Result<FeatureConfig, Pipe
 pub fn prune_config(r: &Resolved) -> Result<PruneConfig, PipelineError> {
     let pattern = pattern_of(&r.prune);
     let method = method_of(&r.prune);
-    let scorer = scorer_of(r.prune.method, r.prune.ria.map_or(0.5, |x| x.alpha));
+    let scorer = Scorer::from(method);
     Ok(PruneConfig {
         method,
         pattern,

@@ -1,7 +1,11 @@
 //! `spindle eval --model MODEL [--ppl ...] [--tasks ...]`.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use anyhow::Context;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use spindle::{output, progress, zoo};
 use spindle_data::cache::TokenCache;
 use spindle_data::corpus::{Corpus, eval_tokens};
@@ -12,6 +16,61 @@ use tch::Kind;
 
 use crate::Failure;
 use crate::cmd::cli::EvalArgs;
+
+/// `spindle eval --json`: the report, field for field.
+#[derive(Serialize)]
+struct EvalJson<'a> {
+    model: &'a str,
+    model_dir: &'a Path,
+    /// Perplexity by corpus.
+    perplexity: BTreeMap<String, f64>,
+    perplexity_timing: BTreeMap<String, PplTiming>,
+    tasks: BTreeMap<String, TaskFigures>,
+    task_timing: BTreeMap<String, TaskTiming>,
+    config: EvalConfigJson<'a>,
+}
+
+#[derive(Serialize)]
+struct PplTiming {
+    windows: usize,
+    /// The windows the whole corpus has (more than `windows` under `--max-windows`).
+    of_windows: usize,
+    seconds: f64,
+    tokens_per_second: f64,
+}
+
+/// A task's figures, with lm-evaluation-harness's standard errors.
+#[derive(Serialize)]
+struct TaskFigures {
+    acc: f64,
+    acc_norm: Option<f64>,
+    /// `None` for fewer than two items.
+    acc_stderr: Option<f64>,
+    acc_norm_stderr: Option<f64>,
+    majority: f64,
+    n: usize,
+    version: u32,
+}
+
+#[derive(Serialize)]
+struct TaskTiming {
+    items: usize,
+    seconds: f64,
+    items_per_second: f64,
+}
+
+#[derive(Serialize)]
+struct EvalConfigJson<'a> {
+    seqlen: usize,
+    limit: Option<usize>,
+    max_windows: Option<usize>,
+    batch_size: usize,
+    scoring: &'static str,
+    dtype: &'static str,
+    device: String,
+    threads: usize,
+    notes: Vec<&'a str>,
+}
 
 fn split_list(s: &Option<String>) -> Vec<String> {
     s.as_deref().map(|s| s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()).unwrap_or_default()
@@ -56,8 +115,8 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     let seqlen = args.seqlen.unwrap_or(2048.min(context));
     let cache = TokenCache::new(zoo::cache_dir().join("tokens"));
 
-    let mut ppl = Map::new();
-    let mut timing = Map::new();
+    let mut ppl = BTreeMap::new();
+    let mut timing = BTreeMap::new();
     let mut notes: Vec<&str> = Vec::new();
     for name in &corpora {
         let Ok(corpus) = name.parse::<Corpus>();
@@ -83,18 +142,15 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             String::new()
         };
         say!("{name:<12} ppl {:>10.4}   ({} windows of {seqlen}{partial})", r.ppl, r.nsamples);
-        ppl.insert(name.clone(), json!(r.ppl));
+        ppl.insert(name.clone(), r.ppl);
         timing.insert(
             name.clone(),
-            json!({
-                "windows": r.nsamples, "of_windows": full_windows, "seconds": seconds,
-                "tokens_per_second": (r.nsamples * seqlen) as f64 / seconds,
-            }),
+            PplTiming { windows: r.nsamples, of_windows: full_windows, seconds, tokens_per_second: (r.nsamples * seqlen) as f64 / seconds },
         );
     }
 
-    let mut tasks = Map::new();
-    let mut task_timing = Map::new();
+    let mut tasks = BTreeMap::new();
+    let mut task_timing = BTreeMap::new();
     if !task_names.is_empty() {
         say!("{:<14} {:>6} {:>8} {:>9}", "task", "n", "acc", "acc_norm");
     }
@@ -117,29 +173,42 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
         say!("{:<14} {:>6} {:>8.4} {:>9}", r.name, r.n, r.acc, norm);
         tasks.insert(
             name.clone(),
-            json!({
-                "acc": r.acc, "acc_norm": r.acc_norm, "acc_stderr": r.acc_stderr, "acc_norm_stderr": r.acc_norm_stderr,
-                "majority": r.majority, "n": r.n, "version": r.version,
-            }),
+            TaskFigures {
+                acc: r.acc,
+                acc_norm: r.acc_norm,
+                acc_stderr: r.acc_stderr,
+                acc_norm_stderr: r.acc_norm_stderr,
+                majority: r.majority,
+                n: r.n,
+                version: r.version,
+            },
         );
-        task_timing.insert(name.clone(), json!({"items": r.n, "seconds": r.seconds, "items_per_second": r.n as f64 / r.seconds}));
+        task_timing.insert(name.clone(), TaskTiming { items: r.n, seconds: r.seconds, items_per_second: r.n as f64 / r.seconds });
     }
     for note in &notes {
         say!("{note}");
     }
     if let Some(path) = args.json {
-        let value = json!({
-            "model": args.model,
-            "model_dir": dir,
-            "perplexity": ppl,
-            "perplexity_timing": timing,
-            "tasks": tasks,
-            "task_timing": task_timing,
-            "config": {
-                "seqlen": seqlen, "limit": args.limit, "max_windows": args.max_windows, "batch_size": args.batch_size, "scoring": "shared-prefix", "dtype": "float32",
-                "device": crate::cmd::common::device_name(runtime.device), "threads": runtime.threads, "notes": notes,
+        let value = EvalJson {
+            model: &args.model,
+            model_dir: &dir,
+            perplexity: ppl,
+            perplexity_timing: timing,
+            tasks,
+            task_timing,
+            config: EvalConfigJson {
+                seqlen,
+                limit: args.limit,
+                max_windows: args.max_windows,
+                batch_size: args.batch_size,
+                scoring: "shared-prefix",
+                dtype: "float32",
+                device: crate::cmd::common::device_name(runtime.device),
+                threads: runtime.threads,
+                notes,
             },
-        });
+        };
+        let value = serde_json::to_value(&value).map_err(anyhow::Error::from)?;
         output::write_json(&path, &value).map_err(anyhow::Error::from)?;
     }
     Ok(())

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use spindle::induce::{BlockInduction, BlockReconstruction, InduceConfig, induce_model};
+use spindle::induce::{BlockInduction, InduceConfig, induce_model};
+use spindle::prune::Method;
 use spindle::recipe::{Calibration, Stage, StageDefaults};
 use spindle::{mem, output, progress};
-use spindle_induce::{FeatureConfig, FeatureSource, Measures, Scorer, Start};
+use spindle_induce::{FeatureConfig, FeatureSource, Scorer, Start};
 use spindle_model::{Model, Runtime};
 use spindle_prune::Pattern;
 use tch::Kind;
@@ -20,26 +21,6 @@ use crate::Failure;
 use crate::cmd::cli::{InduceArgs, MethodArg};
 use crate::cmd::common::{calibration, model_hashes};
 use crate::cmd::flags;
-
-fn measures_json(m: &[Measures]) -> Value {
-    json!(m.iter().map(|m| json!({"true_removed": m.true_removed, "own_removed": m.own_removed, "entropy": m.entropy})).collect::<Vec<_>>())
-}
-
-/// The per-block induction figures, as JSON.
-pub(crate) fn blocks_json(blocks: &[BlockInduction]) -> Value {
-    json!(blocks.iter().map(|b| json!({
-        "index": b.index,
-        "pattern": pattern_json(b.pattern),
-        "seconds": b.seconds,
-        "sites": b.sites.iter().map(|s| json!({
-            "label": s.label, "stage": s.stage, "objective_before": s.objective_before, "objective_after": s.objective_after,
-            "chosen": s.chosen, "scale_min": s.scale_range.0, "scale_max": s.scale_range.1, "histogram": s.histogram,
-            "measures_before": measures_json(&s.before), "measures_after": measures_json(&s.after),
-        })).collect::<Vec<_>>(),
-        "feature_epochs": b.feature_epochs.iter().map(|e| json!({"reconstruction": e.reconstruction, "snl": e.snl})).collect::<Vec<_>>(),
-        "scaler_ranges": b.scaler_ranges,
-    })).collect::<Vec<_>>())
-}
 
 fn snl_json(f: &FeatureConfig) -> Value {
     json!({
@@ -98,19 +79,29 @@ pub(crate) fn reconstruct_json(c: &FeatureConfig) -> Value {
     snl_json(c)
 }
 
-/// The per-block reconstruction figures, as JSON.
-pub(crate) fn reconstruction_json(blocks: &[BlockReconstruction]) -> Value {
-    json!(
-        blocks
-            .iter()
-            .map(|b| json!({
-                "index": b.index,
-                "seconds": b.seconds,
-                "epochs": b.epochs.iter().map(|e| json!({"reconstruction": e.reconstruction, "snl": e.snl})).collect::<Vec<_>>(),
-                "scaler_ranges": b.scaler_ranges,
-            }))
-            .collect::<Vec<_>>()
-    )
+/// `spindle induce --json`: the report, field for field.
+#[derive(serde::Serialize)]
+struct InduceJson<'a> {
+    model: &'a str,
+    model_dir: &'a Path,
+    model_sha256: Value,
+    out: &'a Path,
+    /// The pruner the model was prepared for.
+    target: &'static str,
+    config: Value,
+    threads: usize,
+    spindle_version: &'static str,
+    data: Value,
+    blocks: &'a [BlockInduction],
+    seconds: InduceSeconds,
+    peak_rss_bytes: Option<u64>,
+    plots: Value,
+}
+
+#[derive(serde::Serialize)]
+struct InduceSeconds {
+    induce_and_save: f64,
+    total: f64,
 }
 
 /// Mean of the distribution stage's objective before and after, over every site.
@@ -161,8 +152,14 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
                 .into(),
         ));
     }
-    let cfg = spindle::recipe::induce_config(&resolved, spindle::recipe::scorer_of(target, args.ria_alpha), pattern)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    // The pruner the model is prepared for, with the option its selection reads.
+    let method = match args.target {
+        MethodArg::Magnitude => Method::Magnitude(spindle_prune::magnitude::Scope::Matrix),
+        MethodArg::Wanda => Method::Wanda,
+        MethodArg::Sparsegpt => Method::SparseGpt(spindle_prune::SparseGptConfig::default()),
+        MethodArg::Ria => Method::Ria(spindle_prune::ria::RiaConfig { alpha: args.ria_alpha }),
+    };
+    let cfg = spindle::recipe::induce_config(&resolved, Scorer::from(method), pattern).map_err(|e| Failure::Usage(e.to_string()))?;
     let mut calib = Calibration::default();
     args.calib.apply(&mut calib);
     calib.batch_size = args.batch_size;
@@ -217,26 +214,22 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
         None => json!(null),
     };
     if let Some(path) = args.json {
-        let value = json!({
-            "model": args.model,
-            "model_dir": dir,
-            "model_sha256": model_hashes(&dir)?,
-            "out": report.out,
-            "target": match args.target {
-                MethodArg::Magnitude => "magnitude",
-                MethodArg::Wanda => "wanda",
-                MethodArg::Sparsegpt => "sparsegpt",
-                MethodArg::Ria => "ria",
-            },
-            "config": config_json(&cfg),
-            "threads": runtime.threads,
-            "spindle_version": env!("CARGO_PKG_VERSION"),
-            "data": data_info,
-            "blocks": blocks_json(&report.blocks),
-            "seconds": {"induce_and_save": report.seconds, "total": started.elapsed().as_secs_f64()},
-            "peak_rss_bytes": peak,
-            "plots": plots,
-        });
+        let value = InduceJson {
+            model: &args.model,
+            model_dir: &dir,
+            model_sha256: model_hashes(&dir)?,
+            out: &report.out,
+            target: target.name(),
+            config: config_json(&cfg),
+            threads: runtime.threads,
+            spindle_version: env!("CARGO_PKG_VERSION"),
+            data: data_info,
+            blocks: &report.blocks,
+            seconds: InduceSeconds { induce_and_save: report.seconds, total: started.elapsed().as_secs_f64() },
+            peak_rss_bytes: peak,
+            plots,
+        };
+        let value = serde_json::to_value(&value).map_err(anyhow::Error::from)?;
         output::write_json(&path, &value).map_err(|e| crate::cmd::roll_back(&report.out, e.into()))?;
     }
     Ok(())

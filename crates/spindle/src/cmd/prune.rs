@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::time::Instant;
 
+use serde::Serialize;
 use serde_json::{Value, json};
-use spindle::prune::{PipelineError, PruneConfig, PruneReport};
-use spindle::recipe::{Event, Recipe, RecipeReport, Resolved};
+use spindle::induce::{BlockInduction, BlockReconstruction};
+use spindle::prune::{BlockReport, LinearReport, PipelineError, PruneConfig, PruneReport};
+use spindle::recipe::{CalibrationInfo, Event, Recipe, RecipeReport, Resolved};
 use spindle::{mem, output, progress};
 use spindle_data::DataDir;
 use spindle_model::Runtime;
@@ -77,41 +79,72 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
     print_report(&report, &cfg, peak)?;
 
     if let Some(path) = args.json {
-        let value = json!({
-            "model": args.model,
-            "model_dir": dir,
-            "model_sha256": model_hashes(&dir)?,
-            "out": report.out,
-            "recipe": serde_json::to_value(&recipe).map_err(anyhow::Error::from)?,
-            "config": {
+        let value = PruneJson {
+            model: &args.model,
+            model_dir: &dir,
+            model_sha256: model_hashes(&dir)?,
+            out: &report.out,
+            recipe: &recipe,
+            config: json!({
                 "method": cfg.method.name(), "method_options": method_options_json(cfg.method), "pattern": pattern_json(cfg.pattern),
                 "allocation": allocation_json(cfg.allocation), "true_sequential": cfg.true_sequential, "layer_errors": cfg.layer_errors,
                 "batch_size": cfg.batch_size, "dtype": kind_name(kind), "device": device_name(runtime.device), "threads": runtime.threads,
                 "spindle_version": env!("CARGO_PKG_VERSION"),
                 "induce": cfg.induce.as_ref().map(crate::cmd::induce::config_json),
                 "reconstruct": cfg.reconstruct.as_ref().map(crate::cmd::induce::reconstruct_json),
+            }),
+            induction: &report.induction,
+            reconstruction: &report.reconstruction,
+            added_bias_parameters: report.added_bias_parameters,
+            data: calibration.as_ref(),
+            overall_sparsity: report.overall_sparsity,
+            linears: &report.linears,
+            blocks: &report.blocks,
+            seconds: PruneSeconds {
+                calibration_data: seconds_calibration,
+                load: seconds_load,
+                owl: report.seconds_owl,
+                prune_and_save: report.seconds_prune,
+                total: started.elapsed().as_secs_f64(),
             },
-            "induction": crate::cmd::induce::blocks_json(&report.induction),
-            "reconstruction": crate::cmd::induce::reconstruction_json(&report.reconstruction),
-            "added_bias_parameters": report.added_bias_parameters,
-            "data": serde_json::to_value(&calibration).map_err(anyhow::Error::from)?,
-            "overall_sparsity": report.overall_sparsity,
-            "linears": report.linears.iter().map(|l| json!({
-                "name": l.name, "shape": l.shape, "target": l.target, "sparsity": l.sparsity, "rel_error": l.rel_error,
-                "percdamp": l.percdamp, "damp_retries": l.damp_retries,
-            })).collect::<Vec<_>>(),
-            "blocks": report.blocks.iter().map(|b| json!({
-                "index": b.index, "target": b.target, "outlier_ratio": b.outlier_ratio, "seconds": b.seconds,
-            })).collect::<Vec<_>>(),
-            "seconds": {
-                "calibration_data": seconds_calibration, "load": seconds_load, "owl": report.seconds_owl,
-                "prune_and_save": report.seconds_prune, "total": started.elapsed().as_secs_f64(),
-            },
-            "peak_rss_bytes": peak,
-        });
+            peak_rss_bytes: peak,
+        };
+        let value = serde_json::to_value(&value).map_err(anyhow::Error::from)?;
         output::write_json(&path, &value).map_err(|e| crate::cmd::roll_back(&report.out, e.into()))?;
     }
     Ok(())
+}
+
+/// `spindle prune --json`: the report, field for field.
+#[derive(Serialize)]
+struct PruneJson<'a> {
+    model: &'a str,
+    model_dir: &'a Path,
+    model_sha256: Value,
+    out: &'a Path,
+    /// The recipe as run (what the model's `spindle_recipe.toml` holds).
+    recipe: &'a Resolved,
+    /// The typed configuration the recipe resolved to, as the pipeline saw it.
+    config: Value,
+    induction: &'a [BlockInduction],
+    reconstruction: &'a [BlockReconstruction],
+    added_bias_parameters: u64,
+    /// The calibration windows drawn; `null` for a run that reads none.
+    data: Option<&'a CalibrationInfo>,
+    overall_sparsity: f64,
+    linears: &'a [LinearReport],
+    blocks: &'a [BlockReport],
+    seconds: PruneSeconds,
+    peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct PruneSeconds {
+    calibration_data: f64,
+    load: f64,
+    owl: f64,
+    prune_and_save: f64,
+    total: f64,
 }
 
 fn pattern_json(p: Pattern) -> Value {
