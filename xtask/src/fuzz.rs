@@ -73,7 +73,10 @@ fn seed(root: &Path, data: &Path, target: &str) -> Result<PathBuf> {
             dir.join("index.json"),
             r#"{"metadata":{"total_size":8},"weight_map":{"a.weight":"model-00001-of-00001.safetensors"}}"#,
         )?,
-        "gguf" => copy_seed(&golden.join("gguf/tiny.gguf"), &dir, "tiny.gguf")?,
+        "gguf" => {
+            copy_seed(&golden.join("gguf/tiny.gguf"), &dir, "tiny.gguf")?;
+            copy_seed(&golden.join("gguf/kquants.gguf"), &dir, "kquants.gguf")?;
+        }
         "llama2c_model" => {
             copy_seed(&data.join("models/stories260K/stories260K.bin"), &dir, "stories260K.bin")?;
             std::fs::write(dir.join("tiny.bin"), tiny_llama2c())?;

@@ -1,5 +1,5 @@
 //! Import into a Hugging Face model directory: from GGUF (llama architecture; F32, F16, BF16,
-//! Q8_0, Q4_0 and Q4_1 dequantized to fp32; llama.cpp's q/k row permutation undone; tokenizer.json
+//! Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K dequantized to fp32; llama.cpp's q/k row permutation undone; tokenizer.json
 //! rebuilt from the GGUF metadata) and from a llama2.c checkpoint with its tokenizer. The result
 //! loads with [`crate::Model`] and with Hugging Face transformers.
 

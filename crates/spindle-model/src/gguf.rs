@@ -31,7 +31,7 @@ pub enum GgufError {
     Format { path: PathBuf, problem: String },
     #[error("{path}: tensor `{name}` lies outside the file: {what}")]
     OutOfBounds { path: PathBuf, name: String, what: String },
-    #[error("{path}: tensor `{name}` has unsupported type {id} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
+    #[error("{path}: tensor `{name}` has unsupported type {id} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)")]
     UnsupportedType { path: PathBuf, name: String, id: u32 },
     #[error("{path}: tensor `{name}` has rows of {row} values, not a multiple of the {ty} block size 32")]
     RowLength { path: PathBuf, name: String, row: u64, ty: GgmlType },
@@ -122,6 +122,10 @@ pub enum GgmlType {
     Q4_0,
     Q4_1,
     Q8_0,
+    /// K-quants: super-blocks of 256 values (llama.cpp's `Q4_K_M` files hold Q4_K and Q6_K).
+    Q4_K,
+    Q5_K,
+    Q6_K,
     /// Any other ggml type id (refused when the tensor is dequantized).
     Other(u32),
 }
@@ -134,6 +138,9 @@ impl GgmlType {
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
             8 => GgmlType::Q8_0,
+            12 => GgmlType::Q4_K,
+            13 => GgmlType::Q5_K,
+            14 => GgmlType::Q6_K,
             30 => GgmlType::BF16,
             other => GgmlType::Other(other),
         }
@@ -147,6 +154,9 @@ impl GgmlType {
             GgmlType::Q4_0 => 2,
             GgmlType::Q4_1 => 3,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q4_K => 12,
+            GgmlType::Q5_K => 13,
+            GgmlType::Q6_K => 14,
             GgmlType::BF16 => 30,
             GgmlType::Other(id) => id,
         }
@@ -161,6 +171,9 @@ impl GgmlType {
             GgmlType::Q8_0 => Some((32, 34)),
             GgmlType::Q4_0 => Some((32, 18)),
             GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Q4_K => Some((256, 144)),
+            GgmlType::Q5_K => Some((256, 176)),
+            GgmlType::Q6_K => Some((256, 210)),
             // I8, I16, I32, I64, F64
             GgmlType::Other(24) => Some((1, 1)),
             GgmlType::Other(25) => Some((1, 2)),
@@ -316,6 +329,21 @@ impl GgufFile {
                     dequantize_q4_1(b, y);
                 }
             }
+            GgmlType::Q4_K => {
+                for (y, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(144)) {
+                    dequantize_q4_k(b, y);
+                }
+            }
+            GgmlType::Q5_K => {
+                for (y, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(176)) {
+                    dequantize_q5_k(b, y);
+                }
+            }
+            GgmlType::Q6_K => {
+                for (y, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(210)) {
+                    dequantize_q6_k(b, y);
+                }
+            }
             GgmlType::Other(_) => return Err(unsupported()),
         }
         Ok(out)
@@ -354,6 +382,80 @@ fn dequantize_q4_1(block: &[u8], y: &mut [f32]) {
     for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(&block[4..20]) {
         *l = f32::from(q & 0x0F) * d + m;
         *h = f32::from(q >> 4) * d + m;
+    }
+}
+
+/// ggml's `get_scale_min_k4`: sub-block `j`'s 6-bit scale and min from the 12 packed bytes of a
+/// Q4_K or Q5_K super-block.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 { (q[j] & 63, q[j + 4] & 63) } else { ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4)) }
+}
+
+/// ggml's `dequantize_row_q4_K` for one super-block: f16 d, f16 dmin, 12 bytes of 6-bit scales
+/// and mins, 128 bytes of nibbles. Each 64 values are two sub-blocks of 32: the low nibbles of
+/// 32 bytes, then their high nibbles; `y = (d·sc)·q − dmin·m`, in f32, multiplies then a subtract.
+fn dequantize_q4_k(block: &[u8], y: &mut [f32]) {
+    let d = fp16(block[0], block[1]);
+    let dmin = fp16(block[2], block[3]);
+    let scales = &block[4..16];
+    let qs = &block[16..144];
+    for (j, (y, q)) in y.chunks_exact_mut(64).zip(qs.chunks_exact(32)).enumerate() {
+        let (sc, m) = scale_min_k4(2 * j, scales);
+        let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
+        let (sc, m) = scale_min_k4(2 * j + 1, scales);
+        let (d2, m2) = (d * f32::from(sc), dmin * f32::from(m));
+        let (lo, hi) = y.split_at_mut(32);
+        for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(q) {
+            *l = d1 * f32::from(q & 0x0F) - m1;
+            *h = d2 * f32::from(q >> 4) - m2;
+        }
+    }
+}
+
+/// ggml's `dequantize_row_q5_K` for one super-block: as Q4_K, with a fifth bit per value from 32
+/// bytes of high bits (bit `2j` for the low nibbles of the `j`-th 64 values, bit `2j + 1` for the
+/// high ones).
+fn dequantize_q5_k(block: &[u8], y: &mut [f32]) {
+    let d = fp16(block[0], block[1]);
+    let dmin = fp16(block[2], block[3]);
+    let scales = &block[4..16];
+    let qh = &block[16..48];
+    let qs = &block[48..176];
+    for (j, (y, q)) in y.chunks_exact_mut(64).zip(qs.chunks_exact(32)).enumerate() {
+        let (sc, m) = scale_min_k4(2 * j, scales);
+        let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
+        let (sc, m) = scale_min_k4(2 * j + 1, scales);
+        let (d2, m2) = (d * f32::from(sc), dmin * f32::from(m));
+        let (u1, u2) = (1u8 << (2 * j), 2u8 << (2 * j));
+        let (lo, hi) = y.split_at_mut(32);
+        for (((l, h), &q), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(q).zip(qh) {
+            *l = d1 * f32::from((q & 0x0F) + if b & u1 != 0 { 16 } else { 0 }) - m1;
+            *h = d2 * f32::from((q >> 4) + if b & u2 != 0 { 16 } else { 0 }) - m2;
+        }
+    }
+}
+
+/// ggml's `dequantize_row_q6_K` for one super-block: 128 bytes of low nibbles, 64 bytes of 2-bit
+/// high parts, 16 signed 8-bit scales (one per 16 values), f16 d; `y = (d·sc)·(q − 32)`.
+fn dequantize_q6_k(block: &[u8], y: &mut [f32]) {
+    let (ql, rest) = block.split_at(128);
+    let (qh, rest) = rest.split_at(64);
+    let (sc, d) = rest.split_at(16);
+    let d = fp16(d[0], d[1]);
+    for (half, y) in y.chunks_exact_mut(128).enumerate() {
+        let (ql, qh, sc) = (&ql[64 * half..64 * half + 64], &qh[32 * half..32 * half + 32], &sc[8 * half..8 * half + 8]);
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = i32::from((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32;
+            let q2 = i32::from((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            let s = |k: usize| d * f32::from(sc[is + k] as i8);
+            y[l] = s(0) * q1 as f32;
+            y[l + 32] = s(2) * q2 as f32;
+            y[l + 64] = s(4) * q3 as f32;
+            y[l + 96] = s(6) * q4 as f32;
+        }
     }
 }
 
@@ -717,7 +819,7 @@ mod tests {
                 assert_eq!(
                     err,
                     format!(
-                        "{}: tensor `{name}` has unsupported type 26 (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                        "{}: tensor `{name}` has unsupported type 26 (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)",
                         dir.join("tiny.gguf").display()
                     )
                 );
@@ -908,17 +1010,44 @@ mod tests {
         }
     }
 
+    /// Q4_K, Q5_K and Q6_K super-blocks (random bytes, finite f16 scales) dequantized bit for
+    /// bit as `gguf.quants.dequantize` (gguf 0.19.0) does; see `make_gguf_fixture.py`.
+    #[test]
+    fn k_quants_match_the_python_gguf_package_bit_for_bit() {
+        let dir = golden_dir();
+        let g = GgufFile::open(&dir.join("kquants.gguf")).unwrap();
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("kquants.expected.json")).unwrap()).unwrap();
+        let tensors = expected["tensors"].as_array().unwrap();
+        let types: Vec<GgmlType> = g.tensors().iter().map(|t| t.ggml_type).collect();
+        assert_eq!(types, [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K]);
+        for (info, e) in g.tensors().iter().zip(tensors) {
+            let name = e["name"].as_str().unwrap();
+            assert_eq!((info.name.as_str(), u64::from(info.ggml_type.id())), (name, e["ggml_type"].as_u64().unwrap()));
+            let shape: Vec<usize> = e["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            assert_eq!(info.shape(), shape, "{name}");
+            let want: Vec<u32> = e["values"].as_array().unwrap().iter().map(|v| (v.as_f64().unwrap() as f32).to_bits()).collect();
+            let got: Vec<u32> = g.dequantize(name).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got.len(), want.len(), "{name}");
+            let first = got.iter().zip(&want).position(|(a, b)| a != b);
+            assert_eq!(first, None, "{name}: first differing value at {first:?}");
+        }
+    }
+
     #[test]
     fn unsupported_types_open_but_refuse_to_dequantize() {
         let mut b = Builder::new();
-        b.tensors[0].2 = 12; // Q4_K: layout unknown here, so only its start offset is checked
+        b.tensors[0].2 = 10; // Q2_K: layout unknown here, so only its start offset is checked
         let (bytes, _) = b.build();
         let (_d, path, g) = open_bytes(&bytes);
         let g = g.unwrap();
-        assert_eq!(g.tensor("q8").unwrap().ggml_type, GgmlType::Other(12));
+        assert_eq!(g.tensor("q8").unwrap().ggml_type, GgmlType::Other(10));
         assert_eq!(
             g.dequantize("q8").unwrap_err().to_string(),
-            format!("{}: tensor `q8` has unsupported type 12 (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)", path.display())
+            format!(
+                "{}: tensor `q8` has unsupported type 10 (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)",
+                path.display()
+            )
         );
     }
 

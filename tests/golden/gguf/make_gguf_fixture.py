@@ -29,6 +29,12 @@ assert version("gguf") == "0.19.0" and np.__version__ == "2.4.6", (version("gguf
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "tiny.gguf")
 EXPECTED = os.path.join(HERE, "tiny.expected.json")
+KQ_OUT = os.path.join(HERE, "kquants.gguf")
+KQ_EXPECTED = os.path.join(HERE, "kquants.expected.json")
+# K-quant super-blocks: (bytes per 256 values, byte offsets of their f16 scales). gguf 0.19 can
+# dequantize these types but not quantize them, so the blocks are random bytes (every bit of the
+# packed 6-bit scales and mins, the high bits and the nibbles exercised) with finite f16 scales.
+KQUANTS = {T.Q4_K: (144, [0, 2]), T.Q5_K: (176, [0, 2]), T.Q6_K: (210, [208])}
 NESTED = [[1, 2], [3]]
 ALIGNMENT = 64  # not the default 32, so a reader that ignores general.alignment fails
 
@@ -137,5 +143,40 @@ def jsonable(v):
     raise TypeError(type(v))
 
 
+def kquants() -> None:
+    """kquants.gguf: one tensor per K-quant type, and what gguf.quants.dequantize reads back."""
+    rng = np.random.default_rng(20261205)
+    w = gguf.GGUFWriter(KQ_OUT, arch="llama")
+    names = []
+    for qtype, (size, f16_at) in KQUANTS.items():
+        rows, blocks_per_row = 3, 2
+        raw = rng.integers(0, 256, size=(rows * blocks_per_row, size), dtype=np.uint8)
+        for at in f16_at:
+            scale = (rng.standard_normal(rows * blocks_per_row) * 0.01).astype(np.float16)
+            raw[:, at:at + 2] = scale.view(np.uint8).reshape(-1, 2)
+        data = raw.reshape(rows, blocks_per_row * size)
+        name = f"{qtype.name.lower()}.weight"
+        w.add_tensor(name, data, raw_shape=data.shape, raw_dtype=qtype)
+        names.append(name)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    r = gguf.GGUFReader(KQ_OUT)
+    out = []
+    for t in r.tensors:
+        values = gguf.quants.dequantize(t.data, t.tensor_type)
+        assert values.dtype == np.float32 and np.all(np.isfinite(values)), t.name
+        out.append({"name": t.name, "ggml_type": int(t.tensor_type), "type_name": t.tensor_type.name,
+                    "dims": [int(d) for d in t.shape], "shape": [int(d) for d in values.shape],
+                    "values": [float(v) for v in values.reshape(-1)]})
+    assert [t["name"] for t in out] == names
+    with open(KQ_EXPECTED, "w") as f:
+        json.dump({"tensors": out}, f, indent=1)
+        f.write("\n")
+    print(f"{KQ_OUT}: {os.path.getsize(KQ_OUT)} bytes; {KQ_EXPECTED}: {os.path.getsize(KQ_EXPECTED)} bytes")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    kquants()
