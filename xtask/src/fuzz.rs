@@ -179,10 +179,8 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
     let targets: Vec<&str> = if args.only.is_empty() { TARGETS.to_vec() } else { args.only.iter().map(String::as_str).collect() };
     let seconds = (args.minutes * 60.0).round().max(1.0) as u64;
     let record = root.join("docs/results/fuzz.json");
-    let mut runs: Vec<FuzzRun> = match std::fs::read_to_string(&record) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", record.display()))?,
-        Err(_) => Vec::new(),
-    };
+    // Fails early on a record that cannot be read, before any fuzzing time is spent.
+    read_record(&record)?;
     let lib = crate::libtorch::lib_dir();
     let mut crashed = Vec::new();
     for target in targets {
@@ -222,13 +220,38 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
             eprintln!("{}", tail.join("\n"));
             crashed.push(target.to_owned());
         }
-        runs.push(run);
-        std::fs::write(&record, serde_json::to_string_pretty(&runs)? + "\n")?;
-        std::fs::write(root.join("docs/results/fuzz.md"), render(&runs))?;
+        append_record(&record, run)?;
     }
     if !crashed.is_empty() {
         bail!("crashes in {} (artifacts under fuzz/artifacts/): make each a regression test", crashed.join(", "));
     }
+    Ok(())
+}
+
+fn read_record(record: &Path) -> Result<Vec<FuzzRun>> {
+    match std::fs::read_to_string(record) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", record.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", record.display())),
+    }
+}
+
+/// Adds `run` to the record and re-renders the summary, under a lock on the record, re-reading
+/// it first: several `cargo xtask fuzz --only ...` side by side (one per core) keep every run.
+fn append_record(record: &Path, run: FuzzRun) -> Result<()> {
+    let lock_path = record.with_extension("json.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    let mut runs = read_record(record)?;
+    runs.push(run);
+    std::fs::write(record, serde_json::to_string_pretty(&runs)? + "\n")?;
+    let md = record.with_extension("md");
+    std::fs::write(&md, render(&runs)).with_context(|| format!("writing {}", md.display()))?;
     Ok(())
 }
 
@@ -276,6 +299,36 @@ mod tests {
         assert_eq!(last_stat(out, "ft:"), 530);
         assert_eq!(last_stat(out, "stat::number_of_executed_units:"), 4096);
         assert_eq!(last_stat(out, "nothing:"), 0);
+    }
+
+    #[test]
+    fn runs_appended_by_two_runners_are_both_kept() {
+        let t = tempfile_dir();
+        let record = t.join("fuzz.json");
+        let run = |target: &str| FuzzRun {
+            target: target.to_owned(),
+            unix_time: 0,
+            seconds: 60.0,
+            executions: 1,
+            coverage: 2,
+            features: 3,
+            corpus: 4,
+            crashed: false,
+            machine: "m".into(),
+        };
+        // Each runner appends to what is on disk now, not to what it read when it started.
+        append_record(&record, run("gguf")).unwrap();
+        append_record(&record, run("recipe")).unwrap();
+        let runs = read_record(&record).unwrap();
+        assert_eq!(runs.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(), ["gguf", "recipe"]);
+        assert!(std::fs::read_to_string(t.join("fuzz.md")).unwrap().contains("| recipe | 1 | 1.0 |"));
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("spindle-fuzz-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 
     #[test]
