@@ -619,6 +619,70 @@ fn an_interrupted_run_leaves_no_partial_output_and_a_killed_one_is_swept_next_ti
     assert!(partials(t.path()).is_empty(), "{left:?} was not swept");
 }
 
+/// A llama2.c checkpoint of about 150 MB (zeros; vocabulary 512 to match stories260K's tokenizer),
+/// large enough that `convert` is still writing when a signal arrives.
+fn big_llama2c(path: &Path) {
+    use std::io::Write;
+    let (dim, hidden, layers, heads, kv, vocab, seq) = (512usize, 1376usize, 12usize, 8usize, 8usize, 512usize, 256usize);
+    let hs = dim / heads;
+    let floats = vocab * dim + layers * (2 * dim + 2 * dim * dim + 2 * dim * kv * hs + 3 * dim * hidden) + dim + seq * hs;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for v in [dim, hidden, layers, heads, kv, vocab, seq] {
+        f.write_all(&(v as i32).to_le_bytes()).unwrap();
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = floats * 4;
+    while left > 0 {
+        let n = left.min(zeros.len());
+        f.write_all(&zeros[..n]).unwrap();
+        left -= n;
+    }
+    f.flush().unwrap();
+}
+
+#[test]
+fn an_interrupted_convert_leaves_no_partial_output() {
+    let src = tempfile::tempdir().unwrap();
+    let ckpt = src.path().join("big.bin");
+    big_llama2c(&ckpt);
+    let tok = data().join("models/stories260K/tok512.bin");
+    let before = snapshot(src.path());
+    for signal in ["INT", "TERM"] {
+        for delay in [Duration::ZERO, Duration::from_millis(50)] {
+            let t = tempfile::tempdir().unwrap();
+            let mut child = Command::new(bin())
+                .args(["--threads", "1", "convert"])
+                .arg(&ckpt)
+                .arg("--tokenizer")
+                .arg(&tok)
+                .arg("--out")
+                .arg(t.path().join("out"))
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let started = Instant::now();
+            while partials(t.path()).is_empty() {
+                assert!(child.try_wait().unwrap().is_none(), "convert ended before it started writing");
+                assert!(started.elapsed() < TIME_BOUND, "no partial directory appeared");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(delay);
+            assert!(Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap().success());
+            let o = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(
+                (o.status.code(), stderr.as_ref()),
+                (Some(130), "spindle: error: interrupted; partial outputs were removed\n"),
+                "convert, SIG{signal} after {delay:?}"
+            );
+            assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "SIG{signal} after {delay:?} left {:?}", partials(t.path()));
+        }
+    }
+    assert!(snapshot(src.path()) == before, "the input was written");
+}
+
 // ---- standard output and flags (F3, F11, F12) --------------------------------------------------
 
 #[test]
