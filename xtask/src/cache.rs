@@ -288,8 +288,13 @@ pub(crate) fn plan(table: &Table, profile: &str, only: &[String], fp: &Fingerpri
     Ok(out)
 }
 
+/// `results/` of the workspace, or `$SPINDLE_RESULTS` where set (a shared filesystem several
+/// machines run one table into, or a test's own folder).
 pub(crate) fn results_dir(root: &Path) -> PathBuf {
-    root.join("results")
+    match std::env::var_os("SPINDLE_RESULTS").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => root.join("results"),
+    }
 }
 
 pub(crate) fn cache_dir(root: &Path) -> PathBuf {

@@ -35,7 +35,9 @@ use crate::{cargo, libtorch, project_root, run_echoed};
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReproduceArgs {
     /// The table: a spec in eval/tables (table1 perplexity ± SI, table2 zero-shot ± SI, table3 N:M
-    /// ± SI, table4 the SI ablation).
+    /// ± SI, table4 the SI ablation), or the path of a spec of your own (`*.toml`). Results go to
+    /// results/ (`$SPINDLE_RESULTS` to put the cache and tables elsewhere); `$SPINDLE_BIN` runs a
+    /// spindle binary built elsewhere instead of building the release one.
     table: String,
     /// `cpu` (the converted SmolLM2-135M on a budget that fits a laptop) or `paper` (the paper's
     /// models from $SPINDLE_MODELS, full protocol).
@@ -177,11 +179,18 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
         }
     }
     let pending: Vec<&Planned> = planned.iter().filter(|p| p.finished(&cache).is_none()).collect();
-    if !pending.is_empty() {
-        libtorch::ensure()?;
-        run_echoed(cargo().args(["build", "--release", "--quiet", "--package", "spindle"]))?;
-    }
-    let spindle = crate::release_binary(&root);
+    // `$SPINDLE_BIN`: a spindle built elsewhere (a cluster's shared build, a test's debug build);
+    // its runs are keyed by this workspace's code version all the same.
+    let spindle = match std::env::var_os("SPINDLE_BIN").filter(|v| !v.is_empty()) {
+        Some(bin) => PathBuf::from(bin),
+        None => {
+            if !pending.is_empty() {
+                libtorch::ensure()?;
+                run_echoed(cargo().args(["build", "--release", "--quiet", "--package", "spindle"]))?;
+            }
+            crate::release_binary(&root)
+        }
+    };
     eprintln!(
         "{} ({} profile): {} runs, {} cached, {} to run, {} at a time",
         table.name,

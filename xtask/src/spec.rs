@@ -442,8 +442,10 @@ pub(crate) struct Table {
 }
 
 /// The path of a table's spec.
+/// `eval/tables/<table>.toml`, or `table` itself where it names a `.toml` file (a spec of your
+/// own).
 pub(crate) fn spec_path(root: &Path, table: &str) -> PathBuf {
-    root.join(TABLES_DIR).join(format!("{table}.toml"))
+    if table.ends_with(".toml") { PathBuf::from(table) } else { root.join(TABLES_DIR).join(format!("{table}.toml")) }
 }
 
 /// The names of every table spec in `eval/tables`, sorted.

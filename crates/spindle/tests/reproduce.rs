@@ -1,0 +1,206 @@
+//! `cargo xtask reproduce` interrupted at several points (#21 item 4): during a prune, during an
+//! evaluation, between runs, and killed outright. Each time the cache holds no partial output and
+//! no half-written run, and the resumed table equals an uninterrupted one, figure for figure. The
+//! table is a spec of its own on stories260K, run by this package's `spindle` (`$SPINDLE_BIN`)
+//! into temporary results folders (`$SPINDLE_RESULTS`).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TIME_BOUND: Duration = Duration::from_secs(300);
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn data() -> PathBuf {
+    spindle_data::DataDir::resolve_from(None, &root()).unwrap().root().to_path_buf()
+}
+
+/// The xtask binary `cargo xtask` runs (built here if this test runs before it ever was).
+fn xtask() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin = target.join("debug/xtask");
+    if !bin.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let ok = Command::new(cargo).current_dir(root()).args(["build", "--quiet", "-p", "xtask"]).status().unwrap();
+        assert!(ok.success(), "building xtask");
+    }
+    bin
+}
+
+fn stories(out: &Path) {
+    let s = data().join("models/stories260K");
+    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["--threads", "1", "convert"])
+        .arg(s.join("stories260K.bin"))
+        .arg("--tokenizer")
+        .arg(s.join("tok512.bin"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Dense, Wanda and Wanda + SI at two calibration seeds: five runs, four of them pruning.
+fn spec(dir: &Path, model: &Path) -> PathBuf {
+    let profile = |name: &str| {
+        format!(
+            "[profiles.{name}]\ndescription = \"d\"\nmodels = [{{ id = \"stories\", label = \"stories260K\", source = \"{}\" }}]\n\
+             nsamples = 4\nseqlen = 64\nseeds = [0, 1]\nmax_windows = 4\n",
+            model.display()
+        )
+    };
+    let text = format!(
+        "name = \"interrupt_check\"\nversion = 1\ntitle = \"t\"\ncolumns = [{{ id = \"w\", label = \"W\", ppl = \"wikitext2\" }}]\n\
+         tolerance = {{ ppl_rel = 0.01, acc_abs = 1.0 }}\n{}{}\
+         [[rows]]\nid = \"dense\"\nlabel = \"Dense\"\nmethod = \"dense\"\n\
+         [[rows]]\nid = \"wanda\"\nlabel = \"Wanda\"\nmethod = \"wanda\"\nsparsity = 0.5\n\
+         [[rows]]\nid = \"wanda+si\"\nlabel = \"Wanda + SI\"\nmethod = \"wanda\"\nsparsity = 0.5\nbase = \"wanda\"\n\
+         si = {{ stages = [\"feature\"] }}\nrecipe = {{ induce = {{ feature = {{ epochs = 4 }} }} }}\n",
+        profile("cpu"),
+        profile("paper")
+    );
+    let path = dir.join("interrupt_check.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `cargo xtask reproduce SPEC` into `results`, in a process group of its own.
+fn reproduce(spec: &Path, results: &Path) -> std::process::Child {
+    Command::new(xtask())
+        .current_dir(root())
+        .arg("reproduce")
+        .arg(spec)
+        .arg("--data-dir")
+        .arg(data())
+        .env("SPINDLE_RESULTS", results)
+        .env("SPINDLE_BIN", env!("CARGO_BIN_EXE_spindle"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+/// Every path under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn name_is(p: &Path, f: impl Fn(&str) -> bool) -> bool {
+    p.file_name().and_then(|n| n.to_str()).is_some_and(f)
+}
+
+/// The cache's run folders: `(folder, finished)`.
+fn runs(results: &Path) -> Vec<(PathBuf, bool)> {
+    let Ok(entries) = std::fs::read_dir(results.join("cache")) else { return Vec::new() };
+    entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).map(|p| (p.clone(), p.join("run.json").is_file())).collect()
+}
+
+/// Waits until `at(results)` holds, then sends `signal` to the runner's whole process group (as a
+/// terminal's Ctrl-C does) and waits for the runner; returns its stderr.
+fn interrupt_when(spec: &Path, results: &Path, signal: &str, what: &str, at: impl Fn(&Path) -> bool) -> String {
+    let mut child = reproduce(spec, results);
+    let started = Instant::now();
+    while !at(results) {
+        assert!(child.try_wait().unwrap().is_none(), "the table finished before {what}");
+        assert!(started.elapsed() < TIME_BOUND, "{what} never came");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let group = format!("-{}", child.id());
+    assert!(Command::new("kill").arg(format!("-{signal}")).arg("--").arg(&group).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_ne!(o.status.code(), Some(0), "SIG{signal} at {what}: the runner did not stop");
+    // The group's spindle has gone too (`kill -0` on the group fails once nobody is left).
+    let gone = Instant::now();
+    while Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status().unwrap().success() {
+        assert!(gone.elapsed() < TIME_BOUND, "SIG{signal} at {what}: spindle outlived its runner");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The figures of a rendered table, without what differs between two runs of it (timings).
+fn figures(results: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(results.join("interrupt_check.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| !k.contains("seconds") && k != "generated" && k != "threads" && k != "machine");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn an_interrupted_table_leaves_a_consistent_cache_and_resumes_to_the_same_figures() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("stories");
+    stories(&model);
+    let spec = spec(t.path(), &model);
+
+    // The reference: the table run through once.
+    let reference = t.path().join("reference");
+    let o = reproduce(&spec, &reference).wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(runs(&reference).len(), 5);
+    let want = figures(&reference);
+    let text = want.to_string();
+    assert!(text.contains("wanda+si") && text.contains("\"w\""), "the reference holds every row's figures: {text}");
+
+    let results = t.path().join("results");
+    let partial = |r: &Path| walk(r).iter().any(|p| name_is(p, |n| n.starts_with(".spindle-partial-")));
+    let evaluating = |r: &Path| runs(r).iter().any(|(d, done)| !done && d.join("eval.log").is_file());
+    let finished = |n: usize| move |r: &Path| runs(r).iter().filter(|(_, done)| *done).count() >= n;
+    let check = |what: &str| {
+        let left: Vec<PathBuf> = walk(&results).into_iter().filter(|p| name_is(p, |n| n.starts_with(".spindle-partial-"))).collect();
+        assert!(left.is_empty(), "{what}: partial outputs left: {left:?}");
+        for (dir, done) in runs(&results) {
+            if done {
+                let text = std::fs::read_to_string(dir.join("run.json")).unwrap();
+                serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{what}: {}: {e}", dir.display()));
+            }
+            assert!(!dir.join("model").exists() || dir.join("model/config.json").is_file(), "{what}: a half-written model");
+        }
+    };
+    interrupt_when(&spec, &results, "INT", "the first prune", partial);
+    check("SIGINT during a prune");
+    interrupt_when(&spec, &results, "TERM", "an evaluation", evaluating);
+    check("SIGTERM during an evaluation");
+    let done = runs(&results).iter().filter(|(_, d)| *d).count();
+    interrupt_when(&spec, &results, "INT", "the end of a run", finished(done + 1));
+    check("SIGINT between runs");
+    // SIGKILL cannot be caught: its partial directory stays, and the next run sweeps it.
+    interrupt_when(&spec, &results, "KILL", "a prune", partial);
+    assert!(partial(&results), "SIGKILL leaves its partial directory");
+    let o = reproduce(&spec, &results).wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    check("the resumed table");
+    assert_eq!(runs(&results).len(), 5);
+    assert!(runs(&results).iter().all(|(_, done)| *done));
+    assert_eq!(figures(&results), want, "the resumed table differs from the uninterrupted one");
+}
