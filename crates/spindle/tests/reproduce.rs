@@ -1,5 +1,5 @@
 //! `cargo xtask reproduce` interrupted at several points (#21 item 4): during a prune, during an
-//! evaluation, between runs, and killed outright. Each time the cache holds no partial output and
+//! evaluation, between runs, and killed outright; and two runners sharing one cache. Each time the cache holds no partial output and
 //! no half-written run, and the resumed table equals an uninterrupted one, figure for figure. The
 //! table is a spec of its own on stories260K, run by this package's `spindle` (`$SPINDLE_BIN`)
 //! into temporary results folders (`$SPINDLE_RESULTS`).
@@ -203,4 +203,18 @@ fn an_interrupted_table_leaves_a_consistent_cache_and_resumes_to_the_same_figure
     assert_eq!(runs(&results).len(), 5);
     assert!(runs(&results).iter().all(|(_, done)| *done));
     assert_eq!(figures(&results), want, "the resumed table differs from the uninterrupted one");
+
+    // Two runners sharing one cache: each run is done once, by one of them, and the table is
+    // the same.
+    let shared = t.path().join("shared");
+    let (a, b) = (reproduce(&spec, &shared), reproduce(&spec, &shared));
+    let mut done_by = Vec::new();
+    for o in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        done_by.push(err.lines().filter(|l| l.starts_with("finished ")).count());
+    }
+    assert_eq!(done_by.iter().sum::<usize>(), 5, "each run done by exactly one runner: {done_by:?}");
+    assert!(runs(&shared).iter().all(|(_, done)| *done) && runs(&shared).len() == 5);
+    assert_eq!(figures(&shared), want, "two runners side by side changed the table");
 }
