@@ -43,7 +43,7 @@ use serde_json::Value;
 use spindle_data::Tokenizer;
 use spindle_model::{Model, ModelError};
 
-pub use perplexity::{PplConfig, PplResult, perplexity};
+pub use perplexity::{PplConfig, PplResult, perplexity, perplexity_streamed};
 pub use score::{Encoded, ItemResult, LogLikelihood, encode_pair, item_result, loglikelihoods, loglikelihoods_shared, mean_stderr};
 pub use task::{Item, TaskSpec, load_specs};
 

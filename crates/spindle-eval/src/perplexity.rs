@@ -36,8 +36,39 @@ pub struct PplResult {
     pub seconds: f64,
 }
 
-/// Perplexity of `model` on `ids`; `progress(done, total)` counts windows.
+/// Perplexity of `model` on `ids` with every block resident (read once); `progress(done,
+/// total)` counts windows.
 pub fn perplexity(model: &Model, ids: &[u32], cfg: PplConfig, progress: &mut dyn FnMut(usize, usize)) -> Result<PplResult, EvalError> {
+    evaluate(model, ids, cfg, Residence::Resident, progress)
+}
+
+/// [`perplexity`], streamed by layer as SparseGPT's own evaluation runs: every window goes
+/// through block `i` before any goes through block `i + 1`, so one block is resident at a time
+/// and peak memory is about one block plus the windows' hidden states (`nsamples × seqlen ×
+/// hidden` floats), whatever the depth. Each window's computation is the resident path's, so the
+/// figures are equal bit for bit. `progress(done, total)` counts blocks.
+pub fn perplexity_streamed(
+    model: &Model,
+    ids: &[u32],
+    cfg: PplConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PplResult, EvalError> {
+    evaluate(model, ids, cfg, Residence::Streamed, progress)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Residence {
+    Resident,
+    Streamed,
+}
+
+fn evaluate(
+    model: &Model,
+    ids: &[u32],
+    cfg: PplConfig,
+    residence: Residence,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PplResult, EvalError> {
     if cfg.seqlen < 2 {
         return Err(EvalError::Config(format!("seqlen must be at least 2, got {}", cfg.seqlen)));
     }
@@ -50,43 +81,43 @@ pub fn perplexity(model: &Model, ids: &[u32], cfg: PplConfig, progress: &mut dyn
     }
     let all: Vec<i64> = ids[..nsamples * cfg.seqlen].iter().map(|&i| i64::from(i)).collect();
     let all = Tensor::from_slice(&all).view([nsamples as i64, cfg.seqlen as i64]);
-    let s = cfg.seqlen as i64;
-    let vocab = model.config().vocab_size.max(1) as i64;
-    let mut nlls = Vec::with_capacity(nsamples);
     let _guard = tch::no_grad_guard();
-    let resident = Resident::load(model)?;
-    let started = std::time::Instant::now();
-    let mut start = 0;
-    while start < nsamples {
-        progress(start, nsamples);
-        let b = cfg.batch_size.min(nsamples - start);
-        let batch = all.narrow(0, start as i64, b as i64).to_device(model.device());
-        let hidden = resident.hidden(&batch)?;
-        let chunk = (HEAD_CHUNK_BYTES / (4 * vocab * b as i64)).max(16);
-        // The head and its log-softmax, `chunk` positions at a time: every row is computed
-        // exactly as in one pass, but the `[b, seqlen, vocab]` logits and log-probabilities
-        // (2 × 100 MB for a 49k vocabulary at 512 tokens) are never materialised, so no fresh
-        // pages are faulted in for them on every window.
-        let mut picked = Vec::new();
-        let mut pos = 0;
-        while pos < s - 1 {
-            let n = chunk.min(s - 1 - pos);
-            let logp = model.head(&hidden.narrow(1, pos, n)).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
-            let targets = batch.narrow(1, pos + 1, n).unsqueeze(-1);
-            picked.push(logp.gather(-1, &targets, false).squeeze_dim(-1));
-            pos += n;
+    let batches: Vec<Tensor> = (0..nsamples)
+        .step_by(cfg.batch_size)
+        .map(|start| all.narrow(0, start as i64, cfg.batch_size.min(nsamples - start) as i64).to_device(model.device()))
+        .collect();
+    let mut nlls = Vec::with_capacity(nsamples);
+    let started;
+    match residence {
+        Residence::Resident => {
+            let resident = Resident::load(model)?;
+            started = std::time::Instant::now();
+            let mut done = 0;
+            for batch in &batches {
+                progress(done, nsamples);
+                nlls.extend(window_nlls(model, &resident.hidden(batch)?, batch, cfg.seqlen)?);
+                done += batch.size()[0] as usize;
+            }
+            progress(nsamples, nsamples);
         }
-        // Mean over the window's seqlen − 1 predictions, in fp32, as CrossEntropyLoss does.
-        let loss = -Tensor::cat(&picked, 1).mean_dim(1, false, Kind::Float);
-        let loss: Vec<f32> =
-            Vec::<f32>::try_from(loss.to_device(tch::Device::Cpu)).map_err(|e| EvalError::Config(format!("reading losses: {e}")))?;
-        for l in loss {
-            // `loss.float() * seqlen` in the reference: an fp32 product.
-            nlls.push(f64::from(l * cfg.seqlen as f32));
+        Residence::Streamed => {
+            started = std::time::Instant::now();
+            let layers = model.config().num_layers;
+            let mut hidden: Vec<Tensor> = batches.iter().map(|b| model.embed(b, None)).collect::<Result<_, _>>()?;
+            for i in 0..layers {
+                progress(i, layers);
+                let block = model.block(i)?;
+                for (h, b) in hidden.iter_mut().zip(&batches) {
+                    let size = b.size();
+                    *h = block.forward(h, &model.context(size[0], size[1], None));
+                }
+            }
+            for (h, b) in hidden.iter().zip(&batches) {
+                nlls.extend(window_nlls(model, h, b, cfg.seqlen)?);
+            }
+            progress(layers, layers);
         }
-        start += b;
     }
-    progress(nsamples, nsamples);
     let seconds = started.elapsed().as_secs_f64();
     let total: f64 = nlls.iter().sum();
     let ppl = (total / (nsamples * cfg.seqlen) as f64).exp();
@@ -94,4 +125,31 @@ pub fn perplexity(model: &Model, ids: &[u32], cfg: PplConfig, progress: &mut dyn
         return Err(EvalError::NotFinite { what: format!("perplexity at seqlen {}", cfg.seqlen) });
     }
     Ok(PplResult { ppl, seqlen: cfg.seqlen, nsamples, nlls, seconds })
+}
+
+/// Each window's mean cross-entropy × seqlen, from its final hidden states `[b, seqlen, hidden]`.
+fn window_nlls(model: &Model, hidden: &Tensor, batch: &Tensor, seqlen: usize) -> Result<Vec<f64>, EvalError> {
+    let s = seqlen as i64;
+    let b = batch.size()[0];
+    let vocab = model.config().vocab_size.max(1) as i64;
+    let chunk = (HEAD_CHUNK_BYTES / (4 * vocab * b)).max(16);
+    // The head and its log-softmax, `chunk` positions at a time: every row is computed exactly as
+    // in one pass, but the `[b, seqlen, vocab]` logits and log-probabilities (2 × 100 MB for a 49k
+    // vocabulary at 512 tokens) are never materialised, so no fresh pages are faulted in for them
+    // on every window.
+    let mut picked = Vec::new();
+    let mut pos = 0;
+    while pos < s - 1 {
+        let n = chunk.min(s - 1 - pos);
+        let logp = model.head(&hidden.narrow(1, pos, n)).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+        let targets = batch.narrow(1, pos + 1, n).unsqueeze(-1);
+        picked.push(logp.gather(-1, &targets, false).squeeze_dim(-1));
+        pos += n;
+    }
+    // Mean over the window's seqlen − 1 predictions, in fp32, as CrossEntropyLoss does.
+    let loss = -Tensor::cat(&picked, 1).mean_dim(1, false, Kind::Float);
+    let loss: Vec<f32> =
+        Vec::<f32>::try_from(loss.to_device(tch::Device::Cpu)).map_err(|e| EvalError::Config(format!("reading losses: {e}")))?;
+    // `loss.float() * seqlen` in the reference: an fp32 product.
+    Ok(loss.into_iter().map(|l| f64::from(l * seqlen as f32)).collect())
 }

@@ -12,6 +12,15 @@ pub fn current_rss_bytes() -> Option<u64> {
     status_kib("VmRSS:")
 }
 
+/// The memory the kernel says is available for new allocations without swapping
+/// (`MemAvailable` of `/proc/meminfo`), in bytes; `None` where it is not reported.
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;

@@ -231,6 +231,35 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
     let r = spindle_eval::perplexity(&m, &ids, spindle_eval::PplConfig { seqlen: 128, batch_size: 7 }, &mut |_, _| {}).unwrap();
     assert!(((r.ppl - ppl) / ppl).abs() < 1e-5, "batching must not change the figure: {} vs {ppl}", r.ppl);
     assert_eq!(r.nsamples, ids.len() / 128);
+    // Streamed by layer (one block resident), every window's figure is the resident one, bit for
+    // bit, at each batch size; and `spindle eval --stream` prints the same figure.
+    for batch_size in [1, 3, 7] {
+        let cfg = spindle_eval::PplConfig { seqlen: 128, batch_size };
+        let resident = spindle_eval::perplexity(&m, &ids, cfg, &mut |_, _| {}).unwrap();
+        let mut blocks = Vec::new();
+        let streamed = spindle_eval::perplexity_streamed(&m, &ids, cfg, &mut |d, t| blocks.push((d, t))).unwrap();
+        let bits = |r: &spindle_eval::PplResult| r.nlls.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&streamed), bits(&resident), "batch size {batch_size}");
+        assert_eq!(streamed.ppl.to_bits(), resident.ppl.to_bits());
+        assert_eq!(blocks.last(), Some(&(5, 5)), "progress counts stories260K's 5 blocks");
+    }
+    let json = t.path().join("streamed.json");
+    let o = spindle(&[
+        "eval",
+        "--model",
+        model,
+        "--ppl",
+        sample.to_str().unwrap(),
+        "--seqlen",
+        "128",
+        "--stream",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("{} ppl {ppl:>10.4}", sample.display())));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((v["config"]["perplexity"].as_str(), v["config"]["dtype"].as_str()), (Some("streamed"), Some("float32")));
 
     let o = spindle(&["eval", "--model", model, "--tasks", "squad"]);
     assert_eq!(o.status.code(), Some(2));

@@ -140,6 +140,22 @@ fn perplexity_matches_the_transformers_script() {
         for (i, (ours, theirs)) in r.nlls.iter().zip(&reference).enumerate() {
             assert!(((ours - theirs) / theirs).abs() <= 1e-4, "seqlen {seqlen} window {i}: {ours} vs {theirs}");
         }
+        // Streamed by layer: the same windows' figures, bit for bit (at 512 tokens: the
+        // computation per window is the same at every length).
+        if seqlen == 512 {
+            let streamed = spindle_eval::perplexity_streamed(
+                &model,
+                &ids[..windows * seqlen],
+                spindle_eval::PplConfig { seqlen, batch_size: 1 },
+                &mut |_, _| {},
+            )
+            .unwrap();
+            assert_eq!(
+                streamed.nlls.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                r.nlls.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "seqlen {seqlen}: streamed and resident perplexity differ"
+            );
+        }
         if full_eval() {
             let theirs = g["ppl"].as_f64().unwrap();
             assert!(((r.ppl - theirs) / theirs).abs() <= 1e-4, "seqlen {seqlen}: ppl {} vs {theirs}", r.ppl);

@@ -422,6 +422,14 @@ pub struct EvalArgs {
     /// Windows or requests per forward pass.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
+    /// Perplexity streamed by layer: every window through block i before block i + 1, one block
+    /// resident at a time (the same figures, bit for bit). Chosen by itself when the model in
+    /// `--dtype` would take more than half the memory available.
+    #[arg(long)]
+    pub stream: bool,
+    /// The dtype the model is evaluated in. `model`: the checkpoint's.
+    #[arg(long, value_enum, default_value = "float32")]
+    pub dtype: DtypeArg,
     /// Read task specs from DIR instead of the built-in copies of eval/tasks.
     #[arg(long, value_name = "DIR")]
     pub tasks_dir: Option<PathBuf>,

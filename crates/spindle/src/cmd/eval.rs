@@ -15,7 +15,7 @@ use spindle_model::{Model, Runtime};
 use tch::Kind;
 
 use crate::Failure;
-use crate::cmd::cli::EvalArgs;
+use crate::cmd::cli::{DtypeArg, EvalArgs};
 
 /// `spindle eval --json`: the report, field for field.
 #[derive(Serialize)]
@@ -67,9 +67,18 @@ struct EvalConfigJson<'a> {
     batch_size: usize,
     scoring: &'static str,
     dtype: &'static str,
+    /// `resident` (every block read once) or `streamed` (by layer, one block at a time).
+    perplexity: &'static str,
     device: String,
     threads: usize,
     notes: Vec<&'a str>,
+}
+
+/// The bytes the model's tensors take in `kind` (what the resident path holds).
+fn resident_bytes(dir: &Path, kind: Kind) -> anyhow::Result<u64> {
+    let w = spindle_model::Weights::open(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let elements: u64 = w.names().filter_map(|n| w.shape(n)).map(|s| s.iter().map(|&d| d as u64).product::<u64>()).sum();
+    Ok(elements * kind.elt_size_in_bytes() as u64)
 }
 
 fn split_list(s: &Option<String>) -> Vec<String> {
@@ -107,7 +116,25 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     let mut inputs = crate::cmd::inputs(&dir, &files);
     inputs.extend(args.tasks_dir.as_deref());
     crate::cmd::check_outputs(None, &[("--json", args.json.as_deref())], &inputs)?;
-    let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
+    let kind = match args.dtype {
+        DtypeArg::Float32 => Kind::Float,
+        DtypeArg::Bfloat16 => Kind::BFloat16,
+        DtypeArg::Float16 => Kind::Half,
+        DtypeArg::Model => spindle_model::ModelConfig::from_file(&dir.join("config.json")).map_err(anyhow::Error::from)?.dtype.kind(),
+    };
+    // Streamed when asked, or when the resident model would take over half the memory available.
+    let resident_bytes = resident_bytes(&dir, kind)?;
+    let available = spindle::mem::available_bytes();
+    let stream = args.stream || available.is_some_and(|a| resident_bytes > a / 2);
+    if stream && !args.stream {
+        say!(
+            "perplexity streamed by layer: the model takes {:.1} GiB in {}, over half of the {:.1} GiB available",
+            resident_bytes as f64 / f64::from(1u32 << 30),
+            crate::cmd::common::kind_name(kind),
+            available.unwrap_or(0) as f64 / f64::from(1u32 << 30)
+        );
+    }
+    let model = Model::open(&dir, runtime.device, kind).with_context(|| format!("loading {}", dir.display()))?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(anyhow::Error::from)?;
     let raw_config: Value = serde_json::from_str(&spindle_io::read_to_string(&dir.join("config.json")).map_err(anyhow::Error::from)?)
         .map_err(anyhow::Error::from)?;
@@ -130,9 +157,13 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             used = used.min(k * seqlen);
         }
         let bar = progress::items("perplexity");
-        let r = spindle_eval::perplexity(&model, &ids[..used], PplConfig { seqlen, batch_size: args.batch_size }, &mut |d, t| {
-            progress::update(&bar, d, t)
-        })
+        let cfg = PplConfig { seqlen, batch_size: args.batch_size };
+        let mut update = |d, t| progress::update(&bar, d, t);
+        let r = if stream {
+            spindle_eval::perplexity_streamed(&model, &ids[..used], cfg, &mut update)
+        } else {
+            spindle_eval::perplexity(&model, &ids[..used], cfg, &mut update)
+        }
         .with_context(|| format!("perplexity on {name}"))?;
         let seconds = r.seconds;
         bar.finish_and_clear();
@@ -202,7 +233,8 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
                 max_windows: args.max_windows,
                 batch_size: args.batch_size,
                 scoring: "shared-prefix",
-                dtype: "float32",
+                dtype: crate::cmd::common::kind_name(kind),
+                perplexity: if stream { "streamed" } else { "resident" },
                 device: crate::cmd::common::device_name(runtime.device),
                 threads: runtime.threads,
                 notes,
