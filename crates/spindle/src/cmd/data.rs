@@ -40,6 +40,8 @@ pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
 
 #[cfg(feature = "hub")]
 fn fetch(args: FetchArgs) -> Result<(), Failure> {
+    // A path that would leave the data folder is a usage error, found before any download.
+    spindle_data::hub::local_path(&args.into, &args.repo, &args.file).map_err(|e| Failure::Usage(e.to_string()))?;
     let path = spindle_data::hub::fetch(&args.repo, &args.revision, &args.file, &args.into).map_err(anyhow::Error::from)?;
     say!("{}", path.display());
     Ok(())

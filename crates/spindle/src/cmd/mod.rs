@@ -31,7 +31,7 @@ use crate::Failure;
 /// A `--model` argument resolved to a directory: an unknown name is a usage error (exit 2); a
 /// known one is fetched and converted on first use, with a progress bar.
 pub fn resolve_model(arg: &str) -> Result<PathBuf, Failure> {
-    let bar = progress::items("converting");
+    let bar = progress::items("preparing the model");
     let resolved = zoo::resolve_model(arg, &zoo::cache_dir(), &mut |done, total| progress::update(&bar, done, total));
     bar.finish_and_clear();
     match resolved {

@@ -1,0 +1,227 @@
+//! `--model ORG/NAME[@REVISION]` against a hub served by this test on localhost (`HF_ENDPOINT`),
+//! speaking the hub's download protocol (`/api/models/<repo>/revision/<rev>` for the commit and
+//! file list; `/<repo>/resolve/<rev>/<file>` with ranges, `X-Repo-Commit` and `ETag`) and serving
+//! the converted stories260K: a download, a second run with the server stopped, `HF_HUB_OFFLINE`
+//! with and without a cached snapshot, a gated repository with and without a token, and a
+//! revision pin.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+const TOKEN: &str = "hf_secret";
+
+fn data() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    spindle_data::DataDir::resolve_from(None, &root).unwrap().root().to_path_buf()
+}
+
+fn stories(out: &Path) {
+    let s = data().join("models/stories260K");
+    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["--threads", "1", "convert"])
+        .arg(s.join("stories260K.bin"))
+        .arg("--tokenizer")
+        .arg(s.join("tok512.bin"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A hub on localhost: `spindle-test/stories` (revisions `main` and `v1` at [`COMMIT`]) and
+/// `spindle-test/gated` (the same files, only with `Authorization: Bearer` [`TOKEN`]).
+struct Hub {
+    url: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hub {
+    fn serve(files: BTreeMap<String, Vec<u8>>) -> Hub {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return; // the listener is dropped: connections are refused from now on
+                }
+                if let Ok(conn) = conn {
+                    let _ = answer(conn, &files);
+                }
+            }
+        });
+        Hub { url, stop, thread: Some(thread) }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    conn.flush()
+}
+
+fn answer(mut conn: TcpStream, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let repo_of = |p: &str| ["spindle-test/stories", "spindle-test/gated"].into_iter().find(|r| p.contains(r));
+    let Some(repo) = repo_of(&path) else { return respond(&mut conn, "404 Not Found", &[], b"no such repo") };
+    if repo.ends_with("gated") && headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}")) {
+        return respond(&mut conn, "401 Unauthorized", &[], b"gated");
+    }
+    let revision_ok = |rev: &str| ["main", "v1", COMMIT].contains(&rev);
+    if let Some(rest) = path.strip_prefix(&format!("/api/models/{repo}/revision/")) {
+        if !revision_ok(rest) {
+            return respond(&mut conn, "404 Not Found", &[], b"no such revision");
+        }
+        let siblings: Vec<String> = files.keys().map(|f| format!("{{\"rfilename\":\"{f}\"}}")).collect();
+        let body = format!("{{\"id\":\"{repo}\",\"sha\":\"{COMMIT}\",\"siblings\":[{}]}}", siblings.join(","));
+        return respond(&mut conn, "200 OK", &[("Content-Type", "application/json".into())], body.as_bytes());
+    }
+    let Some(rest) = path.strip_prefix(&format!("/{repo}/resolve/")) else { return respond(&mut conn, "404 Not Found", &[], b"") };
+    let Some((rev, file)) = rest.split_once('/') else { return respond(&mut conn, "404 Not Found", &[], b"") };
+    let (true, Some(body)) = (revision_ok(rev), files.get(file)) else { return respond(&mut conn, "404 Not Found", &[], b"") };
+    let etag = format!("\"{:016x}{}\"", body.len(), file.len());
+    let common = vec![("X-Repo-Commit", COMMIT.to_owned()), ("ETag", etag)];
+    match headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.split_once('-')) {
+        Some((start, end)) => {
+            let start: usize = start.parse().unwrap_or(0).min(body.len());
+            let end: usize = if end.is_empty() { body.len().saturating_sub(1) } else { end.parse().unwrap_or(0) };
+            let end = end.min(body.len().saturating_sub(1));
+            let slice = if body.is_empty() { &body[..] } else { &body[start..=end] };
+            let mut h = common;
+            h.push(("Content-Range", format!("bytes {start}-{end}/{}", body.len())));
+            respond(&mut conn, "206 Partial Content", &h, slice)
+        }
+        None => respond(&mut conn, "200 OK", &common, body),
+    }
+}
+
+fn spindle(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_spindle"));
+    c.args(args).env_remove("RUST_LOG").env_remove("HF_TOKEN").env_remove("HF_HUB_OFFLINE").env_remove("HF_HUB_CACHE");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn hub_ids_download_into_the_hugging_face_cache_and_resolve_offline() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("stories");
+    stories(&model);
+    let files: BTreeMap<String, Vec<u8>> = std::fs::read_dir(&model)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .chain([("README.md".to_owned(), b"not a file a model needs".to_vec())])
+        .collect();
+    let mut hub = Hub::serve(files.clone());
+    let home = t.path().join("hf");
+    let home_s = home.to_str().unwrap().to_owned();
+    let url = hub.url.clone();
+    let env = |extra: &[(&'static str, &'static str)]| {
+        let mut v: Vec<(&str, String)> = vec![("HF_ENDPOINT", url.clone()), ("HF_HOME", home_s.clone())];
+        v.extend(extra.iter().map(|(k, val)| (*k, (*val).to_owned())));
+        v
+    };
+    let run = |args: &[&str], env: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        spindle(args, &env)
+    };
+    let ok = |o: &Output| {
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let snapshot = home.join("hub/models--spindle-test--stories/snapshots").join(COMMIT);
+
+    // Downloaded into the Hugging Face cache, at the revision's commit, the files a model needs.
+    let out = ok(&run(&["inspect", "spindle-test/stories"], &env(&[])));
+    assert!(out.contains("LlamaForCausalLM") || out.contains("llama"), "{out}");
+    for f in files.keys().filter(|f| *f != "README.md") {
+        assert_eq!(std::fs::read(snapshot.join(f)).unwrap(), files[f], "{f}");
+    }
+    assert!(!snapshot.join("README.md").exists(), "only the files a model needs are fetched");
+    assert_eq!(std::fs::read_to_string(home.join("hub/models--spindle-test--stories/refs/main")).unwrap(), COMMIT);
+    // The report names the snapshot, and so the commit.
+    let json = t.path().join("inspect.json");
+    ok(&run(&["inspect", "spindle-test/stories@v1", "--json", json.to_str().unwrap()], &env(&[])));
+    assert!(std::fs::read_to_string(&json).unwrap().contains(COMMIT));
+
+    // A gated repository: refused without a token, with one clear line; served with HF_TOKEN.
+    let o = run(&["inspect", "spindle-test/gated"], &env(&[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("hub model spindle-test/gated@main: access denied") && err.contains("set HF_TOKEN"), "{err}");
+    let o = run(&["inspect", "spindle-test/gated"], &env(&[("HF_TOKEN", "wrong")]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the token in HF_TOKEN was refused"));
+    ok(&run(&["inspect", "spindle-test/gated"], &env(&[("HF_TOKEN", TOKEN)])));
+    // An unknown revision is named.
+    let o = run(&["inspect", "spindle-test/stories@v9"], &env(&[]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("spindle-test/stories@v9") && o.status.code() == Some(1));
+
+    // The hub gone: the cached snapshot serves, and the run says so.
+    hub.stop();
+    let o = run(&["inspect", "spindle-test/stories"], &env(&[]));
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("using the cached snapshot {COMMIT}")));
+    // Pinned to the commit, offline.
+    ok(&run(&["inspect", &format!("spindle-test/stories@{COMMIT}")], &env(&[("HF_HUB_OFFLINE", "1")])));
+    // HF_HUB_OFFLINE with the snapshot: no network, no warning; without one: one line saying so.
+    let o = run(&["inspect", "spindle-test/stories"], &env(&[("HF_HUB_OFFLINE", "1")]));
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).is_empty());
+    let o = run(&["inspect", "spindle-test/other"], &env(&[("HF_HUB_OFFLINE", "1")]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("spindle: error: hub model spindle-test/other@main: HF_HUB_OFFLINE is set and "), "{err}");
+    // Unreachable and not cached: one line naming the id and what to do.
+    let o = run(&["inspect", "spindle-test/other"], &env(&[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("spindle-test/other@main") && err.contains("cannot be reached") && err.lines().count() == 1, "{err}");
+
+    // A pruned hub model runs end to end from the cache.
+    let pruned = t.path().join("pruned");
+    ok(&run(
+        &["prune", "--model", "spindle-test/stories", "--method", "magnitude", "--sparsity", "0.5", "--out", pruned.to_str().unwrap()],
+        &env(&[("HF_HUB_OFFLINE", "1")]),
+    ));
+}
