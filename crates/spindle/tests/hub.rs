@@ -220,8 +220,23 @@ fn hub_ids_download_into_the_hugging_face_cache_and_resolve_offline() {
 
     // A pruned hub model runs end to end from the cache.
     let pruned = t.path().join("pruned");
+    let report = t.path().join("prune.json");
     ok(&run(
-        &["prune", "--model", "spindle-test/stories", "--method", "magnitude", "--sparsity", "0.5", "--out", pruned.to_str().unwrap()],
+        &[
+            "prune",
+            "--model",
+            "spindle-test/stories",
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--out",
+            pruned.to_str().unwrap(),
+            "--json",
+            report.to_str().unwrap(),
+        ],
         &env(&[("HF_HUB_OFFLINE", "1")]),
     ));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["model_commit"], COMMIT, "the report names the commit");
 }

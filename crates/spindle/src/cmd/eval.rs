@@ -22,6 +22,9 @@ use crate::cmd::cli::{DtypeArg, EvalArgs};
 struct EvalJson<'a> {
     model: &'a str,
     model_dir: &'a Path,
+    /// The hub commit the model directory is a snapshot of (`--model ORG/NAME[@REVISION]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_commit: Option<String>,
     /// Perplexity by corpus.
     perplexity: BTreeMap<String, f64>,
     perplexity_timing: BTreeMap<String, PplTiming>,
@@ -223,6 +226,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
         let value = EvalJson {
             model: &args.model,
             model_dir: &dir,
+            model_commit: spindle::hub::commit_of(&dir),
             perplexity: ppl,
             perplexity_timing: timing,
             tasks,

@@ -84,6 +84,9 @@ pub(crate) fn reconstruct_json(c: &FeatureConfig) -> Value {
 struct InduceJson<'a> {
     model: &'a str,
     model_dir: &'a Path,
+    /// The hub commit the model directory is a snapshot of (`--model ORG/NAME[@REVISION]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_commit: Option<String>,
     model_sha256: Value,
     out: &'a Path,
     /// The pruner the model was prepared for.
@@ -217,6 +220,7 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
         let value = InduceJson {
             model: &args.model,
             model_dir: &dir,
+            model_commit: spindle::hub::commit_of(&dir),
             model_sha256: model_hashes(&dir)?,
             out: &report.out,
             target: target.name(),

@@ -82,6 +82,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
         let value = PruneJson {
             model: &args.model,
             model_dir: &dir,
+            model_commit: spindle::hub::commit_of(&dir),
             model_sha256: model_hashes(&dir)?,
             out: &report.out,
             recipe: &recipe,
@@ -120,6 +121,9 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
 struct PruneJson<'a> {
     model: &'a str,
     model_dir: &'a Path,
+    /// The hub commit the model directory is a snapshot of (`--model ORG/NAME[@REVISION]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_commit: Option<String>,
     model_sha256: Value,
     out: &'a Path,
     /// The recipe as run (what the model's `spindle_recipe.toml` holds).
