@@ -688,4 +688,39 @@ impl Resolved {
     }
 }
 
+/// What `spindle induce` did to a dense model, as its output directory records it (in
+/// `spindle_recipe.toml`, like a pruned model's recipe): the calibration windows, the stages and
+/// the pruner and sparsity the model was prepared for (`[target]`; nothing was pruned, so it is
+/// not a `[prune]` section and the file is not a recipe `spindle prune --recipe` runs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InduceRecord<'a> {
+    pub calibration: &'a ResolvedCalibration,
+    pub target: InduceTarget,
+    pub induce: &'a ResolvedInduce,
+}
+
+/// The pruner and sparsity a model was induced for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InduceTarget {
+    pub method: MethodName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<Nm>,
+    /// RIA's activation exponent, for `method = "ria"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ria_alpha: Option<f64>,
+}
+
+impl InduceRecord<'_> {
+    /// The record as TOML, opened by a comment that says what it is.
+    pub fn to_toml(&self) -> Result<String, RecipeError> {
+        let body = toml::to_string(self).map_err(|e| RecipeError::Write(e.to_string()))?;
+        Ok(format!(
+            "# Written by `spindle induce`: this dense model was transformed by [induce], for the pruner in\n\
+             # [target]; no weight was pruned, so this is a record, not a recipe for `spindle prune`.\n{body}"
+        ))
+    }
+}
+
 pub use resolve::resolve_induce;

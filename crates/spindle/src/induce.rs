@@ -767,6 +767,20 @@ pub fn induce_model(
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<InduceReport, PipelineError> {
+    induce_model_with_files(model, calib, cfg, batch_size, out, &[], progress)
+}
+
+/// [`induce_model`], with `files` (name, bytes) written into the output directory beside the
+/// weights, published with them or not at all (the record of what was done).
+pub fn induce_model_with_files(
+    model: &Model,
+    calib: &Tensor,
+    cfg: &InduceConfig,
+    batch_size: usize,
+    out: &Path,
+    files: &[(&str, &[u8])],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<InduceReport, PipelineError> {
     let _guard = tch::no_grad_guard();
     if cfg.is_empty() {
         return Err(PipelineError::Config("no induction stage was chosen".into()));
@@ -787,7 +801,7 @@ pub fn induce_model(
     let layers = model.config().num_layers;
     let mut acts = Activations::embed(model, calib, batch_size).map_err(PipelineError::Model)?;
     let mut blocks = Vec::new();
-    let dir = model.save(out, &mut |i| -> Result<Block, PipelineError> {
+    let dir = model.save_with_config(out, &[], files, &mut |i| -> Result<Block, PipelineError> {
         progress(i, layers);
         let mut block = model.block(i).map_err(PipelineError::Model)?;
         blocks.push(induce_block(&mut block, &acts, cfg, false).map_err(|e| e.in_block("sparsity induction", i))?.0);

@@ -410,6 +410,24 @@ fn spindle_induce_writes_an_equivalent_model_a_report_and_plots() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.starts_with("sparsity induction (distribution) over 5 blocks\ndistribution: true importance removed "), "{stdout}");
+    // The induced model records what was done, and is no recipe `spindle prune` would run.
+    let record = std::fs::read_to_string(out.join("spindle_recipe.toml")).unwrap();
+    for line in
+        ["[target]\nmethod = \"magnitude\"\nsparsity = 0.5", "stages = [\"distribution\"]", "sites = \"all\"", "steps = 5", "seqlen = 64"]
+    {
+        assert!(record.contains(line), "{line} in\n{record}");
+    }
+    let o = spindle(&[
+        "prune",
+        "--model",
+        m,
+        "--recipe",
+        out.join("spindle_recipe.toml").to_str().unwrap(),
+        "--out",
+        t.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field `target`"), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let blocks = r["blocks"].as_array().unwrap();
     assert_eq!(blocks.len(), 5);

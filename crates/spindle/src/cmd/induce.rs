@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use spindle::induce::{BlockInduction, InduceConfig, induce_model};
+use spindle::induce::{BlockInduction, InduceConfig};
 use spindle::prune::Method;
 use spindle::recipe::{Calibration, Stage, StageDefaults};
 use spindle::{mem, output, progress};
@@ -188,8 +188,31 @@ pub fn run(args: InduceArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resu
     let (calib_ids, data_info) = calibration(&dir, &calib, data_flag)?;
     let model = Model::open(&dir, runtime.device, Kind::Float).with_context(|| format!("loading {}", dir.display()))?;
     let bar = progress::items("inducing blocks");
-    let report = induce_model(&model, &calib_ids, &cfg, calib.batch_size, &args.out, &mut |d, t| progress::update(&bar, d, t))
-        .map_err(|e| Failure::Other(anyhow::Error::from(e).context(format!("inducing {}", dir.display()))))?;
+    let mut as_run = calib.clone();
+    as_run.seqlen = data_info["seqlen"].as_u64().map(|l| l as usize).or(as_run.seqlen);
+    let record = spindle::recipe::InduceRecord {
+        calibration: &as_run,
+        target: spindle::recipe::InduceTarget {
+            method: target,
+            sparsity: match pattern {
+                Pattern::Unstructured { sparsity } => Some(sparsity),
+                Pattern::NM { .. } => None,
+            },
+            pattern: match pattern {
+                Pattern::NM { n, m } => Some(spindle::recipe::Nm { n, m }),
+                Pattern::Unstructured { .. } => None,
+            },
+            ria_alpha: (target == spindle::recipe::MethodName::Ria).then_some(args.ria_alpha),
+        },
+        induce: &resolved,
+    }
+    .to_toml()
+    .map_err(anyhow::Error::from)?;
+    let files = [(spindle::recipe::RECIPE_FILE, record.as_bytes())];
+    let report = spindle::induce::induce_model_with_files(&model, &calib_ids, &cfg, calib.batch_size, &args.out, &files, &mut |d, t| {
+        progress::update(&bar, d, t)
+    })
+    .map_err(|e| Failure::Other(anyhow::Error::from(e).context(format!("inducing {}", dir.display()))))?;
     bar.finish_and_clear();
     let peak = mem::peak_rss_bytes();
     say!("sparsity induction ({}) over {} blocks", cfg.stages(), report.blocks.len());
