@@ -79,6 +79,22 @@ pub(crate) enum Emit {
     Slurm,
 }
 
+/// The perplexity of the first `d.windows` windows of `d.corpus`, from an evaluation of every
+/// window: `exp(Σ first k nlls / (k · seqlen))`, the sums and the division in f64 exactly as
+/// `spindle eval` computes a `--max-windows k` figure.
+pub(crate) fn derived_ppl(eval: &Value, d: &crate::spec::Derived) -> Result<f64> {
+    let nlls = eval["perplexity_nlls"][&d.corpus].as_array().context("no per-window figures (perplexity_nlls)")?;
+    let seqlen = eval["config"]["seqlen"].as_u64().context("no config.seqlen")?;
+    if nlls.len() < d.windows {
+        bail!("{} windows of {}, fewer than the {} asked for", nlls.len(), d.corpus, d.windows);
+    }
+    let mut total = 0f64;
+    for v in &nlls[..d.windows] {
+        total += v.as_f64().context("a per-window figure is not a number")?;
+    }
+    Ok((total / (d.windows as u64 * seqlen) as f64).exp())
+}
+
 pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     let root = project_root();
     let table = spec::load(&root, &args.table)?;
@@ -167,6 +183,9 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
                 }
                 for e in &p.run.evals {
                     println!("      spindle eval --model {} {}", if p.run.prune.is_some() { "<pruned>" } else { src }, e.args.join(" "));
+                    for d in &e.derived {
+                        println!("        column {}: the first {} windows of {}, from the figures above", d.column, d.windows, d.corpus);
+                    }
                 }
             }
         }
@@ -419,6 +438,11 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
                 majority.insert(c.id.clone(), json!(m));
             }
         }
+        for d in &e.derived {
+            let v = derived_ppl(&eval, d)
+                .with_context(|| format!("{}: column {} from its per-window figures", eval_json.display(), d.column))?;
+            figures.insert(d.column.clone(), json!(v));
+        }
     }
     let record = json!({
         "key": p.key,
@@ -448,6 +472,16 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_derived_column_is_the_perplexity_of_the_first_windows() {
+        let eval = serde_json::json!({"config": {"seqlen": 2}, "perplexity_nlls": {"wikitext2": [1.0, 3.0, 100.0]}});
+        let d = |k: usize| crate::spec::Derived { column: "w".into(), corpus: "wikitext2".into(), windows: k };
+        assert_eq!(derived_ppl(&eval, &d(2)).unwrap().to_bits(), (4.0f64 / 4.0).exp().to_bits());
+        assert!(format!("{:#}", derived_ppl(&eval, &d(4)).unwrap_err()).contains("3 windows of wikitext2, fewer than the 4"));
+        let old = serde_json::json!({"config": {"seqlen": 2}, "perplexity": {"wikitext2": 5.0}});
+        assert!(format!("{:#}", derived_ppl(&old, &d(2)).unwrap_err()).contains("no per-window figures"));
+    }
+
     use super::*;
 
     const SPEC: &str = r#"

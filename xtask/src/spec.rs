@@ -731,6 +731,17 @@ pub(crate) struct Eval {
     pub args: Vec<String>,
     /// The ids of the columns whose figures it computes.
     pub columns: Vec<String>,
+    /// Columns of the first `windows` windows of a corpus this evaluation reads whole: their
+    /// perplexity comes from its per-window figures, with no evaluation of their own.
+    pub derived: Vec<Derived>,
+}
+
+/// A perplexity column over the first `windows` windows, from an evaluation of every window.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Derived {
+    pub column: String,
+    pub corpus: String,
+    pub windows: usize,
 }
 
 /// One row of a table for one model and one calibration seed: the commands that produce its
@@ -792,6 +803,36 @@ impl Table {
         if groups.is_empty() && !tasks.is_empty() {
             groups.push((None, Vec::new()));
         }
+        // A group of the first k windows whose corpora an all-window group also reads is taken
+        // from that group's per-window figures: the same windows, batched alike (k a multiple of
+        // the batch size), give the same figures bit for bit, one evaluation fewer.
+        let corpus_of = |c: &Column| match &c.measure {
+            Measure::Ppl { corpus } => Some(corpus.clone()),
+            Measure::Task { .. } => None,
+        };
+        let mut derived_into: Vec<Vec<Derived>> = vec![Vec::new(); groups.len()];
+        let whole = groups.iter().position(|(k, _)| k.is_none());
+        if let Some(w) = whole {
+            let read: Vec<String> = groups[w].1.iter().filter_map(|c| corpus_of(c)).collect();
+            let mut k_groups = Vec::new();
+            for (i, (k, cols)) in groups.iter().enumerate() {
+                if let Some(k) = *k
+                    && k % profile.batch_size == 0
+                    && cols.iter().all(|c| corpus_of(c).is_some_and(|corpus| read.contains(&corpus)))
+                {
+                    for c in cols {
+                        if let Some(corpus) = corpus_of(c) {
+                            derived_into[w].push(Derived { column: c.id.clone(), corpus, windows: k });
+                        }
+                    }
+                    k_groups.push(i);
+                }
+            }
+            for i in k_groups.into_iter().rev() {
+                groups.remove(i);
+                derived_into.remove(i);
+            }
+        }
         let mut evals = Vec::new();
         for (i, (windows, cols)) in groups.iter().enumerate() {
             let mut args = Vec::new();
@@ -826,7 +867,7 @@ impl Table {
                 ids.extend(tasks.iter().map(|c| c.id.clone()));
             }
             args.extend(["--batch-size".to_owned(), profile.batch_size.to_string()]);
-            evals.push(Eval { args, columns: ids });
+            evals.push(Eval { args, columns: ids, derived: derived_into[i].clone() });
         }
         evals
     }
@@ -1103,13 +1144,27 @@ mod tests {
         assert_eq!(of("mag").len(), 1, "magnitude alone reads no calibration: one run for every seed");
         assert_eq!(of("mag")[0].seed, None);
         assert!(of("mag")[0].prune.as_ref().unwrap().calibration.is_none(), "magnitude alone draws no calibration");
-        assert_eq!(of("mag")[0].evals.len(), 2, "a seedless run stands for seed 0 too");
+        // Seed 0 reads WikiText-2 whole for `wf`: the 4-window column `w` comes from that
+        // evaluation's first 4 windows, with no evaluation of its own.
+        let all_windows = Eval {
+            args: ["--ppl", "wikitext2,ptb", "--seqlen", "512", "--batch-size", "1"].map(String::from).to_vec(),
+            columns: vec!["wf".into(), "p".into()],
+            derived: vec![Derived { column: "w".into(), corpus: "wikitext2".into(), windows: 4 }],
+        };
+        assert_eq!(of("mag")[0].evals, [all_windows.clone()], "a seedless run stands for seed 0 too");
         let recon = of("wanda+recon");
         assert_eq!(recon.iter().map(|r| r.seed).collect::<Vec<_>>(), [Some(0), Some(1)]);
-        assert_eq!(recon[0].evals.len(), 2);
-        assert_eq!(recon[0].evals[1].args, ["--ppl", "wikitext2,ptb", "--seqlen", "512", "--batch-size", "1"]);
-        assert_eq!(recon[0].evals[1].columns, ["wf", "p"]);
+        assert_eq!(recon[0].evals, [all_windows]);
         assert_eq!(recon[1].evals.len(), 1, "seed 1 evaluates the seed grid's columns only");
+        assert_eq!(recon[1].evals[0].args, ["--ppl", "wikitext2", "--seqlen", "512", "--max-windows", "4", "--batch-size", "1"]);
+        assert!(recon[1].evals[0].derived.is_empty());
+        // Not derived where the batch size does not divide the window count (another batching
+        // could round differently).
+        let t3 = parse(&spec.replace("max_windows = 4\nseeds", "max_windows = 4\nbatch_size = 3\nseeds")).unwrap();
+        let runs3 = t3.runs(t3.profile("cpu").unwrap());
+        let r3 = runs3.iter().find(|r| r.row.id == "wanda+recon" && r.seed == Some(0)).unwrap();
+        assert_eq!(r3.evals.len(), 2);
+        assert!(r3.evals.iter().all(|e| e.derived.is_empty()));
         let toml_of = |id: &str, k: usize| of(id)[k].prune.as_ref().unwrap().to_toml().unwrap();
         assert!(
             toml_of("wanda+recon", 1).ends_with("[reconstruct]\nsnl = \"nuclear\"\nsnl_lambda = 0.00001\n"),

@@ -260,6 +260,30 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("{} ppl {ppl:>10.4}", sample.display())));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!((v["config"]["perplexity"].as_str(), v["config"]["dtype"].as_str()), (Some("streamed"), Some("float32")));
+    // The first k windows' figure from a whole evaluation's per-window figures (how
+    // `cargo xtask reproduce` derives a k-window column) equals a `--max-windows k` run, bit for
+    // bit, where k is a multiple of the batch size.
+    let whole = t.path().join("whole.json");
+    let first = t.path().join("first.json");
+    let sample_s = sample.to_str().unwrap();
+    for (path, extra) in [(&whole, &[][..]), (&first, &["--max-windows", "8"][..])] {
+        let mut args =
+            vec!["eval", "--model", model, "--ppl", sample_s, "--seqlen", "32", "--batch-size", "4", "--json", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = spindle(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |p: &Path| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let (whole, first) = (read(&whole), read(&first));
+    let key = sample_s;
+    let nlls: Vec<f64> = whole["perplexity_nlls"][key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(nlls.len() > 8, "{} windows", nlls.len());
+    let mut total = 0f64;
+    for v in &nlls[..8] {
+        total += v;
+    }
+    let derived = (total / (8 * 32) as f64).exp();
+    assert_eq!(derived.to_bits(), first["perplexity"][key].as_f64().unwrap().to_bits(), "{derived} vs {}", first["perplexity"][key]);
 
     let o = spindle(&["eval", "--model", model, "--tasks", "squad"]);
     assert_eq!(o.status.code(), Some(2));

@@ -27,6 +27,10 @@ struct EvalJson<'a> {
     model_commit: Option<String>,
     /// Perplexity by corpus.
     perplexity: BTreeMap<String, f64>,
+    /// Per corpus, each window's mean cross-entropy × seqlen (the reference's
+    /// `neg_log_likelihood`), so the figure of the first k windows is
+    /// `exp(Σ first k / (k · seqlen))` without another run.
+    perplexity_nlls: BTreeMap<String, Vec<f64>>,
     perplexity_timing: BTreeMap<String, PplTiming>,
     tasks: BTreeMap<String, TaskFigures>,
     task_timing: BTreeMap<String, TaskTiming>,
@@ -147,6 +151,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
 
     let mut ppl = BTreeMap::new();
     let mut timing = BTreeMap::new();
+    let mut window_nlls = BTreeMap::new();
     let mut notes: Vec<&str> = Vec::new();
     for name in &corpora {
         let Ok(corpus) = name.parse::<Corpus>();
@@ -177,6 +182,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
         };
         say!("{name:<12} ppl {:>10.4}   ({} windows of {seqlen}{partial})", r.ppl, r.nsamples);
         ppl.insert(name.clone(), r.ppl);
+        window_nlls.insert(name.clone(), r.nlls.clone());
         timing.insert(
             name.clone(),
             PplTiming { windows: r.nsamples, of_windows: full_windows, seconds, tokens_per_second: (r.nsamples * seqlen) as f64 / seconds },
@@ -228,6 +234,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             model_dir: &dir,
             model_commit: spindle::hub::commit_of(&dir),
             perplexity: ppl,
+            perplexity_nlls: window_nlls,
             perplexity_timing: timing,
             tasks,
             task_timing,
