@@ -1151,7 +1151,7 @@ mod tests {
             columns: vec!["wf".into(), "p".into()],
             derived: vec![Derived { column: "w".into(), corpus: "wikitext2".into(), windows: 4 }],
         };
-        assert_eq!(of("mag")[0].evals, [all_windows.clone()], "a seedless run stands for seed 0 too");
+        assert_eq!(of("mag")[0].evals, std::slice::from_ref(&all_windows), "a seedless run stands for seed 0 too");
         let recon = of("wanda+recon");
         assert_eq!(recon.iter().map(|r| r.seed).collect::<Vec<_>>(), [Some(0), Some(1)]);
         assert_eq!(recon[0].evals, [all_windows]);
