@@ -126,7 +126,7 @@ pub fn resolve(id: &HubId, progress: &mut dyn FnMut(usize, usize), warn: &mut dy
     }
     #[cfg(feature = "hub")]
     {
-        match download(id, &cache, progress) {
+        match guarded(id, || download(id, &cache, progress)) {
             Ok(dir) => Ok(dir),
             Err(HubError::Unreachable { id, endpoint, problem, cache }) => match cached_snapshot(&cache, &id) {
                 Some((commit, dir)) => {
@@ -143,6 +143,25 @@ pub fn resolve(id: &HubId, progress: &mut dyn FnMut(usize, usize), warn: &mut dy
         let _ = (progress, warn);
         cached_snapshot(&cache, id).map(|(_, dir)| dir).ok_or(HubError::NoHubFeature { id: id.clone(), cache })
     }
+}
+
+/// Runs the hub client, whose download path has `unwrap`s and an `assert!` a hostile answer can
+/// reach (a redirect without a `Location`): a panic there becomes an error naming the id, with
+/// the panic's own report silenced for the call.
+#[cfg(feature = "hub")]
+fn guarded(id: &HubId, f: impl FnOnce() -> Result<PathBuf, HubError>) -> Result<PathBuf, HubError> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    outcome.unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(HubError::Other { id: id.clone(), problem: format!("the hub's answer broke the download client ({what})") })
+    })
 }
 
 #[cfg(feature = "hub")]

@@ -36,8 +36,9 @@ fn stories(out: &Path) {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// A hub on localhost: `spindle-test/stories` (revisions `main` and `v1` at [`COMMIT`]) and
-/// `spindle-test/gated` (the same files, only with `Authorization: Bearer` [`TOKEN`]).
+/// A hub on localhost: `spindle-test/stories` (revisions `main` and `v1` at [`COMMIT`]),
+/// `spindle-test/gated` (the same files, only with `Authorization: Bearer` [`TOKEN`]) and
+/// `spindle-test/hostile` (its files answered by a redirect without a `Location`).
 struct Hub {
     url: String,
     stop: Arc<AtomicBool>,
@@ -100,7 +101,7 @@ fn answer(mut conn: TcpStream, files: &BTreeMap<String, Vec<u8>>) -> std::io::Re
         }
     }
     let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let repo_of = |p: &str| ["spindle-test/stories", "spindle-test/gated"].into_iter().find(|r| p.contains(r));
+    let repo_of = |p: &str| ["spindle-test/stories", "spindle-test/gated", "spindle-test/hostile"].into_iter().find(|r| p.contains(r));
     let Some(repo) = repo_of(&path) else { return respond(&mut conn, "404 Not Found", &[], b"no such repo") };
     if repo.ends_with("gated") && headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}")) {
         return respond(&mut conn, "401 Unauthorized", &[], b"gated");
@@ -115,6 +116,10 @@ fn answer(mut conn: TcpStream, files: &BTreeMap<String, Vec<u8>>) -> std::io::Re
         return respond(&mut conn, "200 OK", &[("Content-Type", "application/json".into())], body.as_bytes());
     }
     let Some(rest) = path.strip_prefix(&format!("/{repo}/resolve/")) else { return respond(&mut conn, "404 Not Found", &[], b"") };
+    if repo.ends_with("hostile") {
+        // A redirect without a Location, which hf-hub 0.4 unwraps.
+        return respond(&mut conn, "302 Found", &[("X-Repo-Commit", COMMIT.to_owned()), ("ETag", "\"e\"".into())], b"");
+    }
     let Some((rev, file)) = rest.split_once('/') else { return respond(&mut conn, "404 Not Found", &[], b"") };
     let (true, Some(body)) = (revision_ok(rev), files.get(file)) else { return respond(&mut conn, "404 Not Found", &[], b"") };
     let etag = format!("\"{:016x}{}\"", body.len(), file.len());
@@ -194,6 +199,12 @@ fn hub_ids_download_into_the_hugging_face_cache_and_resolve_offline() {
     let o = run(&["inspect", "spindle-test/gated"], &env(&[("HF_TOKEN", "wrong")]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("the token in HF_TOKEN was refused"));
     ok(&run(&["inspect", "spindle-test/gated"], &env(&[("HF_TOKEN", TOKEN)])));
+    // A hostile answer is one line naming the id, never a panic.
+    let o = run(&["inspect", "spindle-test/hostile"], &env(&[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("spindle: error: hub model spindle-test/hostile@main: the hub's answer broke the download client"), "{err}");
     // An unknown revision is named.
     let o = run(&["inspect", "spindle-test/stories@v9"], &env(&[]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("spindle-test/stories@v9") && o.status.code() == Some(1));
