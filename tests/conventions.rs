@@ -91,6 +91,29 @@ fn library_code_has_no_unwrap_no_stubs_no_prints() {
     assert!(offenders.is_empty(), "library code must return typed errors, not panic or print:\n{}", offenders.join("\n"));
 }
 
+/// ARCHITECTURE.md: architecture knowledge lives in `spindle-model/src/arch/`. Anywhere else in
+/// the workspace's library code, a match on a family or a look at a linear's name to decide what
+/// a block is would be a second place a new family has to touch.
+#[test]
+fn only_the_arch_modules_know_families() {
+    let mut offenders = Vec::new();
+    for krate in CRATES {
+        let mut files = Vec::new();
+        rust_files(&workspace_root().join("crates").join(krate).join("src"), &mut files);
+        for file in files.iter().filter(|f| !f.to_string_lossy().contains("spindle-model/src/arch/")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (i, line) in non_test_code(&text).lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                let sniffs = ["Family::", "linear(\"o_proj\")", "linear(\"fc1\")", "linear(\"qkv_proj\")"].iter().any(|p| code.contains(p));
+                if sniffs {
+                    offenders.push(format!("{}:{}: {}", file.strip_prefix(workspace_root()).unwrap().display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "family knowledge outside spindle-model/src/arch/:\n{}", offenders.join("\n"));
+}
+
 #[test]
 fn no_ignored_tests_stand_in_for_work() {
     let mut files = Vec::new();

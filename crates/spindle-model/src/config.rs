@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value;
+
+use crate::arch::{Family, REGISTRY};
 
 /// The architectures spindle runs (the `architectures` entry of config.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,12 @@ pub enum Architecture {
     Mistral,
     /// `Qwen2ForCausalLM` (q/k/v biases).
     Qwen2,
+    /// `Qwen3ForCausalLM` (per-head q/k norms).
+    Qwen3,
+    /// `Gemma2ForCausalLM`.
+    Gemma2,
+    /// `Gemma3ForCausalLM` (the text model, `gemma3_text`).
+    Gemma3,
     /// `OPTForCausalLM`.
     Opt,
 }
@@ -24,16 +31,12 @@ pub enum Architecture {
 impl Architecture {
     /// The Hugging Face class name, as written in `architectures`.
     pub fn hf_name(self) -> &'static str {
-        match self {
-            Architecture::Llama => "LlamaForCausalLM",
-            Architecture::Mistral => "MistralForCausalLM",
-            Architecture::Qwen2 => "Qwen2ForCausalLM",
-            Architecture::Opt => "OPTForCausalLM",
-        }
+        REGISTRY.iter().find(|(_, a, _)| *a == self).map_or("", |(name, _, _)| name)
     }
 
-    fn from_hf_name(name: &str) -> Option<Architecture> {
-        [Architecture::Llama, Architecture::Mistral, Architecture::Qwen2, Architecture::Opt].into_iter().find(|a| a.hf_name() == name)
+    /// Every supported class name, comma-separated, for messages.
+    fn supported() -> String {
+        REGISTRY.iter().map(|(name, _, _)| *name).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -93,31 +96,6 @@ pub enum AttentionWindow {
     Sliding(usize),
 }
 
-/// What differs between the two families of decoder that spindle runs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Family {
-    /// Llama, Mistral, Qwen2: RMSNorm, RoPE, SwiGLU MLP (gate_proj, up_proj, down_proj).
-    LlamaLike {
-        rope_theta: f64,
-        rope_scaling: RopeScaling,
-        /// Biases on q_proj, k_proj, v_proj (Qwen2; Llama's `attention_bias`).
-        qkv_bias: bool,
-        /// Bias on o_proj (Llama's `attention_bias`).
-        o_bias: bool,
-        /// Biases on the MLP's linears (Llama's `mlp_bias`).
-        mlp_bias: bool,
-    },
-    /// OPT: LayerNorm, learned positions (offset 2), ReLU MLP (fc1, fc2), biases everywhere.
-    Opt {
-        /// `do_layer_norm_before`: pre-LN (true, most sizes) or post-LN (OPT-350M).
-        pre_norm: bool,
-        /// `word_embed_proj_dim`; differs from `hidden_size` when project_in/project_out exist.
-        word_embed_proj_dim: usize,
-        /// `enable_bias`.
-        bias: bool,
-    },
-}
-
 /// A config.json resolved: every value the forward pass needs, no `Option` left.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -145,8 +123,8 @@ pub enum ConfigError {
     Io { path: PathBuf, io: std::io::Error },
     #[error("{path}: not valid JSON for a model config: {err}")]
     Json { path: PathBuf, err: serde_json::Error },
-    #[error("{path}: unknown architecture {name:?} (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, OPTForCausalLM)")]
-    UnknownArchitecture { path: PathBuf, name: String },
+    #[error("{path}: unknown architecture {name:?} (supported: {supported})")]
+    UnknownArchitecture { path: PathBuf, name: String, supported: String },
     #[error("{path}: no `architectures` entry")]
     NoArchitecture { path: PathBuf },
     #[error("{path}: required key `{key}` is missing")]
@@ -155,55 +133,6 @@ pub enum ConfigError {
     Unsupported { path: PathBuf, key: &'static str, value: String },
     #[error("{path}: inconsistent config: {what}")]
     Inconsistent { path: PathBuf, what: String },
-}
-
-/// config.json of the Llama family as written by transformers 4 or 5.
-#[derive(Debug, Deserialize)]
-struct RawLlamaConfig {
-    vocab_size: Option<usize>,
-    hidden_size: Option<usize>,
-    intermediate_size: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    max_position_embeddings: Option<usize>,
-    rms_norm_eps: Option<f64>,
-    hidden_act: Option<String>,
-    tie_word_embeddings: Option<bool>,
-    attention_bias: Option<bool>,
-    mlp_bias: Option<bool>,
-    // transformers 4 layout
-    rope_theta: Option<f64>,
-    rope_scaling: Option<Value>,
-    torch_dtype: Option<String>,
-    // transformers 5 layout
-    rope_parameters: Option<Value>,
-    dtype: Option<String>,
-    // Mistral / Qwen2
-    sliding_window: Option<usize>,
-    use_sliding_window: Option<bool>,
-}
-
-/// config.json of OPT.
-#[derive(Debug, Deserialize)]
-struct RawOptConfig {
-    vocab_size: Option<usize>,
-    hidden_size: Option<usize>,
-    ffn_dim: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    max_position_embeddings: Option<usize>,
-    word_embed_proj_dim: Option<usize>,
-    do_layer_norm_before: Option<bool>,
-    activation_function: Option<String>,
-    enable_bias: Option<bool>,
-    layer_norm_elementwise_affine: Option<bool>,
-    tie_word_embeddings: Option<bool>,
-    #[serde(rename = "_remove_final_layer_norm")]
-    remove_final_layer_norm: Option<bool>,
-    torch_dtype: Option<String>,
-    dtype: Option<String>,
 }
 
 /// Whether the linears of an input group carry biases: they do; they can, once a config.json key
@@ -218,22 +147,9 @@ pub enum BiasSlot {
 
 impl ModelConfig {
     /// Per input group in forward order (q/k/v, o, gate/up or fc1, down or fc2): whether its
-    /// linears carry biases. Llama's `attention_bias` covers q/k/v and o, `mlp_bias` the MLP;
-    /// Qwen2 has q/k/v biases and no key for more; Mistral none; OPT's `enable_bias` covers every
-    /// linear.
+    /// linears carry biases, as the family's module says.
     pub fn bias_slots(&self) -> [BiasSlot; 4] {
-        use BiasSlot::{Addable, Impossible, Present};
-        match (&self.family, self.architecture) {
-            (Family::Opt { bias: true, .. }, _) => [Present; 4],
-            (Family::Opt { bias: false, .. }, _) => [Addable("enable_bias"); 4],
-            (Family::LlamaLike { qkv_bias, o_bias, mlp_bias, .. }, Architecture::Llama) => {
-                let attn = if *qkv_bias && *o_bias { Present } else { Addable("attention_bias") };
-                let mlp = if *mlp_bias { Present } else { Addable("mlp_bias") };
-                [attn, attn, mlp, mlp]
-            }
-            (Family::LlamaLike { qkv_bias: true, .. }, Architecture::Qwen2) => [Present, Impossible, Impossible, Impossible],
-            _ => [Impossible; 4],
-        }
+        self.family.arch().bias_slots(self.architecture)
     }
 
     /// Reads and resolves `path` (a config.json).
@@ -251,18 +167,10 @@ impl ModelConfig {
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
             .ok_or_else(|| ConfigError::NoArchitecture { path: p() })?;
-        let architecture =
-            Architecture::from_hf_name(name).ok_or_else(|| ConfigError::UnknownArchitecture { path: p(), name: name.to_owned() })?;
-        let config = match architecture {
-            Architecture::Opt => {
-                let raw: RawOptConfig = serde_json::from_value(json).map_err(|err| ConfigError::Json { path: p(), err })?;
-                resolve_opt(path, raw)?
-            }
-            _ => {
-                let raw: RawLlamaConfig = serde_json::from_value(json).map_err(|err| ConfigError::Json { path: p(), err })?;
-                resolve_llama(path, architecture, raw)?
-            }
+        let Some((_, architecture, resolve)) = REGISTRY.iter().find(|(hf, _, _)| *hf == name) else {
+            return Err(ConfigError::UnknownArchitecture { path: p(), name: name.to_owned(), supported: Architecture::supported() });
         };
+        let config = resolve(path, *architecture, json)?;
         config.check(path)?;
         Ok(config)
     }
@@ -281,33 +189,18 @@ impl ModelConfig {
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
             return bad(format!("the norm epsilon (rms_norm_eps) must be finite and not negative, got {}", self.norm_eps));
         }
-        if let Family::LlamaLike { rope_theta, .. } = self.family
-            && !(rope_theta.is_finite() && rope_theta > 0.0)
-        {
-            return bad(format!("rope_theta must be positive and finite, got {rope_theta}"));
-        }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_heads, self.num_kv_heads));
         }
-        if let Family::Opt { .. } = self.family
-            && !self.hidden_size.is_multiple_of(self.num_heads)
-        {
-            return bad(format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_heads));
-        }
-        if let Family::LlamaLike { .. } = self.family
-            && !self.head_dim.is_multiple_of(2)
-        {
-            return bad(format!("head_dim {} is odd; rotary embeddings need pairs", self.head_dim));
-        }
-        Ok(())
+        self.family.arch().check(self).or_else(bad)
     }
 }
 
-fn need<T>(path: &Path, key: &'static str, v: Option<T>) -> Result<T, ConfigError> {
+pub(crate) fn need<T>(path: &Path, key: &'static str, v: Option<T>) -> Result<T, ConfigError> {
     v.ok_or_else(|| ConfigError::Missing { path: path.to_path_buf(), key })
 }
 
-fn resolve_dtype(path: &Path, tf5: Option<&str>, tf4: Option<&str>) -> Result<DType, ConfigError> {
+pub(crate) fn resolve_dtype(path: &Path, tf5: Option<&str>, tf4: Option<&str>) -> Result<DType, ConfigError> {
     match tf5.or(tf4) {
         None => Ok(DType::F32),
         Some(s) => DType::parse(s).ok_or_else(|| ConfigError::Unsupported { path: path.to_path_buf(), key: "dtype", value: s.to_owned() }),
@@ -320,11 +213,17 @@ fn f64_field(v: &Value, key: &str) -> Option<f64> {
 
 /// RoPE theta and scaling from either layout: transformers 4 writes `rope_theta` and
 /// `rope_scaling` at the top level; transformers 5 writes both inside `rope_parameters`.
-fn resolve_rope(path: &Path, raw: &RawLlamaConfig) -> Result<(f64, RopeScaling), ConfigError> {
+pub(crate) fn resolve_rope(
+    path: &Path,
+    rope_parameters: Option<&Value>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<&Value>,
+    default_theta: f64,
+) -> Result<(f64, RopeScaling), ConfigError> {
     let unsupported = |key: &'static str, value: String| ConfigError::Unsupported { path: path.to_path_buf(), key, value };
-    let params = raw.rope_parameters.as_ref().filter(|v| !v.is_null());
-    let theta = params.and_then(|p| f64_field(p, "rope_theta")).or(raw.rope_theta).unwrap_or(10000.0);
-    let scaling = params.or(raw.rope_scaling.as_ref().filter(|v| !v.is_null()));
+    let params = rope_parameters.filter(|v| !v.is_null());
+    let theta = params.and_then(|p| f64_field(p, "rope_theta")).or(rope_theta).unwrap_or(default_theta);
+    let scaling = params.or(rope_scaling.filter(|v| !v.is_null()));
     let Some(scaling) = scaling else { return Ok((theta, RopeScaling::None)) };
     let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).unwrap_or("default");
     let factor = || f64_field(scaling, "factor").ok_or_else(|| unsupported("rope_scaling.factor", "missing".into()));
@@ -347,96 +246,10 @@ fn resolve_rope(path: &Path, raw: &RawLlamaConfig) -> Result<(f64, RopeScaling),
     Ok((theta, rope))
 }
 
-fn resolve_llama(path: &Path, architecture: Architecture, raw: RawLlamaConfig) -> Result<ModelConfig, ConfigError> {
-    let hidden_size = need(path, "hidden_size", raw.hidden_size)?;
-    let num_heads = need(path, "num_attention_heads", raw.num_attention_heads)?;
-    if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
-        return Err(ConfigError::Unsupported {
-            path: path.to_path_buf(),
-            key: "hidden_act",
-            value: format!("{act:?} (supported: \"silu\")"),
-        });
-    }
-    let (rope_theta, rope_scaling) = resolve_rope(path, &raw)?;
-    let window = match (architecture, raw.sliding_window, raw.use_sliding_window) {
-        // Mistral applies its window (through the attention mask) whenever one is set.
-        (Architecture::Mistral, Some(w), _) => AttentionWindow::Sliding(w),
-        // Qwen2 slides only with use_sliding_window, and then only in the layers from
-        // max_window_layers on: one mask per layer group, which spindle does not build yet.
-        // Published Qwen2 configs set the flag false and carry an unused sliding_window.
-        (Architecture::Qwen2, _, Some(true)) => {
-            return Err(ConfigError::Unsupported {
-                path: path.to_path_buf(),
-                key: "use_sliding_window",
-                value: "true (per-layer sliding windows are not supported)".into(),
-            });
-        }
-        _ => AttentionWindow::Full,
-    };
-    let attention_bias = raw.attention_bias.unwrap_or(false);
-    Ok(ModelConfig {
-        architecture,
-        family: Family::LlamaLike {
-            rope_theta,
-            rope_scaling,
-            qkv_bias: attention_bias || architecture == Architecture::Qwen2,
-            o_bias: attention_bias,
-            mlp_bias: raw.mlp_bias.unwrap_or(false),
-        },
-        vocab_size: need(path, "vocab_size", raw.vocab_size)?,
-        hidden_size,
-        intermediate_size: need(path, "intermediate_size", raw.intermediate_size)?,
-        num_layers: need(path, "num_hidden_layers", raw.num_hidden_layers)?,
-        num_heads,
-        num_kv_heads: raw.num_key_value_heads.unwrap_or(num_heads),
-        head_dim: raw.head_dim.unwrap_or(hidden_size.checked_div(num_heads).unwrap_or(0)),
-        max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
-        norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-        tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-        dtype: resolve_dtype(path, raw.dtype.as_deref(), raw.torch_dtype.as_deref())?,
-        window,
-    })
-}
-
-fn resolve_opt(path: &Path, raw: RawOptConfig) -> Result<ModelConfig, ConfigError> {
-    let unsupported = |key: &'static str, value: String| ConfigError::Unsupported { path: path.to_path_buf(), key, value };
-    if let Some(act) = raw.activation_function.as_deref().filter(|a| *a != "relu") {
-        return Err(unsupported("activation_function", format!("{act:?} (supported: \"relu\")")));
-    }
-    if raw.layer_norm_elementwise_affine == Some(false) {
-        return Err(unsupported("layer_norm_elementwise_affine", "false".into()));
-    }
-    if raw.remove_final_layer_norm == Some(true) {
-        return Err(unsupported("_remove_final_layer_norm", "true".into()));
-    }
-    let hidden_size = need(path, "hidden_size", raw.hidden_size)?;
-    let num_heads = need(path, "num_attention_heads", raw.num_attention_heads)?;
-    Ok(ModelConfig {
-        architecture: Architecture::Opt,
-        family: Family::Opt {
-            pre_norm: raw.do_layer_norm_before.unwrap_or(true),
-            word_embed_proj_dim: raw.word_embed_proj_dim.unwrap_or(hidden_size),
-            bias: raw.enable_bias.unwrap_or(true),
-        },
-        vocab_size: need(path, "vocab_size", raw.vocab_size)?,
-        hidden_size,
-        intermediate_size: need(path, "ffn_dim", raw.ffn_dim)?,
-        num_layers: need(path, "num_hidden_layers", raw.num_hidden_layers)?,
-        num_heads,
-        num_kv_heads: num_heads,
-        head_dim: hidden_size.checked_div(num_heads).unwrap_or(0),
-        max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
-        // torch.nn.LayerNorm's default; OPT's config has no key for it.
-        norm_eps: 1e-5,
-        tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(true),
-        dtype: resolve_dtype(path, raw.dtype.as_deref(), raw.torch_dtype.as_deref())?,
-        window: AttentionWindow::Full,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::{llama::Llama, opt::Opt};
 
     fn parse(text: &str) -> Result<ModelConfig, ConfigError> {
         ModelConfig::from_json(Path::new("m/config.json"), text)
@@ -456,7 +269,14 @@ mod tests {
         assert!(c.tie_word_embeddings);
         assert_eq!(
             c.family,
-            Family::LlamaLike { rope_theta: 100000.0, rope_scaling: RopeScaling::None, qkv_bias: false, o_bias: false, mlp_bias: false }
+            Family::Llama(Llama {
+                rope_theta: 100000.0,
+                rope_scaling: RopeScaling::None,
+                qkv_bias: false,
+                o_bias: false,
+                mlp_bias: false,
+                qk_norm: false
+            })
         );
         assert_eq!(c.window, AttentionWindow::Full);
     }
@@ -471,7 +291,7 @@ mod tests {
             "rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":16}}"#;
         let (a, b) = (parse(tf4).unwrap(), parse(tf5).unwrap());
         assert_eq!(a, b);
-        let Family::LlamaLike { rope_theta, rope_scaling, .. } = a.family else { panic!("llama family") };
+        let Family::Llama(Llama { rope_theta, rope_scaling, .. }) = a.family else { panic!("llama family") };
         assert_eq!(rope_theta, 500000.0);
         assert_eq!(
             rope_scaling,
@@ -480,7 +300,7 @@ mod tests {
         // transformers 5's plain layout.
         let plain = tf5.replace(r#""rope_type":"llama3""#, r#""rope_type":"default""#);
         assert!(
-            matches!(parse(&plain).unwrap().family, Family::LlamaLike { rope_scaling: RopeScaling::None, rope_theta, .. } if rope_theta == 500000.0)
+            matches!(parse(&plain).unwrap().family, Family::Llama(Llama { rope_scaling: RopeScaling::None, rope_theta, .. }) if rope_theta == 500000.0)
         );
     }
 
@@ -491,7 +311,7 @@ mod tests {
         assert_eq!(mistral.window, AttentionWindow::Sliding(6));
         let qwen = parse(&format!(r#"{{"architectures":["Qwen2ForCausalLM"],{base},"use_sliding_window":false}}"#)).unwrap();
         assert_eq!(qwen.window, AttentionWindow::Full);
-        assert!(matches!(qwen.family, Family::LlamaLike { qkv_bias: true, o_bias: false, .. }));
+        assert!(matches!(qwen.family, Family::Llama(Llama { qkv_bias: true, o_bias: false, .. })));
         let err = parse(&format!(r#"{{"architectures":["Qwen2ForCausalLM"],{base},"use_sliding_window":true}}"#)).unwrap_err();
         assert_eq!(err.to_string(), "m/config.json: unsupported use_sliding_window = true (per-layer sliding windows are not supported)");
     }
@@ -504,7 +324,7 @@ mod tests {
             "activation_function":"relu","torch_dtype":"float16","max_position_embeddings":2048}"#,
         )
         .unwrap();
-        assert_eq!(c.family, Family::Opt { pre_norm: false, word_embed_proj_dim: 512, bias: true });
+        assert_eq!(c.family, Family::Opt(Opt { pre_norm: false, word_embed_proj_dim: 512, bias: true }));
         assert_eq!((c.head_dim, c.num_kv_heads, c.dtype), (64, 16, DType::F16));
         assert!(c.tie_word_embeddings);
     }
@@ -514,7 +334,7 @@ mod tests {
         let err = parse(r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "m/config.json: unknown architecture \"GPT2LMHeadModel\" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, OPTForCausalLM)"
+            "m/config.json: unknown architecture \"GPT2LMHeadModel\" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, OPTForCausalLM)"
         );
         let err = parse(&SMOLLM2.replace(r#""rope_theta":100000"#, r#""rope_scaling":{"rope_type":"yarn","factor":4.0}"#)).unwrap_err();
         assert_eq!(err.to_string(), "m/config.json: unsupported rope_scaling.rope_type = \"yarn\" (supported: default, linear, llama3)");

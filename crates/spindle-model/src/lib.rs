@@ -7,11 +7,12 @@
 //! head; each block exposes its linear layers and norms by their Hugging Face names so that the
 //! pipeline can scale and prune them; and nothing requires the whole model to be resident.
 //!
-//! What exists: `config.json` resolved for Llama, Mistral, Qwen2 and OPT in both the
-//! transformers-4 and -5 key layouts ([`ModelConfig`]); memory-mapped safetensors, single or
+//! What exists: one module per architecture family ([`arch`]: Llama, Mistral, Qwen2 and Qwen3 in
+//! `arch::llama`, Gemma 2 and 3 in `arch::gemma`, OPT in `arch::opt`), each resolving its
+//! `config.json` in both the transformers-4 and -5 key layouts ([`ModelConfig`]); memory-mapped safetensors, single or
 //! sharded, read one tensor at a time with shape and finiteness checks ([`Weights`]); the
 //! block-wise forward pass ([`Model`]: `embed` → `block(i).forward` → `head`, logits for every
-//! position), equal to transformers' to ~2e-6 in fp32; import from GGUF ([`gguf`],
+//! position), equal to transformers' to ~2e-6 in fp32; importers ([`import`]) from GGUF ([`gguf`],
 //! [`convert_gguf`]) and llama2.c ([`llama2c`], [`convert_llama2c`]); atomic writing of safetensors
 //! files and whole model directories ([`HfDirWriter`]); per-linear sparsity ([`inspect()`]); and
 //! the compute runtime ([`Runtime`]).
@@ -31,20 +32,20 @@
 //! # Ok::<(), spindle_model::ConfigError>(())
 //! ```
 
+pub mod arch;
 mod config;
-mod convert;
 mod device;
-pub mod gguf;
+pub mod import;
 mod inspect;
-pub mod llama2c;
 mod model;
 mod safetensors_write;
 mod save;
 mod weights;
 
-pub use config::{Architecture, AttentionWindow, BiasSlot, ConfigError, DType, Family, ModelConfig, RopeScaling};
-pub use convert::{ConvertError, convert_gguf, convert_llama2c};
+pub use arch::Family;
+pub use config::{Architecture, AttentionWindow, BiasSlot, ConfigError, DType, ModelConfig, RopeScaling};
 pub use device::{DeviceSpec, Runtime, RuntimeError};
+pub use import::{ConvertError, convert_gguf, convert_llama2c, gguf, llama2c};
 pub use inspect::{Inspection, LinearSparsity, inspect};
 pub use model::{Block, ForwardCtx, KvRepeat, Linear, Model, ModelError, Norm, Observer, ScaleProducer, ScalingSite};
 pub use model::{CachedCtx, KvCache};

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{AttentionWindow, ConfigError, Family, ModelConfig, RopeScaling};
+use crate::arch::{Family, InputMap, Outer, Step, inv_freq};
+use crate::config::{AttentionWindow, ConfigError, ModelConfig};
 use crate::weights::{Weights, WeightsError};
 
 mod cached;
@@ -49,12 +50,7 @@ pub enum ModelError {
 /// weights would fail only when that block is reached (or allocate per block first).
 /// The prefix of the decoder's tensor names (`model.`, or OPT's `model.decoder.` / `decoder.`).
 pub(crate) fn tensor_prefix(family: &Family, weights: &Weights) -> String {
-    match family {
-        Family::LlamaLike { .. } => "model.",
-        Family::Opt { .. } if weights.contains("model.decoder.embed_tokens.weight") => "model.decoder.",
-        Family::Opt { .. } => "decoder.",
-    }
-    .to_owned()
+    family.arch().prefix(weights).to_owned()
 }
 
 pub(crate) fn check_blocks(dir: &Path, weights: &Weights, prefix: &str, layers: usize) -> Result<(), ModelError> {
@@ -95,18 +91,47 @@ impl Linear {
     }
 }
 
-/// RMSNorm (Llama family) or LayerNorm (OPT).
+/// RMSNorm (Llama family), RMSNorm scaled by `1 + weight` (Gemma), or LayerNorm (OPT).
 #[derive(Debug)]
 pub struct Norm {
     pub weight: Tensor,
     /// LayerNorm's bias; `None` for RMSNorm.
     pub bias: Option<Tensor>,
-    eps: f64,
+    pub(crate) eps: f64,
+    /// Gemma's RMSNorm multiplies by `1 + weight`, in fp32.
+    pub(crate) unit_offset: bool,
 }
 
 impl Norm {
+    pub(crate) fn rms(weight: Tensor, eps: f64) -> Norm {
+        Norm { weight, bias: None, eps, unit_offset: false }
+    }
+
+    pub(crate) fn layer(weight: Tensor, bias: Tensor, eps: f64) -> Norm {
+        Norm { weight, bias: Some(bias), eps, unit_offset: false }
+    }
+
+    pub(crate) fn rms_unit_offset(weight: Tensor, eps: f64) -> Norm {
+        Norm { weight, bias: None, eps, unit_offset: true }
+    }
+
+    /// What the forward pass adds to `weight` before it scales: 1 for Gemma's norms, 0
+    /// otherwise. Scaling the norm's output channels by `1/d` makes the weight
+    /// `(weight + offset) / d − offset`.
+    pub fn weight_offset(&self) -> f64 {
+        if self.unit_offset { 1.0 } else { 0.0 }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         match &self.bias {
+            // transformers' Gemma2RMSNorm: all in fp32, `1 + w`, cast back after the product.
+            None if self.unit_offset => {
+                let dtype = x.kind();
+                let h = x.to_kind(Kind::Float);
+                let variance = h.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+                let h = &h * (variance + self.eps).rsqrt();
+                (h * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(dtype)
+            }
             // transformers' LlamaRMSNorm: normalise in fp32, cast back, then scale.
             None => {
                 let dtype = x.kind();
@@ -132,14 +157,18 @@ pub struct ForwardCtx {
     /// libtorch use its fused causal kernel instead of materialising the mask.
     pub mask: Option<Tensor>,
     /// `[batch, 1, seq, head_dim]` each, for RoPE models.
-    rope: Option<(Tensor, Tensor)>,
+    pub(crate) rope: Option<(Tensor, Tensor)>,
+    /// The mask and tables of the sliding-window layers, for families that alternate them with
+    /// full-attention layers (Gemma).
+    pub(crate) sliding: Option<Box<ForwardCtx>>,
 }
 
 /// One decoder block with its linear layers and norms under their Hugging Face names.
 #[derive(Debug)]
 pub struct Block {
     index: usize,
-    pre_norm: bool,
+    /// The architecture family, which knows the block's groups, sites and forward steps.
+    family: Family,
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
@@ -149,17 +178,8 @@ pub struct Block {
     norms: Vec<(&'static str, Norm)>,
 }
 
-const LLAMA_LINEARS: [&str; 7] =
-    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
 /// A callback shown each linear layer's input during [`Block::forward_observed`].
 pub type Observer<'a> = &'a mut dyn FnMut(&'static [&'static str], &Tensor);
-
-const QKV: &[&str] = &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"];
-const LLAMA_GROUPS: [&[&str]; 4] = [QKV, &["self_attn.o_proj"], &["mlp.gate_proj", "mlp.up_proj"], &["mlp.down_proj"]];
-const OPT_GROUPS: [&[&str]; 4] = [QKV, &["self_attn.out_proj"], &["fc1"], &["fc2"]];
-const LLAMA_NORMS: [&str; 2] = ["input_layernorm", "post_attention_layernorm"];
-const OPT_LINEARS: [&str; 6] = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2"];
-const OPT_NORMS: [&str; 2] = ["self_attn_layer_norm", "final_layer_norm"];
 
 /// What produces the channels of an absorbable scaling site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,45 +262,17 @@ impl Block {
             group: self.num_heads / self.num_kv_heads,
             head_dim: self.head_dim,
         });
-        if self.linear("o_proj").is_some() {
-            vec![
-                ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("input_layernorm"), consumers: QKV, repeat: None },
-                ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: LLAMA_GROUPS[1], repeat },
-                ScalingSite {
-                    label: "ffn_in",
-                    producer: ScaleProducer::Norm("post_attention_layernorm"),
-                    consumers: LLAMA_GROUPS[2],
-                    repeat: None,
-                },
-                ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("mlp.up_proj"), consumers: LLAMA_GROUPS[3], repeat: None },
-            ]
-        } else {
-            let mut sites = Vec::new();
-            if self.pre_norm {
-                sites.push(ScalingSite {
-                    label: "attn_in",
-                    producer: ScaleProducer::Norm("self_attn_layer_norm"),
-                    consumers: QKV,
-                    repeat: None,
-                });
-            }
-            sites.push(ScalingSite {
-                label: "attn_out",
-                producer: ScaleProducer::Linear("self_attn.v_proj"),
-                consumers: OPT_GROUPS[1],
-                repeat,
-            });
-            if self.pre_norm {
-                sites.push(ScalingSite {
-                    label: "ffn_in",
-                    producer: ScaleProducer::Norm("final_layer_norm"),
-                    consumers: OPT_GROUPS[2],
-                    repeat: None,
-                });
-            }
-            sites.push(ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("fc1"), consumers: OPT_GROUPS[3], repeat: None });
-            sites
-        }
+        self.family.arch().scaling_sites(repeat)
+    }
+
+    /// The family this block belongs to.
+    pub fn family(&self) -> &Family {
+        &self.family
+    }
+
+    /// (query heads, key/value heads, head size).
+    pub(crate) fn heads(&self) -> (i64, i64, i64) {
+        (self.num_heads, self.num_kv_heads, self.head_dim)
     }
 
     /// The norms, by their path inside the block.
@@ -293,15 +285,23 @@ impl Block {
         self.norms.iter_mut().find(|(p, _)| *p == name).map(|(_, n)| n)
     }
 
-    // Every name used below is one this module put in the block itself, so a miss is a bug.
-    fn lin(&self, name: &str) -> &Linear {
+    // Every name the families use is one their module put in the block itself, so a miss is a
+    // bug.
+    pub(crate) fn lin(&self, name: &str) -> &Linear {
         match self.linear(name) {
             Some(l) => l,
             None => unreachable!("block built without {name}"),
         }
     }
 
-    fn nrm(&self, name: &str) -> &Norm {
+    pub(crate) fn lin_at(&self, path: &str) -> &Linear {
+        match self.linear_at(path) {
+            Some(l) => l,
+            None => unreachable!("block built without {path}"),
+        }
+    }
+
+    pub(crate) fn nrm(&self, name: &str) -> &Norm {
         match self.norms.iter().find(|(p, _)| *p == name) {
             Some((_, n)) => n,
             None => unreachable!("block built without {name}"),
@@ -358,7 +358,7 @@ impl Block {
             return Err(ModelError::BadScales(format!("{} input scales for {} input groups", scales.len(), groups.len())));
         }
         for (g, s) in groups.iter().zip(scales) {
-            let width = self.lin(short(g[0])).weight.size()[1];
+            let width = self.lin_at(g[0]).weight.size()[1];
             if s.size() != [width] {
                 return Err(ModelError::BadScales(format!("the input scales of {} have shape {:?}, not [{width}]", g[0], s.size())));
             }
@@ -383,7 +383,7 @@ impl Block {
             return Err(ModelError::BadScales(format!("{} input shifts for {} input groups", shifts.len(), groups.len())));
         }
         for (g, s) in groups.iter().zip(shifts) {
-            let width = self.lin(short(g[0])).weight.size()[1];
+            let width = self.lin_at(g[0]).weight.size()[1];
             if let Some(s) = s
                 && s.size() != [width]
             {
@@ -393,130 +393,15 @@ impl Block {
         Ok(self.forward_with(hidden, ctx, InputMap::Shifted(shifts), observe))
     }
 
-    fn forward_with(&self, hidden: &Tensor, ctx: &ForwardCtx, scales: InputMap<'_>, observe: Observer<'_>) -> Tensor {
-        if self.linear("o_proj").is_some() {
-            self.forward_llama(hidden, ctx, scales, observe)
-        } else {
-            self.forward_opt(hidden, ctx, scales, observe)
-        }
+    fn forward_with(&self, hidden: &Tensor, ctx: &ForwardCtx, map: InputMap<'_>, observe: Observer<'_>) -> Tensor {
+        let mut step = Step { ctx, map, observe, past: None, kv: None };
+        self.family.arch().forward(self, hidden, &mut step)
     }
 
     /// The groups of linears that read the same input, in the order the forward pass reaches
     /// them (for true-sequential pruning).
     pub fn input_groups(&self) -> &'static [&'static [&'static str]] {
-        if self.linear("o_proj").is_some() { &LLAMA_GROUPS } else { &OPT_GROUPS }
-    }
-
-    fn attention(
-        &self,
-        x: &Tensor,
-        ctx: &ForwardCtx,
-        out_group: &'static [&'static str],
-        scales: InputMap<'_>,
-        observe: Observer<'_>,
-    ) -> Tensor {
-        let (b, s) = (x.size()[0], x.size()[1]);
-        let split = |t: Tensor, heads: i64| t.view([b, s, heads, self.head_dim]).transpose(1, 2);
-        let x = &input_scaled(x, scales, 0);
-        observe(QKV, x);
-        let mut q = split(self.lin("q_proj").forward(x), self.num_heads);
-        let mut k = split(self.lin("k_proj").forward(x), self.num_kv_heads);
-        let v = split(self.lin("v_proj").forward(x), self.num_kv_heads);
-        if let Some((cos, sin)) = &ctx.rope {
-            q = apply_rope(&q, cos, sin);
-            k = apply_rope(&k, cos, sin);
-        }
-        let mask = ctx.mask.as_ref().map(|m| m.to_kind(q.kind()));
-        // Grouped-query attention: each kv head serves `group` query heads. Repeating k and v
-        // (as transformers' `repeat_kv` does) keeps libtorch on its fused CPU kernels, which the
-        // `enable_gqa` flag would leave.
-        let group = self.num_heads / self.num_kv_heads;
-        let (k, v) =
-            if group > 1 { (k.repeat_interleave_self_int(group, 1, None), v.repeat_interleave_self_int(group, 1, None)) } else { (k, v) };
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), None::<f64>, false);
-        let y = input_scaled(&y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]), scales, 1);
-        observe(out_group, &y);
-        self.lin(short(out_group[0])).forward(&y)
-    }
-
-    fn forward_llama(&self, hidden: &Tensor, ctx: &ForwardCtx, scales: InputMap<'_>, observe: Observer<'_>) -> Tensor {
-        let h = hidden + self.attention(&self.nrm("input_layernorm").forward(hidden), ctx, LLAMA_GROUPS[1], scales, observe);
-        let x = input_scaled(&self.nrm("post_attention_layernorm").forward(&h), scales, 2);
-        observe(LLAMA_GROUPS[2], &x);
-        let act = input_scaled(&(self.lin("gate_proj").forward(&x).silu() * self.lin("up_proj").forward(&x)), scales, 3);
-        observe(LLAMA_GROUPS[3], &act);
-        &h + self.lin("down_proj").forward(&act)
-    }
-
-    fn forward_opt(&self, hidden: &Tensor, ctx: &ForwardCtx, scales: InputMap<'_>, observe: Observer<'_>) -> Tensor {
-        let attn_norm = self.nrm("self_attn_layer_norm");
-        let ffn_norm = self.nrm("final_layer_norm");
-        let x = if self.pre_norm { attn_norm.forward(hidden) } else { hidden.shallow_clone() };
-        let mut h = hidden + self.attention(&x, ctx, OPT_GROUPS[1], scales, observe);
-        if !self.pre_norm {
-            h = attn_norm.forward(&h);
-        }
-        let x = input_scaled(&if self.pre_norm { ffn_norm.forward(&h) } else { h.shallow_clone() }, scales, 2);
-        observe(OPT_GROUPS[2], &x);
-        let act = input_scaled(&self.lin("fc1").forward(&x).relu(), scales, 3);
-        observe(OPT_GROUPS[3], &act);
-        let mut out = &h + self.lin("fc2").forward(&act);
-        if !self.pre_norm {
-            out = ffn_norm.forward(&out);
-        }
-        out
-    }
-}
-
-/// How the forward pass maps each input group's input before its linears read it.
-#[derive(Clone, Copy)]
-enum InputMap<'a> {
-    Plain,
-    Scaled(&'a [Tensor]),
-    Shifted(&'a [Option<Tensor>]),
-}
-
-/// `x` mapped for group `k`: times its scales, minus its shift, or `x` itself (the same tensor,
-/// no operation: the plain forward stays bit for bit what it was).
-fn input_scaled(x: &Tensor, map: InputMap<'_>, k: usize) -> Tensor {
-    match map {
-        InputMap::Scaled(s) if k < s.len() => x * s[k].to_kind(x.kind()),
-        InputMap::Shifted(s) => match s.get(k) {
-            Some(Some(z)) => x - z.to_kind(x.kind()),
-            _ => x.shallow_clone(),
-        },
-        _ => x.shallow_clone(),
-    }
-}
-
-/// transformers' `rotate_half` convention: the two halves of each head are the pairs.
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
-    let half = x.size()[3] / 2;
-    let x1 = x.narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    let rotated = Tensor::cat(&[x2.neg(), x1], 3);
-    x * cos.to_kind(x.kind()) + rotated * sin.to_kind(x.kind())
-}
-
-/// The inverse frequencies of RoPE, computed as transformers does (fp32).
-fn inv_freq(theta: f64, scaling: RopeScaling, head_dim: i64, device: Device) -> Tensor {
-    let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / head_dim as f64;
-    let base = Tensor::pow_scalar(theta, &exponents);
-    let inv = base.reciprocal();
-    match scaling {
-        RopeScaling::None => inv,
-        RopeScaling::Linear { factor } => inv / factor,
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
-            let old = original_max_position_embeddings as f64;
-            let low_wavelen = old / low_freq_factor;
-            let high_wavelen = old / high_freq_factor;
-            let wavelen = (2.0 * std::f64::consts::PI) / &inv;
-            let scaled = inv.where_self(&wavelen.le(low_wavelen), &(&inv / factor));
-            let smooth = (old / &wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-            let smoothed: Tensor = (1.0 - &smooth) * &scaled / factor + &smooth * &scaled;
-            let medium = wavelen.ge(high_wavelen).logical_and(&wavelen.le(low_wavelen));
-            smoothed.where_self(&medium, &scaled)
-        }
+        self.family.arch().input_groups()
     }
 }
 
@@ -537,6 +422,10 @@ pub struct Model {
     project_out: Option<Linear>,
     final_norm: Option<Norm>,
     lm_head: Tensor,
+    /// Gemma: embeddings multiplied by √hidden (rounded to the weights' dtype).
+    embed_scale: Option<f64>,
+    /// Gemma 2: logits soft-capped, `cap · tanh(logits / cap)`.
+    final_softcap: Option<f64>,
 }
 
 impl Model {
@@ -549,76 +438,27 @@ impl Model {
         }
         let config = ModelConfig::from_file(&config_path)?;
         let weights = Weights::open(dir)?;
-        let c = &config;
-        let (h, v) = (c.hidden_size, c.vocab_size);
         let load = |name: &str, shape: &[usize]| weights.load(name, shape, kind, device);
-        let model = match &c.family {
-            Family::LlamaLike { .. } => {
-                let prefix = tensor_prefix(&c.family, &weights);
-                let embed_tokens = load("model.embed_tokens.weight", &[v, h])?;
-                let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
-                    load("lm_head.weight", &[v, h])?
-                } else {
-                    embed_tokens.shallow_clone()
-                };
-                let final_norm = Some(Norm { weight: load("model.norm.weight", &[h])?, bias: None, eps: c.norm_eps });
-                Model {
-                    embed_positions: None,
-                    project_in: None,
-                    project_out: None,
-                    final_norm,
-                    lm_head,
-                    embed_tokens,
-                    prefix,
-                    config: config.clone(),
-                    weights,
-                    device,
-                    kind,
-                }
-            }
-            Family::Opt { pre_norm, word_embed_proj_dim, .. } => {
-                let prefix = tensor_prefix(&c.family, &weights);
-                let p = |n: &str| format!("{prefix}{n}");
-                let e = *word_embed_proj_dim;
-                let embed_tokens = load(&p("embed_tokens.weight"), &[v, e])?;
-                let embed_positions = Some(load(&p("embed_positions.weight"), &[c.max_position_embeddings + 2, h])?);
-                let (project_in, project_out) = if e != h {
-                    (
-                        Some(Linear { weight: load(&p("project_in.weight"), &[h, e])?, bias: None }),
-                        Some(Linear { weight: load(&p("project_out.weight"), &[e, h])?, bias: None }),
-                    )
-                } else {
-                    (None, None)
-                };
-                let final_norm = if *pre_norm {
-                    Some(Norm {
-                        weight: load(&p("final_layer_norm.weight"), &[h])?,
-                        bias: Some(load(&p("final_layer_norm.bias"), &[h])?),
-                        eps: c.norm_eps,
-                    })
-                } else {
-                    None
-                };
-                let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
-                    load("lm_head.weight", &[v, e])?
-                } else {
-                    embed_tokens.shallow_clone()
-                };
-                Model {
-                    embed_positions,
-                    project_in,
-                    project_out,
-                    final_norm,
-                    lm_head,
-                    embed_tokens,
-                    prefix,
-                    config: config.clone(),
-                    weights,
-                    device,
-                    kind,
-                }
-            }
+        let arch = config.family.arch();
+        let Outer { embed_tokens, embed_positions, project_in, project_out, final_norm, lm_head, embed_scale, final_softcap } =
+            arch.load_outer(&config, &weights, &load)?;
+        let prefix = arch.prefix(&weights).to_owned();
+        let model = Model {
+            embed_positions,
+            project_in,
+            project_out,
+            final_norm,
+            lm_head,
+            embed_tokens,
+            embed_scale,
+            final_softcap,
+            prefix,
+            config,
+            weights,
+            device,
+            kind,
         };
+        let c = &model.config;
         check_blocks(dir, &model.weights, &model.prefix, c.num_layers)?;
         Ok(model)
     }
@@ -648,54 +488,13 @@ impl Model {
         }
         let prefix = self.block_prefix(index);
         let load = |name: &str, shape: &[usize]| self.weights.load(&format!("{prefix}{name}"), shape, self.kind, self.device);
-        let (h, hd) = (c.hidden_size, c.head_dim);
-        let (q_out, kv_out) = (c.num_heads * hd, c.num_kv_heads * hd);
-        let mut linears = Vec::new();
-        let mut norms = Vec::new();
-        let pre_norm = match &c.family {
-            Family::LlamaLike { qkv_bias, o_bias, mlp_bias, .. } => {
-                let i = c.intermediate_size;
-                let shapes = [
-                    (q_out, h, *qkv_bias),
-                    (kv_out, h, *qkv_bias),
-                    (kv_out, h, *qkv_bias),
-                    (h, q_out, *o_bias),
-                    (i, h, *mlp_bias),
-                    (i, h, *mlp_bias),
-                    (h, i, *mlp_bias),
-                ];
-                for (path, (out, inp, has_bias)) in LLAMA_LINEARS.into_iter().zip(shapes) {
-                    let weight = load(&format!("{path}.weight"), &[out, inp])?;
-                    let bias = if has_bias { Some(load(&format!("{path}.bias"), &[out])?) } else { None };
-                    linears.push((path, Linear { weight, bias }));
-                }
-                for path in LLAMA_NORMS {
-                    norms.push((path, Norm { weight: load(&format!("{path}.weight"), &[h])?, bias: None, eps: c.norm_eps }));
-                }
-                true
-            }
-            Family::Opt { pre_norm, bias, .. } => {
-                let f = c.intermediate_size;
-                let shapes = [(h, h), (h, h), (h, h), (h, h), (f, h), (h, f)];
-                for (path, (out, inp)) in OPT_LINEARS.into_iter().zip(shapes) {
-                    let weight = load(&format!("{path}.weight"), &[out, inp])?;
-                    let bias = if *bias { Some(load(&format!("{path}.bias"), &[out])?) } else { None };
-                    linears.push((path, Linear { weight, bias }));
-                }
-                for path in OPT_NORMS {
-                    let weight = load(&format!("{path}.weight"), &[h])?;
-                    let bias = Some(load(&format!("{path}.bias"), &[h])?);
-                    norms.push((path, Norm { weight, bias, eps: c.norm_eps }));
-                }
-                *pre_norm
-            }
-        };
+        let (linears, norms) = c.family.arch().load_block(c, &load)?;
         Ok(Block {
             index,
-            pre_norm,
+            family: c.family.clone(),
             num_heads: c.num_heads as i64,
             num_kv_heads: c.num_kv_heads as i64,
-            head_dim: hd as i64,
+            head_dim: c.head_dim as i64,
             linears,
             norms,
         })
@@ -731,7 +530,7 @@ impl Model {
     pub fn embed(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ModelError> {
         let (b, s) = self.check_ids(ids)?;
         let ids = ids.to_device(self.device);
-        let mut h = Tensor::embedding(&self.embed_tokens, &ids, -1, false, false);
+        let mut h = self.token_embeddings(&ids);
         if let Some(p) = &self.project_in {
             h = p.forward(&h);
         }
@@ -752,39 +551,66 @@ impl Model {
         Ok(h)
     }
 
+    /// The token embeddings of `ids` (on the device), times Gemma's scale where it has one:
+    /// √hidden as fp32, rounded to the embeddings' dtype, as transformers multiplies.
+    pub(crate) fn token_embeddings(&self, ids: &Tensor) -> Tensor {
+        let h = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
+        match self.embed_scale {
+            Some(scale) => {
+                let scale = Tensor::from(scale as f32).to_kind(self.embed_tokens.kind()).to_device(self.device);
+                h * scale
+            }
+            None => h,
+        }
+    }
+
+    /// The additive-mask minimum of the model's dtype.
+    pub(crate) fn mask_min(&self) -> f64 {
+        crate::arch::mask_min(self.kind)
+    }
+
     /// The mask and rotary tables every block of this batch needs.
     pub fn context(&self, batch: i64, seq: i64, mask: Option<&Tensor>) -> ForwardCtx {
+        let arch = self.config.family.arch();
+        let mut ctx = self.context_for(batch, seq, mask, self.config.window, arch.rope());
+        if let Some((window, rope)) = arch.sliding_layers() {
+            ctx.sliding = Some(Box::new(self.context_for(batch, seq, mask, AttentionWindow::Sliding(window), rope)));
+        }
+        ctx
+    }
+
+    fn context_for(
+        &self,
+        batch: i64,
+        seq: i64,
+        mask: Option<&Tensor>,
+        window: AttentionWindow,
+        rope: Option<(f64, crate::config::RopeScaling)>,
+    ) -> ForwardCtx {
         let dev = self.device;
-        let sliding = matches!(self.config.window, AttentionWindow::Sliding(w) if (w as i64) < seq);
+        let sliding = matches!(window, AttentionWindow::Sliding(w) if (w as i64) < seq);
         let additive = if mask.is_none() && !sliding {
             None
         } else {
             let i = Tensor::arange(seq, (Kind::Int64, dev)).unsqueeze(1);
             let j = Tensor::arange(seq, (Kind::Int64, dev)).unsqueeze(0);
             let mut allowed = j.le_tensor(&i);
-            if let AttentionWindow::Sliding(w) = self.config.window {
+            if let AttentionWindow::Sliding(w) = window {
                 allowed = allowed.logical_and(&(&i - &j).lt(w as i64));
             }
             let keys = self.mask_or_ones(batch, seq, mask).ne(0).view([batch, 1, 1, seq]);
             let allowed = allowed.view([1, 1, seq, seq]).logical_and(&keys);
-            let min = match self.kind {
-                Kind::Half => f64::from(half::f16::MIN),
-                Kind::BFloat16 => f64::from(half::bf16::MIN),
-                _ => f64::from(f32::MIN),
-            };
+            let min = self.mask_min();
             Some(Tensor::zeros([1], (Kind::Float, dev)).where_self(&allowed, &Tensor::full([1], min, (Kind::Float, dev))))
         };
-        let rope = match &self.config.family {
-            Family::LlamaLike { rope_theta, rope_scaling, .. } => {
-                let inv = inv_freq(*rope_theta, *rope_scaling, self.config.head_dim as i64, dev);
-                let positions = Tensor::arange(seq, (Kind::Float, dev));
-                let freqs = positions.unsqueeze(1).matmul(&inv.unsqueeze(0));
-                let emb = Tensor::cat(&[&freqs, &freqs], -1).view([1, 1, seq, -1]);
-                Some((emb.cos(), emb.sin()))
-            }
-            Family::Opt { .. } => None,
-        };
-        ForwardCtx { mask: additive, rope }
+        let rope = rope.map(|(theta, scaling)| {
+            let inv = inv_freq(theta, scaling, self.config.head_dim as i64, dev);
+            let positions = Tensor::arange(seq, (Kind::Float, dev));
+            let freqs = positions.unsqueeze(1).matmul(&inv.unsqueeze(0));
+            let emb = Tensor::cat(&[&freqs, &freqs], -1).view([1, 1, seq, -1]);
+            (emb.cos(), emb.sin())
+        });
+        ForwardCtx { mask: additive, rope, sliding: None }
     }
 
     /// Logits `[batch, seq, vocab]` for every position.
@@ -796,7 +622,11 @@ impl Model {
         if let Some(p) = &self.project_out {
             h = p.forward(&h);
         }
-        h.linear::<Tensor>(&self.lm_head, None)
+        let logits = h.linear::<Tensor>(&self.lm_head, None);
+        match self.final_softcap {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
     }
 
     /// Writes the model to a new directory `out`: block `i` comes from `block(i)` (a pruned or

@@ -235,9 +235,17 @@ fn absorb(block: &mut Block, site: &ScalingSite, d: &Tensor) -> Result<(), Pipel
     match site.producer {
         ScaleProducer::Norm(path) => {
             let n = block.norm_mut(path).ok_or_else(|| missing(path))?;
-            let (w, b) = scale::absorb_into_norm(&n.weight, n.bias.as_ref(), d).map_err(ind)?;
-            n.weight = w;
-            n.bias = b;
+            let offset = n.weight_offset();
+            if offset == 0.0 {
+                let (w, b) = scale::absorb_into_norm(&n.weight, n.bias.as_ref(), d).map_err(ind)?;
+                n.weight = w;
+                n.bias = b;
+            } else {
+                // A norm that scales by `offset + w` (Gemma's): that product is what `d` divides.
+                let (w, b) = scale::absorb_into_norm(&(&n.weight + offset), n.bias.as_ref(), d).map_err(ind)?;
+                n.weight = w - offset;
+                n.bias = b;
+            }
         }
         ScaleProducer::Linear(path) => {
             let l = block.linear_at_mut(path).ok_or_else(|| missing(path))?;
@@ -575,9 +583,11 @@ fn refine_sites(
                 let n = block.norm_mut(path).ok_or_else(|| InduceError::Shape(format!("the block lost {path}")))?;
                 n.weight = w.shallow_clone();
                 n.bias = b.as_ref().map(Tensor::shallow_clone);
+                let offset = n.weight_offset();
                 for (k, site) in sites.iter().enumerate() {
                     if site.producer == ScaleProducer::Norm(path) {
-                        n.weight = w / &ds[k];
+                        // A norm that scales by `offset + w` (Gemma's) has that product divided.
+                        n.weight = if offset == 0.0 { w / &ds[k] } else { (w + offset) / &ds[k] - offset };
                         n.bias = b.as_ref().map(|b| b / &ds[k]);
                     }
                 }

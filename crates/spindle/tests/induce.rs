@@ -12,7 +12,7 @@ use spindle_model::{Model, Weights};
 use spindle_prune::Pattern;
 use tch::{Device, Kind, Tensor};
 
-const ARCHS: [&str; 6] = ["llama-gqa", "llama3-rope", "mistral", "qwen2", "opt-pre", "opt-post-proj"];
+const ARCHS: [&str; 9] = ["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "opt-pre", "opt-post-proj"];
 const HALF: Pattern = Pattern::Unstructured { sparsity: 0.5 };
 
 fn golden_dir(name: &str) -> PathBuf {

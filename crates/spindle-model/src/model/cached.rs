@@ -3,10 +3,9 @@
 //! prefix's length, attending to the cached prefix and to themselves. Zero-shot scoring uses it
 //! to encode the context shared by a question's choices once.
 //!
-//! This is a separate entry point, [`Block::forward_cached`]: [`Block::forward`] and
-//! [`Block::forward_observed`], which the pruning pipeline depends on, are not touched. The math
-//! is the same (the same norms, linears, RoPE tables and `scaled_dot_product_attention`); what
-//! differs is that the keys and values of earlier positions come from the cache and that
+//! [`Block::forward_cached`] runs the family's one forward pass, the steps of [`Block::forward`]
+//! (the same norms, linears, RoPE tables and `scaled_dot_product_attention`), with a cache to read
+//! and to fill; what differs is that the keys and values of earlier positions come from the cache and that
 //! positions start at the cache's length: RoPE's rotation angles, OPT's learned positions, the
 //! causal mask over `[past; new]` and Mistral's sliding window all count from the start of the
 //! prefix. A run without a past (the prefix itself) builds its mask and tables with
@@ -17,8 +16,9 @@
 
 use tch::{Kind, Tensor};
 
-use super::{Block, ForwardCtx, LLAMA_GROUPS, Model, ModelError, OPT_GROUPS, apply_rope, inv_freq, short};
-use crate::config::{AttentionWindow, Family};
+use super::{Block, ForwardCtx, Model, ModelError};
+use crate::arch::{InputMap, Step, inv_freq};
+use crate::config::{AttentionWindow, RopeScaling};
 
 /// The keys and values one block computed for a run of positions, after RoPE and before
 /// grouped-query attention repeats them: `[batch, kv_heads, positions, head_dim]` each.
@@ -80,33 +80,35 @@ impl Model {
         if past == 0 {
             return CachedCtx { ctx: self.context(batch, seq, None), past, batch, seq };
         }
+        let arch = self.config.family.arch();
+        let mut ctx = self.context_after(seq, past, self.config.window, arch.rope());
+        if let Some((window, rope)) = arch.sliding_layers() {
+            ctx.sliding = Some(Box::new(self.context_after(seq, past, AttentionWindow::Sliding(window), rope)));
+        }
+        CachedCtx { ctx, past, batch, seq }
+    }
+
+    fn context_after(&self, seq: i64, past: i64, window: AttentionWindow, rope: Option<(f64, RopeScaling)>) -> ForwardCtx {
         let dev = self.device;
         let i = (Tensor::arange(seq, (Kind::Int64, dev)) + past).unsqueeze(1);
         let j = Tensor::arange(past + seq, (Kind::Int64, dev)).unsqueeze(0);
         let mut allowed = j.le_tensor(&i);
-        if let AttentionWindow::Sliding(w) = self.config.window {
+        if let AttentionWindow::Sliding(w) = window {
             allowed = allowed.logical_and(&(&i - &j).lt(w as i64));
         }
-        let min = match self.kind {
-            Kind::Half => f64::from(half::f16::MIN),
-            Kind::BFloat16 => f64::from(half::bf16::MIN),
-            _ => f64::from(f32::MIN),
-        };
+        let min = self.mask_min();
         let allowed = allowed.view([1, 1, seq, past + seq]);
         let mask = Tensor::zeros([1], (Kind::Float, dev)).where_self(&allowed, &Tensor::full([1], min, (Kind::Float, dev)));
         // The rotary tables of positions past .. past + seq: rows past .. past + seq of a
         // full-length context's tables, the same fp32 products.
-        let rope = match &self.config.family {
-            Family::LlamaLike { rope_theta, rope_scaling, .. } => {
-                let inv = inv_freq(*rope_theta, *rope_scaling, self.config.head_dim as i64, dev);
-                let positions = Tensor::arange(past + seq, (Kind::Float, dev));
-                let freqs = positions.unsqueeze(1).matmul(&inv.unsqueeze(0));
-                let emb = Tensor::cat(&[&freqs, &freqs], -1).view([1, 1, past + seq, -1]).narrow(2, past, seq);
-                Some((emb.cos(), emb.sin()))
-            }
-            Family::Opt { .. } => None,
-        };
-        CachedCtx { ctx: ForwardCtx { mask: Some(mask), rope }, past, batch, seq }
+        let rope = rope.map(|(theta, scaling)| {
+            let inv = inv_freq(theta, scaling, self.config.head_dim as i64, dev);
+            let positions = Tensor::arange(past + seq, (Kind::Float, dev));
+            let freqs = positions.unsqueeze(1).matmul(&inv.unsqueeze(0));
+            let emb = Tensor::cat(&[&freqs, &freqs], -1).view([1, 1, past + seq, -1]).narrow(2, past, seq);
+            (emb.cos(), emb.sin())
+        });
+        ForwardCtx { mask: Some(mask), rope, sliding: None }
     }
 
     /// The embeddings of `ids` `[batch, seq]` at positions `past .. past + seq` (OPT's learned
@@ -118,7 +120,7 @@ impl Model {
         }
         let (b, s) = self.check_ids(ids)?;
         let ids = ids.to_device(self.device);
-        let mut h = Tensor::embedding(&self.embed_tokens, &ids, -1, false, false);
+        let mut h = self.token_embeddings(&ids);
         if let Some(p) = &self.project_in {
             h = p.forward(&h);
         }
@@ -167,62 +169,11 @@ impl Block {
                 )));
             }
         }
-        Ok(if self.linear("o_proj").is_some() { self.llama_cached(hidden, ctx, past) } else { self.opt_cached(hidden, ctx, past) })
-    }
-
-    /// [`Block::forward_llama`]'s steps with the cached attention.
-    fn llama_cached(&self, hidden: &Tensor, ctx: &CachedCtx, past: Option<&KvCache>) -> (Tensor, KvCache) {
-        let (a, kv) = self.attention_cached(&self.nrm("input_layernorm").forward(hidden), ctx, LLAMA_GROUPS[1][0], past);
-        let h = hidden + a;
-        let x = self.nrm("post_attention_layernorm").forward(&h);
-        let act = self.lin("gate_proj").forward(&x).silu() * self.lin("up_proj").forward(&x);
-        (&h + self.lin("down_proj").forward(&act), kv)
-    }
-
-    /// [`Block::forward_opt`]'s steps with the cached attention.
-    fn opt_cached(&self, hidden: &Tensor, ctx: &CachedCtx, past: Option<&KvCache>) -> (Tensor, KvCache) {
-        let attn_norm = self.nrm("self_attn_layer_norm");
-        let ffn_norm = self.nrm("final_layer_norm");
-        let x = if self.pre_norm { attn_norm.forward(hidden) } else { hidden.shallow_clone() };
-        let (a, kv) = self.attention_cached(&x, ctx, OPT_GROUPS[1][0], past);
-        let mut h = hidden + a;
-        if !self.pre_norm {
-            h = attn_norm.forward(&h);
+        let mut step = Step { ctx: &ctx.ctx, map: InputMap::Plain, observe: &mut |_, _| {}, past, kv: None };
+        let out = self.family.arch().forward(self, hidden, &mut step);
+        match step.kv {
+            Some(kv) => Ok((out, kv)),
+            None => unreachable!("every family's forward attends once"),
         }
-        let x = if self.pre_norm { ffn_norm.forward(&h) } else { h.shallow_clone() };
-        let act = self.lin("fc1").forward(&x).relu();
-        let mut out = &h + self.lin("fc2").forward(&act);
-        if !self.pre_norm {
-            out = ffn_norm.forward(&out);
-        }
-        (out, kv)
-    }
-
-    /// [`Block::attention`] over `[past; new]` keys and values.
-    fn attention_cached(&self, x: &Tensor, ctx: &CachedCtx, out_path: &'static str, past: Option<&KvCache>) -> (Tensor, KvCache) {
-        let (b, s) = (x.size()[0], x.size()[1]);
-        let split = |t: Tensor, heads: i64| t.view([b, s, heads, self.head_dim]).transpose(1, 2);
-        let mut q = split(self.lin("q_proj").forward(x), self.num_heads);
-        let mut k = split(self.lin("k_proj").forward(x), self.num_kv_heads);
-        let v = split(self.lin("v_proj").forward(x), self.num_kv_heads);
-        if let Some((cos, sin)) = &ctx.ctx.rope {
-            q = apply_rope(&q, cos, sin);
-            k = apply_rope(&k, cos, sin);
-        }
-        let own = KvCache { keys: k.shallow_clone(), values: v.shallow_clone() };
-        let (k, v) = match past {
-            Some(p) => {
-                let shape = [b, self.num_kv_heads, p.len(), self.head_dim];
-                (Tensor::cat(&[p.keys.expand(shape, false), k], 2), Tensor::cat(&[p.values.expand(shape, false), v], 2))
-            }
-            None => (k, v),
-        };
-        let mask = ctx.ctx.mask.as_ref().map(|m| m.to_kind(q.kind()));
-        let group = self.num_heads / self.num_kv_heads;
-        let (k, v) =
-            if group > 1 { (k.repeat_interleave_self_int(group, 1, None), v.repeat_interleave_self_int(group, 1, None)) } else { (k, v) };
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), None::<f64>, false);
-        let y = y.transpose(1, 2).contiguous().view([b, s, self.num_heads * self.head_dim]);
-        (self.lin(short(out_path)).forward(&y), own)
     }
 }

@@ -1,0 +1,167 @@
+//! Every pruner on every architecture family's golden checkpoint (`tests/golden/`, made with
+//! transformers by `make_golden.py`): magnitude, Wanda and SparseGPT at 50% and 2:4 give their
+//! exact pattern on every decoder linear, fused ones included, and leave every other tensor
+//! bit-identical; the pruned directory loads and runs.
+//!
+//! With `SPINDLE_KEEP_PRUNED=DIR`, each pruned checkpoint is kept under `DIR/<family>-<run>/`
+//! with `spindle_logits.safetensors` (the pruned model's logits on the golden `input_ids`, as
+//! spindle computes them), for `tests/golden/check_pruned_in_transformers.py` to load the same
+//! directories in transformers and compare.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use spindle::prune::{Allocation, Method, PruneConfig, prune_model};
+use spindle_model::{Model, Weights};
+use spindle_prune::magnitude::Scope;
+use spindle_prune::{ColumnNorms, Pattern};
+use tch::{Device, Kind, Tensor};
+
+/// Every family's golden checkpoint (each of spindle's architectures at least once).
+const FAMILIES: &[&str] = &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "opt-pre", "opt-post-proj"];
+
+fn golden_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
+}
+
+fn golden(name: &str, key: &str) -> Tensor {
+    let tensors = Tensor::read_safetensors(golden_dir(name).join("golden.safetensors")).unwrap();
+    tensors.into_iter().find(|(k, _)| k == key).map(|(_, t)| t).unwrap()
+}
+
+/// Every tensor of a checkpoint by name, as stored.
+fn tensors(dir: &Path) -> BTreeMap<String, Tensor> {
+    let w = Weights::open(dir).unwrap();
+    w.names()
+        .map(|n| {
+            let shape = w.shape(n).unwrap().to_vec();
+            (n.to_owned(), w.load(n, &shape, w.stored_kind(n).unwrap(), Device::Cpu).unwrap())
+        })
+        .collect()
+}
+
+fn cfg(method: Method, pattern: Pattern) -> PruneConfig {
+    PruneConfig {
+        method,
+        pattern,
+        allocation: Allocation::Uniform,
+        true_sequential: false,
+        layer_errors: false,
+        batch_size: 2,
+        induce: None,
+        reconstruct: None,
+    }
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.size() == b.size() && a.logical_xor(b).sum(Kind::Int64).int64_value(&[]) == 0
+}
+
+/// The exact mask each method's reference rule gives, for the methods whose mask is a function
+/// of the dense weight and its input alone (SparseGPT's depends on its own updates).
+fn reference_mask(method: Method, w: &Tensor, x: &Tensor, pattern: Pattern) -> Option<Tensor> {
+    match method {
+        Method::Magnitude(scope) => Some(spindle_prune::magnitude::mask(w, pattern, scope).unwrap()),
+        Method::Wanda => {
+            let mut norms = ColumnNorms::new(w.size()[1], Device::Cpu);
+            norms.add_batch(x).unwrap();
+            Some(spindle_prune::wanda::mask(w, norms.get().unwrap(), pattern).unwrap())
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn every_pruner_gives_its_exact_pattern_on_every_family_and_changes_nothing_else() {
+    tch::set_num_threads(1);
+    let keep = std::env::var_os("SPINDLE_KEEP_PRUNED").map(PathBuf::from);
+    let t = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        let dir = golden_dir(family);
+        let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
+        let vocab = model.config().vocab_size as i64;
+        tch::manual_seed(5);
+        let calib = Tensor::randint(vocab, [4, 12], (Kind::Int64, Device::Cpu));
+        let before = tensors(&dir);
+        let methods = [Method::Magnitude(Scope::Matrix), Method::Wanda, Method::SparseGpt(Default::default())];
+        for method in methods {
+            for pattern in [Pattern::Unstructured { sparsity: 0.5 }, Pattern::NM { n: 2, m: 4 }] {
+                let run = format!("{}-{}", method.name(), if matches!(pattern, Pattern::NM { .. }) { "2of4" } else { "50" });
+                let what = format!("{family} {run}");
+                let out = t.path().join(format!("{family}-{run}"));
+                let uses_calib = !matches!(method, Method::Magnitude(_));
+                let report = prune_model(&model, uses_calib.then_some(&calib), &cfg(method, pattern), &out, &mut |_, _| {}).unwrap();
+                let after = tensors(&out);
+                assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "{what}: tensor names");
+                let pruned = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+                let linears: Vec<String> = (0..model.config().num_layers)
+                    .flat_map(|i| {
+                        let p = model.block_prefix(i);
+                        model.block(i).unwrap().linears().map(move |(path, _)| format!("{p}{path}.weight")).collect::<Vec<_>>()
+                    })
+                    .collect();
+                assert_eq!(report.linears.len(), linears.len(), "{what}: every decoder linear is reported");
+                // Each linear against its pattern; the inputs each block's groups saw (dense
+                // block, non-sequential statistics) for the reference masks.
+                let mut h = model.embed(&calib, None).unwrap();
+                for i in 0..model.config().num_layers {
+                    let (dense, got) = (model.block(i).unwrap(), pruned.block(i).unwrap());
+                    let size = h.size();
+                    let ctx = model.context(size[0], size[1], None);
+                    let mut inputs = BTreeMap::new();
+                    let _ = dense.forward_observed(&h, &ctx, &mut |paths, x| {
+                        inputs.insert(paths[0], x.shallow_clone());
+                    });
+                    for (path, linear) in got.linears() {
+                        let name = format!("{}{path}.weight", model.block_prefix(i));
+                        let w = &linear.weight;
+                        let (o, n_in) = (w.size()[0], w.size()[1]);
+                        let zeros = w.eq(0.0);
+                        match pattern {
+                            Pattern::NM { n, m } => {
+                                let kept = zeros
+                                    .logical_not()
+                                    .to_kind(Kind::Int64)
+                                    .reshape([o, n_in / m as i64, m as i64])
+                                    .sum_dim_intlist([2i64].as_slice(), false, Kind::Int64);
+                                assert!(bool::try_from(kept.eq(n as i64).all()).unwrap(), "{what}: {name} is not {n}:{m}");
+                            }
+                            Pattern::Unstructured { sparsity } => {
+                                let s = zeros.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+                                let slack = 1.0 / n_in as f64 + 1.0 / o as f64;
+                                assert!((s - sparsity).abs() <= slack, "{what}: {name} has sparsity {s}");
+                            }
+                        }
+                        let group = dense.input_groups().iter().find(|g| g.contains(&path)).unwrap()[0];
+                        let dense_w = &dense.linear_at(path).unwrap().weight;
+                        if let Some(expected) = reference_mask(method, dense_w, &inputs[group], pattern) {
+                            assert!(same(&zeros, &expected), "{what}: {name}'s mask is not the reference rule's");
+                            // Mask-only methods keep every surviving weight as it was.
+                            assert!(w.equal(&dense_w.masked_fill(&expected, 0.0)), "{what}: {name} changed kept weights");
+                        }
+                    }
+                    h = got.forward(&h, &ctx);
+                }
+                for (name, t) in &after {
+                    if !linears.contains(name) {
+                        assert!(t.equal(&before[name]), "{what}: {name} changed");
+                    }
+                }
+                let ids = golden(family, "input_ids");
+                let logits = pruned.forward(&ids, None).unwrap();
+                assert!(bool::try_from(logits.isfinite().all()).unwrap(), "{what}: logits are not finite");
+                if let Some(keep) = &keep {
+                    let dest = keep.join(format!("{family}-{run}"));
+                    std::fs::create_dir_all(&dest).unwrap();
+                    for entry in std::fs::read_dir(&out).unwrap() {
+                        let entry = entry.unwrap();
+                        std::fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
+                    }
+                    Tensor::write_safetensors(&[("logits", &logits), ("input_ids", &ids)], dest.join("spindle_logits.safetensors"))
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
