@@ -24,6 +24,8 @@ pub enum Architecture {
     Gemma2,
     /// `Gemma3ForCausalLM` (the text model, `gemma3_text`).
     Gemma3,
+    /// `Phi3ForCausalLM` (fused projections).
+    Phi3,
     /// `OPTForCausalLM`.
     Opt,
 }
@@ -334,7 +336,7 @@ mod tests {
         let err = parse(r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "m/config.json: unknown architecture \"GPT2LMHeadModel\" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, OPTForCausalLM)"
+            "m/config.json: unknown architecture \"GPT2LMHeadModel\" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, OPTForCausalLM)"
         );
         let err = parse(&SMOLLM2.replace(r#""rope_theta":100000"#, r#""rope_scaling":{"rope_type":"yarn","factor":4.0}"#)).unwrap_err();
         assert_eq!(err.to_string(), "m/config.json: unsupported rope_scaling.rope_type = \"yarn\" (supported: default, linear, llama3)");

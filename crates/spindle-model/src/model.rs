@@ -205,6 +205,31 @@ pub struct ScalingSite {
     /// read by `group` query heads, so each scale is repeated over its query group in the
     /// consumer's columns (`[kv_heads, group, head_dim]` order).
     pub repeat: Option<KvRepeat>,
+    /// A fused producer linear (Phi-3's `qkv_proj`, `gate_up_proj`): the rows `(start, len)`
+    /// that are the channels; `None` when all its rows are.
+    pub producer_rows: Option<(i64, i64)>,
+}
+
+impl ScalingSite {
+    /// The producer linear's weight rows that are this site's channels.
+    pub fn producer_rows_of(&self, weight: &Tensor) -> Tensor {
+        match self.producer_rows {
+            Some((start, len)) => weight.narrow(0, start, len),
+            None => weight.shallow_clone(),
+        }
+    }
+
+    /// `d` (one scale per channel) as row scales of the producer linear with `rows` rows: `d`
+    /// itself, or, for a fused producer, `d` on its row range and 1 on every other row.
+    pub fn producer_row_scales(&self, d: &Tensor, rows: i64) -> Tensor {
+        match self.producer_rows {
+            Some((start, len)) => {
+                let ones = |n: i64| Tensor::ones([n], (d.kind(), d.device()));
+                Tensor::cat(&[ones(start), d.shallow_clone(), ones(rows - start - len)], 0)
+            }
+            None => d.shallow_clone(),
+        }
+    }
 }
 
 /// The shape of grouped-query attention's channel repetition.

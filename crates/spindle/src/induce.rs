@@ -249,7 +249,8 @@ fn absorb(block: &mut Block, site: &ScalingSite, d: &Tensor) -> Result<(), Pipel
         }
         ScaleProducer::Linear(path) => {
             let l = block.linear_at_mut(path).ok_or_else(|| missing(path))?;
-            let (w, b) = scale::absorb_into_rows(&l.weight, l.bias.as_ref(), d).map_err(ind)?;
+            let rows = site.producer_row_scales(d, l.weight.size()[0]);
+            let (w, b) = scale::absorb_into_rows(&l.weight, l.bias.as_ref(), &rows).map_err(ind)?;
             l.weight = w;
             l.bias = b;
         }
@@ -395,7 +396,7 @@ pub(crate) fn induce_block(
             let producer = match site.producer {
                 ScaleProducer::Linear(path) => {
                     let pg = group_of(block, path)?;
-                    let w = block.linear_at(path).ok_or_else(|| missing(path))?.weight.shallow_clone();
+                    let w = site.producer_rows_of(&block.linear_at(path).ok_or_else(|| missing(path))?.weight);
                     let st = stats_at(&pass.stats, pg)?;
                     let out_sq = st.output_sq_norms(&w).map_err(ind)?;
                     Some((w, st.sq_norms().map_err(ind)?.shallow_clone(), out_sq))
@@ -569,8 +570,9 @@ fn refine_sites(
                 for (k, site) in sites.iter().enumerate() {
                     #[allow(clippy::assign_op_pattern)]
                     if site.producer == ScaleProducer::Linear(path) {
-                        w = w / ds[k].view([-1, 1]);
-                        b = b.map(|b| b / &ds[k]);
+                        let d = site.producer_row_scales(&ds[k], w.size()[0]);
+                        w = w / d.view([-1, 1]);
+                        b = b.map(|b| b / &d);
                     }
                 }
                 let m = cfg.mask.select(&cfg.mask.score(&w.detach(), &sq_of(g, cols[g].as_ref())?)?, cfg.pattern)?;

@@ -19,7 +19,8 @@ use spindle_prune::{ColumnNorms, Pattern};
 use tch::{Device, Kind, Tensor};
 
 /// Every family's golden checkpoint (each of spindle's architectures at least once).
-const FAMILIES: &[&str] = &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "opt-pre", "opt-post-proj"];
+const FAMILIES: &[&str] =
+    &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "opt-pre", "opt-post-proj"];
 
 fn golden_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)

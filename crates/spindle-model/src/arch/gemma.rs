@@ -249,10 +249,34 @@ impl Arch for Gemma {
     /// normalise it, so they absorb no scaling of their input.
     fn scaling_sites(&self, repeat: Option<KvRepeat>) -> Vec<ScalingSite> {
         vec![
-            ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("input_layernorm"), consumers: QKV, repeat: None },
-            ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: GROUPS[1], repeat },
-            ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("pre_feedforward_layernorm"), consumers: GROUPS[2], repeat: None },
-            ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("mlp.up_proj"), consumers: GROUPS[3], repeat: None },
+            ScalingSite {
+                label: "attn_in",
+                producer: ScaleProducer::Norm("input_layernorm"),
+                consumers: QKV,
+                repeat: None,
+                producer_rows: None,
+            },
+            ScalingSite {
+                label: "attn_out",
+                producer: ScaleProducer::Linear("self_attn.v_proj"),
+                consumers: GROUPS[1],
+                repeat,
+                producer_rows: None,
+            },
+            ScalingSite {
+                label: "ffn_in",
+                producer: ScaleProducer::Norm("pre_feedforward_layernorm"),
+                consumers: GROUPS[2],
+                repeat: None,
+                producer_rows: None,
+            },
+            ScalingSite {
+                label: "ffn_out",
+                producer: ScaleProducer::Linear("mlp.up_proj"),
+                consumers: GROUPS[3],
+                repeat: None,
+                producer_rows: None,
+            },
         ]
     }
 

@@ -185,10 +185,34 @@ impl Arch for Llama {
     /// SwiGLU's product) into down. q/k are no site: RoPE mixes channel pairs.
     fn scaling_sites(&self, repeat: Option<KvRepeat>) -> Vec<ScalingSite> {
         vec![
-            ScalingSite { label: "attn_in", producer: ScaleProducer::Norm("input_layernorm"), consumers: QKV, repeat: None },
-            ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: GROUPS[1], repeat },
-            ScalingSite { label: "ffn_in", producer: ScaleProducer::Norm("post_attention_layernorm"), consumers: GROUPS[2], repeat: None },
-            ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("mlp.up_proj"), consumers: GROUPS[3], repeat: None },
+            ScalingSite {
+                label: "attn_in",
+                producer: ScaleProducer::Norm("input_layernorm"),
+                consumers: QKV,
+                repeat: None,
+                producer_rows: None,
+            },
+            ScalingSite {
+                label: "attn_out",
+                producer: ScaleProducer::Linear("self_attn.v_proj"),
+                consumers: GROUPS[1],
+                repeat,
+                producer_rows: None,
+            },
+            ScalingSite {
+                label: "ffn_in",
+                producer: ScaleProducer::Norm("post_attention_layernorm"),
+                consumers: GROUPS[2],
+                repeat: None,
+                producer_rows: None,
+            },
+            ScalingSite {
+                label: "ffn_out",
+                producer: ScaleProducer::Linear("mlp.up_proj"),
+                consumers: GROUPS[3],
+                repeat: None,
+                producer_rows: None,
+            },
         ]
     }
 

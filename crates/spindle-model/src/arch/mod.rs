@@ -12,6 +12,7 @@
 pub mod gemma;
 pub mod llama;
 pub mod opt;
+pub mod phi3;
 
 use std::path::Path;
 
@@ -33,6 +34,8 @@ pub enum Family {
     /// Gemma 2 and 3: `(1 + w)` RMSNorms around each sublayer, scaled embeddings, GeGLU,
     /// alternating sliding-window layers, soft-capping.
     Gemma(gemma::Gemma),
+    /// Phi-3: fused qkv_proj and gate_up_proj.
+    Phi3(phi3::Phi3),
 }
 
 impl Family {
@@ -42,6 +45,7 @@ impl Family {
             Family::Llama(a) => a,
             Family::Opt(a) => a,
             Family::Gemma(a) => a,
+            Family::Phi3(a) => a,
         }
     }
 }
@@ -59,6 +63,7 @@ pub(crate) const REGISTRY: &[(&str, Architecture, Resolver)] = &[
     ("Qwen3ForCausalLM", Architecture::Qwen3, llama::resolve),
     ("Gemma2ForCausalLM", Architecture::Gemma2, gemma::resolve),
     ("Gemma3ForCausalLM", Architecture::Gemma3, gemma::resolve),
+    ("Phi3ForCausalLM", Architecture::Phi3, phi3::resolve),
     ("OPTForCausalLM", Architecture::Opt, opt::resolve),
 ];
 

@@ -148,18 +148,32 @@ impl Arch for Opt {
                 producer: ScaleProducer::Norm("self_attn_layer_norm"),
                 consumers: QKV,
                 repeat: None,
+                producer_rows: None,
             });
         }
-        sites.push(ScalingSite { label: "attn_out", producer: ScaleProducer::Linear("self_attn.v_proj"), consumers: GROUPS[1], repeat });
+        sites.push(ScalingSite {
+            label: "attn_out",
+            producer: ScaleProducer::Linear("self_attn.v_proj"),
+            consumers: GROUPS[1],
+            repeat,
+            producer_rows: None,
+        });
         if self.pre_norm {
             sites.push(ScalingSite {
                 label: "ffn_in",
                 producer: ScaleProducer::Norm("final_layer_norm"),
                 consumers: GROUPS[2],
                 repeat: None,
+                producer_rows: None,
             });
         }
-        sites.push(ScalingSite { label: "ffn_out", producer: ScaleProducer::Linear("fc1"), consumers: GROUPS[3], repeat: None });
+        sites.push(ScalingSite {
+            label: "ffn_out",
+            producer: ScaleProducer::Linear("fc1"),
+            consumers: GROUPS[3],
+            repeat: None,
+            producer_rows: None,
+        });
         sites
     }
 
