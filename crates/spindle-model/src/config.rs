@@ -26,6 +26,8 @@ pub enum Architecture {
     Gemma3,
     /// `Phi3ForCausalLM` (fused projections).
     Phi3,
+    /// `MixtralForCausalLM` (a sparse mixture of experts).
+    Mixtral,
     /// `OPTForCausalLM`.
     Opt,
 }
@@ -150,7 +152,7 @@ pub enum BiasSlot {
 impl ModelConfig {
     /// Per input group in forward order (q/k/v, o, gate/up or fc1, down or fc2): whether its
     /// linears carry biases, as the family's module says.
-    pub fn bias_slots(&self) -> [BiasSlot; 4] {
+    pub fn bias_slots(&self) -> Vec<BiasSlot> {
         self.family.arch().bias_slots(self.architecture)
     }
 
@@ -336,7 +338,7 @@ mod tests {
         let err = parse(r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "m/config.json: unknown architecture \"GPT2LMHeadModel\" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, OPTForCausalLM)"
+            "m/config.json: unknown architecture \"GPT2LMHeadModel\" (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, OPTForCausalLM)"
         );
         let err = parse(&SMOLLM2.replace(r#""rope_theta":100000"#, r#""rope_scaling":{"rope_type":"yarn","factor":4.0}"#)).unwrap_err();
         assert_eq!(err.to_string(), "m/config.json: unsupported rope_scaling.rope_type = \"yarn\" (supported: default, linear, llama3)");

@@ -8,7 +8,8 @@
 //! pipeline can scale and prune them; and nothing requires the whole model to be resident.
 //!
 //! What exists: one module per architecture family ([`arch`]: Llama, Mistral, Qwen2 and Qwen3 in
-//! `arch::llama`, Gemma 2 and 3 in `arch::gemma`, Phi-3 in `arch::phi3`, OPT in `arch::opt`), each resolving its
+//! `arch::llama`, Gemma 2 and 3 in `arch::gemma`, Phi-3 in `arch::phi3`, Mixtral in
+//! `arch::mixtral`, OPT in `arch::opt`), each resolving its
 //! `config.json` in both the transformers-4 and -5 key layouts ([`ModelConfig`]); memory-mapped safetensors, single or
 //! sharded, read one tensor at a time with shape and finiteness checks ([`Weights`]); the
 //! block-wise forward pass ([`Model`]: `embed` → `block(i).forward` → `head`, logits for every

@@ -40,6 +40,9 @@ pub enum ModelError {
     BadScales(String),
     #[error("key/value cache mismatch: {0}")]
     KvCache(String),
+    /// The checkpoint stores a family's tensors in a layout spindle does not read.
+    #[error("unsupported tensor layout: {0}")]
+    Layout(String),
     /// config.json's block count and the blocks the weights hold disagree.
     #[error("{dir}: config.json says num_hidden_layers = {layers}, but {what}")]
     Blocks { dir: PathBuf, layers: usize, what: String },
@@ -176,6 +179,8 @@ pub struct Block {
     linears: Vec<(&'static str, Linear)>,
     /// (path inside the block, e.g. `input_layernorm`, norm).
     norms: Vec<(&'static str, Norm)>,
+    /// Linears no pruner touches (a mixture of experts' router), by path.
+    fixed: Vec<(&'static str, Linear)>,
 }
 
 /// A callback shown each linear layer's input during [`Block::forward_observed`].
@@ -326,6 +331,18 @@ impl Block {
         }
     }
 
+    /// A linear that stays dense (a router), by its path inside the block.
+    pub fn fixed_linear(&self, path: &str) -> Option<&Linear> {
+        self.fixed.iter().find(|(p, _)| *p == path).map(|(_, l)| l)
+    }
+
+    pub(crate) fn fixed_at(&self, path: &str) -> &Linear {
+        match self.fixed_linear(path) {
+            Some(l) => l,
+            None => unreachable!("block built without {path}"),
+        }
+    }
+
     pub(crate) fn nrm(&self, name: &str) -> &Norm {
         match self.norms.iter().find(|(p, _)| *p == name) {
             Some((_, n)) => n,
@@ -338,6 +355,12 @@ impl Block {
     pub fn named_tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (path, l) in &self.linears {
+            out.push((format!("{prefix}{path}.weight"), l.weight.shallow_clone()));
+            if let Some(b) = &l.bias {
+                out.push((format!("{prefix}{path}.bias"), b.shallow_clone()));
+            }
+        }
+        for (path, l) in &self.fixed {
             out.push((format!("{prefix}{path}.weight"), l.weight.shallow_clone()));
             if let Some(b) = &l.bias {
                 out.push((format!("{prefix}{path}.bias"), b.shallow_clone()));
@@ -513,7 +536,7 @@ impl Model {
         }
         let prefix = self.block_prefix(index);
         let load = |name: &str, shape: &[usize]| self.weights.load(&format!("{prefix}{name}"), shape, self.kind, self.device);
-        let (linears, norms) = c.family.arch().load_block(c, &load)?;
+        let crate::arch::Parts { linears, norms, fixed } = c.family.arch().load_block(c, &load)?;
         Ok(Block {
             index,
             family: c.family.clone(),
@@ -522,6 +545,7 @@ impl Model {
             head_dim: c.head_dim as i64,
             linears,
             norms,
+            fixed,
         })
     }
 

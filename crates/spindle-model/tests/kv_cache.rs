@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use spindle_model::{KvCache, Model};
 use tch::{Device, Kind, Tensor};
 
-const MODELS: &[&str] = &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "opt-pre", "opt-post-proj"];
+const MODELS: &[&str] =
+    &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mixtral", "opt-pre", "opt-post-proj"];
 const TOLERANCE: f64 = 1e-5;
 
 fn open(name: &str) -> Model {

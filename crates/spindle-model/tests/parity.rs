@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use spindle_model::Model;
 use tch::{Device, Kind, Tensor};
 
-const MODELS: &[&str] = &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "opt-pre", "opt-post-proj"];
+const MODELS: &[&str] =
+    &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mixtral", "opt-pre", "opt-post-proj"];
 const TOLERANCE: f64 = 1e-4;
 
 fn golden_dir(name: &str) -> PathBuf {

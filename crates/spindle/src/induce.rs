@@ -28,7 +28,7 @@ use spindle_induce::{
     Scorer, scale,
 };
 use spindle_model::{Block, KvRepeat, Model, ScaleProducer, ScalingSite};
-use spindle_prune::Pattern;
+use spindle_prune::{Pattern, PruneError};
 use tch::{Kind, Tensor};
 
 use crate::activations::{Activations, group_columns};
@@ -540,7 +540,13 @@ fn refine_sites(
         if !cfg.mask.uses_statistics() {
             return Ok(Tensor::ones([1], (Kind::Float, device)));
         }
-        let sq = stats.get(g).ok_or(InduceError::NoStatistics)?.sq_norms()?;
+        let sq = match stats.get(g).ok_or(InduceError::NoStatistics)?.sq_norms() {
+            Ok(sq) => sq,
+            // A group no calibration token reached (an expert of a mixture): its mask is
+            // chosen by magnitude, the rule the pruner applies to it.
+            Err(InduceError::Prune(PruneError::NoStatistics)) => return Ok(Tensor::ones([1], (Kind::Float, device))),
+            Err(e) => return Err(e),
+        };
         Ok(match e {
             Some(e) => sq / e.detach().pow_tensor_scalar(2),
             None => sq.shallow_clone(),

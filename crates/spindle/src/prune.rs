@@ -141,7 +141,18 @@ pub struct LinearReport {
     /// SparseGPT only: the damping that factorised and the retries before it.
     pub percdamp: Option<f64>,
     pub damp_retries: Vec<(f64, f64)>,
+    /// The calibration tokens whose inputs made this layer's statistics: every token for a
+    /// dense layer, the tokens routed to it for an expert of a mixture; `None` for a method
+    /// that reads none.
+    pub calibration_tokens: Option<u64>,
+    /// Set when the method could not run on this layer and another rule pruned it: an expert
+    /// no calibration token was routed to is pruned by magnitude (one threshold per matrix).
+    pub fallback: Option<String>,
 }
+
+/// The rule for a layer whose statistics saw no token (an expert no calibration token was
+/// routed to): pruned by magnitude, never left dense.
+pub const UNREACHED_RULE: &str = "magnitude: no calibration token reached it";
 
 /// One block's figures.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -260,9 +271,9 @@ pub fn prune_model_with_files(
     };
     // The equivalent shift: which input groups can carry the biases it leaves, and the
     // config.json keys that make transformers load biases it adds.
-    let shift_groups: Option<[bool; 4]> =
-        induce.filter(|ic| ic.shift).map(|_| model.config().bias_slots().map(|s| s != BiasSlot::Impossible));
-    if shift_groups.is_some_and(|g| !g.iter().any(|x| *x)) {
+    let shift_groups: Option<Vec<bool>> =
+        induce.filter(|ic| ic.shift).map(|_| model.config().bias_slots().into_iter().map(|s| s != BiasSlot::Impossible).collect());
+    if shift_groups.as_ref().is_some_and(|g| !g.iter().any(|x| *x)) {
         return Err(PipelineError::Config(format!(
             "the shift needs linears that can carry a bias, and {} has none",
             model.config().architecture.hf_name()
@@ -309,7 +320,7 @@ struct BlockPlan<'a> {
     cfg: &'a PruneConfig,
     induce: Option<crate::induce::InduceConfig>,
     /// The equivalent shift: which input groups can carry the biases it leaves.
-    shift_groups: Option<[bool; 4]>,
+    shift_groups: Option<Vec<bool>>,
     /// Each block's sparsity (uniform, or OWL's).
     targets: &'a [f64],
     ratios: Option<&'a [f64]>,
@@ -353,11 +364,13 @@ fn prune_block(plan: &BlockPlan<'_>, i: usize, acts: &mut Option<Activations>, r
     let dense: Vec<(&'static str, Vec<i64>, Option<Tensor>)> =
         block.linears().map(|(p, l)| (p, l.weight.size(), plan.cfg.layer_errors.then(|| l.weight.copy()))).collect();
     let mut info: Vec<LinearInfo> = Vec::new();
+    // Per linear, the calibration tokens its statistics saw.
+    let mut tokens: Vec<(&'static str, Option<u64>)> = Vec::new();
     let groups = block.input_groups();
     // The shift of each group (its inputs' mean over the calibration tokens of the dense
     // block), and the group's weights before pruning, for the bias it leaves.
-    let shifts: Vec<Option<Tensor>> = match (plan.shift_groups, acts.as_ref()) {
-        (Some(allowed), Some(a)) => channel_means(&block, a, &allowed)?,
+    let shifts: Vec<Option<Tensor>> = match (plan.shift_groups.as_deref(), acts.as_ref()) {
+        (Some(allowed), Some(a)) => channel_means(&block, a, allowed)?,
         _ => groups.iter().map(|_| None).collect(),
     };
     let before: Vec<(&'static str, Tensor)> = groups
@@ -370,11 +383,12 @@ fn prune_block(plan: &BlockPlan<'_>, i: usize, acts: &mut Option<Activations>, r
     if plan.cfg.true_sequential && acts.is_some() {
         for (k, group) in groups.iter().enumerate() {
             // The first group's pass runs on the still dense block: its outputs are the targets.
-            let (stats, outputs) =
+            let (stats, seen, outputs) =
                 accumulate(&block, acts.as_ref(), plan.cfg.method, &[group], &shifts[k..=k], keep_outputs && k == 0, &prefix)?;
             if outputs.is_some() {
                 dense_outputs = outputs;
             }
+            tokens.extend(group.iter().map(|p| (*p, seen.first().copied().flatten())));
             let prepared =
                 stats.into_iter().next().ok_or_else(|| PipelineError::Config(format!("{prefix}: a group lost its statistics")))?;
             info.extend(prune_group(&mut block, group, prepared, pattern, &prefix)?);
@@ -382,9 +396,12 @@ fn prune_block(plan: &BlockPlan<'_>, i: usize, acts: &mut Option<Activations>, r
         }
     } else {
         let all: Vec<&[&str]> = groups.to_vec();
-        let (stats, outputs) = accumulate(&block, acts.as_ref(), plan.cfg.method, &all, &shifts, keep_outputs, &prefix)?;
+        let (stats, seen, outputs) = accumulate(&block, acts.as_ref(), plan.cfg.method, &all, &shifts, keep_outputs, &prefix)?;
         if outputs.is_some() {
             dense_outputs = outputs;
+        }
+        for (group, t) in groups.iter().zip(&seen) {
+            tokens.extend(group.iter().map(|p| (*p, *t)));
         }
         for ((group, s), z) in groups.iter().zip(stats).zip(&shifts) {
             info.extend(prune_group(&mut block, group, s, pattern, &prefix)?);
@@ -427,6 +444,11 @@ fn prune_block(plan: &BlockPlan<'_>, i: usize, acts: &mut Option<Activations>, r
         let pruned = spindle_prune::sparsity(weight);
         check_sparsity(&format!("{prefix}{path}"), shape, pruned, pattern.ratio())?;
         let (percdamp, retries) = info.iter().find(|(p, ..)| p == path).map(|(_, d, r)| (*d, r.clone())).unwrap_or((None, Vec::new()));
+        let calibration_tokens = tokens.iter().find(|(p, _)| p == path).and_then(|(_, t)| *t);
+        let fallback = (calibration_tokens == Some(0)).then(|| UNREACHED_RULE.to_owned());
+        if fallback.is_some() {
+            tracing::warn!(linear = %format!("{prefix}{path}"), "no calibration token reached it; pruned by magnitude");
+        }
         rep.linears.push(LinearReport {
             name: format!("{prefix}{path}"),
             shape: shape.clone(),
@@ -435,6 +457,8 @@ fn prune_block(plan: &BlockPlan<'_>, i: usize, acts: &mut Option<Activations>, r
             rel_error: acts.as_ref().filter(|_| plan.cfg.layer_errors).map(|_| if err[k].1 > 0.0 { err[k].0 / err[k].1 } else { 0.0 }),
             percdamp,
             damp_retries: retries,
+            calibration_tokens,
+            fallback,
         });
     }
     crate::mem::release_free_memory();
@@ -466,9 +490,10 @@ fn check_sparsity(linear: &str, shape: &[i64], achieved: f64, target: f64) -> Re
     Ok(())
 }
 
-/// What [`accumulate`] returns: per group the method with its statistics, and the block's
-/// outputs when they were asked for.
-type Accumulated = (Vec<Prepared>, Option<Vec<Tensor>>);
+/// What [`accumulate`] returns: per group the method with its statistics (magnitude where the
+/// group saw no token), the tokens each group saw, and the block's outputs when they were asked
+/// for.
+type Accumulated = (Vec<Prepared>, Vec<Option<u64>>, Option<Vec<Tensor>>);
 
 /// Runs the block over the calibration inputs once, accumulating the method's statistics for
 /// each of `groups`; with `keep_outputs`, also returns the block's outputs (a method without
@@ -490,12 +515,13 @@ fn accumulate(
             }
         }
     };
+    let none = || groups.iter().map(|_| None).collect::<Vec<Option<u64>>>();
     let Some(acts) = acts else {
-        return Ok((without_statistics()?, None));
+        return Ok((without_statistics()?, none(), None));
     };
     if !method.needs_calibration() {
         let outputs = keep_outputs.then(|| acts.run(block, &mut |_, _| {}));
-        return Ok((without_statistics()?, outputs));
+        return Ok((without_statistics()?, none(), outputs));
     }
     let device = acts.batches[0].device();
     let mut stats: Vec<Prepared> = Vec::with_capacity(groups.len());
@@ -503,11 +529,14 @@ fn accumulate(
         stats.push(method.prepare(group_columns(block, g)?, device));
     }
     let mut failure: Option<PipelineError> = None;
+    let mut tokens: Vec<u64> = vec![0; groups.len()];
     let mut observer = |paths: &'static [&'static str], x: &Tensor| {
         if failure.is_some() {
             return;
         }
         if let Some(k) = groups.iter().position(|g| g[0] == paths[0]) {
+            let width = x.size().last().copied().unwrap_or(1).max(1);
+            tokens[k] += (x.numel() as i64 / width) as u64;
             // With the shift, the pruner's statistics see the centred input `x − z`.
             let shifted = shifts.get(k).and_then(Option::as_ref).map(|z| x - z.to_kind(x.kind()));
             let x = shifted.as_ref().unwrap_or(x);
@@ -522,17 +551,19 @@ fn accumulate(
         acts.observe(block, &mut observer);
         None
     };
-    match failure {
-        Some(e) => Err(e),
-        None => Ok((stats, outputs)),
+    if let Some(e) = failure {
+        return Err(e);
     }
+    // A group no token reached (an expert of a mixture) has no statistics: magnitude prunes it.
+    let stats = stats.into_iter().zip(&tokens).map(|(s, t)| if *t == 0 { Prepared::Magnitude(Scope::Matrix) } else { s }).collect();
+    Ok((stats, tokens.into_iter().map(Some).collect(), outputs))
 }
 
 type LinearInfo = (&'static str, Option<f64>, Vec<(f64, f64)>);
 
 /// Per input group where `allowed`, the mean of its input over every calibration token (f32,
 /// summed in f64): the equivalent shift `z` of that group.
-fn channel_means(block: &Block, acts: &Activations, allowed: &[bool; 4]) -> Result<Vec<Option<Tensor>>, PipelineError> {
+fn channel_means(block: &Block, acts: &Activations, allowed: &[bool]) -> Result<Vec<Option<Tensor>>, PipelineError> {
     let groups = block.input_groups();
     let mut sums: Vec<Option<(Tensor, i64)>> = groups.iter().map(|_| None).collect();
     acts.observe(block, &mut |paths, x| {

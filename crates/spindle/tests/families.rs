@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 /// Every family's golden checkpoint (each of spindle's architectures at least once).
 const FAMILIES: &[&str] =
-    &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "opt-pre", "opt-post-proj"];
+    &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mixtral", "opt-pre", "opt-post-proj"];
 
 fn golden_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name)
@@ -136,7 +136,23 @@ fn every_pruner_gives_its_exact_pattern_on_every_family_and_changes_nothing_else
                         }
                         let group = dense.input_groups().iter().find(|g| g.contains(&path)).unwrap()[0];
                         let dense_w = &dense.linear_at(path).unwrap().weight;
-                        if let Some(expected) = reference_mask(method, dense_w, &inputs[group], pattern) {
+                        let reported = report.linears.iter().find(|l| l.name == name.trim_end_matches(".weight")).unwrap();
+                        // An expert no calibration token reached has magnitude's mask, and says so.
+                        let reference = match inputs.get(group) {
+                            Some(x) => reference_mask(method, dense_w, x, pattern),
+                            None => {
+                                assert_eq!(
+                                    reported.fallback.as_deref(),
+                                    uses_calib.then_some(spindle::prune::UNREACHED_RULE),
+                                    "{what}: {name}"
+                                );
+                                Some(spindle_prune::magnitude::mask(dense_w, pattern, Scope::Matrix).unwrap())
+                            }
+                        };
+                        if inputs.contains_key(group) {
+                            assert_eq!(reported.fallback, None, "{what}: {name}");
+                        }
+                        if let Some(expected) = reference {
                             assert!(same(&zeros, &expected), "{what}: {name}'s mask is not the reference rule's");
                             // Mask-only methods keep every surviving weight as it was.
                             assert!(w.equal(&dense_w.masked_fill(&expected, 0.0)), "{what}: {name} changed kept weights");
@@ -164,5 +180,86 @@ fn every_pruner_gives_its_exact_pattern_on_every_family_and_changes_nothing_else
                 }
             }
         }
+    }
+}
+
+/// A mixture of experts: each expert's statistics come from the tokens routed to it alone (the
+/// counts equal transformers' routing of the golden ids), the router stays dense, and an expert
+/// no calibration token reaches is pruned by magnitude and reported, never left dense.
+#[test]
+fn experts_are_pruned_on_their_own_tokens_and_unreached_ones_by_magnitude() {
+    tch::set_num_threads(1);
+    let dir = golden_dir("mixtral");
+    let model = Model::open(&dir, Device::Cpu, Kind::Float).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let ids = golden("mixtral", "input_ids");
+    let report =
+        prune_model(&model, Some(&ids), &cfg(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }), &t.path().join("w"), &mut |_, _| {})
+            .unwrap();
+    let counts: Vec<u64> = (0..4)
+        .map(|e| {
+            let name = format!("model.layers.0.block_sparse_moe.experts.{e}.w1");
+            report.linears.iter().find(|l| l.name == name).unwrap().calibration_tokens.unwrap()
+        })
+        .collect();
+    let expected: Vec<i64> = Vec::try_from(golden("mixtral", "expert_counts_block0")).unwrap();
+    assert_eq!(counts, expected.iter().map(|c| *c as u64).collect::<Vec<_>>(), "tokens routed to each expert of block 0");
+    let attention = report.linears.iter().find(|l| l.name == "model.layers.0.self_attn.q_proj").unwrap();
+    assert_eq!(attention.calibration_tokens, Some(24));
+    assert!(report.linears.iter().all(|l| !l.name.contains("block_sparse_moe.gate")), "the router is not pruned");
+    let (before, after) = (tensors(&dir), tensors(&t.path().join("w")));
+    for name in before.keys().filter(|n| n.contains("block_sparse_moe.gate")) {
+        assert!(before[name].equal(&after[name]), "{name} changed");
+    }
+    // One calibration token reaches two experts per block: the other two fall back.
+    let one = Tensor::from_slice(&[5i64]).view([1, 1]);
+    let out = t.path().join("one");
+    let report =
+        prune_model(&model, Some(&one), &cfg(Method::SparseGpt(Default::default()), Pattern::NM { n: 2, m: 4 }), &out, &mut |_, _| {})
+            .unwrap();
+    let pruned = tensors(&out);
+    for block in 0..2 {
+        let experts: Vec<_> =
+            report.linears.iter().filter(|l| l.name.starts_with(&format!("model.layers.{block}.block_sparse_moe.experts."))).collect();
+        assert_eq!(experts.len(), 12);
+        let unreached: Vec<_> = experts.iter().filter(|l| l.calibration_tokens == Some(0)).collect();
+        assert_eq!(unreached.len(), 6, "block {block}: two of four experts unreached, three linears each");
+        for l in unreached {
+            assert_eq!(l.fallback.as_deref(), Some(spindle::prune::UNREACHED_RULE));
+            let w = &before[&format!("{}.weight", l.name)];
+            let expected = spindle_prune::magnitude::mask(w, Pattern::NM { n: 2, m: 4 }, Scope::Matrix).unwrap();
+            assert!(pruned[&format!("{}.weight", l.name)].equal(&w.masked_fill(&expected, 0.0)), "{} is magnitude-pruned", l.name);
+        }
+        assert!(experts.iter().filter(|l| l.calibration_tokens == Some(1)).all(|l| l.fallback.is_none()));
+    }
+}
+
+/// `spindle eval`'s perplexity (resident and streamed by layer) on every family equals the one
+/// transformers' logits give: the golden ids as a stream of two 12-token windows, each window's
+/// mean cross-entropy over its 11 next-token predictions times 12, `exp(Σ / 24)`.
+#[test]
+fn perplexity_on_every_family_matches_transformers_logits() {
+    tch::set_num_threads(1);
+    for family in FAMILIES {
+        let model = Model::open(&golden_dir(family), Device::Cpu, Kind::Float).unwrap();
+        let ids = golden(family, "input_ids");
+        let logits = golden(family, "logits_nomask");
+        let (rows, seq) = (ids.size()[0], ids.size()[1]);
+        let mut total = 0.0;
+        for r in 0..rows {
+            let logp = logits.get(r).narrow(0, 0, seq - 1).log_softmax(-1, Kind::Float);
+            let targets = ids.get(r).narrow(0, 1, seq - 1);
+            let nll = -logp.gather(1, &targets.unsqueeze(1), false).mean(Kind::Float).double_value(&[]);
+            total += nll * seq as f64;
+        }
+        let reference = (total / (rows * seq) as f64).exp();
+        let stream: Vec<u32> = Vec::<i64>::try_from(ids.reshape([-1])).unwrap().into_iter().map(|t| t as u32).collect();
+        let cfg = spindle_eval::PplConfig { seqlen: seq as usize, batch_size: 1 };
+        let resident = spindle_eval::perplexity(&model, &stream, cfg, &mut |_, _| {}).unwrap();
+        let streamed = spindle_eval::perplexity_streamed(&model, &stream, cfg, &mut |_, _| {}).unwrap();
+        assert_eq!(resident.nsamples, 2);
+        let rel = (resident.ppl - reference).abs() / reference;
+        assert!(rel < 1e-5, "{family}: spindle {} against transformers {reference}", resident.ppl);
+        assert_eq!(resident.ppl, streamed.ppl, "{family}: streamed");
     }
 }

@@ -12,7 +12,8 @@ use spindle_model::{Model, Weights};
 use spindle_prune::Pattern;
 use tch::{Device, Kind, Tensor};
 
-const ARCHS: [&str; 10] = ["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "opt-pre", "opt-post-proj"];
+const ARCHS: [&str; 11] =
+    ["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mixtral", "opt-pre", "opt-post-proj"];
 const HALF: Pattern = Pattern::Unstructured { sparsity: 0.5 };
 
 fn golden_dir(name: &str) -> PathBuf {
@@ -281,7 +282,7 @@ fn reconstruction_after_pruning_keeps_sparsegpt_s_mask_and_lowers_its_error() {
 
 /// The equivalent shift: with each group's biases raised by `W·z` and its input shifted to
 /// `x − z`, every block computes what it did, on every architecture where its linears can carry a
-/// bias (Mistral's and Phi-3's cannot, and are refused).
+/// bias (Mistral's, Phi-3's and Mixtral's cannot, and are refused).
 #[test]
 fn the_shift_is_an_equivalent_change_wherever_biases_can_hold_it() {
     use spindle_model::BiasSlot;
@@ -289,7 +290,7 @@ fn the_shift_is_an_equivalent_change_wherever_biases_can_hold_it() {
         let model = open(&golden_dir(arch));
         let slots = model.config().bias_slots();
         if slots.iter().all(|s| *s == BiasSlot::Impossible) {
-            assert!(["mistral", "phi3"].contains(&arch), "{arch} can carry no bias");
+            assert!(["mistral", "phi3", "mixtral"].contains(&arch), "{arch} can carry no bias");
             continue;
         }
         let _g = tch::no_grad_guard();
@@ -303,7 +304,7 @@ fn the_shift_is_an_equivalent_change_wherever_biases_can_hold_it() {
             let groups = block.input_groups();
             let shifts: Vec<Option<Tensor>> = groups
                 .iter()
-                .zip(slots)
+                .zip(slots.iter().copied())
                 .map(|(g, slot)| {
                     (slot != BiasSlot::Impossible)
                         .then(|| Tensor::randn([block.linear_at(g[0]).unwrap().weight.size()[1]], (Kind::Float, Device::Cpu)))

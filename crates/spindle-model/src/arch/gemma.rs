@@ -237,7 +237,7 @@ impl Arch for Gemma {
                 norms.push((path, Norm::rms_unit_offset(load(&format!("{path}.weight"), &[hd])?, c.norm_eps)));
             }
         }
-        Ok((linears, norms))
+        Ok(Parts::new(linears, norms))
     }
 
     fn input_groups(&self) -> &'static [&'static [&'static str]] {
@@ -300,10 +300,10 @@ impl Arch for Gemma {
     }
 
     /// `attention_bias` covers q/k/v and o; the MLP has none.
-    fn bias_slots(&self, _: Architecture) -> [BiasSlot; 4] {
+    fn bias_slots(&self, _: Architecture) -> Vec<BiasSlot> {
         use BiasSlot::{Addable, Impossible, Present};
         let attn = if self.attention_bias { Present } else { Addable("attention_bias") };
-        [attn, attn, Impossible, Impossible]
+        vec![attn, attn, Impossible, Impossible]
     }
 
     fn check(&self, c: &ModelConfig) -> Result<(), String> {

@@ -174,7 +174,7 @@ impl Arch for Llama {
                 norms.push((path, Norm::rms(load(&format!("{path}.weight"), &[hd])?, c.norm_eps)));
             }
         }
-        Ok((linears, norms))
+        Ok(Parts::new(linears, norms))
     }
 
     fn input_groups(&self) -> &'static [&'static [&'static str]] {
@@ -230,17 +230,17 @@ impl Arch for Llama {
 
     /// Llama's `attention_bias` covers q/k/v and o (as does Qwen3's), `mlp_bias` the MLP; Qwen2
     /// has q/k/v biases and no key for more; Mistral none.
-    fn bias_slots(&self, architecture: Architecture) -> [BiasSlot; 4] {
+    fn bias_slots(&self, architecture: Architecture) -> Vec<BiasSlot> {
         use BiasSlot::{Addable, Impossible, Present};
         let attn = if self.qkv_bias && self.o_bias { Present } else { Addable("attention_bias") };
         match architecture {
             Architecture::Llama => {
                 let mlp = if self.mlp_bias { Present } else { Addable("mlp_bias") };
-                [attn, attn, mlp, mlp]
+                vec![attn, attn, mlp, mlp]
             }
-            Architecture::Qwen3 => [attn, attn, Impossible, Impossible],
-            Architecture::Qwen2 => [Present, Impossible, Impossible, Impossible],
-            _ => [Impossible; 4],
+            Architecture::Qwen3 => vec![attn, attn, Impossible, Impossible],
+            Architecture::Qwen2 => vec![Present, Impossible, Impossible, Impossible],
+            _ => vec![Impossible; 4],
         }
     }
 

@@ -11,6 +11,7 @@
 
 pub mod gemma;
 pub mod llama;
+pub mod mixtral;
 pub mod opt;
 pub mod phi3;
 
@@ -36,6 +37,8 @@ pub enum Family {
     Gemma(gemma::Gemma),
     /// Phi-3: fused qkv_proj and gate_up_proj.
     Phi3(phi3::Phi3),
+    /// Mixtral: a sparse mixture of experts in place of the MLP.
+    Mixtral(mixtral::Mixtral),
 }
 
 impl Family {
@@ -46,6 +49,7 @@ impl Family {
             Family::Opt(a) => a,
             Family::Gemma(a) => a,
             Family::Phi3(a) => a,
+            Family::Mixtral(a) => a,
         }
     }
 }
@@ -64,6 +68,7 @@ pub(crate) const REGISTRY: &[(&str, Architecture, Resolver)] = &[
     ("Gemma2ForCausalLM", Architecture::Gemma2, gemma::resolve),
     ("Gemma3ForCausalLM", Architecture::Gemma3, gemma::resolve),
     ("Phi3ForCausalLM", Architecture::Phi3, phi3::resolve),
+    ("MixtralForCausalLM", Architecture::Mixtral, mixtral::resolve),
     ("OPTForCausalLM", Architecture::Opt, opt::resolve),
 ];
 
@@ -85,8 +90,56 @@ pub(crate) struct Outer {
     pub final_softcap: Option<f64>,
 }
 
-/// A block's linears and norms, each under its path inside the block, in Hugging Face order.
-pub(crate) type Parts = (Vec<(&'static str, Linear)>, Vec<(&'static str, Norm)>);
+/// A block's tensors, each under its path inside the block, in Hugging Face order.
+pub(crate) struct Parts {
+    /// The linears a pruner prunes.
+    pub linears: Vec<(&'static str, Linear)>,
+    pub norms: Vec<(&'static str, Norm)>,
+    /// Linears that stay dense (a mixture of experts' router).
+    pub fixed: Vec<(&'static str, Linear)>,
+}
+
+impl Parts {
+    pub(crate) fn new(linears: Vec<(&'static str, Linear)>, norms: Vec<(&'static str, Norm)>) -> Parts {
+        Parts { linears, norms, fixed: Vec::new() }
+    }
+}
+
+/// A name made at run time (an expert's path), kept for the life of the process. The same text
+/// always gives the same `&'static str`, so each distinct name is held once, however many blocks
+/// are loaded.
+pub(crate) fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match names.get(name) {
+        Some(n) => n,
+        None => {
+            let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.insert(n);
+            n
+        }
+    }
+}
+
+/// Input groups made at run time (a mixture of experts' per-expert groups), interned as
+/// [`intern`] does names: one copy per distinct list.
+pub(crate) fn intern_groups(groups: Vec<Vec<&'static str>>) -> &'static [&'static [&'static str]] {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Groups = &'static [&'static [&'static str]];
+    type Table = HashMap<Vec<Vec<&'static str>>, Groups>;
+    static GROUPS: OnceLock<Mutex<Table>> = OnceLock::new();
+    let mut all = GROUPS.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(g) = all.get(&groups) {
+        return g;
+    }
+    let leaked: Vec<&'static [&'static str]> = groups.iter().map(|g| &*Box::leak(g.clone().into_boxed_slice())).collect();
+    let leaked: Groups = Box::leak(leaked.into_boxed_slice());
+    all.insert(groups, leaked);
+    leaked
+}
 
 /// One family's knowledge. Implemented by each family module's settings struct.
 pub(crate) trait Arch: std::fmt::Debug {
@@ -111,7 +164,7 @@ pub(crate) trait Arch: std::fmt::Debug {
     /// One block's forward pass.
     fn forward(&self, block: &Block, hidden: &Tensor, step: &mut Step<'_>) -> Tensor;
     /// Per input group (in [`Arch::input_groups`] order): whether its linears carry biases.
-    fn bias_slots(&self, architecture: Architecture) -> [BiasSlot; 4];
+    fn bias_slots(&self, architecture: Architecture) -> Vec<BiasSlot>;
     /// Family-specific checks of a resolved config; the message names the key.
     fn check(&self, c: &ModelConfig) -> Result<(), String>;
 }

@@ -131,7 +131,7 @@ impl Arch for Opt {
             let bias = load(&format!("{path}.bias"), &[h])?;
             norms.push((path, Norm::layer(weight, bias, c.norm_eps)));
         }
-        Ok((linears, norms))
+        Ok(Parts::new(linears, norms))
     }
 
     fn input_groups(&self) -> &'static [&'static [&'static str]] {
@@ -199,8 +199,8 @@ impl Arch for Opt {
     }
 
     /// `enable_bias` covers every linear.
-    fn bias_slots(&self, _: Architecture) -> [BiasSlot; 4] {
-        [if self.bias { BiasSlot::Present } else { BiasSlot::Addable("enable_bias") }; 4]
+    fn bias_slots(&self, _: Architecture) -> Vec<BiasSlot> {
+        vec![if self.bias { BiasSlot::Present } else { BiasSlot::Addable("enable_bias") }; 4]
     }
 
     fn check(&self, c: &ModelConfig) -> Result<(), String> {

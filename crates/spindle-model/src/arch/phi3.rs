@@ -136,7 +136,7 @@ impl Arch for Phi3 {
         for path in NORMS {
             norms.push((path, Norm::rms(load(&format!("{path}.weight"), &[h])?, c.norm_eps)));
         }
-        Ok((linears, norms))
+        Ok(Parts::new(linears, norms))
     }
 
     fn input_groups(&self) -> &'static [&'static [&'static str]] {
@@ -188,8 +188,8 @@ impl Arch for Phi3 {
     }
 
     /// Phi-3's linears are built without biases, and no config key adds them.
-    fn bias_slots(&self, _: Architecture) -> [BiasSlot; 4] {
-        [BiasSlot::Impossible; 4]
+    fn bias_slots(&self, _: Architecture) -> Vec<BiasSlot> {
+        vec![BiasSlot::Impossible; 4]
     }
 
     fn check(&self, c: &ModelConfig) -> Result<(), String> {
