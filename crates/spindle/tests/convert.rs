@@ -292,3 +292,39 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&o.stderr), "spindle: error: nothing to evaluate: pass --ppl CORPORA and/or --tasks TASKS\n");
 }
+
+/// GGUF files of the qwen2 and qwen3 architectures (`tests/golden/gguf/make_arch_ggufs.py`:
+/// the tiny transformers fixtures written as llama.cpp writes them, one matrix in Q8_0, a
+/// byte-level BPE tokenizer with the `qwen2` pre-tokenizer) convert into directories whose logits
+/// equal those of transformers' own GGUF loader, and whose tokenizer.json encodes every sample
+/// text as transformers' tokenizer built from the same GGUF does, the special token included.
+#[test]
+fn qwen2_and_qwen3_ggufs_convert_to_transformers_logits_and_tokens() {
+    tch::set_num_threads(1);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/gguf");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("arch_ggufs.expected.json")).unwrap()).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    for arch in ["qwen2", "qwen3"] {
+        let e = &expected["archs"][arch];
+        let out = t.path().join(arch);
+        spindle_model::convert_gguf(&dir.join(format!("{arch}.gguf")), &out, &mut |_, _| {}).unwrap();
+        let model = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+        let c = model.config();
+        assert_eq!(c.architecture.hf_name(), e["derived_config"]["model_class"].as_str().unwrap(), "{arch}");
+        // Qwen3's head size is the file's key_length (16), not hidden / heads (8).
+        assert_eq!(c.head_dim, if arch == "qwen3" { 16 } else { 8 }, "{arch}");
+        let rows: Vec<Vec<i64>> = serde_json::from_value(e["input_ids"].clone()).unwrap();
+        let ids = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
+        let want: Vec<Vec<Vec<f32>>> = serde_json::from_value(e["logits"].clone()).unwrap();
+        let want = Tensor::from_slice(&want.concat().concat()).view(model.forward(&ids, None).unwrap().size().as_slice());
+        let diff = (model.forward(&ids, None).unwrap() - &want).abs().max().double_value(&[]);
+        assert!(diff <= 1e-4, "{arch}: logits differ from transformers' GGUF loader by {diff}");
+        let tok = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
+        for sample in e["tokenizer"]["encodings"].as_array().unwrap() {
+            let text = sample["text"].as_str().unwrap();
+            let ids: Vec<u32> = serde_json::from_value(sample["input_ids"].clone()).unwrap();
+            assert_eq!(tok.encode(text, false).unwrap(), ids, "{arch}: {text:?}");
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Import into a Hugging Face model directory: from GGUF (llama architecture; F32, F16, BF16,
+//! Import into a Hugging Face model directory: from GGUF (the llama, qwen2 and qwen3
+//! architectures, with a byte-level BPE tokenizer; F32, F16, BF16,
 //! Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K dequantized to fp32; llama.cpp's q/k row permutation undone; tokenizer.json
 //! rebuilt from the GGUF metadata) and from a llama2.c checkpoint with its tokenizer. The result
 //! loads with [`crate::Model`] and with Hugging Face transformers.
@@ -89,9 +90,28 @@ fn gguf_strings(g: &GgufFile, key: &str) -> Result<Vec<String>, ConvertError> {
         .collect()
 }
 
-/// The GGUF → Hugging Face name of a llama tensor, and whether its rows need un-permuting
-/// (with how many heads).
-fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64) -> Option<(String, Option<i64>)> {
+/// What a GGUF `general.architecture` converts into.
+#[derive(Debug, Clone, Copy)]
+struct GgufArch {
+    /// `general.architecture`, also the prefix of its metadata keys.
+    name: &'static str,
+    /// The transformers class and `model_type`.
+    hf_class: &'static str,
+    model_type: &'static str,
+    /// llama.cpp interleaves the RoPE pairs of q/k rows for the llama architecture only
+    /// (`LlamaModel.permute` in `convert_hf_to_gguf.py`); Qwen's are stored as transformers has them.
+    permuted_qk: bool,
+}
+
+const GGUF_ARCHS: &[GgufArch] = &[
+    GgufArch { name: "llama", hf_class: "LlamaForCausalLM", model_type: "llama", permuted_qk: true },
+    GgufArch { name: "qwen2", hf_class: "Qwen2ForCausalLM", model_type: "qwen2", permuted_qk: false },
+    GgufArch { name: "qwen3", hf_class: "Qwen3ForCausalLM", model_type: "qwen3", permuted_qk: false },
+];
+
+/// The GGUF → Hugging Face name of a llama, qwen2 or qwen3 tensor, and whether its rows need
+/// un-permuting (with how many heads).
+fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64, arch: GgufArch) -> Option<(String, Option<i64>)> {
     let top = match gguf_name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -107,9 +127,16 @@ fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64) -> Option<(String, Option
     let (hf, permute) = match part {
         "attn_norm.weight" => ("input_layernorm.weight", None),
         "ffn_norm.weight" => ("post_attention_layernorm.weight", None),
-        "attn_q.weight" => ("self_attn.q_proj.weight", Some(heads)),
-        "attn_k.weight" => ("self_attn.k_proj.weight", Some(kv_heads)),
+        "attn_q.weight" => ("self_attn.q_proj.weight", arch.permuted_qk.then_some(heads)),
+        "attn_k.weight" => ("self_attn.k_proj.weight", arch.permuted_qk.then_some(kv_heads)),
         "attn_v.weight" => ("self_attn.v_proj.weight", None),
+        // Qwen2's q/k/v biases and Qwen3's per-head q/k norms (neither permuted); anything else
+        // is a tensor the converted model would not load, and refused.
+        "attn_q.bias" if arch.name == "qwen2" => ("self_attn.q_proj.bias", None),
+        "attn_k.bias" if arch.name == "qwen2" => ("self_attn.k_proj.bias", None),
+        "attn_v.bias" if arch.name == "qwen2" => ("self_attn.v_proj.bias", None),
+        "attn_q_norm.weight" if arch.name == "qwen3" => ("self_attn.q_norm.weight", None),
+        "attn_k_norm.weight" if arch.name == "qwen3" => ("self_attn.k_norm.weight", None),
         "attn_output.weight" => ("self_attn.o_proj.weight", None),
         "ffn_gate.weight" => ("mlp.gate_proj.weight", None),
         "ffn_up.weight" => ("mlp.up_proj.weight", None),
@@ -118,6 +145,10 @@ fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64) -> Option<(String, Option
     };
     Some((format!("model.layers.{index}.{hf}"), permute))
 }
+
+/// transformers' `PRETOKENIZE_REGEX` of Qwen2 (`models/qwen2/tokenization_qwen2.py`), which its
+/// GGUF loader uses for `tokenizer.ggml.pre = "qwen2"`.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The pre-tokenizer llama.cpp names in `tokenizer.ggml.pre`, as a tokenizers pipeline.
 fn pre_tokenizer(path: &Path, pre: &str) -> Result<Value, ConvertError> {
@@ -129,10 +160,16 @@ fn pre_tokenizer(path: &Path, pre: &str) -> Result<Value, ConvertError> {
             byte_level,
         ]})),
         "gpt2" | "default" => Ok(byte_level),
+        // Qwen2 and Qwen3: transformers' Qwen2 split (digits one by one), then the byte-level
+        // mapping without GPT-2's own split.
+        "qwen2" => Ok(json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        ]})),
         other => Err(ConvertError::Unsupported {
             path: path.to_path_buf(),
             what: "tokenizer.ggml.pre",
-            value: format!("{other:?} (supported: smollm, gpt2, default)"),
+            value: format!("{other:?} (supported: smollm, gpt2, default, qwen2)"),
         }),
     }
 }
@@ -232,46 +269,53 @@ fn gguf_tokenizer(g: &GgufFile) -> Result<(Value, Value), ConvertError> {
     Ok((tokenizer, config))
 }
 
-/// Converts a llama GGUF file into a Hugging Face directory `out` (fp32 weights).
-/// `progress(done, total)` counts tensors.
+/// Converts a GGUF file of the llama, qwen2 or qwen3 architecture into a Hugging Face directory
+/// `out` (fp32 weights). `progress(done, total)` counts tensors.
 pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<PathBuf, ConvertError> {
     let g = GgufFile::open(src)?;
     let path = g.path().to_path_buf();
-    let arch = g.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("");
-    if arch != "llama" {
-        return Err(ConvertError::Unsupported { path, what: "general.architecture", value: format!("{arch:?} (supported: llama)") });
+    let name = g.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("");
+    let Some(arch) = GGUF_ARCHS.iter().copied().find(|a| a.name == name) else {
+        return Err(ConvertError::Unsupported {
+            path,
+            what: "general.architecture",
+            value: format!("{name:?} (supported: {})", GGUF_ARCHS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")),
+        });
+    };
+    let key = |k: &str| format!("{}.{k}", arch.name);
+    if let Some(kind) = g.get(&key("rope.scaling.type")).and_then(GgufValue::as_str).filter(|k| *k != "none") {
+        return Err(ConvertError::Unsupported { path, what: "rope.scaling.type", value: kind.to_owned() });
     }
-    if let Some(kind) = g.get("llama.rope.scaling.type").and_then(GgufValue::as_str).filter(|k| *k != "none") {
-        return Err(ConvertError::Unsupported { path, what: "llama.rope.scaling.type", value: kind.to_owned() });
-    }
-    let layers = gguf_u64(&g, "llama.block_count")? as usize;
-    let hidden = gguf_u64(&g, "llama.embedding_length")? as usize;
-    let ffn = gguf_u64(&g, "llama.feed_forward_length")? as usize;
-    let heads = gguf_u64(&g, "llama.attention.head_count")? as usize;
-    let kv_heads = g.get("llama.attention.head_count_kv").and_then(GgufValue::as_u64).map_or(heads, |v| v as usize);
-    let context = gguf_u64(&g, "llama.context_length")? as usize;
+    let layers = gguf_u64(&g, &key("block_count"))? as usize;
+    let hidden = gguf_u64(&g, &key("embedding_length"))? as usize;
+    let ffn = gguf_u64(&g, &key("feed_forward_length"))? as usize;
+    let heads = gguf_u64(&g, &key("attention.head_count"))? as usize;
+    let kv_heads = g.get(&key("attention.head_count_kv")).and_then(GgufValue::as_u64).map_or(heads, |v| v as usize);
+    let context = gguf_u64(&g, &key("context_length"))? as usize;
+    // Qwen3's head size is its own (`attention.key_length`), not hidden / heads.
+    let key_length = g.get(&key("attention.key_length")).and_then(GgufValue::as_u64).map(|v| v as usize);
     let (tokenizer, tokenizer_config) = gguf_tokenizer(&g)?;
     let vocab = gguf_strings(&g, "tokenizer.ggml.tokens")?.len();
     let tied = g.tensor("output.weight").is_none();
-    if heads == 0 || !hidden.is_multiple_of(heads) {
+    if heads == 0 || (key_length.is_none() && !hidden.is_multiple_of(heads)) {
         return Err(ConvertError::Unsupported {
             path,
-            what: "llama.attention.head_count",
+            what: "attention.head_count",
             value: format!("{heads} for embedding length {hidden}"),
         });
     }
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(ConvertError::Unsupported {
             path,
-            what: "llama.attention.head_count_kv",
+            what: "attention.head_count_kv",
             value: format!("{kv_heads} for {heads} attention heads"),
         });
     }
-    let head_dim = hidden / heads;
+    let head_dim = key_length.unwrap_or(hidden / heads);
 
     let mut config = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [arch.hf_class],
+        "model_type": arch.model_type,
         "hidden_size": hidden,
         "intermediate_size": ffn,
         "num_hidden_layers": layers,
@@ -280,8 +324,8 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
         "head_dim": head_dim,
         "vocab_size": vocab,
         "max_position_embeddings": context,
-        "rms_norm_eps": gguf_f64(&g, "llama.attention.layer_norm_rms_epsilon", 1e-5),
-        "rope_theta": gguf_f64(&g, "llama.rope.freq_base", 10000.0),
+        "rms_norm_eps": gguf_f64(&g, &key("attention.layer_norm_rms_epsilon"), 1e-5),
+        "rope_theta": gguf_f64(&g, &key("rope.freq_base"), 10000.0),
         "rope_scaling": null,
         "hidden_act": "silu",
         "attention_bias": false,
@@ -289,6 +333,16 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
         "tie_word_embeddings": tied,
         "torch_dtype": "float32",
     });
+    if arch.name != "llama" {
+        // Qwen's q/k/v biases (Qwen2) are not a config key; it has no MLP bias key either.
+        if let Some(map) = config.as_object_mut() {
+            map.remove("mlp_bias");
+            if arch.name == "qwen2" {
+                map.remove("attention_bias");
+            }
+            map.insert("use_sliding_window".into(), json!(false));
+        }
+    }
     for (key, gguf_key) in [
         ("bos_token_id", "tokenizer.ggml.bos_token_id"),
         ("eos_token_id", "tokenizer.ggml.eos_token_id"),
@@ -307,11 +361,11 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
     let total = g.tensors().len();
     for (done, info) in g.tensors().iter().enumerate() {
         progress(done, total);
-        let Some((name, permute)) = hf_name(&info.name, heads as i64, kv_heads as i64) else {
+        let Some((name, permute)) = hf_name(&info.name, heads as i64, kv_heads as i64, arch) else {
             return Err(ConvertError::Unsupported {
                 path,
                 what: "tensor",
-                value: format!("`{}` has no Hugging Face llama counterpart", info.name),
+                value: format!("`{}` has no Hugging Face {} counterpart", info.name, arch.model_type),
             });
         };
         let shape = info.shape();
