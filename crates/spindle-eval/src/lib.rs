@@ -44,7 +44,10 @@ use spindle_data::Tokenizer;
 use spindle_model::{Model, ModelError};
 
 pub use perplexity::{PplConfig, PplResult, perplexity, perplexity_streamed};
-pub use score::{Encoded, ItemResult, LogLikelihood, encode_pair, item_result, loglikelihoods, loglikelihoods_shared, mean_stderr};
+pub use score::{
+    Encoded, ItemResult, LogLikelihood, encode_pair, item_result, loglikelihoods, loglikelihoods_shared, loglikelihoods_shared_streamed,
+    mean_stderr,
+};
 pub use task::{Item, TaskSpec, load_specs};
 
 /// Why an evaluation could not run; each variant names what was wrong.
@@ -103,6 +106,18 @@ pub enum Scoring {
     PerRequest,
 }
 
+/// Where a model's blocks are while it is evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Residence {
+    /// Every block read once and kept: the fastest, at the whole model's memory.
+    #[default]
+    Resident,
+    /// Streamed by layer: all windows (or all of a task's passes) through block `i` before
+    /// block `i + 1`, one block in memory at a time, plus every pass's hidden states. The
+    /// figures equal the resident path's bit for bit.
+    Streamed,
+}
+
 /// How to run a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskConfig {
@@ -117,6 +132,8 @@ pub struct TaskConfig {
     pub prefix_token: Option<u32>,
     /// Shared-prefix (the default) or request-by-request scoring.
     pub scoring: Scoring,
+    /// Resident (the default) or streamed by layer; streaming scores with shared prefixes.
+    pub residence: Residence,
 }
 
 /// The share of `golds` equal to their most frequent value (0 for none).
@@ -142,8 +159,14 @@ pub fn evaluate_task(
         return Err(EvalError::Config(format!("task {} has no items to score", spec.name)));
     }
     let items: Vec<Item> = rows[..n].iter().enumerate().map(|(i, row)| spec.item(row, i)).collect::<Result<_, _>>()?;
+    if cfg.residence == Residence::Streamed && cfg.scoring == Scoring::PerRequest {
+        return Err(EvalError::Config("streamed evaluation scores with shared prefixes, not request by request".into()));
+    }
     let _guard = tch::no_grad_guard();
-    let resident = Resident::load(model)?;
+    let resident = match cfg.residence {
+        Residence::Resident => Some(Resident::load(model)?),
+        Residence::Streamed => None,
+    };
     let started = std::time::Instant::now();
     let mut encoded = Vec::new();
     for item in &items {
@@ -151,12 +174,11 @@ pub fn evaluate_task(
             encoded.push(encode_pair(tokenizer, context, continuation, cfg.prefix_token)?);
         }
     }
-    let lls = match cfg.scoring {
-        Scoring::SharedPrefix => {
-            let groups: Vec<usize> = items.iter().map(|i| i.requests.len()).collect();
-            score::shared_prefix(&resident, &encoded, &groups, cfg.max_length, cfg.batch_size, progress)?
-        }
-        Scoring::PerRequest => score::per_request(&resident, &encoded, cfg.max_length, cfg.batch_size, progress)?,
+    let groups: Vec<usize> = items.iter().map(|i| i.requests.len()).collect();
+    let lls = match (&resident, cfg.scoring) {
+        (Some(r), Scoring::SharedPrefix) => score::shared_prefix(r, &encoded, &groups, cfg.max_length, cfg.batch_size, progress)?,
+        (Some(r), Scoring::PerRequest) => score::per_request(r, &encoded, cfg.max_length, cfg.batch_size, progress)?,
+        (None, _) => score::shared_prefix_streamed(model, &encoded, &groups, cfg.max_length, cfg.batch_size, progress)?,
     };
     let seconds = started.elapsed().as_secs_f64();
     let mut at = 0;

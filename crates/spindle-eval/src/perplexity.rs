@@ -6,7 +6,7 @@
 use spindle_model::Model;
 use tch::{Kind, Tensor};
 
-use crate::{EvalError, Resident};
+use crate::{EvalError, Residence, Resident};
 
 /// The size of one head-and-log-softmax pass's fp32 logits (see [`perplexity`]): 128 positions
 /// of a 49k vocabulary at batch size 1. Small enough for the allocator to reuse the buffer from its heap (glibc
@@ -54,12 +54,6 @@ pub fn perplexity_streamed(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PplResult, EvalError> {
     evaluate(model, ids, cfg, Residence::Streamed, progress)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Residence {
-    Resident,
-    Streamed,
 }
 
 fn evaluate(

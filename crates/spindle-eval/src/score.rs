@@ -199,6 +199,20 @@ pub fn loglikelihoods_shared(
     shared_prefix(&resident, requests, groups, max_length, batch_size, progress)
 }
 
+/// [`loglikelihoods_shared`] streamed by layer (one block in memory at a time, see
+/// [`crate::Residence::Streamed`]): the same scores, bit for bit. `progress(done, total)`
+/// counts blocks.
+pub fn loglikelihoods_shared_streamed(
+    model: &Model,
+    requests: &[Encoded],
+    groups: &[usize],
+    max_length: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<LogLikelihood>, EvalError> {
+    shared_prefix_streamed(model, requests, groups, max_length, batch_size, progress)
+}
+
 /// The length of the longest common prefix of `seqs`.
 fn common_prefix(seqs: &[&[i64]]) -> usize {
     let Some((first, rest)) = seqs.split_first() else { return 0 };
@@ -209,6 +223,140 @@ fn common_prefix(seqs: &[&[i64]]) -> usize {
     n
 }
 
+/// One question's passes, planned from its token sequences alone: which request's input runs
+/// whole as the lead (keeping each block's keys and values of the shared prefix), and which
+/// requests' remaining tokens run after the prefix, in which batches.
+struct QuestionPlan {
+    /// The index of the question's first request.
+    start: usize,
+    /// Per request: its model input and how many continuation tokens it scores.
+    inputs: Vec<(Vec<i64>, usize)>,
+    /// Per request: the first position that predicts a continuation token.
+    first: Vec<usize>,
+    /// The shared prefix's length (0: none; every request then runs in the batches).
+    p: usize,
+    /// The request that runs whole, when there is a prefix.
+    lead: Option<usize>,
+    /// The other requests, longest first, in batches, each run after the prefix.
+    batches: Vec<Vec<usize>>,
+}
+
+impl QuestionPlan {
+    fn new(start: usize, group: &[Encoded], max_length: usize, batch_size: usize) -> Result<QuestionPlan, EvalError> {
+        let size = group.len();
+        let inputs: Vec<(Vec<i64>, usize)> =
+            group.iter().enumerate().map(|(k, r)| model_input(start + k, r, max_length)).collect::<Result<_, _>>()?;
+        let p = common_prefix(&inputs.iter().map(|(ids, _)| ids.as_slice()).collect::<Vec<_>>());
+        let len = |k: usize| inputs[k].0.len();
+        let first: Vec<usize> = inputs.iter().map(|(ids, cont)| ids.len() - cont).collect();
+        let mut rest: Vec<usize> = (0..size).collect();
+        let mut lead = None;
+        if p > 0 {
+            // The lead (the longest input, the first of those) runs whole; its first p positions
+            // are the shared prefix. Folding the prefix into one request's pass saves a pass per
+            // question.
+            let l = (0..size).max_by(|&a, &b| len(a).cmp(&len(b)).then(b.cmp(&a))).unwrap_or(0);
+            rest.retain(|&k| k != l && len(k) > p);
+            lead = Some(l);
+        }
+        // The remaining tokens of the others, longest first, after the prefix: all of them in
+        // one batch (a question's choices are few, and each pass reads every weight once), or in
+        // batches of `batch_size` where that is larger.
+        rest.sort_by(|&a, &b| len(b).cmp(&len(a)).then(a.cmp(&b)));
+        let batches = rest.chunks(batch_size.max(rest.len()).max(1)).map(<[usize]>::to_vec).collect();
+        Ok(QuestionPlan { start, inputs, first, p, lead, batches })
+    }
+
+    fn len(&self, k: usize) -> usize {
+        self.inputs[k].0.len()
+    }
+
+    /// The lead's whole input `[1, len]`.
+    fn lead_ids(&self, lead: usize, device: tch::Device) -> Tensor {
+        Tensor::from_slice(&self.inputs[lead].0).view([1, self.len(lead) as i64]).to_device(device)
+    }
+
+    /// A batch's tokens after the prefix, right-padded `[rows, width]`.
+    fn batch_ids(&self, batch: &[usize], device: tch::Device) -> Tensor {
+        let width = self.len(batch[0]) - self.p;
+        let mut flat = Vec::with_capacity(batch.len() * width);
+        for &k in batch {
+            let tail = &self.inputs[k].0[self.p..];
+            flat.extend_from_slice(tail);
+            flat.extend(std::iter::repeat_n(0i64, width - tail.len()));
+        }
+        Tensor::from_slice(&flat).view([batch.len() as i64, width as i64]).to_device(device)
+    }
+
+    /// The question's scores from the final hidden states of its lead's run and of its batches:
+    /// the positions that predict continuation tokens go through the head once for the whole
+    /// question, as in the request-by-request path.
+    fn score(
+        &self,
+        model: &Model,
+        group: &[Encoded],
+        lead_hidden: Option<&Tensor>,
+        batch_hidden: &[Tensor],
+    ) -> Result<Vec<LogLikelihood>, EvalError> {
+        let (size, p, first) = (group.len(), self.p, &self.first);
+        // The rows that go through the head, and per request where its scored positions' rows
+        // are in them, in order: (start row, count) in the lead's run (shared between
+        // requests), then in its own run after the prefix.
+        let mut head_rows: Vec<Tensor> = Vec::new();
+        let mut spans: Vec<Vec<(i64, i64)>> = (0..size).map(|_| Vec::new()).collect();
+        let mut at = 0i64;
+        if let (Some(lead), Some(hidden)) = (self.lead, lead_hidden) {
+            // Scored positions inside the lead's run: the lead's own, and the others' inside the
+            // prefix (the same rows for several requests go through the head once).
+            let end = |k: usize| if k == lead { self.len(k) } else { p };
+            let lo = (0..size).filter(|&k| first[k] < end(k)).map(|k| first[k]).min().unwrap_or(p);
+            if lo < self.len(lead) {
+                head_rows.push(hidden.get(0).narrow(0, lo as i64, (self.len(lead) - lo) as i64));
+                for k in (0..size).filter(|&k| first[k] < end(k)) {
+                    spans[k].push(((first[k] - lo) as i64, (end(k) - first[k]) as i64));
+                }
+                at = (self.len(lead) - lo) as i64;
+            }
+        }
+        for (batch, hidden) in self.batches.iter().zip(batch_hidden) {
+            for (row, &k) in batch.iter().enumerate() {
+                let from = first[k].max(p);
+                let n = (self.len(k) - from) as i64;
+                head_rows.push(hidden.get(row as i64).narrow(0, (from - p) as i64, n));
+                spans[k].push((at, n));
+                at += n;
+            }
+        }
+        let logp = log_probs(model, &Tensor::cat(&head_rows, 0));
+        let mut out = Vec::with_capacity(size);
+        for (k, r) in group.iter().enumerate() {
+            let cont = self.inputs[k].1;
+            let rows: Vec<Tensor> = spans[k].iter().map(|&(from, n)| logp.narrow(0, from, n)).collect();
+            let (picked, greedy) = pick(&Tensor::cat(&rows, 0), &r.continuation[r.continuation.len() - cont..]);
+            out.push(finish(self.start + k, &picked, &greedy)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Each question's plan, after checking the groups and the batch size.
+fn plans(requests: &[Encoded], groups: &[usize], max_length: usize, batch_size: usize) -> Result<Vec<QuestionPlan>, EvalError> {
+    if batch_size == 0 {
+        return Err(EvalError::Config("batch size must be at least 1".into()));
+    }
+    let total: usize = groups.iter().sum();
+    if total != requests.len() {
+        return Err(EvalError::Config(format!("groups of {total} requests in all for {} requests", requests.len())));
+    }
+    let mut start = 0;
+    let mut out = Vec::with_capacity(groups.len());
+    for &size in groups.iter().filter(|&&size| size > 0) {
+        out.push(QuestionPlan::new(start, &requests[start..start + size], max_length, batch_size)?);
+        start += size;
+    }
+    Ok(out)
+}
+
 pub(crate) fn shared_prefix(
     resident: &Resident,
     requests: &[Encoded],
@@ -217,91 +365,101 @@ pub(crate) fn shared_prefix(
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<LogLikelihood>, EvalError> {
-    if batch_size == 0 {
-        return Err(EvalError::Config("batch size must be at least 1".into()));
-    }
-    let total: usize = groups.iter().sum();
-    if total != requests.len() {
-        return Err(EvalError::Config(format!("groups of {total} requests in all for {} requests", requests.len())));
-    }
+    let plans = plans(requests, groups, max_length, batch_size)?;
     let model = resident.model;
     let device = model.device();
     let _guard = tch::no_grad_guard();
     let mut out = Vec::with_capacity(requests.len());
-    let mut start = 0;
-    for &size in groups.iter().filter(|&&size| size > 0) {
-        progress(start, requests.len());
-        let group = &requests[start..start + size];
-        let inputs: Vec<(Vec<i64>, usize)> =
-            group.iter().enumerate().map(|(k, r)| model_input(start + k, r, max_length)).collect::<Result<_, _>>()?;
-        let p = common_prefix(&inputs.iter().map(|(ids, _)| ids.as_slice()).collect::<Vec<_>>());
-        let len = |k: usize| inputs[k].0.len();
-        // The first position that predicts a continuation token, per request.
-        let first: Vec<usize> = inputs.iter().map(|(ids, cont)| ids.len() - cont).collect();
-        // The hidden states that go through the head: `head_rows`, and per request where its
-        // scored positions' rows are in them, in order: (start row, count) in the lead's run
-        // (shared between requests), then in its own run after the prefix.
-        let mut head_rows: Vec<Tensor> = Vec::new();
-        let mut spans: Vec<Vec<(i64, i64)>> = (0..size).map(|_| Vec::new()).collect();
+    for plan in &plans {
+        progress(plan.start, requests.len());
+        let group = &requests[plan.start..plan.start + plan.inputs.len()];
+        let mut lead_hidden = None;
         let mut caches = None;
-        let mut rest: Vec<usize> = (0..size).collect();
-        let mut at = 0i64;
-        if p > 0 {
-            // The lead (the longest input, the first of those) runs whole, each block keeping
-            // its keys and values; its first p positions are the shared prefix, which the other
-            // requests' remaining tokens then attend to. Folding the prefix into one request's
-            // pass saves a pass per question.
-            let lead = (0..size).max_by(|&a, &b| len(a).cmp(&len(b)).then(b.cmp(&a))).unwrap_or(0);
-            let ids = Tensor::from_slice(&inputs[lead].0).view([1, len(lead) as i64]).to_device(device);
-            let (hidden, kv) = resident.hidden_cached(&ids, None)?;
-            // Scored positions inside the lead's run: the lead's own, and the others' inside
-            // the prefix (the same rows for several requests go through the head once).
-            let end = |k: usize| if k == lead { len(k) } else { p };
-            let lo = (0..size).filter(|&k| first[k] < end(k)).map(|k| first[k]).min().unwrap_or(p);
-            if lo < len(lead) {
-                head_rows.push(hidden.get(0).narrow(0, lo as i64, (len(lead) - lo) as i64));
-                for k in (0..size).filter(|&k| first[k] < end(k)) {
-                    spans[k].push(((first[k] - lo) as i64, (end(k) - first[k]) as i64));
-                }
-                at = (len(lead) - lo) as i64;
-            }
-            caches = Some(kv.iter().map(|c| c.first(p as i64)).collect::<Vec<_>>());
-            rest.retain(|&k| k != lead && len(k) > p);
+        if let Some(lead) = plan.lead {
+            // The lead runs whole, each block keeping its keys and values; the others attend to
+            // the first p of them.
+            let (hidden, kv) = resident.hidden_cached(&plan.lead_ids(lead, device), None)?;
+            caches = Some(kv.iter().map(|c| c.first(plan.p as i64)).collect::<Vec<_>>());
+            lead_hidden = Some(hidden);
         }
-        // The remaining tokens of the others, longest first, after the prefix: all of them in
-        // one batch (a question's choices are few, and each pass reads every weight once), or
-        // in batches of `batch_size` where that is larger.
-        rest.sort_by(|&a, &b| len(b).cmp(&len(a)).then(a.cmp(&b)));
-        for batch in rest.chunks(batch_size.max(rest.len()).max(1)) {
-            let width = len(batch[0]) - p;
-            let mut flat = Vec::with_capacity(batch.len() * width);
-            for &k in batch {
-                let tail = &inputs[k].0[p..];
-                flat.extend_from_slice(tail);
-                flat.extend(std::iter::repeat_n(0i64, width - tail.len()));
-            }
-            let ids = Tensor::from_slice(&flat).view([batch.len() as i64, width as i64]).to_device(device);
-            let (hidden, _) = resident.hidden_cached(&ids, caches.as_deref())?;
-            for (row, &k) in batch.iter().enumerate() {
-                let from = first[k].max(p);
-                let n = (len(k) - from) as i64;
-                head_rows.push(hidden.get(row as i64).narrow(0, (from - p) as i64, n));
-                spans[k].push((at, n));
-                at += n;
-            }
+        let mut batch_hidden = Vec::with_capacity(plan.batches.len());
+        for batch in &plan.batches {
+            batch_hidden.push(resident.hidden_cached(&plan.batch_ids(batch, device), caches.as_deref())?.0);
         }
-        // One pass through the head for the whole question, over only the positions that
-        // predict continuation tokens, as in the request-by-request path.
-        let logp = log_probs(model, &Tensor::cat(&head_rows, 0));
-        for (k, r) in group.iter().enumerate() {
-            let cont = inputs[k].1;
-            let rows: Vec<Tensor> = spans[k].iter().map(|&(from, n)| logp.narrow(0, from, n)).collect();
-            let (picked, greedy) = pick(&Tensor::cat(&rows, 0), &r.continuation[r.continuation.len() - cont..]);
-            out.push(finish(start + k, &picked, &greedy)?);
-        }
-        start += size;
+        out.extend(plan.score(model, group, lead_hidden.as_ref(), &batch_hidden)?);
     }
     progress(requests.len(), requests.len());
+    Ok(out)
+}
+
+/// One pass's state while a streamed evaluation walks the blocks: its hidden states and the
+/// mask and tables of its positions.
+struct Pass {
+    hidden: Tensor,
+    ctx: spindle_model::CachedCtx,
+}
+
+/// [`shared_prefix`] streamed by layer: every question's passes go through block `i` before any
+/// goes through block `i + 1`, as SparseGPT's own evaluation streams its windows, so one block
+/// is resident at a time; the hidden states of every pass are held instead (tokens × hidden
+/// floats). Each pass computes exactly what [`shared_prefix`] computes for it, so the scores are
+/// equal bit for bit. `progress(done, total)` counts blocks.
+pub(crate) fn shared_prefix_streamed(
+    model: &Model,
+    requests: &[Encoded],
+    groups: &[usize],
+    max_length: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<LogLikelihood>, EvalError> {
+    let plans = plans(requests, groups, max_length, batch_size)?;
+    let device = model.device();
+    let _guard = tch::no_grad_guard();
+    let mut leads: Vec<Option<Pass>> = Vec::with_capacity(plans.len());
+    let mut batches: Vec<Vec<Pass>> = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        leads.push(match plan.lead {
+            Some(lead) => {
+                let ids = plan.lead_ids(lead, device);
+                let size = ids.size();
+                Some(Pass { hidden: model.embed_at(&ids, 0)?, ctx: model.context_at(size[0], size[1], 0) })
+            }
+            None => None,
+        });
+        let past = if plan.lead.is_some() { plan.p as i64 } else { 0 };
+        let mut passes = Vec::with_capacity(plan.batches.len());
+        for batch in &plan.batches {
+            let ids = plan.batch_ids(batch, device);
+            let size = ids.size();
+            passes.push(Pass { hidden: model.embed_at(&ids, past)?, ctx: model.context_at(size[0], size[1], past) });
+        }
+        batches.push(passes);
+    }
+    let layers = model.config().num_layers;
+    for i in 0..layers {
+        progress(i, layers);
+        let block = model.block(i)?;
+        for (q, plan) in plans.iter().enumerate() {
+            let cache = match leads[q].as_mut() {
+                Some(pass) => {
+                    let (out, kv) = block.forward_cached(&pass.hidden, &pass.ctx, None)?;
+                    pass.hidden = out;
+                    Some(kv.first(plan.p as i64))
+                }
+                None => None,
+            };
+            for pass in &mut batches[q] {
+                pass.hidden = block.forward_cached(&pass.hidden, &pass.ctx, cache.as_ref())?.0;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(requests.len());
+    for (q, plan) in plans.iter().enumerate() {
+        let group = &requests[plan.start..plan.start + plan.inputs.len()];
+        let hidden: Vec<Tensor> = batches[q].iter().map(|p| p.hidden.shallow_clone()).collect();
+        out.extend(plan.score(model, group, leads[q].as_ref().map(|p| &p.hidden), &hidden)?);
+    }
+    progress(layers, layers);
     Ok(out)
 }
 

@@ -1,18 +1,20 @@
 //! Shared-prefix scoring (`loglikelihoods_shared`) against request-by-request scoring
 //! (`loglikelihoods`) on the tiny golden checkpoints of `tests/golden/` (grouped-query attention,
-//! Mistral's sliding window of 6, Llama 3's RoPE scaling, Qwen2's biases, OPT's learned positions
-//! pre- and post-norm): every request's log-likelihood within 1e-5 and the same greedy flag, for
+//! Mistral's sliding window of 6, Llama 3's RoPE scaling, Qwen2's biases, Qwen3's q/k norms, Gemma's
+//! alternating windows and soft-caps, Phi-3's fused projections, Mixtral's experts, OPT's learned
+//! positions pre- and post-norm): every request's log-likelihood within 1e-5 and the same greedy flag, for
 //! groups whose inputs share a long prefix, a short one, none at all, or everything, with
 //! left-truncated inputs, at batch sizes 1, 2 and 8.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
 
-use spindle_eval::{Encoded, LogLikelihood, loglikelihoods, loglikelihoods_shared};
+use spindle_eval::{Encoded, LogLikelihood, loglikelihoods, loglikelihoods_shared, loglikelihoods_shared_streamed};
 use spindle_model::Model;
 use tch::{Device, Kind};
 
-const MODELS: &[&str] = &["llama-gqa", "llama3-rope", "mistral", "qwen2", "opt-pre", "opt-post-proj"];
+const MODELS: &[&str] =
+    &["llama-gqa", "llama3-rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mixtral", "opt-pre", "opt-post-proj"];
 const TOLERANCE: f64 = 1e-5;
 
 fn open(name: &str) -> Model {
@@ -85,6 +87,29 @@ fn shared_prefix_scores_equal_request_by_request_scores() {
                 assert_eq!(seen.first(), Some(&(0, requests.len())));
                 assert_eq!(seen.last(), Some(&(requests.len(), requests.len())));
             }
+        }
+    }
+}
+
+/// Streamed by layer (every question's passes through block i before block i + 1), the scores are
+/// the resident shared-prefix path's bit for bit, on every family; progress counts blocks.
+#[test]
+fn streamed_scores_equal_resident_scores_bit_for_bit() {
+    let groups = groups();
+    let sizes: Vec<usize> = [vec![0], groups.iter().map(Vec::len).collect()].concat();
+    let requests: Vec<Encoded> = groups.into_iter().flatten().collect();
+    for name in MODELS {
+        let model = open(name);
+        for (max_length, batch) in [(63usize, 1usize), (24, 8)] {
+            let resident = loglikelihoods_shared(&model, &requests, &sizes, max_length, batch, &mut |_, _| {}).unwrap();
+            let mut seen = Vec::new();
+            let streamed =
+                loglikelihoods_shared_streamed(&model, &requests, &sizes, max_length, batch, &mut |d, t| seen.push((d, t))).unwrap();
+            for (i, (a, b)) in streamed.iter().zip(&resident).enumerate() {
+                assert_eq!((a.logprob.to_bits(), a.is_greedy), (b.logprob.to_bits(), b.is_greedy), "{name} request {i}");
+            }
+            let layers = model.config().num_layers;
+            assert_eq!(seen, (0..=layers).map(|i| (i, layers)).collect::<Vec<_>>(), "{name}: progress counts blocks");
         }
     }
 }

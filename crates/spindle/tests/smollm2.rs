@@ -198,6 +198,7 @@ fn zero_shot_matches_lm_evaluation_harness() {
             max_length: 8192,
             prefix_token: Some(1),
             scoring: spindle_eval::Scoring::SharedPrefix,
+            residence: spindle_eval::Residence::Resident,
         };
         let result = spindle_eval::evaluate_task(&model, &tokenizer, spec, &rows, cfg, &mut |_, _| {}).unwrap();
         // The shared-prefix path (the default) against every request run whole: the same
@@ -209,6 +210,20 @@ fn zero_shot_matches_lm_evaluation_harness() {
         // to 4.0e-5; on 200 items of all eight tasks at batch size 8 the shared-prefix scores
         // differ from them by up to 4.8e-5, with no prediction changed (the tiny models of
         // crates/spindle-eval/tests hold 1e-5).
+        // Streamed by layer: the same log-likelihoods, bit for bit.
+        let streamed = spindle_eval::evaluate_task(
+            &model,
+            &tokenizer,
+            spec,
+            &rows,
+            spindle_eval::TaskConfig { residence: spindle_eval::Residence::Streamed, ..cfg },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        for (i, (a, b)) in streamed.items.iter().zip(&result.items).enumerate() {
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a.loglikelihoods), bits(&b.loglikelihoods), "{name} item {i}: streamed and resident scores differ");
+        }
         let cfg = spindle_eval::TaskConfig { scoring: spindle_eval::Scoring::PerRequest, ..cfg };
         let whole = spindle_eval::evaluate_task(&model, &tokenizer, spec, &rows, cfg, &mut |_, _| {}).unwrap();
         let mut worst = 0.0f64;

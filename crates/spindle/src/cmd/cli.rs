@@ -422,9 +422,10 @@ pub struct EvalArgs {
     /// Windows or requests per forward pass.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
-    /// Perplexity streamed by layer: every window through block i before block i + 1, one block
-    /// resident at a time (the same figures, bit for bit). Chosen by itself when the model in
-    /// `--dtype` would take more than half the memory available.
+    /// Evaluation streamed by layer: every perplexity window (every zero-shot pass) through
+    /// block i before block i + 1, one block resident at a time (the same figures, bit for bit).
+    /// Chosen by itself when the model in `--dtype` would take more than half the memory
+    /// available.
     #[arg(long)]
     pub stream: bool,
     /// The dtype the model is evaluated in. `model`: the checkpoint's.

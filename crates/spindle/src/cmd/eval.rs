@@ -74,7 +74,9 @@ struct EvalConfigJson<'a> {
     batch_size: usize,
     scoring: &'static str,
     dtype: &'static str,
-    /// `resident` (every block read once) or `streamed` (by layer, one block at a time).
+    /// `resident` (every block read once) or `streamed` (by layer, one block at a time), for
+    /// perplexity and tasks alike; `perplexity` is the same, under its first name.
+    residence: &'static str,
     perplexity: &'static str,
     device: String,
     threads: usize,
@@ -135,7 +137,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     let stream = args.stream || available.is_some_and(|a| resident_bytes > a / 2);
     if stream && !args.stream {
         say!(
-            "perplexity streamed by layer: the model takes {:.1} GiB in {}, over half of the {:.1} GiB available",
+            "evaluation streamed by layer: the model takes {:.1} GiB in {}, over half of the {:.1} GiB available",
             resident_bytes as f64 / f64::from(1u32 << 30),
             crate::cmd::common::kind_name(kind),
             available.unwrap_or(0) as f64 / f64::from(1u32 << 30)
@@ -204,6 +206,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
             max_length: context,
             prefix_token: prefix_token(&raw_config),
             scoring: Scoring::SharedPrefix,
+            residence: if stream { spindle_eval::Residence::Streamed } else { spindle_eval::Residence::Resident },
         };
         let bar = progress::items("scoring");
         let r = spindle_eval::evaluate_task(&model, &tokenizer, spec, &rows, cfg, &mut |d, t| progress::update(&bar, d, t))
@@ -245,6 +248,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
                 batch_size: args.batch_size,
                 scoring: "shared-prefix",
                 dtype: crate::cmd::common::kind_name(kind),
+                residence: if stream { "streamed" } else { "resident" },
                 perplexity: if stream { "streamed" } else { "resident" },
                 device: crate::cmd::common::device_name(runtime.device),
                 threads: runtime.threads,
