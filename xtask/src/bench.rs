@@ -22,7 +22,9 @@
 //!   configuration) next to the plain run, for magnitude, Wanda and SparseGPT: SI's own time, also
 //!   per block per calibration window; there is no Python reference for it;
 //! - **scaling**: peak memory of both sides' Wanda prune on random-weight Llamas written here as
-//!   safetensors, at 1×, 2× and 4× the layers.
+//!   safetensors, at 1×, 2× and 4× the layers;
+//! - **eval-memory**: peak memory of `spindle eval` resident and streamed by layer (`--stream`)
+//!   on random-weight bf16 Llamas of a 3B shape, at 1×, 2× and 4× the layers (28: 3.0 B).
 //!
 //! xtask never links libtorch: the figures are the binaries' and scripts' own JSON, and the
 //! random models are written byte by byte.
@@ -45,6 +47,7 @@ pub(crate) enum Section {
     Prune,
     Induce,
     Scaling,
+    EvalMemory,
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +90,10 @@ pub(crate) struct BenchArgs {
     /// Decoder layers of the smallest random model of the scaling curve (then 2× and 4×).
     #[arg(long, default_value_t = 4)]
     scaling_layers: usize,
+    /// Decoder layers of the smallest random 3B-shaped bf16 model of the eval-memory curve (then
+    /// 2× and 4×: 28 layers is the 3B model).
+    #[arg(long, default_value_t = 7)]
+    eval_memory_layers: usize,
     /// Only these sections (repeatable; default all). A partial run still writes the report.
     #[arg(long, value_enum)]
     only: Vec<Section>,
@@ -219,16 +226,51 @@ pub(crate) fn flops_per_token(config: &Value, seqlen: usize) -> Result<f64> {
 
 /// A random-weight Llama (the named sizes, `layers` blocks) written as safetensors with a copied
 /// tokenizer: the scaling curve's models. Deterministic (a fixed xorshift stream).
+/// The shape of a random-weight Llama the bench writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Stored as bf16 (else f32).
+    pub bf16: bool,
+}
+
+/// The prune scaling curve's shape (about 40 M parameters a layer, f32).
+pub(crate) const SMALL: Shape = Shape { hidden: 1024, intermediate: 2816, heads: 16, kv_heads: 4, bf16: false };
+
+/// A 3B-class shape (Llama-3.2-3B's hidden, intermediate and heads; 28 layers give 3.0 B
+/// parameters with SmolLM2's 49152-token vocabulary), in bf16.
+pub(crate) const LLAMA_3B: Shape = Shape { hidden: 3072, intermediate: 8192, heads: 24, kv_heads: 8, bf16: true };
+
 pub(crate) fn write_random_llama(dir: &Path, layers: usize, tokenizer: &Path) -> Result<u64> {
-    let (h, inter, heads, kv, vocab) = (1024usize, 2816usize, 16usize, 4usize, 49152usize);
+    write_random_llama_shaped(dir, layers, SMALL, tokenizer)
+}
+
+/// The parameters of a random Llama of `shape` and `layers` (tied embeddings, SmolLM2's vocabulary).
+pub(crate) fn parameters(shape: Shape, layers: usize) -> u64 {
+    let (h, i) = (shape.hidden as u64, shape.intermediate as u64);
+    let kv = (shape.kv_heads * (shape.hidden / shape.heads)) as u64;
+    let layer = 2 * h + 2 * h * h + 2 * kv * h + 3 * h * i;
+    49152 * h + h + layers as u64 * layer
+}
+
+/// Writes a random-weight Llama of `shape` and `layers` to `dir` as one safetensors file (with
+/// `tokenizer` copied beside it); returns the file's size in bytes.
+pub(crate) fn write_random_llama_shaped(dir: &Path, layers: usize, shape: Shape, tokenizer: &Path) -> Result<u64> {
+    let Shape { hidden: h, intermediate: inter, heads, kv_heads: kv, bf16 } = shape;
+    let vocab = 49152usize;
     let head_dim = h / heads;
+    let (dtype, width) = if bf16 { ("BF16", 2usize) } else { ("F32", 4usize) };
     std::fs::create_dir_all(dir)?;
     let config = json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
         "hidden_size": h, "intermediate_size": inter, "num_attention_heads": heads, "num_key_value_heads": kv,
         "head_dim": head_dim, "num_hidden_layers": layers, "vocab_size": vocab, "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": null, "tie_word_embeddings": true,
-        "attention_bias": false, "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+        "attention_bias": false, "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2,
+        "torch_dtype": if bf16 { "bfloat16" } else { "float32" },
     });
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
     std::fs::copy(tokenizer, dir.join("tokenizer.json")).with_context(|| format!("copying {}", tokenizer.display()))?;
@@ -249,8 +291,8 @@ pub(crate) fn write_random_llama(dir: &Path, layers: usize, tokenizer: &Path) ->
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
     for (name, shape, _) in &tensors {
-        let bytes = shape.iter().product::<usize>() * 4;
-        header.insert(name.clone(), json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}));
+        let bytes = shape.iter().product::<usize>() * width;
+        header.insert(name.clone(), json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
         offset += bytes;
     }
     let mut header = serde_json::to_string(&Value::Object(header))?.into_bytes();
@@ -276,7 +318,12 @@ pub(crate) fn write_random_llama(dir: &Path, layers: usize, tokenizer: &Path) ->
                 state ^= state << 17;
                 ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
             };
-            buf.extend_from_slice(&v.to_le_bytes());
+            if bf16 {
+                // Truncated to bf16's top 16 bits: a valid bf16 of about the same value.
+                buf.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
+            } else {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
             if buf.len() >= 1 << 20 {
                 f.write_all(&buf)?;
                 buf.clear();
@@ -296,6 +343,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         args.threads,
         args.nsamples,
         args.scaling_layers,
+        args.eval_memory_layers,
         args.zeroshot_limit,
         args.zeroshot_batch_size,
         args.ppl_batch_size,
@@ -303,7 +351,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     .contains(&0)
     {
         bail!(
-            "--repeats, --induce-repeats, --windows, --threads, --nsamples, --scaling-layers, --zeroshot-limit, \
+            "--repeats, --induce-repeats, --windows, --threads, --nsamples, --scaling-layers, --eval-memory-layers, --zeroshot-limit, \
              --zeroshot-batch-size and --ppl-batch-size must be at least 1"
         );
     }
@@ -606,9 +654,52 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
         figures.insert("scaling".into(), json!({"method": "wanda", "hidden_size": 1024, "intermediate_size": 2816, "points": points}));
     }
 
+    if args.wants(Section::EvalMemory) {
+        let tokenizer = Path::new(&model_dir).join("tokenizer.json");
+        let mut points = Vec::new();
+        for mult in [1, 2, 4] {
+            let layers = args.eval_memory_layers * mult;
+            let dir = tmp.join(format!("random-3b-{layers}"));
+            let bytes = write_random_llama_shaped(&dir, layers, LLAMA_3B, &tokenizer)?;
+            let dir_s = dir.to_string_lossy().into_owned();
+            let mut point = json!({"layers": layers, "parameters": parameters(LLAMA_3B, layers), "weights_mb": bytes as f64 / 1048576.0});
+            for (mode, flag) in [("resident", None), ("streamed", Some("--stream"))] {
+                let mut runs = Vec::new();
+                for r in 0..args.induce_repeats.min(args.repeats) {
+                    let j = tmp.join(format!("evalmem-{layers}-{mode}-{r}.json"));
+                    let mut cmd = Command::new(spindle);
+                    cmd.args(["--threads", &threads, "eval", "--model", &dir_s, "--ppl", "wikitext2", "--seqlen", "128"])
+                        .args(["--max-windows", "1", "--dtype", "model", "--json"])
+                        .arg(&j)
+                        .args(flag);
+                    runs.push(measure(&mut cmd, &log(&format!("evalmem-{layers}-{mode}")))?);
+                    let v = read_json(&j)?;
+                    if v["config"]["residence"].as_str() != Some(mode) {
+                        bail!("the {mode} eval of {layers} layers ran {}", v["config"]["residence"]);
+                    }
+                    point[format!("{mode}_ppl")] = v["perplexity"]["wikitext2"].clone();
+                }
+                point[mode] = stats(&runs);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            println!(
+                "eval memory {layers} layers ({:.0} MB of bf16 weights): peak resident {:.0} MB, streamed {:.0} MB",
+                bytes as f64 / 1048576.0,
+                f64_of(&point["resident"]["peak_rss_mb_median"]),
+                f64_of(&point["streamed"]["peak_rss_mb_median"]),
+            );
+            points.push(point);
+        }
+        figures.insert(
+            "eval_memory".into(),
+            json!({"hidden_size": LLAMA_3B.hidden, "intermediate_size": LLAMA_3B.intermediate, "heads": LLAMA_3B.heads,
+                   "kv_heads": LLAMA_3B.kv_heads, "dtype": "bfloat16", "seqlen": 128, "windows": 1, "points": points}),
+        );
+    }
+
     let mut command = format!(
         "cargo xtask bench --threads {} --windows {} --seqlen {} --ppl-batch-size {} --zeroshot-tasks {} --zeroshot-limit {} --zeroshot-batch-size {} \
-         --nsamples {} --calib-seqlen {} --repeats {} --induce-repeats {} --scaling-layers {}",
+         --nsamples {} --calib-seqlen {} --repeats {} --induce-repeats {} --scaling-layers {} --eval-memory-layers {}",
         args.threads,
         args.windows,
         args.seqlen,
@@ -620,7 +711,8 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
         args.calib_seqlen,
         args.repeats,
         args.induce_repeats,
-        args.scaling_layers
+        args.scaling_layers,
+        args.eval_memory_layers
     );
     for s in &args.only {
         command += &format!(" --only {}", format!("{s:?}").to_lowercase());
@@ -879,6 +971,32 @@ pub(crate) fn report(f: &Value) -> String {
         }
         s += "\n";
     }
+    if let Some(points) = f["eval_memory"]["points"].as_array() {
+        s += &format!(
+            "## Evaluation peak memory against depth\n\nRandom-weight Llamas of a 3B shape (hidden {}, intermediate {}, {} heads, {} KV heads, \
+             SmolLM2's 49152-token vocabulary; 28 layers are 3.0 B parameters) written in bf16 by the bench, evaluated in bf16 on one \
+             WikiText-2 window of {} tokens by `spindle eval`, with every block resident and streamed by layer (`--stream`).\n\n\
+             | layers | parameters (B) | weights MB | resident peak MB | streamed peak MB | resident s | streamed s |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+            f["eval_memory"]["hidden_size"],
+            f["eval_memory"]["intermediate_size"],
+            f["eval_memory"]["heads"],
+            f["eval_memory"]["kv_heads"],
+            f["eval_memory"]["seqlen"],
+        );
+        for p in points {
+            s += &format!(
+                "| {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+                p["layers"],
+                f64_of(&p["parameters"]) / 1e9,
+                f64_of(&p["weights_mb"]),
+                f64_of(&p["resident"]["peak_rss_mb_median"]),
+                f64_of(&p["streamed"]["peak_rss_mb_median"]),
+                f64_of(&p["resident"]["seconds_median"]),
+                f64_of(&p["streamed"]["seconds_median"]),
+            );
+        }
+        s += "\n";
+    }
     s
 }
 
@@ -925,6 +1043,37 @@ mod tests {
         let w: Vec<f32> = data[at..at + 4096].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         let bound = (3.0f32 / 1024.0).sqrt();
         assert!(w.iter().all(|v| v.abs() <= bound) && w.iter().any(|v| *v != w[0]));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(&tok).unwrap();
+    }
+
+    #[test]
+    fn bf16_models_are_written_as_bf16_and_the_3b_shape_is_three_billion_parameters() {
+        let dir = std::env::temp_dir().join(format!("xtask-random-bf16-{}", std::process::id()));
+        let tok = std::env::temp_dir().join(format!("xtask-random-bf16-tok-{}", std::process::id()));
+        std::fs::write(&tok, "{}").unwrap();
+        let tiny = Shape { hidden: 64, intermediate: 128, heads: 4, kv_heads: 2, bf16: true };
+        let bytes = write_random_llama_shaped(&dir, 2, tiny, &tok).unwrap();
+        let data = std::fs::read(dir.join("model.safetensors")).unwrap();
+        assert_eq!(data.len() as u64, bytes);
+        let n = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
+        let header: Value = serde_json::from_slice(&data[8..8 + n]).unwrap();
+        let params: u64 = header
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|t| t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>())
+            .sum();
+        assert!(header.as_object().unwrap().values().all(|t| t["dtype"] == "BF16"));
+        assert_eq!(8 + n as u64 + 2 * params, bytes);
+        assert_eq!(params, parameters(tiny, 2));
+        assert_eq!(read_json(&dir.join("config.json")).unwrap()["torch_dtype"], "bfloat16");
+        // The norm is ones (0x3F80 in bf16).
+        let t = &header["model.layers.0.input_layernorm.weight"];
+        let at = 8 + n + t["data_offsets"][0].as_u64().unwrap() as usize;
+        assert_eq!(u16::from_le_bytes(data[at..at + 2].try_into().unwrap()), 0x3F80);
+        let total = parameters(LLAMA_3B, 28);
+        assert!((2.95e9..3.05e9).contains(&(total as f64)), "{total} parameters at 28 layers");
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_file(&tok).unwrap();
     }
