@@ -7,13 +7,18 @@
 //! LD_LIBRARY_PATH because rustdoc links its test programs without our rpath), then cargo-nextest
 //! over the whole workspace. nextest goes last so its summary line ("N passed") is the last thing
 //! printed; its exit status becomes ours.
+//!
+//! Without an offline data folder (`$SPINDLE_DATA`, `./data`, `../shared/data`, the convention
+//! spindle itself follows), nextest runs the `no-data` profile of `.config/nextest.toml`, which
+//! leaves out the tests that read the folder, and this says so before it starts.
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
-use crate::{cargo, libtorch, run_echoed};
+use crate::{cargo, libtorch, project_root, run_echoed};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TestArgs {
@@ -44,7 +49,37 @@ fn ensure_nextest() -> Result<()> {
     Ok(())
 }
 
+/// The offline data folder by spindle's convention, as the tests resolve it from the workspace
+/// root: `$SPINDLE_DATA` (which must exist), else `./data`, else `../shared/data`; `None` when
+/// there is none.
+fn data_folder(root: &Path) -> Result<Option<PathBuf>> {
+    data_folder_with(std::env::var_os("SPINDLE_DATA").as_deref(), root)
+}
+
+fn data_folder_with(env: Option<&std::ffi::OsStr>, root: &Path) -> Result<Option<PathBuf>> {
+    if let Some(env) = env.filter(|v| !v.is_empty()) {
+        let path = root.join(env);
+        if !path.is_dir() {
+            bail!("SPINDLE_DATA={} does not exist", path.display());
+        }
+        return Ok(Some(path));
+    }
+    Ok([root.join("data"), root.join("..").join("shared").join("data")].into_iter().find(|p| p.is_dir()))
+}
+
 pub(crate) fn run(args: &TestArgs) -> Result<()> {
+    let root = project_root();
+    let profile_given = args.nextest_args.iter().any(|a| a == "--profile" || a.starts_with("--profile=") || a == "-P");
+    let no_data = data_folder(&root)?.is_none() && !profile_given;
+    if no_data {
+        eprintln!(
+            "no offline data folder ($SPINDLE_DATA, {}, {}): running nextest's `no-data` profile (.config/nextest.toml), which \
+             leaves out the tests that read it (stories260K, WikiText-2, C4, PTB, the task sets, SmolLM2); nextest counts them \
+             as skipped",
+            root.join("data").display(),
+            root.join("../shared/data").display()
+        );
+    }
     libtorch::ensure()?;
     ensure_nextest()?;
     let ld = library_path()?;
@@ -61,10 +96,41 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
     run_echoed(&mut doc).context("doctests failed")?;
 
     let mut nextest = cargo();
-    nextest.args(["nextest", "run", "--workspace", "--no-tests=pass"]).args(&args.nextest_args);
+    nextest.args(["nextest", "run", "--workspace", "--no-tests=pass"]);
+    if no_data {
+        nextest.args(["--profile", "no-data"]);
+    }
+    nextest.args(&args.nextest_args);
     with_env(&mut nextest);
-    eprintln!("$ cargo nextest run --workspace --no-tests=pass {}", args.nextest_args.join(" "));
+    eprintln!(
+        "$ cargo nextest run --workspace --no-tests=pass {}{}",
+        if no_data { "--profile no-data " } else { "" },
+        args.nextest_args.join(" ")
+    );
     let status = nextest.status().context("could not start cargo nextest")?;
     // nextest has printed its summary; add nothing after it.
     std::process::exit(status.code().unwrap_or(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_folder_follows_spindles_convention() {
+        let t = std::env::temp_dir().join(format!("xtask-data-folder-{}", std::process::id()));
+        let root = t.join("work/spindle");
+        std::fs::create_dir_all(&root).unwrap();
+        assert_eq!(data_folder_with(None, &root).unwrap(), None);
+        std::fs::create_dir_all(t.join("work/shared/data")).unwrap();
+        assert_eq!(data_folder_with(None, &root).unwrap(), Some(root.join("../shared/data")));
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        assert_eq!(data_folder_with(None, &root).unwrap(), Some(root.join("data")));
+        let elsewhere = t.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        assert_eq!(data_folder_with(Some(elsewhere.as_os_str()), &root).unwrap(), Some(elsewhere.clone()));
+        let err = data_folder_with(Some(std::ffi::OsStr::new("/no/such/folder")), &root).unwrap_err();
+        assert_eq!(err.to_string(), "SPINDLE_DATA=/no/such/folder does not exist");
+        std::fs::remove_dir_all(&t).unwrap();
+    }
 }
