@@ -27,6 +27,10 @@ pub enum ConvertError {
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: unsupported {what}: {value}")]
     Unsupported { path: PathBuf, what: &'static str, value: String },
+    /// A metadata key (named in full, with its architecture prefix) holds a value spindle cannot
+    /// convert.
+    #[error("{path}: unsupported {key}: {value}")]
+    UnsupportedKey { path: PathBuf, key: String, value: String },
     /// The file parses, but what it describes is not a model spindle (or transformers) could
     /// load: checked before anything is written.
     #[error("{path}: {what}; nothing was written")]
@@ -284,7 +288,7 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
     };
     let key = |k: &str| format!("{}.{k}", arch.name);
     if let Some(kind) = g.get(&key("rope.scaling.type")).and_then(GgufValue::as_str).filter(|k| *k != "none") {
-        return Err(ConvertError::Unsupported { path, what: "rope.scaling.type", value: kind.to_owned() });
+        return Err(ConvertError::UnsupportedKey { path, key: key("rope.scaling.type"), value: kind.to_owned() });
     }
     let layers = gguf_u64(&g, &key("block_count"))? as usize;
     let hidden = gguf_u64(&g, &key("embedding_length"))? as usize;
@@ -298,16 +302,16 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
     let vocab = gguf_strings(&g, "tokenizer.ggml.tokens")?.len();
     let tied = g.tensor("output.weight").is_none();
     if heads == 0 || (key_length.is_none() && !hidden.is_multiple_of(heads)) {
-        return Err(ConvertError::Unsupported {
+        return Err(ConvertError::UnsupportedKey {
             path,
-            what: "attention.head_count",
+            key: key("attention.head_count"),
             value: format!("{heads} for embedding length {hidden}"),
         });
     }
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
-        return Err(ConvertError::Unsupported {
+        return Err(ConvertError::UnsupportedKey {
             path,
-            what: "attention.head_count_kv",
+            key: key("attention.head_count_kv"),
             value: format!("{kv_heads} for {heads} attention heads"),
         });
     }
