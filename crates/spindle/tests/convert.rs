@@ -3,32 +3,19 @@
 //! reproduces the figures the data folder's README gives for it.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use spindle_model::Model;
 use spindle_model::llama2c;
 use tch::{Device, Kind, Tensor};
 
-/// The stories260K folder in the offline data, found by the usual convention ($SPINDLE_DATA,
-/// else ./data or ../shared/data beside the workspace).
-fn stories() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    spindle_data::DataDir::resolve_from(None, &root).unwrap().join("models/stories260K")
-}
+use common::stories_dir as stories;
 
 fn convert(out: &Path) {
-    let s = stories();
-    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .args(["--threads", "1", "convert"])
-        .arg(s.join("stories260K.bin"))
-        .arg("--tokenizer")
-        .arg(s.join("tok512.bin"))
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    common::convert_stories(Path::new(env!("CARGO_BIN_EXE_spindle")), out);
 }
 
 fn sample_ids() -> Vec<u32> {

@@ -14,6 +14,8 @@
 //! a non-finite weight only those that read it.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,10 +33,7 @@ fn bin() -> PathBuf {
     std::env::var_os("SPINDLE_HOSTILE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_spindle")), PathBuf::from)
 }
 
-fn data() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    spindle_data::DataDir::resolve_from(None, &root).unwrap().root().to_path_buf()
-}
+use common::data;
 
 /// stories260K converted once per test process; each case copies it.
 fn stories() -> &'static Path {
@@ -42,17 +41,7 @@ fn stories() -> &'static Path {
     &DIR.get_or_init(|| {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("stories");
-        let s = data().join("models/stories260K");
-        let o = Command::new(bin())
-            .args(["--threads", "1", "convert"])
-            .arg(s.join("stories260K.bin"))
-            .arg("--tokenizer")
-            .arg(s.join("tok512.bin"))
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        common::convert_stories(&bin(), &out);
         (t, out)
     })
     .1

@@ -6,10 +6,12 @@
 //! revision pin.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,23 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const TOKEN: &str = "hf_secret";
 
-fn data() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    spindle_data::DataDir::resolve_from(None, &root).unwrap().root().to_path_buf()
-}
 
 fn stories(out: &Path) {
-    let s = data().join("models/stories260K");
-    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .args(["--threads", "1", "convert"])
-        .arg(s.join("stories260K.bin"))
-        .arg("--tokenizer")
-        .arg(s.join("tok512.bin"))
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    common::convert_stories(Path::new(env!("CARGO_BIN_EXE_spindle")), out);
 }
 
 /// A hub on localhost: `spindle-test/stories` (revisions `main` and `v1` at [`COMMIT`]),

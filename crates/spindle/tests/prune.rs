@@ -4,6 +4,8 @@
 //! offline data folder.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -228,10 +230,7 @@ fn with_owl_each_block_is_induced_for_its_own_sparsity() {
 
 // ---- The binary, on the real tiny model -------------------------------------------------------
 
-fn data() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    spindle_data::DataDir::resolve_from(None, &root).unwrap().root().to_path_buf()
-}
+use common::data;
 
 fn spindle(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spindle"))
@@ -244,17 +243,7 @@ fn spindle(args: &[&str]) -> Output {
 }
 
 fn stories(out: &Path) {
-    let s = data().join("models/stories260K");
-    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .args(["--threads", "1", "convert"])
-        .arg(s.join("stories260K.bin"))
-        .arg("--tokenizer")
-        .arg(s.join("tok512.bin"))
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    common::convert_stories(Path::new(env!("CARGO_BIN_EXE_spindle")), out);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! into temporary results folders (`$SPINDLE_RESULTS`).
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,9 +18,7 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn data() -> PathBuf {
-    spindle_data::DataDir::resolve_from(None, &root()).unwrap().root().to_path_buf()
-}
+use common::data;
 
 /// The xtask binary `cargo xtask` runs (built here if this test runs before it ever was).
 fn xtask() -> PathBuf {
@@ -33,17 +33,7 @@ fn xtask() -> PathBuf {
 }
 
 fn stories(out: &Path) {
-    let s = data().join("models/stories260K");
-    let o = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .args(["--threads", "1", "convert"])
-        .arg(s.join("stories260K.bin"))
-        .arg("--tokenizer")
-        .arg(s.join("tok512.bin"))
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    common::convert_stories(Path::new(env!("CARGO_BIN_EXE_spindle")), out);
 }
 
 /// Dense, Wanda and Wanda + SI at two calibration seeds: five runs, four of them pruning.
