@@ -715,7 +715,9 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
         args.eval_memory_layers
     );
     for s in &args.only {
-        command += &format!(" --only {}", format!("{s:?}").to_lowercase());
+        // The flag's own spelling (eval-memory), so the command reruns as written.
+        let name = clap::ValueEnum::to_possible_value(s).map_or_else(|| format!("{s:?}").to_lowercase(), |v| v.get_name().to_owned());
+        command += &format!(" --only {name}");
     }
     figures.insert("command".into(), json!(command));
     figures.insert("machine".into(), machine());

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const TOKEN: &str = "hf_secret";
 
-
 fn stories(out: &Path) {
     common::convert_stories(Path::new(env!("CARGO_BIN_EXE_spindle")), out);
 }
