@@ -593,12 +593,11 @@ mod tests {
     /// `../shared/data` (relative to the workspace root).
     fn stories_dir() -> PathBuf {
         let root = workspace_root();
-        let candidates: Vec<PathBuf> = std::env::var_os("SPINDLE_DATA")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .into_iter()
-            .chain([root.join("data"), root.join("../shared/data")])
-            .collect();
+        // spindle's convention: an explicit $SPINDLE_DATA is the folder, never a fallback.
+        let candidates: Vec<PathBuf> = match std::env::var_os("SPINDLE_DATA").filter(|v| !v.is_empty()) {
+            Some(dir) => vec![PathBuf::from(dir)],
+            None => vec![root.join("data"), root.join("../shared/data")],
+        };
         candidates
             .iter()
             .map(|d| d.join("models/stories260K"))
