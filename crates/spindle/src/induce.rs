@@ -176,17 +176,16 @@ impl serde::Serialize for SiteReport {
 }
 
 /// A pattern in reports: `{"unstructured": 0.5}` or `{"n": 2, "m": 4}`.
-pub(crate) fn serialize_pattern<S: serde::Serializer>(p: &Pattern, s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(None)?;
-    match *p {
-        Pattern::Unstructured { sparsity } => m.serialize_entry("unstructured", &sparsity)?,
-        Pattern::NM { n, m: mm } => {
-            m.serialize_entry("n", &n)?;
-            m.serialize_entry("m", &mm)?;
-        }
+/// A pattern as every JSON of spindle writes it: `{"unstructured": sparsity}` or `{"n": n, "m": m}`.
+pub fn pattern_json(p: Pattern) -> serde_json::Value {
+    match p {
+        Pattern::Unstructured { sparsity } => serde_json::json!({"unstructured": sparsity}),
+        Pattern::NM { n, m } => serde_json::json!({"n": n, "m": m}),
     }
-    m.end()
+}
+
+pub(crate) fn serialize_pattern<S: serde::Serializer>(p: &Pattern, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&pattern_json(*p), s)
 }
 
 /// The histograms' range and bins: `log10(score / median)` over `[lo, hi)`.

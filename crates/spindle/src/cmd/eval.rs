@@ -15,7 +15,7 @@ use spindle_model::{Model, Runtime};
 use tch::Kind;
 
 use crate::Failure;
-use crate::cmd::cli::{DtypeArg, EvalArgs};
+use crate::cmd::cli::EvalArgs;
 
 /// `spindle eval --json`: the report, field for field.
 #[derive(Serialize)]
@@ -125,12 +125,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     let mut inputs = crate::cmd::inputs(&dir, &files);
     inputs.extend(args.tasks_dir.as_deref());
     crate::cmd::check_outputs(None, &[("--json", args.json.as_deref())], &inputs)?;
-    let kind = match args.dtype {
-        DtypeArg::Float32 => Kind::Float,
-        DtypeArg::Bfloat16 => Kind::BFloat16,
-        DtypeArg::Float16 => Kind::Half,
-        DtypeArg::Model => spindle_model::ModelConfig::from_file(&dir.join("config.json")).map_err(anyhow::Error::from)?.dtype.kind(),
-    };
+    let kind = spindle::recipe::kind_of(crate::cmd::flags::dtype_of(args.dtype), &dir).map_err(anyhow::Error::from)?;
     // Streamed when asked, or when the resident model would take over half the memory available.
     let resident_bytes = resident_bytes(&dir, kind)?;
     let available = spindle::mem::available_bytes();

@@ -306,12 +306,7 @@ pub fn prune_recipe(args: &PruneArgs, base: Recipe) -> Result<Recipe, Failure> {
     }
     r.prune = Some(p);
     if let Some(d) = args.dtype {
-        r.dtype = Some(match d {
-            DtypeArg::Float32 => Dtype::Float32,
-            DtypeArg::Bfloat16 => Dtype::Bfloat16,
-            DtypeArg::Float16 => Dtype::Float16,
-            DtypeArg::Model => Dtype::Model,
-        });
+        r.dtype = Some(dtype_of(d));
     }
     if args.calib.given() || args.batch_size.is_some() {
         let c = r.calibration.get_or_insert_with(Calibration::default);
@@ -344,4 +339,14 @@ fn apply_reconstruct(flags: &ReconstructFlags, reconstruct: &mut Option<Reconstr
     r.lr = flags.recon_lr.or(r.lr);
     r.epochs = flags.recon_epochs.or(r.epochs);
     Ok(())
+}
+
+/// The recipe's dtype for a `--dtype` flag.
+pub(crate) fn dtype_of(d: DtypeArg) -> Dtype {
+    match d {
+        DtypeArg::Float32 => Dtype::Float32,
+        DtypeArg::Bfloat16 => Dtype::Bfloat16,
+        DtypeArg::Float16 => Dtype::Float16,
+        DtypeArg::Model => Dtype::Model,
+    }
 }

@@ -39,13 +39,6 @@ fn scorer_json(s: Scorer) -> Value {
     }
 }
 
-fn pattern_json(p: Pattern) -> Value {
-    match p {
-        Pattern::Unstructured { sparsity } => json!({"unstructured": sparsity}),
-        Pattern::NM { n, m } => json!({"n": n, "m": m}),
-    }
-}
-
 /// The induction configuration, as JSON.
 pub(crate) fn config_json(c: &InduceConfig) -> Value {
     json!({
@@ -69,7 +62,7 @@ pub(crate) fn config_json(c: &InduceConfig) -> Value {
         "pruning_aware": c.pruning_aware.name(),
         "shift": c.shift,
         "mask": scorer_json(c.mask),
-        "pattern": pattern_json(c.pattern),
+        "pattern": spindle::induce::pattern_json(c.pattern),
         "sites": c.sites.name(),
     })
 }

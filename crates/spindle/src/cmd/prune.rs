@@ -12,7 +12,6 @@ use spindle::recipe::{CalibrationInfo, Event, Recipe, RecipeReport, Resolved};
 use spindle::{mem, output, progress};
 use spindle_data::DataDir;
 use spindle_model::Runtime;
-use spindle_prune::Pattern;
 
 use crate::Failure;
 use crate::cmd::cli::PruneArgs;
@@ -87,7 +86,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
             out: &report.out,
             recipe: &recipe,
             config: json!({
-                "method": cfg.method.name(), "method_options": method_options_json(cfg.method), "pattern": pattern_json(cfg.pattern),
+                "method": cfg.method.name(), "method_options": method_options_json(cfg.method), "pattern": spindle::induce::pattern_json(cfg.pattern),
                 "allocation": allocation_json(cfg.allocation), "true_sequential": cfg.true_sequential, "layer_errors": cfg.layer_errors,
                 "batch_size": cfg.batch_size, "dtype": kind_name(kind), "device": device_name(runtime.device), "threads": runtime.threads,
                 "spindle_version": env!("CARGO_PKG_VERSION"),
@@ -149,13 +148,6 @@ struct PruneSeconds {
     owl: f64,
     prune_and_save: f64,
     total: f64,
-}
-
-fn pattern_json(p: Pattern) -> Value {
-    match p {
-        Pattern::Unstructured { sparsity } => json!({"unstructured": sparsity}),
-        Pattern::NM { n, m } => json!({"n": n, "m": m}),
-    }
 }
 
 fn print_report(r: &PruneReport, cfg: &PruneConfig, peak: Option<u64>) -> Result<(), Failure> {
