@@ -315,3 +315,26 @@ fn qwen2_and_qwen3_ggufs_convert_to_transformers_logits_and_tokens() {
         }
     }
 }
+
+/// GGUFs whose tokenizer is SentencePiece-style (`tokenizer.ggml.model = "llama"`), and the
+/// architectures spindle does not convert yet (`tests/golden/gguf/make_spm_ggufs.py`: Llama,
+/// Gemma 2/3, Phi-3, Mixtral, as llama.cpp writes them), are refused with one line naming the
+/// key, and nothing is written.
+#[test]
+fn sentencepiece_and_unconverted_ggufs_are_refused_by_name_and_write_nothing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/gguf");
+    let t = tempfile::tempdir().unwrap();
+    for (file, expected) in [
+        ("llama-spm.gguf", "unsupported tokenizer.ggml.model: \"llama\" (supported: gpt2, i.e. byte-level BPE)"),
+        ("mixtral.gguf", "unsupported tokenizer.ggml.model: \"llama\" (supported: gpt2, i.e. byte-level BPE)"),
+        ("gemma2.gguf", "unsupported general.architecture: \"gemma2\" (supported: llama, qwen2, qwen3)"),
+        ("gemma3.gguf", "unsupported general.architecture: \"gemma3\" (supported: llama, qwen2, qwen3)"),
+        ("phi3.gguf", "unsupported general.architecture: \"phi3\" (supported: llama, qwen2, qwen3)"),
+    ] {
+        let out = t.path().join(file);
+        let err = spindle_model::convert_gguf(&dir.join(file), &out, &mut |_, _| {}).unwrap_err().to_string();
+        assert_eq!(err, format!("{}: {expected}", dir.join(file).display()), "{file}");
+        assert!(!out.exists(), "{file}: nothing is written");
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "{file}: no partial folder is left");
+    }
+}
