@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use crate::arch::{Family, InputMap, Outer, Step, inv_freq};
+use crate::arch::{Family, InputMap, Outer, Step, rope_tables};
 use crate::config::{AttentionWindow, ConfigError, ModelConfig};
 use crate::weights::{Weights, WeightsError};
 
@@ -652,13 +652,7 @@ impl Model {
             let min = self.mask_min();
             Some(Tensor::zeros([1], (Kind::Float, dev)).where_self(&allowed, &Tensor::full([1], min, (Kind::Float, dev))))
         };
-        let rope = rope.map(|(theta, scaling)| {
-            let inv = inv_freq(theta, scaling, self.config.head_dim as i64, dev);
-            let positions = Tensor::arange(seq, (Kind::Float, dev));
-            let freqs = positions.unsqueeze(1).matmul(&inv.unsqueeze(0));
-            let emb = Tensor::cat(&[&freqs, &freqs], -1).view([1, 1, seq, -1]);
-            (emb.cos(), emb.sin())
-        });
+        let rope = rope.map(|(theta, scaling)| rope_tables(theta, scaling, self.config.head_dim as i64, 0, seq, dev));
         ForwardCtx { mask: additive, rope, sliding: None }
     }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tch::Tensor;
 
-use super::{Arch, Family, Load, Outer, Parts, QKV, Scores, Step, load_linear, qkv_attention_in};
+use super::{Arch, Family, Load, Outer, Parts, QKV, Scores, Step, check_rope, decoder_outer, load_linear, load_norms, qkv_attention_in};
 use crate::config::{Architecture, AttentionWindow, BiasSlot, ConfigError, ModelConfig, RopeScaling, need, resolve_dtype, resolve_rope};
 use crate::model::{Block, KvRepeat, Linear, ModelError, Norm, ScaleProducer, ScalingSite};
 use crate::weights::Weights;
@@ -200,23 +200,10 @@ impl Arch for Gemma {
     }
 
     fn load_outer(&self, c: &ModelConfig, weights: &Weights, load: &Load<'_>) -> Result<Outer, ModelError> {
-        let (h, v) = (c.hidden_size, c.vocab_size);
-        let embed_tokens = load("model.embed_tokens.weight", &[v, h])?;
-        let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
-            load("lm_head.weight", &[v, h])?
-        } else {
-            embed_tokens.shallow_clone()
-        };
-        let final_norm = Some(Norm::rms_unit_offset(load("model.norm.weight", &[h])?, c.norm_eps));
         Ok(Outer {
-            embed_tokens,
-            embed_positions: None,
-            project_in: None,
-            project_out: None,
-            final_norm,
-            lm_head,
-            embed_scale: Some((h as f64).sqrt()),
+            embed_scale: Some((c.hidden_size as f64).sqrt()),
             final_softcap: self.final_softcap,
+            ..decoder_outer(c, weights, load, Norm::rms_unit_offset)?
         })
     }
 
@@ -228,14 +215,9 @@ impl Arch for Gemma {
         for (path, (out, inp, bias)) in LINEARS.into_iter().zip(shapes) {
             linears.push((path, load_linear(load, path, out, inp, bias)?));
         }
-        let mut norms = Vec::new();
-        for path in NORMS {
-            norms.push((path, Norm::rms_unit_offset(load(&format!("{path}.weight"), &[h])?, c.norm_eps)));
-        }
+        let mut norms = load_norms(load, &NORMS, h, c.norm_eps, Norm::rms_unit_offset)?;
         if self.qk_norm {
-            for path in QK_NORMS {
-                norms.push((path, Norm::rms_unit_offset(load(&format!("{path}.weight"), &[hd])?, c.norm_eps)));
-            }
+            norms.extend(load_norms(load, &QK_NORMS, hd, c.norm_eps, Norm::rms_unit_offset)?);
         }
         Ok(Parts::new(linears, norms))
     }
@@ -307,16 +289,9 @@ impl Arch for Gemma {
     }
 
     fn check(&self, c: &ModelConfig) -> Result<(), String> {
-        for theta in [self.rope_theta, self.local_rope_theta] {
-            if !(theta.is_finite() && theta > 0.0) {
-                return Err(format!("rope_theta must be positive and finite, got {theta}"));
-            }
-        }
+        check_rope(&[self.rope_theta, self.local_rope_theta], c.head_dim)?;
         if !(self.query_pre_attn_scalar.is_finite() && self.query_pre_attn_scalar > 0.0) {
             return Err(format!("query_pre_attn_scalar must be positive and finite, got {}", self.query_pre_attn_scalar));
-        }
-        if !c.head_dim.is_multiple_of(2) {
-            return Err(format!("head_dim {} is odd; rotary embeddings need pairs", c.head_dim));
         }
         Ok(())
     }

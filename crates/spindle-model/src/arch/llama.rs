@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tch::Tensor;
 
-use super::{Arch, Family, Load, Outer, Parts, QKV, Step, load_linear, qkv_attention};
+use super::{Arch, Family, Load, Outer, Parts, QKV, Step, check_rope, decoder_outer, load_linear, load_norms, qkv_attention};
 use crate::config::{Architecture, AttentionWindow, BiasSlot, ConfigError, ModelConfig, RopeScaling, need, resolve_dtype, resolve_rope};
 use crate::model::{Block, KvRepeat, Linear, ModelError, Norm, ScaleProducer, ScalingSite};
 use crate::weights::Weights;
@@ -129,24 +129,7 @@ impl Arch for Llama {
     }
 
     fn load_outer(&self, c: &ModelConfig, weights: &Weights, load: &Load<'_>) -> Result<Outer, ModelError> {
-        let (h, v) = (c.hidden_size, c.vocab_size);
-        let embed_tokens = load("model.embed_tokens.weight", &[v, h])?;
-        let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
-            load("lm_head.weight", &[v, h])?
-        } else {
-            embed_tokens.shallow_clone()
-        };
-        let final_norm = Some(Norm::rms(load("model.norm.weight", &[h])?, c.norm_eps));
-        Ok(Outer {
-            embed_tokens,
-            embed_positions: None,
-            project_in: None,
-            project_out: None,
-            final_norm,
-            lm_head,
-            embed_scale: None,
-            final_softcap: None,
-        })
+        decoder_outer(c, weights, load, Norm::rms)
     }
 
     fn load_block(&self, c: &ModelConfig, load: &Load<'_>) -> Result<Parts, ModelError> {
@@ -165,14 +148,9 @@ impl Arch for Llama {
         for (path, (out, inp, bias)) in LINEARS.into_iter().zip(shapes) {
             linears.push((path, load_linear(load, path, out, inp, bias)?));
         }
-        let mut norms = Vec::new();
-        for path in NORMS {
-            norms.push((path, Norm::rms(load(&format!("{path}.weight"), &[h])?, c.norm_eps)));
-        }
+        let mut norms = load_norms(load, &NORMS, h, c.norm_eps, Norm::rms)?;
         if self.qk_norm {
-            for path in QK_NORMS {
-                norms.push((path, Norm::rms(load(&format!("{path}.weight"), &[hd])?, c.norm_eps)));
-            }
+            norms.extend(load_norms(load, &QK_NORMS, hd, c.norm_eps, Norm::rms)?);
         }
         Ok(Parts::new(linears, norms))
     }
@@ -245,12 +223,6 @@ impl Arch for Llama {
     }
 
     fn check(&self, c: &ModelConfig) -> Result<(), String> {
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(format!("rope_theta must be positive and finite, got {}", self.rope_theta));
-        }
-        if !c.head_dim.is_multiple_of(2) {
-            return Err(format!("head_dim {} is odd; rotary embeddings need pairs", c.head_dim));
-        }
-        Ok(())
+        check_rope(&[self.rope_theta], c.head_dim)
     }
 }

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use super::{Arch, Family, Load, Outer, Parts, QKV, Step, intern, intern_groups, load_linear, qkv_attention};
+use super::{
+    Arch, Family, Load, Outer, Parts, QKV, Step, check_rope, decoder_outer, intern, intern_groups, load_linear, load_norms, qkv_attention,
+};
 use crate::config::{Architecture, AttentionWindow, BiasSlot, ConfigError, ModelConfig, RopeScaling, need, resolve_dtype, resolve_rope};
 use crate::model::{Block, KvRepeat, Linear, ModelError, Norm, ScaleProducer, ScalingSite};
 use crate::weights::Weights;
@@ -116,7 +118,6 @@ impl Arch for Mixtral {
     }
 
     fn load_outer(&self, c: &ModelConfig, weights: &Weights, load: &Load<'_>) -> Result<Outer, ModelError> {
-        let (h, v) = (c.hidden_size, c.vocab_size);
         if weights.contains("model.layers.0.mlp.experts.gate_up_proj") {
             return Err(ModelError::Layout(
                 "the experts are stored fused (mlp.experts.gate_up_proj, transformers 5's in-memory layout); spindle reads the \
@@ -124,23 +125,7 @@ impl Arch for Mixtral {
                     .into(),
             ));
         }
-        let embed_tokens = load("model.embed_tokens.weight", &[v, h])?;
-        let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
-            load("lm_head.weight", &[v, h])?
-        } else {
-            embed_tokens.shallow_clone()
-        };
-        let final_norm = Some(Norm::rms(load("model.norm.weight", &[h])?, c.norm_eps));
-        Ok(Outer {
-            embed_tokens,
-            embed_positions: None,
-            project_in: None,
-            project_out: None,
-            final_norm,
-            lm_head,
-            embed_scale: None,
-            final_softcap: None,
-        })
+        decoder_outer(c, weights, load, Norm::rms)
     }
 
     fn load_block(&self, c: &ModelConfig, load: &Load<'_>) -> Result<Parts, ModelError> {
@@ -156,10 +141,7 @@ impl Arch for Mixtral {
             linears.push((w3, load_linear(load, w3, i, h, false)?));
             linears.push((w2, load_linear(load, w2, h, i, false)?));
         }
-        let mut norms = Vec::new();
-        for path in NORMS {
-            norms.push((path, Norm::rms(load(&format!("{path}.weight"), &[h])?, c.norm_eps)));
-        }
+        let norms = load_norms(load, &NORMS, h, c.norm_eps, Norm::rms)?;
         let fixed = vec![(ROUTER, load_linear(load, ROUTER, self.experts, h, false)?)];
         Ok(Parts { linears, norms, fixed })
     }
@@ -224,12 +206,6 @@ impl Arch for Mixtral {
     }
 
     fn check(&self, c: &ModelConfig) -> Result<(), String> {
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(format!("rope_theta must be positive and finite, got {}", self.rope_theta));
-        }
-        if !c.head_dim.is_multiple_of(2) {
-            return Err(format!("head_dim {} is odd; rotary embeddings need pairs", c.head_dim));
-        }
-        Ok(())
+        check_rope(&[self.rope_theta], c.head_dim)
     }
 }

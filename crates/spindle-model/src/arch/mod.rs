@@ -315,6 +315,69 @@ pub(crate) fn inv_freq(theta: f64, scaling: RopeScaling, head_dim: i64, device: 
     }
 }
 
+/// RoPE's cos and sin tables `[1, 1, seq, head_dim]` of positions `past .. past + seq`, as
+/// transformers computes them (fp32 products of the positions and the inverse frequencies).
+pub(crate) fn rope_tables(theta: f64, scaling: RopeScaling, head_dim: i64, past: i64, seq: i64, device: tch::Device) -> (Tensor, Tensor) {
+    let inv = inv_freq(theta, scaling, head_dim, device);
+    let positions = Tensor::arange(past + seq, (Kind::Float, device));
+    let freqs = positions.unsqueeze(1).matmul(&inv.unsqueeze(0));
+    let emb = Tensor::cat(&[&freqs, &freqs], -1).view([1, 1, past + seq, -1]);
+    let emb = if past > 0 { emb.narrow(2, past, seq) } else { emb };
+    (emb.cos(), emb.sin())
+}
+
+/// The resident parts of a decoder stored under `model.` (every family but OPT): the token
+/// embeddings, the head (the embeddings themselves when tied and the file has no
+/// `lm_head.weight`), and the final norm, built by `norm` from its weight and epsilon. No
+/// positions, projections, embedding scale or soft-cap; a family that has those sets them.
+pub(crate) fn decoder_outer(
+    c: &ModelConfig,
+    weights: &Weights,
+    load: &Load<'_>,
+    norm: fn(Tensor, f64) -> Norm,
+) -> Result<Outer, ModelError> {
+    let (h, v) = (c.hidden_size, c.vocab_size);
+    let embed_tokens = load("model.embed_tokens.weight", &[v, h])?;
+    let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
+        load("lm_head.weight", &[v, h])?
+    } else {
+        embed_tokens.shallow_clone()
+    };
+    let final_norm = Some(norm(load("model.norm.weight", &[h])?, c.norm_eps));
+    Ok(Outer {
+        embed_tokens,
+        embed_positions: None,
+        project_in: None,
+        project_out: None,
+        final_norm,
+        lm_head,
+        embed_scale: None,
+        final_softcap: None,
+    })
+}
+
+/// Norms without a bias, each `norm` of `{path}.weight` `[width]`, under their paths.
+pub(crate) fn load_norms(
+    load: &Load<'_>,
+    paths: &[&'static str],
+    width: usize,
+    eps: f64,
+    norm: fn(Tensor, f64) -> Norm,
+) -> Result<Vec<(&'static str, Norm)>, ModelError> {
+    paths.iter().map(|&path| Ok((path, norm(load(&format!("{path}.weight"), &[width])?, eps)))).collect()
+}
+
+/// The checks every rotary family makes: positive finite bases, and heads of pairs.
+pub(crate) fn check_rope(thetas: &[f64], head_dim: usize) -> Result<(), String> {
+    if let Some(theta) = thetas.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
+        return Err(format!("rope_theta must be positive and finite, got {theta}"));
+    }
+    if !head_dim.is_multiple_of(2) {
+        return Err(format!("head_dim {head_dim} is odd; rotary embeddings need pairs"));
+    }
+    Ok(())
+}
+
 /// Loads `path.weight` `[out, inp]` and, when `bias`, `path.bias` `[out]`.
 pub(crate) fn load_linear(load: &Load<'_>, path: &str, out: usize, inp: usize, bias: bool) -> Result<Linear, ModelError> {
     let weight = load(&format!("{path}.weight"), &[out, inp])?;

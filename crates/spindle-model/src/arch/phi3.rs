@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tch::Tensor;
 
-use super::{Arch, Family, Load, Outer, Parts, Scores, Step, apply_rope, attend, load_linear, split_heads};
+use super::{
+    Arch, Family, Load, Outer, Parts, Scores, Step, apply_rope, attend, check_rope, decoder_outer, load_linear, load_norms, split_heads,
+};
 use crate::config::{Architecture, AttentionWindow, BiasSlot, ConfigError, ModelConfig, RopeScaling, need, resolve_dtype, resolve_rope};
 use crate::model::{Block, KvRepeat, Linear, ModelError, Norm, ScaleProducer, ScalingSite};
 use crate::weights::Weights;
@@ -104,24 +106,7 @@ impl Arch for Phi3 {
     }
 
     fn load_outer(&self, c: &ModelConfig, weights: &Weights, load: &Load<'_>) -> Result<Outer, ModelError> {
-        let (h, v) = (c.hidden_size, c.vocab_size);
-        let embed_tokens = load("model.embed_tokens.weight", &[v, h])?;
-        let lm_head = if weights.contains("lm_head.weight") || !c.tie_word_embeddings {
-            load("lm_head.weight", &[v, h])?
-        } else {
-            embed_tokens.shallow_clone()
-        };
-        let final_norm = Some(Norm::rms(load("model.norm.weight", &[h])?, c.norm_eps));
-        Ok(Outer {
-            embed_tokens,
-            embed_positions: None,
-            project_in: None,
-            project_out: None,
-            final_norm,
-            lm_head,
-            embed_scale: None,
-            final_softcap: None,
-        })
+        decoder_outer(c, weights, load, Norm::rms)
     }
 
     fn load_block(&self, c: &ModelConfig, load: &Load<'_>) -> Result<Parts, ModelError> {
@@ -132,10 +117,7 @@ impl Arch for Phi3 {
         for (path, (out, inp)) in LINEARS.into_iter().zip(shapes) {
             linears.push((path, load_linear(load, path, out, inp, false)?));
         }
-        let mut norms = Vec::new();
-        for path in NORMS {
-            norms.push((path, Norm::rms(load(&format!("{path}.weight"), &[h])?, c.norm_eps)));
-        }
+        let norms = load_norms(load, &NORMS, h, c.norm_eps, Norm::rms)?;
         Ok(Parts::new(linears, norms))
     }
 
@@ -193,12 +175,6 @@ impl Arch for Phi3 {
     }
 
     fn check(&self, c: &ModelConfig) -> Result<(), String> {
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(format!("rope_theta must be positive and finite, got {}", self.rope_theta));
-        }
-        if !c.head_dim.is_multiple_of(2) {
-            return Err(format!("head_dim {} is odd; rotary embeddings need pairs", c.head_dim));
-        }
-        Ok(())
+        check_rope(&[self.rope_theta], c.head_dim)
     }
 }

@@ -17,7 +17,7 @@
 use tch::{Kind, Tensor};
 
 use super::{Block, ForwardCtx, Model, ModelError};
-use crate::arch::{InputMap, Step, inv_freq};
+use crate::arch::{InputMap, Step, rope_tables};
 use crate::config::{AttentionWindow, RopeScaling};
 
 /// The keys and values one block computed for a run of positions, after RoPE and before
@@ -101,13 +101,7 @@ impl Model {
         let mask = Tensor::zeros([1], (Kind::Float, dev)).where_self(&allowed, &Tensor::full([1], min, (Kind::Float, dev)));
         // The rotary tables of positions past .. past + seq: rows past .. past + seq of a
         // full-length context's tables, the same fp32 products.
-        let rope = rope.map(|(theta, scaling)| {
-            let inv = inv_freq(theta, scaling, self.config.head_dim as i64, dev);
-            let positions = Tensor::arange(past + seq, (Kind::Float, dev));
-            let freqs = positions.unsqueeze(1).matmul(&inv.unsqueeze(0));
-            let emb = Tensor::cat(&[&freqs, &freqs], -1).view([1, 1, past + seq, -1]).narrow(2, past, seq);
-            (emb.cos(), emb.sin())
-        });
+        let rope = rope.map(|(theta, scaling)| rope_tables(theta, scaling, self.config.head_dim as i64, past, seq, dev));
         ForwardCtx { mask: Some(mask), rope, sliding: None }
     }
 
