@@ -8,8 +8,12 @@ attention), fails on any missing, unexpected or mismatched tensor, runs the gold
 (spindle's forward of the same directory). Prints one line per directory and exits 1 if any
 differs by more than 1e-4 (max abs) or does not load cleanly.
 
+Directories converted from GGUF (``SPINDLE_KEEP_CONVERTED=DIR cargo test -p spindle --test
+convert``) also carry ``spindle_tokens.json`` (spindle's encodings of the sample texts); then the
+directory's tokenizer is loaded with ``AutoTokenizer`` too and must encode every sample alike.
+
 Why: the acceptance of issue #19 asks that every pruned directory loads in transformers with
-the logits spindle computes. Tests never need Python, so this is run by hand and its output is
+the logits spindle computes, and that converted directories load there as well. Tests never need Python, so this is run by hand and its output is
 recorded in tests/golden/README.md.
 
 Versions: the venv of make_golden.py (torch 2.13.0, transformers 5.24.0, see requirements.txt).
@@ -20,6 +24,7 @@ Rerun:
         tests/golden/check_pruned_in_transformers.py /tmp/pruned
 """
 
+import json
 import os
 import sys
 
@@ -29,7 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -46,6 +51,13 @@ def check(d: Path) -> bool:
     with torch.no_grad():
         logits = model(ref["input_ids"]).logits
     diff = (logits - ref["logits"]).abs().max().item()
+    tokens = d / "spindle_tokens.json"
+    if tokens.is_file():
+        tok = AutoTokenizer.from_pretrained(str(d))
+        for sample in json.loads(tokens.read_text()):
+            got = tok(sample["text"])["input_ids"]
+            if got != sample["input_ids"]:
+                problems.setdefault("tokens", []).append(sample["text"])
     ok = not problems and diff <= TOLERANCE
     print(f"{d.name:32s} max|diff| {diff:.2e} {'ok' if ok else 'FAIL ' + str(problems)}")
     return ok

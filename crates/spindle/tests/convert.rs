@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use spindle_model::Model;
@@ -316,25 +316,153 @@ fn qwen2_and_qwen3_ggufs_convert_to_transformers_logits_and_tokens() {
     }
 }
 
-/// GGUFs whose tokenizer is SentencePiece-style (`tokenizer.ggml.model = "llama"`), and the
-/// architectures spindle does not convert yet (`tests/golden/gguf/make_spm_ggufs.py`: Llama,
-/// Gemma 2/3, Phi-3, Mixtral, as llama.cpp writes them), are refused with one line naming the
-/// key, and nothing is written.
+/// The tensors of a Hugging Face directory's safetensors files, by name.
+fn dir_tensors(dir: &Path) -> std::collections::BTreeMap<String, Tensor> {
+    let mut all = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "safetensors") && !p.ends_with("golden.safetensors") {
+            all.extend(Tensor::read_safetensors(&p).unwrap());
+        }
+    }
+    all
+}
+
+/// Keeps a converted directory for `tests/golden/check_pruned_in_transformers.py`: a copy with
+/// spindle's logits on `input_ids` and spindle's encodings of the sample texts beside it.
+fn keep_for_transformers(
+    out: &Path,
+    keep: &Path,
+    input_ids: &serde_json::Value,
+    tok: &spindle_data::Tokenizer,
+    samples: &serde_json::Value,
+) {
+    std::fs::create_dir_all(keep).unwrap();
+    for entry in std::fs::read_dir(out).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, keep.join(p.file_name().unwrap())).unwrap();
+    }
+    let rows: Vec<Vec<i64>> = serde_json::from_value(input_ids.clone()).unwrap();
+    let ids = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
+    let logits = Model::open(out, Device::Cpu, Kind::Float).unwrap().forward(&ids, None).unwrap();
+    Tensor::write_safetensors(&[("input_ids", &ids), ("logits", &logits)], keep.join("spindle_logits.safetensors")).unwrap();
+    let encodings: Vec<serde_json::Value> = samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let text = s["text"].as_str().unwrap();
+            serde_json::json!({"text": text, "input_ids": tok.encode(text, true).unwrap()})
+        })
+        .collect();
+    std::fs::write(keep.join("spindle_tokens.json"), serde_json::to_string(&encodings).unwrap()).unwrap();
+}
+
+/// GGUFs with a SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`) of the llama, gemma2,
+/// gemma3 and phi3 architectures, and Mixtral stored as llama (`tests/golden/gguf/make_spm_ggufs.py`:
+/// the tiny transformers fixtures as llama.cpp writes them, one matrix in Q8_0), convert into
+/// directories that:
+/// - hold every tensor of the source fixture, equal bit for bit except the Q8_0 one (within
+///   half a Q8_0 step) and Gemma's norms (stored as w + 1: within 1e-7);
+/// - tokenize as transformers' tokenizer built from the same GGUF: the whole tokenizer.json
+///   (vocabulary, generated merges, added tokens, normalizer, pre-tokenizer, template, decoder)
+///   is the recorded one, and every sample encodes and decodes to the recorded ids and text;
+/// - give transformers' logits from its own GGUF loader. Gemma's GGUF keys are read as llama.cpp
+///   reads them (soft-capping from the file, scores scaled by head_dim^-½, llama.cpp's
+///   sliding-layer pattern), where transformers' loader uses its class defaults: those keys are
+///   checked against llama.cpp's rule and then set to transformers' values for the logits check.
+///   transformers cannot load the Mixtral GGUF at all (SPM.md §5), so its logits are checked
+///   against the source fixture's (itself checked against transformers by `families.rs`).
 #[test]
-fn sentencepiece_and_unconverted_ggufs_are_refused_by_name_and_write_nothing() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/gguf");
+fn sentencepiece_ggufs_of_every_family_convert_to_the_fixtures_tokens_and_logits() {
+    tch::set_num_threads(1);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+    let dir = golden.join("gguf");
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("spm_ggufs.expected.json")).unwrap()).unwrap();
     let t = tempfile::tempdir().unwrap();
-    for (file, expected) in [
-        ("llama-spm.gguf", "unsupported tokenizer.ggml.model: \"llama\" (supported: gpt2, i.e. byte-level BPE)"),
-        ("mixtral.gguf", "unsupported tokenizer.ggml.model: \"llama\" (supported: gpt2, i.e. byte-level BPE)"),
-        ("gemma2.gguf", "unsupported general.architecture: \"gemma2\" (supported: llama, qwen2, qwen3)"),
-        ("gemma3.gguf", "unsupported general.architecture: \"gemma3\" (supported: llama, qwen2, qwen3)"),
-        ("phi3.gguf", "unsupported general.architecture: \"phi3\" (supported: llama, qwen2, qwen3)"),
+    for (file, q8) in [
+        ("llama-spm", "model.layers.1.mlp.down_proj.weight"),
+        ("phi3", "model.layers.1.mlp.down_proj.weight"),
+        ("gemma2", "model.layers.1.mlp.down_proj.weight"),
+        ("gemma3", "model.layers.1.mlp.down_proj.weight"),
+        ("mixtral", "model.layers.1.block_sparse_moe.experts.*.w2.weight"),
     ] {
+        let e = &expected["files"][file];
         let out = t.path().join(file);
-        let err = spindle_model::convert_gguf(&dir.join(file), &out, &mut |_, _| {}).unwrap_err().to_string();
-        assert_eq!(err, format!("{}: {expected}", dir.join(file).display()), "{file}");
-        assert!(!out.exists(), "{file}: nothing is written");
-        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "{file}: no partial folder is left");
+        spindle_model::convert_gguf(&dir.join(format!("{file}.gguf")), &out, &mut |_, _| {}).unwrap();
+        let fixture = golden.join(e["fixture"].as_str().unwrap());
+
+        // Tensors against the fixture the GGUF was written from.
+        let (got, want) = (dir_tensors(&out), dir_tensors(&fixture));
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{file}: tensor names");
+        for (name, w) in &want {
+            let g = &got[name];
+            assert_eq!(g.size(), w.size(), "{file}: {name}");
+            let diff = (g - w).abs().max().double_value(&[]);
+            let quantized = q8.split_once('*').map_or(name == q8, |(a, b)| name.starts_with(a) && name.ends_with(b));
+            let bound = if quantized {
+                // Q8_0: 32 values share one step of max|x|/127; rounding is off by half a step.
+                w.abs().max().double_value(&[]) / 254.0 * (1.0 + 1e-6)
+            } else if file.starts_with("gemma") && name.ends_with("norm.weight") {
+                1e-7
+            } else {
+                0.0
+            };
+            assert!(diff <= bound, "{file}: {name} differs by {diff} (allowed {bound})");
+        }
+
+        // The tokenizer, as transformers builds it from the GGUF.
+        let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer.json")).unwrap()).unwrap();
+        let recorded = &e["tokenizer"]["tokenizer_json"];
+        for part in ["added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder", "model"] {
+            assert_eq!(written[part], recorded[part], "{file}: tokenizer.json `{part}`");
+        }
+        let tok = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
+        for sample in e["tokenizer"]["encodings"].as_array().unwrap() {
+            let text = sample["text"].as_str().unwrap();
+            let ids: Vec<u32> = serde_json::from_value(sample["input_ids"].clone()).unwrap();
+            let plain: Vec<u32> = serde_json::from_value(sample["input_ids_no_special"].clone()).unwrap();
+            assert_eq!(tok.encode(text, true).unwrap(), ids, "{file}: {text:?}");
+            assert_eq!(tok.encode(text, false).unwrap(), plain, "{file}: {text:?}");
+            assert_eq!(tok.decode(&plain, false).unwrap(), sample["decode_no_special"].as_str().unwrap(), "{file}: {text:?}");
+        }
+
+        if let Some(keep) = std::env::var_os("SPINDLE_KEEP_CONVERTED").map(PathBuf::from) {
+            keep_for_transformers(&out, &keep.join(format!("{file}-gguf")), &e["input_ids"], &tok, &e["tokenizer"]["encodings"]);
+        }
+
+        // Logits.
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        let rows: Vec<Vec<i64>> = serde_json::from_value(e["input_ids"].clone()).unwrap();
+        let ids = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
+        if file.starts_with("gemma") {
+            let layers = if file == "gemma2" { vec!["sliding_attention", "full_attention"] } else { vec!["sliding_attention"; 3] };
+            assert_eq!(config["layer_types"], serde_json::json!(layers), "{file}: llama.cpp's layer pattern");
+            assert_eq!(config["query_pre_attn_scalar"], 16, "{file}: llama.cpp scales by head_dim^-1/2");
+            let fixture_config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap()).unwrap();
+            for key in ["attn_logit_softcapping", "final_logit_softcapping", "sliding_window", "rope_parameters"] {
+                assert_eq!(config[key], fixture_config[key], "{file}: {key} as the GGUF carries it");
+            }
+            for key in ["attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "layer_types"] {
+                config[key] = e["derived_config"][key].clone();
+            }
+            std::fs::write(out.join("config.json"), config.to_string()).unwrap();
+        }
+        let model = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+        let logits = model.forward(&ids, None).unwrap();
+        let want = if file == "mixtral" {
+            Model::open(&fixture, Device::Cpu, Kind::Float).unwrap().forward(&ids, None).unwrap()
+        } else {
+            let w: Vec<Vec<Vec<f32>>> = serde_json::from_value(e["logits"].clone()).unwrap();
+            Tensor::from_slice(&w.concat().concat()).view(logits.size().as_slice())
+        };
+        let diff = (&logits - &want).abs().max().double_value(&[]);
+        let scale = want.abs().max().double_value(&[]);
+        // Mixtral differs from its fixture by the Q8_0 rounding of one expert matrix.
+        let bound = if file == "mixtral" { 2e-2 } else { 1e-4 * scale.max(1.0) };
+        assert!(diff <= bound, "{file}: logits differ by {diff} (allowed {bound})");
+        let fixture_class = Model::open(&fixture, Device::Cpu, Kind::Float).unwrap().config().architecture.hf_name();
+        assert_eq!(model.config().architecture.hf_name(), fixture_class, "{file}: the family of the fixture");
     }
 }

@@ -971,6 +971,29 @@ fn a_gguf_that_describes_no_loadable_model_is_refused_before_anything_is_written
         ("BOS out of range", Box::new(|g| g.set("tokenizer.ggml.bos_token_id", Kv::U32(9))), "tokenizer.ggml.bos_token_id"),
         ("overlapping tensors", Box::new(|g| g.shift.push(("output_norm.weight".into(), -32))), "overlap"),
         ("no tokens", Box::new(|g| g.set("tokenizer.ggml.tokens", Kv::Strs(vec![]))), ""),
+        (
+            "an architecture spindle does not convert",
+            Box::new(|g| g.set("general.architecture", Kv::Str("falcon"))),
+            "general.architecture: \"falcon\" (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)",
+        ),
+        (
+            "a tokenizer model spindle does not know",
+            Box::new(|g| g.set("tokenizer.ggml.model", Kv::Str("bert"))),
+            "tokenizer.ggml.model: \"bert\"",
+        ),
+        (
+            "a SentencePiece vocabulary without scores",
+            Box::new(|g| g.set("tokenizer.ggml.model", Kv::Str("llama"))),
+            "metadata key `tokenizer.ggml.scores` is missing",
+        ),
+        (
+            "experts declared, dense MLP tensors stored",
+            Box::new(|g| {
+                g.set("llama.expert_count", Kv::U32(2));
+                g.set("llama.expert_used_count", Kv::U32(1));
+            }),
+            "`blk.0.ffn_gate.weight` has no Hugging Face mixtral counterpart",
+        ),
     ];
     for (what, edit, names) in cases {
         let mut g = TinyGguf::new();

@@ -1,7 +1,8 @@
-//! Import into a Hugging Face model directory: from GGUF (the llama, qwen2 and qwen3
-//! architectures, with a byte-level BPE tokenizer; F32, F16, BF16,
-//! Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K dequantized to fp32; llama.cpp's q/k row permutation undone; tokenizer.json
-//! rebuilt from the GGUF metadata) and from a llama2.c checkpoint with its tokenizer. The result
+//! Import into a Hugging Face model directory: from GGUF (the llama — dense, or Mixtral with
+//! `llama.expert_count` —, qwen2, qwen3, gemma2, gemma3 and phi3 architectures, with a byte-level
+//! BPE or a SentencePiece vocabulary; F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K
+//! dequantized to fp32; llama.cpp's q/k row permutation and Gemma's `w + 1` norms undone;
+//! tokenizer.json rebuilt from the GGUF metadata as transformers builds it) and from a llama2.c checkpoint with its tokenizer. The result
 //! loads with [`crate::Model`] and with Hugging Face transformers.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use crate::ModelConfig;
 use crate::gguf::{GgufError, GgufFile, GgufValue};
 use crate::llama2c::{self, Llama2cError};
 use crate::save::{HfDirWriter, SaveError};
+
+use super::spm::{SpmFlavour, SpmVocab, spm_tokenizer};
 
 /// Why a checkpoint could not be converted; each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -94,60 +97,133 @@ fn gguf_strings(g: &GgufFile, key: &str) -> Result<Vec<String>, ConvertError> {
         .collect()
 }
 
+/// The transformers family a GGUF converts into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Llama,
+    Qwen2,
+    Qwen3,
+    /// llama.cpp stores Mixtral as architecture `llama` with `llama.expert_count`.
+    Mixtral,
+    Gemma2,
+    Gemma3,
+    Phi3,
+}
+
+impl Target {
+    fn hf_class(self) -> &'static str {
+        match self {
+            Target::Llama => "LlamaForCausalLM",
+            Target::Qwen2 => "Qwen2ForCausalLM",
+            Target::Qwen3 => "Qwen3ForCausalLM",
+            Target::Mixtral => "MixtralForCausalLM",
+            Target::Gemma2 => "Gemma2ForCausalLM",
+            Target::Gemma3 => "Gemma3ForCausalLM",
+            Target::Phi3 => "Phi3ForCausalLM",
+        }
+    }
+
+    fn model_type(self) -> &'static str {
+        match self {
+            Target::Llama => "llama",
+            Target::Qwen2 => "qwen2",
+            Target::Qwen3 => "qwen3",
+            Target::Mixtral => "mixtral",
+            Target::Gemma2 => "gemma2",
+            Target::Gemma3 => "gemma3_text",
+            Target::Phi3 => "phi3",
+        }
+    }
+
+    fn gemma(self) -> bool {
+        matches!(self, Target::Gemma2 | Target::Gemma3)
+    }
+}
+
 /// What a GGUF `general.architecture` converts into.
 #[derive(Debug, Clone, Copy)]
 struct GgufArch {
     /// `general.architecture`, also the prefix of its metadata keys.
     name: &'static str,
-    /// The transformers class and `model_type`.
-    hf_class: &'static str,
-    model_type: &'static str,
+    target: Target,
     /// llama.cpp interleaves the RoPE pairs of q/k rows for the llama architecture only
-    /// (`LlamaModel.permute` in `convert_hf_to_gguf.py`); Qwen's are stored as transformers has them.
+    /// (`LlamaModel.permute` in `convert_hf_to_gguf.py`); the others are stored as transformers has them.
     permuted_qk: bool,
+    /// transformers' tokenizer builder for a SentencePiece vocabulary of this architecture.
+    spm: SpmFlavour,
 }
 
 const GGUF_ARCHS: &[GgufArch] = &[
-    GgufArch { name: "llama", hf_class: "LlamaForCausalLM", model_type: "llama", permuted_qk: true },
-    GgufArch { name: "qwen2", hf_class: "Qwen2ForCausalLM", model_type: "qwen2", permuted_qk: false },
-    GgufArch { name: "qwen3", hf_class: "Qwen3ForCausalLM", model_type: "qwen3", permuted_qk: false },
+    GgufArch { name: "llama", target: Target::Llama, permuted_qk: true, spm: SpmFlavour::Llama },
+    GgufArch { name: "qwen2", target: Target::Qwen2, permuted_qk: false, spm: SpmFlavour::Llama },
+    GgufArch { name: "qwen3", target: Target::Qwen3, permuted_qk: false, spm: SpmFlavour::Llama },
+    GgufArch { name: "gemma2", target: Target::Gemma2, permuted_qk: false, spm: SpmFlavour::Gemma },
+    GgufArch { name: "gemma3", target: Target::Gemma3, permuted_qk: false, spm: SpmFlavour::Gemma },
+    GgufArch { name: "phi3", target: Target::Phi3, permuted_qk: false, spm: SpmFlavour::Phi3 },
 ];
 
-/// The GGUF → Hugging Face name of a llama, qwen2 or qwen3 tensor, and whether its rows need
-/// un-permuting (with how many heads).
-fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64, arch: GgufArch) -> Option<(String, Option<i64>)> {
+/// How a GGUF tensor becomes its Hugging Face tensor(s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transform {
+    Copy,
+    /// Undo llama.cpp's RoPE row interleaving, with this many heads.
+    Unpermute(i64),
+    /// llama.cpp's Gemma converter stores every norm weight as `w + 1`; transformers keeps `w`.
+    MinusOne,
+    /// A stacked `[experts, rows, cols]` tensor split into one tensor per expert, named
+    /// `{name}.{expert}.{this}.weight`.
+    Experts(&'static str),
+}
+
+/// The GGUF → Hugging Face name of a tensor and how to convert it (SPM.md §5 for the
+/// SentencePiece families), or None for a tensor the converted model would not load.
+fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64, arch: GgufArch, target: Target) -> Option<(String, Transform)> {
+    let gemma = target.gemma();
+    let norm = if gemma { Transform::MinusOne } else { Transform::Copy };
     let top = match gguf_name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
+        "token_embd.weight" => Some(("model.embed_tokens.weight", Transform::Copy)),
+        "output_norm.weight" => Some(("model.norm.weight", norm)),
+        "output.weight" => Some(("lm_head.weight", Transform::Copy)),
         _ => None,
     };
-    if let Some(name) = top {
-        return Some((name.to_owned(), None));
+    if let Some((name, t)) = top {
+        return Some((name.to_owned(), t));
     }
     let rest = gguf_name.strip_prefix("blk.")?;
     let (index, part) = rest.split_once('.')?;
     let index: usize = index.parse().ok()?;
-    let (hf, permute) = match part {
-        "attn_norm.weight" => ("input_layernorm.weight", None),
-        "ffn_norm.weight" => ("post_attention_layernorm.weight", None),
-        "attn_q.weight" => ("self_attn.q_proj.weight", arch.permuted_qk.then_some(heads)),
-        "attn_k.weight" => ("self_attn.k_proj.weight", arch.permuted_qk.then_some(kv_heads)),
-        "attn_v.weight" => ("self_attn.v_proj.weight", None),
-        // Qwen2's q/k/v biases and Qwen3's per-head q/k norms (neither permuted); anything else
-        // is a tensor the converted model would not load, and refused.
-        "attn_q.bias" if arch.name == "qwen2" => ("self_attn.q_proj.bias", None),
-        "attn_k.bias" if arch.name == "qwen2" => ("self_attn.k_proj.bias", None),
-        "attn_v.bias" if arch.name == "qwen2" => ("self_attn.v_proj.bias", None),
-        "attn_q_norm.weight" if arch.name == "qwen3" => ("self_attn.q_norm.weight", None),
-        "attn_k_norm.weight" if arch.name == "qwen3" => ("self_attn.k_norm.weight", None),
-        "attn_output.weight" => ("self_attn.o_proj.weight", None),
-        "ffn_gate.weight" => ("mlp.gate_proj.weight", None),
-        "ffn_up.weight" => ("mlp.up_proj.weight", None),
-        "ffn_down.weight" => ("mlp.down_proj.weight", None),
+    let permute = |n| if arch.permuted_qk { Transform::Unpermute(n) } else { Transform::Copy };
+    let (phi3, moe) = (target == Target::Phi3, target == Target::Mixtral);
+    let (hf, transform) = match part {
+        "attn_norm.weight" => ("input_layernorm.weight", norm),
+        "ffn_norm.weight" if gemma => ("pre_feedforward_layernorm.weight", norm),
+        "ffn_norm.weight" => ("post_attention_layernorm.weight", norm),
+        "post_attention_norm.weight" if gemma => ("post_attention_layernorm.weight", norm),
+        "post_ffw_norm.weight" if gemma => ("post_feedforward_layernorm.weight", norm),
+        "attn_q.weight" if !phi3 => ("self_attn.q_proj.weight", permute(heads)),
+        "attn_k.weight" if !phi3 => ("self_attn.k_proj.weight", permute(kv_heads)),
+        "attn_v.weight" if !phi3 => ("self_attn.v_proj.weight", Transform::Copy),
+        // Phi-3's fused projections, kept fused as transformers' Phi3 has them.
+        "attn_qkv.weight" if phi3 => ("self_attn.qkv_proj.weight", Transform::Copy),
+        // Qwen2's q/k/v biases and the per-head q/k norms of Qwen3 and Gemma 3.
+        "attn_q.bias" if target == Target::Qwen2 => ("self_attn.q_proj.bias", Transform::Copy),
+        "attn_k.bias" if target == Target::Qwen2 => ("self_attn.k_proj.bias", Transform::Copy),
+        "attn_v.bias" if target == Target::Qwen2 => ("self_attn.v_proj.bias", Transform::Copy),
+        "attn_q_norm.weight" if matches!(target, Target::Qwen3 | Target::Gemma3) => ("self_attn.q_norm.weight", norm),
+        "attn_k_norm.weight" if matches!(target, Target::Qwen3 | Target::Gemma3) => ("self_attn.k_norm.weight", norm),
+        "attn_output.weight" => ("self_attn.o_proj.weight", Transform::Copy),
+        "ffn_gate.weight" if !phi3 && !moe => ("mlp.gate_proj.weight", Transform::Copy),
+        "ffn_up.weight" if phi3 => ("mlp.gate_up_proj.weight", Transform::Copy),
+        "ffn_up.weight" if !moe => ("mlp.up_proj.weight", Transform::Copy),
+        "ffn_down.weight" if !moe => ("mlp.down_proj.weight", Transform::Copy),
+        // Mixtral: the router, and the experts' w1 (gate), w3 (up) and w2 (down) stacked.
+        "ffn_gate_inp.weight" if moe => ("block_sparse_moe.gate.weight", Transform::Copy),
+        "ffn_gate_exps.weight" if moe => ("block_sparse_moe.experts", Transform::Experts("w1")),
+        "ffn_up_exps.weight" if moe => ("block_sparse_moe.experts", Transform::Experts("w3")),
+        "ffn_down_exps.weight" if moe => ("block_sparse_moe.experts", Transform::Experts("w2")),
         _ => return None,
     };
-    Some((format!("model.layers.{index}.{hf}"), permute))
+    Some((format!("model.layers.{index}.{hf}"), transform))
 }
 
 /// transformers' `PRETOKENIZE_REGEX` of Qwen2 (`models/qwen2/tokenization_qwen2.py`), which its
@@ -179,23 +255,12 @@ fn pre_tokenizer(path: &Path, pre: &str) -> Result<Value, ConvertError> {
 }
 
 /// `tokenizer.json` (and the ids of BOS/EOS) rebuilt from a byte-level BPE GGUF's metadata.
-fn gguf_tokenizer(g: &GgufFile) -> Result<(Value, Value), ConvertError> {
+fn bpe_tokenizer(g: &GgufFile) -> Result<(Value, Value), ConvertError> {
     let path = g.path();
-    let model = g.get("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("");
-    if model != "gpt2" {
-        return Err(ConvertError::Unsupported {
-            path: path.to_path_buf(),
-            what: "tokenizer.ggml.model",
-            value: format!("{model:?} (supported: gpt2, i.e. byte-level BPE)"),
-        });
-    }
     let pre = g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
     let tokens = gguf_strings(g, "tokenizer.ggml.tokens")?;
     let merges = gguf_strings(g, "tokenizer.ggml.merges")?;
-    let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
-        Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
-        None => vec![1; tokens.len()],
-    };
+    let types = token_types(g, tokens.len())?;
     let invalid = |what: String| ConvertError::Invalid { path: path.to_path_buf(), what };
     let mut vocab = Map::new();
     for (id, token) in tokens.iter().enumerate() {
@@ -264,43 +329,120 @@ fn gguf_tokenizer(g: &GgufFile) -> Result<(Value, Value), ConvertError> {
         "add_bos_token": add_bos,
         "clean_up_tokenization_spaces": false,
     });
-    if let Some(template) = g.get("tokenizer.chat_template").and_then(GgufValue::as_str) {
-        config["chat_template"] = json!(template);
-    }
     if let Some(pad) = g.get("tokenizer.ggml.padding_token_id").and_then(GgufValue::as_u64) {
         config["pad_token"] = name(Some(pad));
     }
     Ok((tokenizer, config))
 }
 
-/// Converts a GGUF file of the llama, qwen2 or qwen3 architecture into a Hugging Face directory
-/// `out` (fp32 weights). `progress(done, total)` counts tensors.
-pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<PathBuf, ConvertError> {
-    let g = GgufFile::open(src)?;
-    let path = g.path().to_path_buf();
-    let name = g.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("");
-    let Some(arch) = GGUF_ARCHS.iter().copied().find(|a| a.name == name) else {
-        return Err(ConvertError::Unsupported {
-            path,
-            what: "general.architecture",
-            value: format!("{name:?} (supported: {})", GGUF_ARCHS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")),
-        });
+/// `tokenizer.json` and `tokenizer_config.json` rebuilt from the GGUF's vocabulary.
+fn gguf_tokenizer(g: &GgufFile, arch: GgufArch) -> Result<(Value, Value), ConvertError> {
+    let model = g.get("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("");
+    let (tokenizer, mut config) = match model {
+        "gpt2" => bpe_tokenizer(g)?,
+        "llama" => sentencepiece_tokenizer(g, arch.spm)?,
+        other => {
+            return Err(ConvertError::Unsupported {
+                path: g.path().to_path_buf(),
+                what: "tokenizer.ggml.model",
+                value: format!("{other:?} (supported: gpt2, i.e. byte-level BPE; llama, i.e. SentencePiece)"),
+            });
+        }
     };
+    if let Some(template) = g.get("tokenizer.chat_template").and_then(GgufValue::as_str) {
+        config["chat_template"] = json!(template);
+    }
+    Ok((tokenizer, config))
+}
+
+/// `tokenizer.ggml.token_type`, one per token (all normal where the file has none).
+fn token_types(g: &GgufFile, count: usize) -> Result<Vec<u64>, ConvertError> {
+    let Some(a) = g.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) else {
+        return Ok(vec![1; count]);
+    };
+    if a.len() != count {
+        return Err(ConvertError::Invalid {
+            path: g.path().to_path_buf(),
+            what: format!("tokenizer.ggml.token_type has {} entries for {count} tokens", a.len()),
+        });
+    }
+    Ok(a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+}
+
+/// A token id key, checked to name a token of the vocabulary.
+fn token_id(g: &GgufFile, key: &str, count: usize) -> Result<Option<usize>, ConvertError> {
+    match g.get(key).and_then(GgufValue::as_u64) {
+        Some(id) if id as usize >= count => Err(ConvertError::UnsupportedKey {
+            path: g.path().to_path_buf(),
+            key: key.to_owned(),
+            value: format!("{id} is outside the vocabulary of {count} tokens"),
+        }),
+        id => Ok(id.map(|i| i as usize)),
+    }
+}
+
+/// The tokenizer of a SentencePiece-style GGUF (`tokenizer.ggml.model = "llama"`), built as
+/// transformers builds it for this architecture (`spm::spm_tokenizer`).
+fn sentencepiece_tokenizer(g: &GgufFile, flavour: SpmFlavour) -> Result<(Value, Value), ConvertError> {
+    let path = g.path();
+    let invalid = |what: String| ConvertError::Invalid { path: path.to_path_buf(), what };
+    let tokens = gguf_strings(g, "tokenizer.ggml.tokens")?;
+    let scores: Vec<f64> = match g.get("tokenizer.ggml.scores").and_then(GgufValue::as_array) {
+        Some(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_f64()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| invalid(format!("tokenizer.ggml.scores entry {i} is not a finite number")))
+            })
+            .collect::<Result<_, _>>()?,
+        // Gemma's builder ranks by file order and never reads the scores.
+        None if flavour == SpmFlavour::Gemma => vec![0.0; tokens.len()],
+        None => return Err(ConvertError::MissingKey { path: path.to_path_buf(), key: "tokenizer.ggml.scores".into() }),
+    };
+    if scores.len() != tokens.len() {
+        return Err(invalid(format!("tokenizer.ggml.scores has {} entries for {} tokens", scores.len(), tokens.len())));
+    }
+    let types = token_types(g, tokens.len())?;
+    let n = tokens.len();
+    let vocab = SpmVocab {
+        tokens: &tokens,
+        scores: &scores,
+        types: &types,
+        bos: token_id(g, "tokenizer.ggml.bos_token_id", n)?,
+        eos: token_id(g, "tokenizer.ggml.eos_token_id", n)?,
+        unk: token_id(g, "tokenizer.ggml.unknown_token_id", n)?,
+        pad: token_id(g, "tokenizer.ggml.padding_token_id", n)?,
+        // transformers' default for a SentencePiece GGUF without the key is to add BOS.
+        add_bos: g.get("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool).unwrap_or(true),
+        add_eos: g.get("tokenizer.ggml.add_eos_token").and_then(GgufValue::as_bool).unwrap_or(false),
+    };
+    Ok(spm_tokenizer(flavour, &vocab))
+}
+
+/// Which layers of a Gemma model slide, as llama.cpp decides (`set_swa_pattern`): Gemma 2 every
+/// other layer from layer 0, Gemma 3 five of every six.
+fn gemma_layer_types(target: Target, layers: usize) -> Vec<&'static str> {
+    let pattern = if target == Target::Gemma2 { 2 } else { 6 };
+    (0..layers).map(|i| if i % pattern < pattern - 1 { "sliding_attention" } else { "full_attention" }).collect()
+}
+
+/// The Hugging Face `config.json` a GGUF describes.
+fn hf_config(g: &GgufFile, arch: GgufArch, target: Target, vocab: usize) -> Result<Value, ConvertError> {
+    let path = g.path().to_path_buf();
     let key = |k: &str| format!("{}.{k}", arch.name);
     if let Some(kind) = g.get(&key("rope.scaling.type")).and_then(GgufValue::as_str).filter(|k| *k != "none") {
         return Err(ConvertError::UnsupportedKey { path, key: key("rope.scaling.type"), value: kind.to_owned() });
     }
-    let layers = gguf_u64(&g, &key("block_count"))? as usize;
-    let hidden = gguf_u64(&g, &key("embedding_length"))? as usize;
-    let ffn = gguf_u64(&g, &key("feed_forward_length"))? as usize;
-    let heads = gguf_u64(&g, &key("attention.head_count"))? as usize;
+    let layers = gguf_u64(g, &key("block_count"))? as usize;
+    let hidden = gguf_u64(g, &key("embedding_length"))? as usize;
+    let ffn = gguf_u64(g, &key("feed_forward_length"))? as usize;
+    let heads = gguf_u64(g, &key("attention.head_count"))? as usize;
     let kv_heads = g.get(&key("attention.head_count_kv")).and_then(GgufValue::as_u64).map_or(heads, |v| v as usize);
-    let context = gguf_u64(&g, &key("context_length"))? as usize;
-    // Qwen3's head size is its own (`attention.key_length`), not hidden / heads.
+    let context = gguf_u64(g, &key("context_length"))? as usize;
+    // Qwen3's and Gemma's head size is their own (`attention.key_length`), not hidden / heads.
     let key_length = g.get(&key("attention.key_length")).and_then(GgufValue::as_u64).map(|v| v as usize);
-    let (tokenizer, tokenizer_config) = gguf_tokenizer(&g)?;
-    let vocab = gguf_strings(&g, "tokenizer.ggml.tokens")?.len();
-    let tied = g.tensor("output.weight").is_none();
     if heads == 0 || (key_length.is_none() && !hidden.is_multiple_of(heads)) {
         return Err(ConvertError::UnsupportedKey {
             path,
@@ -316,36 +458,96 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
         });
     }
     let head_dim = key_length.unwrap_or(hidden / heads);
-
+    let eps = gguf_f64(g, &key("attention.layer_norm_rms_epsilon"), if target.gemma() { 1e-6 } else { 1e-5 });
+    let theta = gguf_f64(g, &key("rope.freq_base"), if target == Target::Gemma3 { 1e6 } else { 10000.0 });
+    let tied = g.tensor("output.weight").is_none();
     let mut config = json!({
-        "architectures": [arch.hf_class],
-        "model_type": arch.model_type,
+        "architectures": [target.hf_class()],
+        "model_type": target.model_type(),
         "hidden_size": hidden,
         "intermediate_size": ffn,
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
-        "head_dim": head_dim,
         "vocab_size": vocab,
         "max_position_embeddings": context,
-        "rms_norm_eps": gguf_f64(&g, &key("attention.layer_norm_rms_epsilon"), 1e-5),
-        "rope_theta": gguf_f64(&g, &key("rope.freq_base"), 10000.0),
-        "rope_scaling": null,
-        "hidden_act": "silu",
-        "attention_bias": false,
-        "mlp_bias": false,
+        "rms_norm_eps": eps,
         "tie_word_embeddings": tied,
         "torch_dtype": "float32",
     });
-    if arch.name != "llama" {
-        // Qwen's q/k/v biases (Qwen2) are not a config key; it has no MLP bias key either.
-        if let Some(map) = config.as_object_mut() {
-            map.remove("mlp_bias");
-            if arch.name == "qwen2" {
-                map.remove("attention_bias");
+    let extra = match target {
+        Target::Llama | Target::Qwen2 | Target::Qwen3 => {
+            let mut e = json!({"head_dim": head_dim, "rope_theta": theta, "rope_scaling": null, "hidden_act": "silu"});
+            match target {
+                Target::Llama => {
+                    e["attention_bias"] = json!(false);
+                    e["mlp_bias"] = json!(false);
+                }
+                // Qwen2's q/k/v biases are not a config key; Qwen has no MLP bias key either.
+                Target::Qwen3 => e["attention_bias"] = json!(false),
+                _ => {}
             }
-            map.insert("use_sliding_window".into(), json!(false));
+            if target != Target::Llama {
+                e["use_sliding_window"] = json!(false);
+            }
+            e
         }
+        Target::Mixtral => json!({
+            "head_dim": head_dim,
+            "rope_parameters": {"rope_theta": theta, "rope_type": "default"},
+            "hidden_act": "silu",
+            "num_local_experts": gguf_u64(g, &key("expert_count"))?,
+            "num_experts_per_tok": gguf_u64(g, &key("expert_used_count"))?,
+            "sliding_window": null,
+            "router_jitter_noise": 0.0,
+            "output_router_logits": false,
+        }),
+        Target::Gemma2 | Target::Gemma3 => {
+            // llama.cpp scales scores by head_dim^-½, except for the 27B models (46 layers of
+            // Gemma 2, 62 of Gemma 3), which use hidden / heads; the GGUF carries no
+            // `query_pre_attn_scalar`.
+            let big = layers == if target == Target::Gemma2 { 46 } else { 62 };
+            let scalar = if big { hidden / heads } else { head_dim };
+            let window = gguf_u64(g, &key("attention.sliding_window"))?;
+            let mut e = json!({
+                "head_dim": head_dim,
+                "hidden_activation": "gelu_pytorch_tanh",
+                "query_pre_attn_scalar": scalar,
+                "sliding_window": window,
+                "layer_types": gemma_layer_types(target, layers),
+                "attention_bias": false,
+            });
+            if target == Target::Gemma2 {
+                // llama.cpp's defaults where the file has no soft-capping keys.
+                e["attn_logit_softcapping"] = json!(gguf_f64(g, &key("attn_logit_softcapping"), 50.0));
+                e["final_logit_softcapping"] = json!(gguf_f64(g, &key("final_logit_softcapping"), 30.0));
+                e["rope_parameters"] = json!({"rope_theta": theta, "rope_type": "default"});
+            } else {
+                e["attn_logit_softcapping"] = Value::Null;
+                e["final_logit_softcapping"] = Value::Null;
+                let local = gguf_f64(g, &key("rope.freq_base_swa"), 10000.0);
+                e["rope_parameters"] = json!({
+                    "full_attention": {"rope_theta": theta, "rope_type": "default"},
+                    "sliding_attention": {"rope_theta": local, "rope_type": "default"},
+                });
+            }
+            e
+        }
+        Target::Phi3 => {
+            let rotary = g.get(&key("rope.dimension_count")).and_then(GgufValue::as_u64).map_or(head_dim, |v| v as usize);
+            let window = g.get(&key("attention.sliding_window")).and_then(GgufValue::as_u64).filter(|w| *w > 0);
+            let original = g.get(&key("rope.scaling.original_context_length")).and_then(GgufValue::as_u64).unwrap_or(context as u64);
+            json!({
+                "hidden_act": "silu",
+                "rope_parameters": {"rope_theta": theta, "rope_type": "default",
+                                    "partial_rotary_factor": rotary as f64 / head_dim as f64},
+                "original_max_position_embeddings": original,
+                "sliding_window": window,
+            })
+        }
+    };
+    if let (Some(map), Value::Object(extra)) = (config.as_object_mut(), extra) {
+        map.extend(extra);
     }
     for (key, gguf_key) in [
         ("bos_token_id", "tokenizer.ggml.bos_token_id"),
@@ -356,6 +558,39 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
             config[key] = json!(id);
         }
     }
+    Ok(config)
+}
+
+/// Converts a GGUF file of the llama (dense, or Mixtral with `llama.expert_count`), qwen2, qwen3,
+/// gemma2, gemma3 or phi3 architecture into a Hugging Face directory `out` (fp32 weights).
+/// `progress(done, total)` counts tensors.
+pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<PathBuf, ConvertError> {
+    let g = GgufFile::open(src)?;
+    let path = g.path().to_path_buf();
+    let name = g.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("");
+    let Some(arch) = GGUF_ARCHS.iter().copied().find(|a| a.name == name) else {
+        return Err(ConvertError::Unsupported {
+            path,
+            what: "general.architecture",
+            value: format!("{name:?} (supported: {})", GGUF_ARCHS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")),
+        });
+    };
+    let experts = g.get(&format!("{}.expert_count", arch.name)).and_then(GgufValue::as_u64).unwrap_or(0);
+    let target = match (arch.target, experts) {
+        (Target::Llama, 1..) => Target::Mixtral,
+        (t, 0) => t,
+        (t, n) => {
+            return Err(ConvertError::UnsupportedKey {
+                path,
+                key: format!("{}.expert_count", arch.name),
+                value: format!("{n} (mixture-of-experts {} models are not supported)", t.model_type()),
+            });
+        }
+    };
+    let (tokenizer, tokenizer_config) = gguf_tokenizer(&g, arch)?;
+    let vocab = gguf_strings(&g, "tokenizer.ggml.tokens")?.len();
+    let config = hf_config(&g, arch, target, vocab)?;
+    let (heads, kv_heads) = (config["num_attention_heads"].as_i64().unwrap_or(0), config["num_key_value_heads"].as_i64().unwrap_or(0));
 
     // The config as transformers and spindle will read it, resolved before any tensor is
     // converted (a block count of 2^31, a zero size ...).
@@ -365,21 +600,33 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
     let total = g.tensors().len();
     for (done, info) in g.tensors().iter().enumerate() {
         progress(done, total);
-        let Some((name, permute)) = hf_name(&info.name, heads as i64, kv_heads as i64, arch) else {
+        let Some((name, transform)) = hf_name(&info.name, heads, kv_heads, arch, target) else {
             return Err(ConvertError::Unsupported {
                 path,
                 what: "tensor",
-                value: format!("`{}` has no Hugging Face {} counterpart", info.name, arch.model_type),
+                value: format!("`{}` has no Hugging Face {} counterpart", info.name, target.model_type()),
             });
         };
-        let shape = info.shape();
+        let dims: Vec<i64> = info.shape().iter().map(|&d| d as i64).collect();
         let values = g.dequantize(&info.name)?;
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let mut t = Tensor::from_slice(&values).view(dims.as_slice());
-        if let Some(h) = permute {
-            t = unpermute_rope_rows(&t, h);
+        let t = Tensor::from_slice(&values).view(dims.as_slice());
+        match transform {
+            Transform::Copy => out_dir.push(name, t)?,
+            Transform::Unpermute(h) => out_dir.push(name, unpermute_rope_rows(&t, h))?,
+            // In fp32, as transformers' Gemma2TensorProcessor does after dequantizing.
+            Transform::MinusOne => out_dir.push(name, t - 1.0)?,
+            Transform::Experts(which) => {
+                if dims.len() != 3 || dims[0] as u64 != experts {
+                    return Err(ConvertError::Invalid {
+                        path,
+                        what: format!("tensor `{}` has shape {dims:?}, not [{experts}, rows, columns]", info.name),
+                    });
+                }
+                for e in 0..dims[0] {
+                    out_dir.push(format!("{name}.{e}.{which}.weight"), t.get(e).contiguous())?;
+                }
+            }
         }
-        out_dir.push(name, t.to_kind(Kind::Float))?;
     }
     progress(total, total);
     out_dir.flush()?;

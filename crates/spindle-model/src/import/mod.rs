@@ -8,5 +8,6 @@
 mod convert;
 pub mod gguf;
 pub mod llama2c;
+mod spm;
 
 pub use convert::{ConvertError, convert_gguf, convert_llama2c};
