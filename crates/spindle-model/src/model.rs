@@ -441,8 +441,20 @@ impl Block {
         Ok(self.forward_with(hidden, ctx, InputMap::Shifted(shifts), observe))
     }
 
+    /// [`Block::forward_observed`] for statistics kept per calibration sequence (OWL's norms):
+    /// every observed input is `[batch, seq, in]`. A mixture-of-experts block shows each expert's
+    /// input with zeros at the tokens not routed to it, where `forward_observed` shows the routed
+    /// rows `[tokens, in]`. The output is the same.
+    pub fn forward_observed_by_sequence(&self, hidden: &Tensor, ctx: &ForwardCtx, observe: Observer<'_>) -> Tensor {
+        self.forward_step(hidden, ctx, InputMap::Plain, observe, true)
+    }
+
     fn forward_with(&self, hidden: &Tensor, ctx: &ForwardCtx, map: InputMap<'_>, observe: Observer<'_>) -> Tensor {
-        let mut step = Step { ctx, map, observe, past: None, kv: None };
+        self.forward_step(hidden, ctx, map, observe, false)
+    }
+
+    fn forward_step(&self, hidden: &Tensor, ctx: &ForwardCtx, map: InputMap<'_>, observe: Observer<'_>, by_sequence: bool) -> Tensor {
+        let mut step = Step { ctx, map, observe, past: None, kv: None, by_sequence };
         self.family.arch().forward(self, hidden, &mut step)
     }
 

@@ -47,6 +47,12 @@ impl Activations {
     }
 
     /// The same, keeping no outputs (a statistics pass).
+    /// [`Activations::run`] with every observed input `[batch, seq, in]`
+    /// ([`Block::forward_observed_by_sequence`]).
+    pub(crate) fn run_by_sequence(&self, block: &Block, observe: spindle_model::Observer<'_>) -> Vec<Tensor> {
+        self.batches.iter().map(|x| block.forward_observed_by_sequence(x, self.ctx(x), observe)).collect()
+    }
+
     pub(crate) fn observe(&self, block: &Block, observe: spindle_model::Observer<'_>) {
         for x in &self.batches {
             drop(block.forward_observed(x, self.ctx(x), observe));

@@ -725,7 +725,8 @@ fn owl_ratios(
             norms.push(ActNorms::new(columns, nsamples, device));
         }
         let mut failure = None;
-        let outs = acts.run(&block, &mut |paths, x| {
+        // Per sequence: an expert's norms are over the tokens of each sequence routed to it.
+        let outs = acts.run_by_sequence(&block, &mut |paths, x| {
             if let Some(k) = groups.iter().position(|g| g[0] == paths[0])
                 && let Err(e) = norms[k].add_batch(x)
             {

@@ -43,16 +43,11 @@ fn tensors(dir: &Path) -> BTreeMap<String, Tensor> {
 }
 
 fn cfg(method: Method, pattern: Pattern) -> PruneConfig {
-    PruneConfig {
-        method,
-        pattern,
-        allocation: Allocation::Uniform,
-        true_sequential: false,
-        layer_errors: false,
-        batch_size: 2,
-        induce: None,
-        reconstruct: None,
-    }
+    cfg_with(method, pattern, Allocation::Uniform)
+}
+
+fn cfg_with(method: Method, pattern: Pattern, allocation: Allocation) -> PruneConfig {
+    PruneConfig { method, pattern, allocation, true_sequential: false, layer_errors: false, batch_size: 2, induce: None, reconstruct: None }
 }
 
 fn same(a: &Tensor, b: &Tensor) -> bool {
@@ -69,7 +64,12 @@ fn reference_mask(method: Method, w: &Tensor, x: &Tensor, pattern: Pattern) -> O
             norms.add_batch(x).unwrap();
             Some(spindle_prune::wanda::mask(w, norms.get().unwrap(), pattern).unwrap())
         }
-        _ => None,
+        Method::Ria(c) => {
+            let mut norms = ColumnNorms::new(w.size()[1], Device::Cpu);
+            norms.add_batch(x).unwrap();
+            Some(spindle_prune::ria::mask(w, norms.get().unwrap(), pattern, c).unwrap())
+        }
+        Method::SparseGpt(_) => None,
     }
 }
 
@@ -85,14 +85,39 @@ fn every_pruner_gives_its_exact_pattern_on_every_family_and_changes_nothing_else
         tch::manual_seed(5);
         let calib = Tensor::randint(vocab, [4, 12], (Kind::Int64, Device::Cpu));
         let before = tensors(&dir);
-        let methods = [Method::Magnitude(Scope::Matrix), Method::Wanda, Method::SparseGpt(Default::default())];
-        for method in methods {
-            for pattern in [Pattern::Unstructured { sparsity: 0.5 }, Pattern::NM { n: 2, m: 4 }] {
-                let run = format!("{}-{}", method.name(), if matches!(pattern, Pattern::NM { .. }) { "2of4" } else { "50" });
+        let (half, two_four) = (Pattern::Unstructured { sparsity: 0.5 }, Pattern::NM { n: 2, m: 4 });
+        let methods =
+            [Method::Magnitude(Scope::Matrix), Method::Wanda, Method::SparseGpt(Default::default()), Method::Ria(Default::default())];
+        // Every method at both patterns, and OWL's per-block sparsities (unstructured only) over Wanda.
+        let runs = methods.into_iter().flat_map(|m| [(m, half, Allocation::Uniform), (m, two_four, Allocation::Uniform)]).chain([(
+            Method::Wanda,
+            half,
+            Allocation::Owl(Default::default()),
+        )]);
+        for (method, pattern, allocation) in runs {
+            {
+                let owl = matches!(allocation, Allocation::Owl(_));
+                let run = format!(
+                    "{}{}-{}",
+                    method.name(),
+                    if owl { "-owl" } else { "" },
+                    if matches!(pattern, Pattern::NM { .. }) { "2of4" } else { "50" }
+                );
                 let what = format!("{family} {run}");
                 let out = t.path().join(format!("{family}-{run}"));
                 let uses_calib = !matches!(method, Method::Magnitude(_));
-                let report = prune_model(&model, uses_calib.then_some(&calib), &cfg(method, pattern), &out, &mut |_, _| {}).unwrap();
+                let report =
+                    prune_model(&model, uses_calib.then_some(&calib), &cfg_with(method, pattern, allocation), &out, &mut |_, _| {})
+                        .unwrap();
+                if owl {
+                    // OWL spreads the sparsity over the blocks around the target, mean unchanged.
+                    let targets: Vec<f64> = report.blocks.iter().map(|b| b.target).collect();
+                    let mean = targets.iter().sum::<f64>() / targets.len() as f64;
+                    assert!((mean - 0.5).abs() < 1e-9, "{what}: OWL's block targets {targets:?} average {mean}");
+                    // The spread (max − min) is 2λ, with λ = 0.08 by default.
+                    let spread = targets.iter().cloned().fold(f64::MIN, f64::max) - targets.iter().cloned().fold(f64::MAX, f64::min);
+                    assert!(spread <= 0.16 + 1e-9 && spread > 0.0, "{what}: {targets:?}");
+                }
                 let after = tensors(&out);
                 assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "{what}: tensor names");
                 let pruned = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
@@ -108,6 +133,7 @@ fn every_pruner_gives_its_exact_pattern_on_every_family_and_changes_nothing_else
                 let mut h = model.embed(&calib, None).unwrap();
                 for i in 0..model.config().num_layers {
                     let (dense, got) = (model.block(i).unwrap(), pruned.block(i).unwrap());
+                    let pattern = if owl { Pattern::Unstructured { sparsity: report.blocks[i].target } } else { pattern };
                     let size = h.size();
                     let ctx = model.context(size[0], size[1], None);
                     let mut inputs = BTreeMap::new();
@@ -262,4 +288,52 @@ fn perplexity_on_every_family_matches_transformers_logits() {
         assert!(rel < 1e-5, "{family}: spindle {} against transformers {reference}", resident.ppl);
         assert_eq!(resident.ppl, streamed.ppl, "{family}: streamed");
     }
+}
+
+/// OWL's norms are per calibration sequence, so a mixture-of-experts block shows each expert's
+/// input as `[batch, seq, in]`: the routed rows where the router sent the token, zeros elsewhere
+/// (an expert's norm is over the tokens of each sequence it receives, and an unreached expert's is
+/// zero). OWL then runs on Mixtral, an unreached expert included.
+#[test]
+fn owl_sees_each_experts_tokens_per_sequence() {
+    tch::set_num_threads(1);
+    let model = Model::open(&golden_dir("mixtral"), Device::Cpu, Kind::Float).unwrap();
+    let ids = golden("mixtral", "input_ids");
+    let h = model.embed(&ids, None).unwrap();
+    let size = h.size();
+    let ctx = model.context(size[0], size[1], None);
+    let block = model.block(0).unwrap();
+    let mut routed = BTreeMap::new();
+    let plain = block.forward_observed(&h, &ctx, &mut |paths, x| {
+        routed.insert(paths[0], x.shallow_clone());
+    });
+    let mut padded = BTreeMap::new();
+    let by_sequence = block.forward_observed_by_sequence(&h, &ctx, &mut |paths, x| {
+        padded.insert(paths[0], x.shallow_clone());
+    });
+    assert!(plain.equal(&by_sequence), "the output does not depend on how inputs are shown");
+    assert_eq!(routed.keys().collect::<Vec<_>>(), padded.keys().collect::<Vec<_>>());
+    let counts: Vec<i64> = Vec::try_from(golden("mixtral", "expert_counts_block0")).unwrap();
+    for (e, count) in counts.iter().enumerate() {
+        for path in ["w1", "w2"] {
+            let key = routed.keys().find(|k| k.ends_with(&format!("experts.{e}.{path}"))).copied().unwrap();
+            let (r, p) = (&routed[key], &padded[key]);
+            assert_eq!(p.size(), [size[0], size[1], r.size()[1]], "{key}");
+            let rows = p.reshape([size[0] * size[1], -1]);
+            let nonzero = rows.ne(0.0).any_dim(1, false);
+            assert_eq!(nonzero.sum(Kind::Int64).int64_value(&[]), *count, "{key}: one row per routed token");
+            // The routed rows, in token order (the routed input is ordered by choice slot, then token).
+            let mut got: Vec<Vec<f32>> = Vec::try_from(rows.index_select(0, &nonzero.nonzero().squeeze_dim(1))).unwrap();
+            let mut want: Vec<Vec<f32>> = Vec::try_from(r.shallow_clone()).unwrap();
+            got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            assert_eq!(got, want, "{key}");
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let owl = cfg_with(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }, Allocation::Owl(Default::default()));
+    let one = Tensor::from_slice(&[5i64, 9, 17, 3]).view([1, 4]);
+    let report = prune_model(&model, Some(&one), &owl, &t.path().join("owl"), &mut |_, _| {}).unwrap();
+    assert!(report.blocks.iter().all(|b| b.outlier_ratio.is_some()), "{:?}", report.blocks);
+    assert!(report.linears.iter().any(|l| l.fallback.is_some()), "some expert is unreached by four tokens");
 }

@@ -188,11 +188,22 @@ impl Arch for Mixtral {
         for (e, [w1, w3, w2]) in self.experts_paths.iter().enumerate() {
             let hits = chosen.eq(e as i64).nonzero();
             if hits.size()[0] == 0 {
+                // Per sequence, an expert no token of the batch reaches has inputs of zeros.
+                if step.by_sequence {
+                    let none = Tensor::zeros([0], (Kind::Int64, flat.device()));
+                    let intermediate = b.lin_at(w2).weight.size()[1];
+                    let shape = [size[0], size[1]];
+                    drop(step.routed_input(&flat.index_select(0, &none), 2 + 2 * e, self.groups[2 + 2 * e], &none, shape));
+                    let act = Tensor::zeros([0, intermediate], (flat.kind(), flat.device()));
+                    drop(step.routed_input(&act, 3 + 2 * e, self.groups[3 + 2 * e], &none, shape));
+                }
                 continue;
             }
             let (slot, token) = (hits.select(1, 0), hits.select(1, 1));
-            let xe = step.input(&flat.index_select(0, &token), 2 + 2 * e, self.groups[2 + 2 * e]);
-            let act = step.input(&(b.lin_at(w1).forward(&xe).silu() * b.lin_at(w3).forward(&xe)), 3 + 2 * e, self.groups[3 + 2 * e]);
+            let shape = [size[0], size[1]];
+            let xe = step.routed_input(&flat.index_select(0, &token), 2 + 2 * e, self.groups[2 + 2 * e], &token, shape);
+            let act = b.lin_at(w1).forward(&xe).silu() * b.lin_at(w3).forward(&xe);
+            let act = step.routed_input(&act, 3 + 2 * e, self.groups[3 + 2 * e], &token, shape);
             let weight = top_w.index(&[Some(&token), Some(&slot)]).unsqueeze(-1);
             let ye = b.lin_at(w2).forward(&act) * weight;
             out = out.index_add(0, &token, &ye.to_kind(flat.kind()));

@@ -187,6 +187,9 @@ pub(crate) struct Step<'a> {
     pub past: Option<&'a KvCache>,
     /// The keys and values this run computed (after RoPE, before repetition).
     pub kv: Option<KvCache>,
+    /// Show the observer an expert's input as `[batch, seq, in]`, zero for the tokens not routed
+    /// to it (statistics per sequence: OWL's norms), instead of the routed rows `[tokens, in]`.
+    pub by_sequence: bool,
 }
 
 impl<'a> Step<'a> {
@@ -204,16 +207,35 @@ impl<'a> Step<'a> {
     /// times its scales, minus its shift, or `x` itself (the same tensor, no operation: the
     /// plain forward stays bit for bit what it was).
     pub fn input(&mut self, x: &Tensor, k: usize, group: &'static [&'static str]) -> Tensor {
-        let x = match self.map {
+        let x = self.mapped(x, k);
+        (self.observe)(group, &x);
+        x
+    }
+
+    /// [`Step::input`] for the rows `token` of a flattened `[batch · seq, in]` input that a
+    /// mixture-of-experts block routes to one expert; `shape` is `[batch, seq]`. The observer sees
+    /// the routed rows, or with `by_sequence` the whole batch with zeros elsewhere.
+    pub fn routed_input(&mut self, x: &Tensor, k: usize, group: &'static [&'static str], token: &Tensor, shape: [i64; 2]) -> Tensor {
+        let x = self.mapped(x, k);
+        if self.by_sequence {
+            let columns = x.size()[1];
+            let padded = Tensor::zeros([shape[0] * shape[1], columns], (x.kind(), x.device())).index_copy(0, token, &x);
+            (self.observe)(group, &padded.view([shape[0], shape[1], columns]));
+        } else {
+            (self.observe)(group, &x);
+        }
+        x
+    }
+
+    fn mapped(&self, x: &Tensor, k: usize) -> Tensor {
+        match self.map {
             InputMap::Scaled(s) if k < s.len() => x * s[k].to_kind(x.kind()),
             InputMap::Shifted(s) => match s.get(k) {
                 Some(Some(z)) => x - z.to_kind(x.kind()),
                 _ => x.shallow_clone(),
             },
             _ => x.shallow_clone(),
-        };
-        (self.observe)(group, &x);
-        x
+        }
     }
 }
 

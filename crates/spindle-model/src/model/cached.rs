@@ -163,7 +163,7 @@ impl Block {
                 )));
             }
         }
-        let mut step = Step { ctx: &ctx.ctx, map: InputMap::Plain, observe: &mut |_, _| {}, past, kv: None };
+        let mut step = Step { ctx: &ctx.ctx, map: InputMap::Plain, observe: &mut |_, _| {}, past, kv: None, by_sequence: false };
         let out = self.family.arch().forward(self, hidden, &mut step);
         match step.kv {
             Some(kv) => Ok((out, kv)),
