@@ -30,6 +30,9 @@ const WIKITEXT2_TEST: &str = "wikitext/wikitext-2-raw-v1/test-00000-of-00001.par
 const C4_SAMPLE: &str = "c4/en/c4-validation-sample-2k.parquet";
 const PTB_TEST: &str = "ptb_text_only/penn_treebank/test-00000-of-00001.parquet";
 
+/// The data-folder files the named corpora read.
+pub const NAMED_FILES: [&str; 3] = [WIKITEXT2_TEST, C4_SAMPLE, PTB_TEST];
+
 /// A corpus as named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Corpus {
@@ -104,11 +107,11 @@ pub fn read_file_documents(path: &Path) -> Result<Vec<String>, DataError> {
 pub fn eval_documents(corpus: &Corpus, dir: &DataDir) -> Result<Documents, DataError> {
     let docs = match corpus {
         Corpus::WikiText2 => {
-            let source = dir.join(WIKITEXT2_TEST);
+            let source = dir.file(WIKITEXT2_TEST)?;
             Documents { docs: crate::parquet::read_string_column(&source, "text")?, source, note: "" }
         }
         Corpus::C4 => {
-            let source = dir.join(C4_SAMPLE);
+            let source = dir.file(C4_SAMPLE)?;
             let all = crate::parquet::read_string_column(&source, "text")?;
             let docs = all.get(1000..2000).map(<[String]>::to_vec).ok_or_else(|| DataError::Corpus {
                 path: source.clone(),
@@ -117,7 +120,7 @@ pub fn eval_documents(corpus: &Corpus, dir: &DataDir) -> Result<Documents, DataE
             Documents { docs, source, note: C4_NOTE }
         }
         Corpus::Ptb => {
-            let source = dir.join(PTB_TEST);
+            let source = dir.file(PTB_TEST)?;
             Documents { docs: crate::parquet::read_string_column(&source, "sentence")?, source, note: "" }
         }
         Corpus::File(path) => Documents { docs: read_file_documents(path)?, source: path.clone(), note: "" },
@@ -142,7 +145,7 @@ pub fn eval_text(corpus: &Corpus, docs: &Documents) -> (String, Option<usize>) {
 pub fn calibration_documents(corpus: &Corpus, dir: &DataDir) -> Result<Documents, DataError> {
     let docs = match corpus {
         Corpus::C4 => {
-            let source = dir.join(C4_SAMPLE);
+            let source = dir.file(C4_SAMPLE)?;
             let mut all = crate::parquet::read_string_column(&source, "text")?;
             all.truncate(1000);
             Documents { docs: all, source, note: C4_NOTE }

@@ -1,5 +1,10 @@
 //! The data-directory convention: `--data-dir DIR`, else `$SPINDLE_DATA`, else `./data`, else
-//! `../shared/data` (the offline folder that sits beside a checkout, and on CI).
+//! `../shared/data` (the offline folder that sits beside a checkout, and on CI); with none of
+//! them, online, a folder in spindle's cache that fills as files are needed.
+//!
+//! A file a named corpus or task needs and the folder lacks is fetched from its public dataset
+//! repository ([`crate::sources`]) into the folder, checked by SHA-256, when fetching is on
+//! ([`DataDir::with_fetch`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,8 @@ pub enum DataDirSource {
     LocalData,
     /// `../shared/data` beside the working directory.
     SharedData,
+    /// spindle's cache (no folder found; files are fetched as needed).
+    Cache,
 }
 
 impl fmt::Display for DataDirSource {
@@ -26,6 +33,7 @@ impl fmt::Display for DataDirSource {
             DataDirSource::Env => "SPINDLE_DATA",
             DataDirSource::LocalData => "./data",
             DataDirSource::SharedData => "../shared/data",
+            DataDirSource::Cache => "spindle's cache",
         })
     }
 }
@@ -35,6 +43,19 @@ impl fmt::Display for DataDirSource {
 pub struct DataDir {
     root: PathBuf,
     source: DataDirSource,
+    /// Whether a missing file with a hub origin is downloaded ([`DataDir::file`]).
+    fetch: Fetch,
+}
+
+/// What [`DataDir::file`] does about a missing file that has a hub origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// Nothing: the reader reports the missing file (a build without the `hub` feature).
+    Never,
+    /// Refuse, naming the source (`HF_HUB_OFFLINE`).
+    Offline,
+    /// Download it and check its SHA-256.
+    Hub,
 }
 
 impl DataDir {
@@ -57,16 +78,58 @@ impl DataDir {
         let explicit = flag.map(|p| (p, DataDirSource::Flag)).or_else(|| env.map(|p| (p, DataDirSource::Env)));
         if let Some((path, source)) = explicit {
             let root = cwd.join(path);
-            return if root.is_dir() { Ok(DataDir { root, source }) } else { Err(DataError::MissingDataDir { path: root, from: source }) };
+            return if root.is_dir() {
+                Ok(DataDir { root, source, fetch: Fetch::Never })
+            } else {
+                Err(DataError::MissingDataDir { path: root, from: source })
+            };
         }
         let defaults =
             [(cwd.join("data"), DataDirSource::LocalData), (cwd.join("..").join("shared").join("data"), DataDirSource::SharedData)];
         for (root, source) in &defaults {
             if root.is_dir() {
-                return Ok(DataDir { root: root.clone(), source: *source });
+                return Ok(DataDir { root: root.clone(), source: *source, fetch: Fetch::Never });
             }
         }
         Err(DataError::NoDataDir { looked: defaults.into_iter().map(|(p, _)| p).collect() })
+    }
+
+    /// A data folder in spindle's cache (`root`, created if needed), for when no folder is found
+    /// and files can be fetched.
+    pub fn in_cache(root: &Path) -> Result<DataDir, DataError> {
+        std::fs::create_dir_all(root).map_err(|io| DataError::Io { path: root.to_path_buf(), io })?;
+        Ok(DataDir { root: root.to_path_buf(), source: DataDirSource::Cache, fetch: Fetch::Never })
+    }
+
+    /// The same folder with `fetch` for missing files.
+    pub fn with_fetch(self, fetch: Fetch) -> DataDir {
+        DataDir { fetch, ..self }
+    }
+
+    /// What happens to a missing file.
+    pub fn fetch(&self) -> Fetch {
+        self.fetch
+    }
+
+    /// The path of `relative` inside the folder, fetched first if it is missing and has a hub
+    /// origin and fetching is on ([`crate::sources`]). A missing file with no origin, or with
+    /// fetching never on, is returned as is for its reader to report.
+    pub fn file(&self, relative: &str) -> Result<PathBuf, DataError> {
+        let path = self.root.join(relative);
+        if path.is_file() || self.fetch == Fetch::Never {
+            return Ok(path);
+        }
+        match crate::sources::source_of(relative).map(|s| &s.origin) {
+            None => Ok(path),
+            Some(crate::sources::Origin::Unavailable(reason)) => Err(DataError::NotFetchable { path, reason: reason.clone() }),
+            Some(crate::sources::Origin::Hub(h)) if self.fetch == Fetch::Offline => {
+                Err(DataError::Offline { path, repo: h.repo.clone(), file: h.file.clone() })
+            }
+            Some(crate::sources::Origin::Hub(h)) => {
+                crate::hub::fetch_verified(h, &path)?;
+                Ok(path)
+            }
+        }
     }
 
     /// The directory itself.

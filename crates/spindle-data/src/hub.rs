@@ -32,7 +32,7 @@ pub fn fetch(repo: &str, revision: &str, file: &str, into: &Path) -> Result<Path
         return Ok(target);
     }
     let err = |problem: String| DataError::Hub { repo: repo.to_owned(), file: file.to_owned(), problem };
-    let api = hf_hub::api::sync::Api::new().map_err(|e| err(e.to_string()))?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(false).build().map_err(|e| err(e.to_string()))?;
     let downloaded =
         api.repo(Repo::with_revision(repo.to_owned(), RepoType::Dataset, revision.to_owned())).get(file).map_err(|e| err(e.to_string()))?;
     if let Some(parent) = target.parent() {
@@ -40,6 +40,48 @@ pub fn fetch(repo: &str, revision: &str, file: &str, into: &Path) -> Result<Path
     }
     std::fs::copy(&downloaded, &target).map_err(|io| DataError::Io { path: target.clone(), io })?;
     Ok(target)
+}
+
+/// Downloads `h` (through hf-hub's cache: `HF_HOME`, `HF_ENDPOINT`, and `HF_TOKEN` for a gated
+/// repository), checks its SHA-256 against the recorded one and places it at `target`
+/// atomically (a temporary file beside it, renamed). A file with another digest is not placed.
+#[cfg(feature = "hub")]
+pub fn fetch_verified(h: &crate::sources::HubFile, target: &Path) -> Result<(), DataError> {
+    use hf_hub::api::sync::ApiBuilder;
+    use hf_hub::{Repo, RepoType};
+    let err = |problem: String| DataError::Hub { repo: h.repo.clone(), file: h.file.clone(), problem };
+    // No progress bar from this crate (ARCHITECTURE.md); the download is logged.
+    let mut builder = ApiBuilder::from_env().with_progress(false);
+    if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        builder = builder.with_token(Some(token));
+    }
+    let api = builder.build().map_err(|e| err(e.to_string()))?;
+    let repo = api.repo(Repo::with_revision(h.repo.clone(), RepoType::Dataset, h.revision.clone()));
+    tracing::info!(repo = %h.repo, file = %h.file, "not in the data folder: fetching");
+    // hf-hub 0.4 panics on some malformed answers (a redirect without a Location).
+    let downloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| repo.get(&h.file)))
+        .map_err(|_| err("the hub's answer broke the download client".into()))?
+        .map_err(|e| err(e.to_string()))?;
+    let digest = crate::cache::file_sha256(&downloaded)?;
+    if digest != h.sha256 {
+        return Err(err(format!(
+            "downloaded SHA-256 {digest}, not the recorded {} (eval/data_sources.toml): the file is not used",
+            h.sha256
+        )));
+    }
+    let parent = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|io| DataError::Io { path: parent.to_path_buf(), io })?;
+    let partial = parent.join(format!(".{}.partial", target.file_name().and_then(|n| n.to_str()).unwrap_or("download")));
+    std::fs::copy(&downloaded, &partial).map_err(|io| DataError::Io { path: partial.clone(), io })?;
+    std::fs::rename(&partial, target).map_err(|io| DataError::Io { path: target.to_path_buf(), io })?;
+    tracing::info!(repo = %h.repo, file = %h.file, path = %target.display(), "fetched and verified");
+    Ok(())
+}
+
+/// Without the `hub` feature nothing is downloaded.
+#[cfg(not(feature = "hub"))]
+pub fn fetch_verified(h: &crate::sources::HubFile, _target: &Path) -> Result<(), DataError> {
+    Err(DataError::Hub { repo: h.repo.clone(), file: h.file.clone(), problem: "this build has no hub feature (network)".into() })
 }
 
 #[cfg(test)]

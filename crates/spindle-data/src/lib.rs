@@ -33,11 +33,12 @@ mod dir;
 pub mod hub;
 pub mod parquet;
 pub mod pyrandom;
+pub mod sources;
 pub mod tasks;
 mod tokenizer;
 
 pub use checksums::{FileCheck, FileStatus, VerifyReport, parse_sums, verify};
-pub use dir::{DataDir, DataDirSource};
+pub use dir::{DataDir, DataDirSource, Fetch};
 pub use tokenizer::Tokenizer;
 
 use std::path::PathBuf;
@@ -70,6 +71,14 @@ pub enum DataError {
         "{path}: no document is longer than seqlen {seqlen} tokens (the longest has {longest}); the reference loader would never finish"
     )]
     NoLongDocument { path: PathBuf, seqlen: usize, longest: usize },
+    /// A file the data folder lacks, whose origin cannot be fetched.
+    #[error("{path}: not in the data folder, and it cannot be fetched: {reason}")]
+    NotFetchable { path: PathBuf, reason: String },
+    /// A file the data folder lacks, with fetching switched off.
+    #[error(
+        "{path}: not in the data folder, and HF_HUB_OFFLINE is set, so it is not fetched from hub dataset {repo} ({file}); unset it, or pass --data-dir with a folder that has the file"
+    )]
+    Offline { path: PathBuf, repo: String, file: String },
     /// A hub download that failed or was refused.
     #[error("hub dataset {repo}, file {file}: {problem}")]
     Hub { repo: String, file: String, problem: String },

@@ -504,7 +504,7 @@ fn read_rows<T>(
     columns: &[&str],
     parse: impl Fn(&mut Row<'_>) -> Result<T, TaskError>,
 ) -> Result<Vec<T>, TaskError> {
-    let path = dir.join(task.relative_path());
+    let path = dir.file(task.relative_path())?;
     if !path.is_file() {
         return Err(TaskError::MissingFile { task, path });
     }

@@ -75,7 +75,8 @@ pub fn cache_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"))
 }
 
-fn offline() -> bool {
+/// `HF_HUB_OFFLINE` is set to a true value: nothing is downloaded.
+pub fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
 

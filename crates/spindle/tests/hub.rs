@@ -3,7 +3,8 @@
 //! file list; `/<repo>/resolve/<rev>/<file>` with ranges, `X-Repo-Commit` and `ETag`) and serving
 //! the converted stories260K: a download, a second run with the server stopped, `HF_HUB_OFFLINE`
 //! with and without a cached snapshot, a gated repository with and without a token, and a
-//! revision pin.
+//! revision pin. The same server serves dataset files (`/datasets/<repo>/resolve/...`): named
+//! corpora and tasks missing from the data folder are fetched from it and checked by SHA-256.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
@@ -88,7 +89,13 @@ fn answer(mut conn: TcpStream, files: &BTreeMap<String, Vec<u8>>) -> std::io::Re
         }
     }
     let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let repo_of = |p: &str| ["spindle-test/stories", "spindle-test/gated", "spindle-test/hostile"].into_iter().find(|r| p.contains(r));
+    // Dataset repositories are served at the same paths under `/datasets`.
+    let path = path.strip_prefix("/datasets").map(str::to_owned).unwrap_or(path);
+    let repo_of = |p: &str| {
+        ["spindle-test/stories", "spindle-test/gated", "spindle-test/hostile", "Salesforce/wikitext", "nyu-mll/glue", "allenai/winogrande"]
+            .into_iter()
+            .find(|r| p.contains(r))
+    };
     let Some(repo) = repo_of(&path) else { return respond(&mut conn, "404 Not Found", &[], b"no such repo") };
     if repo.ends_with("gated") && headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}")) {
         return respond(&mut conn, "401 Unauthorized", &[], b"gated");
@@ -237,4 +244,100 @@ fn hub_ids_download_into_the_hugging_face_cache_and_resolve_offline() {
     ));
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["model_commit"], COMMIT, "the report names the commit");
+}
+
+/// A named corpus or task whose file the data folder lacks is fetched from its public dataset
+/// repository (`eval/data_sources.toml`), checked against the recorded SHA-256 and placed in the
+/// folder; a download with other bytes is refused and not kept; a re-packaging no repository
+/// holds, and `HF_HUB_OFFLINE`, are one line each naming the file and why; with no data folder at
+/// all, the files go to spindle's cache.
+#[test]
+fn named_corpora_and_tasks_missing_from_the_data_folder_are_fetched_and_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("stories");
+    stories(&model);
+    let shared = common::data();
+    let wikitext = "wikitext-2-raw-v1/test-00000-of-00001.parquet";
+    let real = std::fs::read(shared.join("wikitext").join(wikitext)).unwrap();
+    let mut rte = std::fs::read(shared.join("tasks/glue/rte/validation-00000-of-00001.parquet")).unwrap();
+    let middle = rte.len() / 2;
+    rte[middle] ^= 1;
+    let files: BTreeMap<String, Vec<u8>> = [
+        (wikitext.to_owned(), real.clone()),
+        ("rte/validation-00000-of-00001.parquet".to_owned(), rte),
+        (
+            "winogrande_xl/validation-00000-of-00001.parquet".to_owned(),
+            std::fs::read(shared.join("tasks/winogrande/winogrande_xl/validation-00000-of-00001.parquet")).unwrap(),
+        ),
+    ]
+    .into();
+    let mut hub = Hub::serve(files);
+    let url = hub.url.clone();
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let work = t.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let run = |args: &[&str], extra: &[(&str, &str)], cwd: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_spindle"));
+        c.current_dir(cwd).args(args).env_remove("RUST_LOG").env_remove("HF_TOKEN").env_remove("HF_HUB_OFFLINE").env_remove("SPINDLE_DATA");
+        c.env("HF_ENDPOINT", &url).env("HF_HOME", t.path().join("hf")).env("SPINDLE_CACHE", t.path().join("cache"));
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let m = model.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let stats = |dir: &str, json: &Path, cwd: &Path, extra: &[(&str, &str)]| {
+        let mut args = vec!["data", "stats", "--model", m, "--corpus", "wikitext2", "--seqlen", "64", "--json", json.to_str().unwrap()];
+        if !dir.is_empty() {
+            args.extend(["--data-dir", dir]);
+        }
+        let o = run(&args, extra, cwd);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        (v["tokens"].clone(), v["windows"].clone())
+    };
+    let reference = stats(shared.to_str().unwrap(), &t.path().join("ref.json"), &work, &[]);
+    assert!(reference.0.as_u64().unwrap() > 0, "{reference:?}");
+
+    // Fetched into the folder, the offline file's bytes, the same counts.
+    assert_eq!(stats(d, &t.path().join("a.json"), &work, &[]), reference);
+    assert_eq!(std::fs::read(data.join("wikitext").join(wikitext)).unwrap(), real);
+
+    // Other bytes than recorded: refused with both digests, nothing kept.
+    let o = run(&["eval", "--model", m, "--tasks", "rte", "--limit", "2", "--data-dir", d], &[], &work);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("spindle: error")).count(), 1, "{err}");
+    assert!(
+        err.contains("hub dataset nyu-mll/glue, file rte/validation-00000-of-00001.parquet: downloaded SHA-256 ")
+            && err.contains("not the recorded 0e2545b64ed7b3548573179c8d3ca6cb9160ab6cec18647b20086fb9759fe5b5"),
+        "{err}"
+    );
+    assert!(!data.join("tasks/glue").exists(), "a refused download is not placed");
+
+    // A re-packaging no repository holds.
+    let o = run(&["eval", "--model", m, "--tasks", "arc_easy", "--limit", "2", "--data-dir", d], &[], &work);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ARC-Easy/test-00000-of-00001.parquet: not in the data folder, and it cannot be fetched: recovered from"),
+        "{err}"
+    );
+
+    // HF_HUB_OFFLINE: named, not fetched.
+    let o = run(&["eval", "--model", m, "--tasks", "winogrande", "--limit", "2", "--data-dir", d], &[("HF_HUB_OFFLINE", "1")], &work);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("HF_HUB_OFFLINE is set, so it is not fetched from hub dataset allenai/winogrande"), "{err}");
+    assert!(!data.join("tasks").exists());
+
+    // No data folder anywhere: spindle's cache holds what is fetched.
+    assert_eq!(stats("", &t.path().join("b.json"), &work, &[]), reference);
+    assert_eq!(std::fs::read(t.path().join("cache/data/wikitext").join(wikitext)).unwrap(), real);
+
+    // The hub gone: the fetched file serves.
+    hub.stop();
+    assert_eq!(stats(d, &t.path().join("c.json"), &work, &[]), reference);
 }

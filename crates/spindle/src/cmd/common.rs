@@ -8,7 +8,6 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use spindle::prune::{Allocation, Method};
 use spindle::recipe::ResolvedCalibration;
-use spindle_data::DataDir;
 use spindle_data::cache::file_sha256;
 use spindle_prune::magnitude::Scope;
 use tch::{Device, Kind, Tensor};
@@ -21,7 +20,7 @@ use crate::cmd::data::{token_cache, tokenizer_of};
 pub(crate) fn calibration(dir: &Path, calib: &ResolvedCalibration, data_flag: Option<&Path>) -> Result<(Tensor, Value), Failure> {
     let (_, context) = tokenizer_of(dir)?;
     let seqlen = calib.seqlen.unwrap_or(2048.min(context));
-    let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
+    let data = crate::cmd::data::data_dir(data_flag)?;
     let (ids, info) = spindle::recipe::draw_calibration(dir, calib, seqlen, &data, &token_cache()).map_err(|e| match e {
         spindle::prune::PipelineError::Data(e) => crate::cmd::corpus_failure(e),
         e => Failure::Other(e.into()),

@@ -7,10 +7,36 @@ use serde_json::json;
 use spindle::{output, progress, zoo};
 use spindle_data::cache::TokenCache;
 use spindle_data::corpus::{Corpus, calibration_documents, eval_tokens, sample_windows, tokenize_documents};
-use spindle_data::{DataDir, FileStatus, Tokenizer};
+use spindle_data::{DataDir, DataError, Fetch, FileStatus, Tokenizer};
 
 use crate::Failure;
 use crate::cmd::cli::{CalibArgs, DataCommand, FetchArgs, StatsArgs};
+
+/// The data folder a command reads named corpora and tasks from, with missing files fetched
+/// from their public repositories when online ([`spindle_data::sources`]); with no folder found
+/// and the hub reachable in principle, a folder in spindle's cache that fills as files are needed.
+pub(crate) fn data_dir(flag: Option<&Path>) -> Result<DataDir, Failure> {
+    let fetch = if !cfg!(feature = "hub") {
+        Fetch::Never
+    } else if spindle::hub::offline() {
+        Fetch::Offline
+    } else {
+        Fetch::Hub
+    };
+    match DataDir::resolve(flag) {
+        Ok(dir) => Ok(dir.with_fetch(fetch)),
+        Err(DataError::NoDataDir { looked }) if fetch == Fetch::Hub => {
+            let root = zoo::cache_dir().join("data");
+            tracing::warn!(
+                "no data folder in {}: using {}, where named corpora and tasks are fetched as needed",
+                looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                root.display()
+            );
+            Ok(DataDir::in_cache(&root).map_err(|e| Failure::Usage(e.to_string()))?.with_fetch(fetch))
+        }
+        Err(e) => Err(Failure::Usage(e.to_string())),
+    }
+}
 
 pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
     // A data directory that cannot be found is a usage problem: the fix is a flag or a variable.
@@ -31,8 +57,8 @@ pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
             crate::cmd::check_outputs(None, &[("--json", json.as_deref())], &[dir.root()])?;
             verify(&dir, json.as_deref())
         }
-        DataCommand::Calib(args) => calib(&resolve()?, args),
-        DataCommand::Stats(args) => stats(&resolve()?, args),
+        DataCommand::Calib(args) => calib(&data_dir(flag)?, args),
+        DataCommand::Stats(args) => stats(&data_dir(flag)?, args),
         // Writes into its own --into folder; needs no existing data folder.
         DataCommand::Fetch(args) => fetch(args),
     }

@@ -7,9 +7,9 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 use spindle::{output, progress, zoo};
+use spindle_data::Tokenizer;
 use spindle_data::cache::TokenCache;
 use spindle_data::corpus::{Corpus, eval_tokens};
-use spindle_data::{DataDir, Tokenizer};
 use spindle_eval::{PplConfig, Scoring, TaskConfig};
 use spindle_model::{Model, Runtime};
 use tch::Kind;
@@ -119,7 +119,7 @@ pub fn run(args: EvalArgs, runtime: Runtime, data_flag: Option<&std::path::Path>
     if args.batch_size == 0 || args.limit == Some(0) || args.seqlen == Some(0) || args.max_windows == Some(0) {
         return Err(Failure::Usage("--batch-size, --limit, --max-windows and --seqlen must be at least 1".into()));
     }
-    let data = DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?;
+    let data = crate::cmd::data::data_dir(data_flag)?;
     let dir = crate::cmd::resolve_model(&args.model)?;
     let files: Vec<&str> = corpora.iter().map(String::as_str).collect();
     let mut inputs = crate::cmd::inputs(&dir, &files);

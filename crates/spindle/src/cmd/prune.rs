@@ -10,7 +10,6 @@ use spindle::induce::{BlockInduction, BlockReconstruction};
 use spindle::prune::{BlockReport, LinearReport, PipelineError, PruneConfig, PruneReport};
 use spindle::recipe::{CalibrationInfo, Event, Recipe, RecipeReport, Resolved};
 use spindle::{mem, output, progress};
-use spindle_data::DataDir;
 use spindle_model::Runtime;
 
 use crate::Failure;
@@ -58,7 +57,7 @@ pub fn run(args: PruneArgs, runtime: Runtime, data_flag: Option<&Path>) -> Resul
     }
     crate::cmd::check_outputs(Some(&out), &[("--json", args.json.as_deref())], &crate::cmd::inputs(&dir, &read))?;
     let data = match &resolved.calibration {
-        Some(_) => Some(DataDir::resolve(data_flag).map_err(|e| Failure::Usage(e.to_string()))?),
+        Some(_) => Some(crate::cmd::data::data_dir(data_flag)?),
         None => None,
     };
 
