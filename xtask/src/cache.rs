@@ -307,11 +307,26 @@ pub(crate) fn output_stem(root: &Path, table: &str, profile: &str) -> PathBuf {
     results_dir(root).join(name)
 }
 
-/// The data folder and code version runs are keyed by, from `--data-dir` or the convention.
+/// The papers' C4 shards (`spindle_data::corpus::C4_TRAIN_SHARD`, `C4_VALIDATION_SHARD`): with
+/// both in the data folder spindle reads C4 from them instead of the offline sample.
+const C4_SHARDS: [&str; 2] = ["c4/en/c4-train.00000-of-01024.json.gz", "c4/en/c4-validation.00000-of-00008.json.gz"];
+
+/// The data folder and code version runs are keyed by, from `--data-dir` or the convention. The
+/// data hash covers the folder's `SHA256SUMS` and, when both are present, the C4 shards' digests
+/// (which C4 a run reads is part of what determines its figures).
 pub(crate) fn fingerprint(data_flag: Option<&Path>, root: &Path) -> Result<Fingerprint> {
     let data_dir = data_dir(data_flag, root)?;
     let sums = data_dir.join("SHA256SUMS");
-    let bytes = std::fs::read(&sums).with_context(|| format!("reading {} (the data folder's checksums)", sums.display()))?;
+    let mut bytes = std::fs::read(&sums).with_context(|| format!("reading {} (the data folder's checksums)", sums.display()))?;
+    if C4_SHARDS.iter().all(|s| data_dir.join(s).is_file()) {
+        for s in C4_SHARDS {
+            let path = data_dir.join(s);
+            let mut h = Sha256::new();
+            std::io::copy(&mut File::open(&path).with_context(|| format!("opening {}", path.display()))?, &mut h)
+                .with_context(|| format!("reading {}", path.display()))?;
+            bytes.extend_from_slice(format!("\n{}  {s}", hex(&h.finalize())).as_bytes());
+        }
+    }
     Ok(Fingerprint { data_hash: hex(&Sha256::digest(&bytes)), data_dir, code_version: code_version(root)? })
 }
 
@@ -356,6 +371,14 @@ mod tests {
 
     fn fp() -> Fingerprint {
         Fingerprint { data_dir: PathBuf::from("/d"), data_hash: "d".repeat(64), code_version: "c".repeat(64) }
+    }
+
+    #[test]
+    fn the_c4_shards_are_the_ones_spindle_reads() {
+        let corpus = include_str!("../../crates/spindle-data/src/corpus.rs");
+        for s in C4_SHARDS {
+            assert!(corpus.contains(&format!("\"{s}\"")), "{s}");
+        }
     }
 
     #[test]

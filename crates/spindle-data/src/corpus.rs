@@ -3,9 +3,14 @@
 //!
 //! Evaluation text (perplexity), as SparseGPT/Wanda build it:
 //! - `wikitext2`: `"\n\n".join(test rows)`;
-//! - `c4`: `" ".join(documents)`, tokenized, truncated to 256 × seqlen tokens. Offline there is no
-//!   C4 train shard: perplexity uses documents [1000, 2000) of `c4-validation-sample-2k.parquet`
-//!   and calibration documents [0, 1000) ([`C4_NOTE`] says so in every report);
+//! - `c4`: `" ".join(documents)`, tokenized, truncated to 256 × seqlen tokens. With the papers'
+//!   shards in the data folder (`c4/en/c4-train.00000-of-01024.json.gz` and
+//!   `c4/en/c4-validation.00000-of-00008.json.gz`, as `allenai/c4` holds them; `spindle data fetch`
+//!   puts them there), perplexity uses the validation shard's first 1100 documents and calibration
+//!   the whole train shard, exactly as the SparseGPT/Wanda loaders do. Without them, the offline
+//!   sample stands in: perplexity uses documents [1000, 2000) of `c4-validation-sample-2k.parquet`
+//!   and calibration documents [0, 1000) ([`C4_NOTE`] says so in every report). Which one is used
+//!   depends only on the files present ([`c4_source`]), never on the network;
 //! - `ptb`: `" ".join(test sentences)`;
 //! - a file: a `.txt` file's whole text, or `"\n\n".join` of the `text` column of a `.jsonl` or
 //!   `.parquet` file.
@@ -28,6 +33,53 @@ pub const C4_NOTE: &str = "C4: no train shard offline; calibration draws from do
 
 const WIKITEXT2_TEST: &str = "wikitext/wikitext-2-raw-v1/test-00000-of-00001.parquet";
 const C4_SAMPLE: &str = "c4/en/c4-validation-sample-2k.parquet";
+/// The papers' C4 files (`allenai/c4`), relative to the data folder.
+pub const C4_TRAIN_SHARD: &str = "c4/en/c4-train.00000-of-01024.json.gz";
+pub const C4_VALIDATION_SHARD: &str = "c4/en/c4-validation.00000-of-00008.json.gz";
+/// The reference's C4 perplexity text: `" ".join(valdata[:1100]["text"])`.
+const C4_VALIDATION_DOCS: usize = 1100;
+
+/// Which C4 files a run reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum C4Source {
+    /// The papers' train and validation shards.
+    Shards,
+    /// The offline validation sample, split in two.
+    Sample,
+}
+
+impl fmt::Display for C4Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            C4Source::Shards => "shards",
+            C4Source::Sample => "sample",
+        })
+    }
+}
+
+/// The shards when both are in the data folder, else the sample.
+pub fn c4_source(root: &Path) -> C4Source {
+    if root.join(C4_TRAIN_SHARD).is_file() && root.join(C4_VALIDATION_SHARD).is_file() { C4Source::Shards } else { C4Source::Sample }
+}
+
+/// The `text` field of each line of a gzipped JSON-lines file (C4's shards).
+pub fn read_json_gz_documents(path: &Path) -> Result<Vec<String>, DataError> {
+    use std::io::BufRead;
+    let file = spindle_io::regular_file(path).map_err(|io| DataError::Io { path: path.to_path_buf(), io })?;
+    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
+    let bad = |problem: String| DataError::Corpus { path: path.to_path_buf(), problem };
+    let mut docs = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| bad(format!("line {}: {e}", i + 1)))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(format!("line {}: not JSON: {e}", i + 1)))?;
+        let text = value.get("text").and_then(|t| t.as_str()).ok_or_else(|| bad(format!("line {}: no string field `text`", i + 1)))?;
+        docs.push(text.to_owned());
+    }
+    Ok(docs)
+}
 const PTB_TEST: &str = "ptb_text_only/penn_treebank/test-00000-of-00001.parquet";
 
 /// The data-folder files the named corpora read.
@@ -110,6 +162,12 @@ pub fn eval_documents(corpus: &Corpus, dir: &DataDir) -> Result<Documents, DataE
             let source = dir.file(WIKITEXT2_TEST)?;
             Documents { docs: crate::parquet::read_string_column(&source, "text")?, source, note: "" }
         }
+        Corpus::C4 if c4_source(dir.root()) == C4Source::Shards => {
+            let source = dir.join(C4_VALIDATION_SHARD);
+            let mut docs = read_json_gz_documents(&source)?;
+            docs.truncate(C4_VALIDATION_DOCS);
+            Documents { docs, source, note: "" }
+        }
         Corpus::C4 => {
             let source = dir.file(C4_SAMPLE)?;
             let all = crate::parquet::read_string_column(&source, "text")?;
@@ -144,6 +202,10 @@ pub fn eval_text(corpus: &Corpus, docs: &Documents) -> (String, Option<usize>) {
 /// The documents calibration windows are drawn from.
 pub fn calibration_documents(corpus: &Corpus, dir: &DataDir) -> Result<Documents, DataError> {
     let docs = match corpus {
+        Corpus::C4 if c4_source(dir.root()) == C4Source::Shards => {
+            let source = dir.join(C4_TRAIN_SHARD);
+            Documents { docs: read_json_gz_documents(&source)?, source, note: "" }
+        }
         Corpus::C4 => {
             let source = dir.file(C4_SAMPLE)?;
             let mut all = crate::parquet::read_string_column(&source, "text")?;
@@ -215,12 +277,20 @@ pub fn sample_windows(
     if seqlen == 0 {
         return Err(DataError::Corpus { path: docs.source.clone(), problem: "seqlen must be at least 1".into() });
     }
-    let mut lengths = Vec::with_capacity(n);
-    for i in 0..n {
-        lengths.push(tokens(i)?.len());
+    // Documents are tokenized only as needed (C4's train shard has 356k): first in order until
+    // one is long enough (which proves the draw below ends; with none, the reference would loop
+    // forever), then the drawn ones.
+    let mut lengths: Vec<Option<usize>> = vec![None; n];
+    let mut longest = 0;
+    for (i, slot) in lengths.iter_mut().enumerate() {
+        let l = tokens(i)?.len();
+        *slot = Some(l);
+        longest = longest.max(l);
+        if l > seqlen {
+            break;
+        }
     }
-    if !lengths.iter().any(|&l| l > seqlen) {
-        let longest = lengths.iter().copied().max().unwrap_or(0);
+    if longest <= seqlen {
         return Err(DataError::NoLongDocument { path: docs.source.clone(), seqlen, longest });
     }
     let mut rng = PyRandom::new(seed);
@@ -229,7 +299,15 @@ pub fn sample_windows(
         let doc = loop {
             let i =
                 rng.randint(0, n as i64 - 1).map_err(|e| DataError::Corpus { path: docs.source.clone(), problem: e.to_string() })? as usize;
-            if lengths[i] > seqlen {
+            let length = match lengths[i] {
+                Some(l) => l,
+                None => {
+                    let l = tokens(i)?.len();
+                    lengths[i] = Some(l);
+                    l
+                }
+            };
+            if length > seqlen {
                 break i;
             }
         };
@@ -248,6 +326,46 @@ mod tests {
 
     fn data() -> DataDir {
         DataDir::resolve_from(None, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
+    }
+
+    fn gz_lines(path: &Path, docs: &[String], extra: &str) {
+        use std::io::Write;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut e = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+        for d in docs {
+            writeln!(e, "{}", serde_json::json!({"text": d, "url": "u", "timestamp": "t"})).unwrap();
+        }
+        e.write_all(extra.as_bytes()).unwrap();
+        e.finish().unwrap();
+    }
+
+    /// With the papers' two shards in the data folder, C4 perplexity is the validation shard's
+    /// first 1100 documents and calibration draws from the whole train shard, with no note; with
+    /// either missing, the offline sample and its note. Only the files decide.
+    #[test]
+    fn c4_reads_the_papers_shards_when_both_are_there() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = DataDir::resolve_with(Some(t.path()), None, t.path()).unwrap();
+        let val: Vec<String> = (0..1200).map(|i| format!("validation document {i}")).collect();
+        let train: Vec<String> = (0..30).map(|i| format!("train document {i}")).collect();
+        gz_lines(&t.path().join(C4_VALIDATION_SHARD), &val, "");
+        assert_eq!(c4_source(t.path()), C4Source::Sample, "one shard is not enough");
+        gz_lines(&t.path().join(C4_TRAIN_SHARD), &train, "\n");
+        assert_eq!(c4_source(t.path()), C4Source::Shards);
+        let docs = eval_documents(&Corpus::C4, &dir).unwrap();
+        assert_eq!((docs.docs.as_slice(), docs.note), (&val[..1100], ""));
+        assert_eq!(docs.source, t.path().join(C4_VALIDATION_SHARD));
+        let (text, limit) = eval_text(&Corpus::C4, &docs);
+        assert_eq!((text, limit), (val[..1100].join(" "), Some(256)));
+        let docs = calibration_documents(&Corpus::C4, &dir).unwrap();
+        assert_eq!((docs.docs, docs.note), (train, ""));
+        // A broken line is named.
+        gz_lines(&t.path().join(C4_TRAIN_SHARD), &[], "{\"text\": \"a\"}\n{\"url\": 1}\n");
+        let err = calibration_documents(&Corpus::C4, &dir).unwrap_err();
+        assert_eq!(err.to_string(), format!("{}: line 2: no string field `text`", t.path().join(C4_TRAIN_SHARD).display()));
+        std::fs::remove_file(t.path().join(C4_TRAIN_SHARD)).unwrap();
+        // The sample is not in this folder: its reader reports it.
+        assert!(calibration_documents(&Corpus::C4, &dir).unwrap_err().to_string().contains("c4-validation-sample-2k.parquet"));
     }
 
     fn golden_case(name: &str) -> serde_json::Value {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde::Serialize;
 use spindle_data::DataDir;
 use spindle_data::cache::{TokenCache, file_sha256};
-use spindle_data::corpus::{Corpus, calibration_documents, sample_windows, tokenize_documents};
+use spindle_data::corpus::{Corpus, Documents, calibration_documents, sample_windows, tokenize_documents};
 use spindle_induce::{DistributionConfig, EquivalentSnlConfig, FeatureConfig, FeatureSource, PruningAware as InducePruningAware, Scorer};
 use spindle_model::{Model, ModelConfig};
 use spindle_prune::magnitude::Scope as PruneScope;
@@ -221,8 +221,33 @@ pub struct CalibrationInfo {
     pub windows: Vec<(usize, usize)>,
 }
 
+/// The calibration windows of `docs` (the reference loaders' draw): a small corpus tokenized
+/// through the token cache, a large one (C4's train shard) only where the draw looks, as the
+/// reference loader does. The ids are the same either way.
+pub fn calibration_windows(
+    docs: &Documents,
+    corpus: &Corpus,
+    tokenizer: &spindle_data::Tokenizer,
+    tokens: &TokenCache,
+    nsamples: usize,
+    seqlen: usize,
+    seed: i64,
+) -> Result<Vec<spindle_data::corpus::Window>, spindle_data::DataError> {
+    if docs.docs.len() <= LAZY_DOCUMENTS {
+        let (ids, _) = tokenize_documents(docs, &format!("calib:{corpus}"), tokenizer, tokens)?;
+        sample_windows(docs, &mut |i| Ok(ids[i].clone()), nsamples, seqlen, seed)
+    } else {
+        sample_windows(docs, &mut |i| tokenizer.encode(&docs.docs[i], true), nsamples, seqlen, seed)
+    }
+}
+
+/// Above this many documents, calibration tokenizes only the documents its draw looks at.
+pub const LAZY_DOCUMENTS: usize = 10_000;
+
 /// `[nsamples, seqlen]` calibration ids drawn as the reference loaders draw them from `data`,
 /// tokenized by the model's tokenizer (cached in `tokens`).
+///
+/// Corpora of more documents than [`LAZY_DOCUMENTS`] are tokenized only where the draw looks.
 pub fn draw_calibration(
     model_dir: &Path,
     c: &ResolvedCalibration,
@@ -233,8 +258,7 @@ pub fn draw_calibration(
     let tokenizer = spindle_data::Tokenizer::from_file(&model_dir.join("tokenizer.json"))?;
     let Ok(corpus) = c.source.parse::<Corpus>();
     let docs = calibration_documents(&corpus, data)?;
-    let (ids, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, tokens)?;
-    let windows = sample_windows(&docs, &mut |i| Ok(ids[i].clone()), c.nsamples, seqlen, c.seed)?;
+    let windows = calibration_windows(&docs, &corpus, &tokenizer, tokens, c.nsamples, seqlen, c.seed)?;
     let flat: Vec<i64> = windows.iter().flat_map(|w| w.ids.iter().map(|&t| i64::from(t))).collect();
     let tensor = Tensor::from_slice(&flat).view([c.nsamples as i64, seqlen as i64]);
     let info = CalibrationInfo {

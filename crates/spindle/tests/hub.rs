@@ -92,9 +92,17 @@ fn answer(mut conn: TcpStream, files: &BTreeMap<String, Vec<u8>>) -> std::io::Re
     // Dataset repositories are served at the same paths under `/datasets`.
     let path = path.strip_prefix("/datasets").map(str::to_owned).unwrap_or(path);
     let repo_of = |p: &str| {
-        ["spindle-test/stories", "spindle-test/gated", "spindle-test/hostile", "Salesforce/wikitext", "nyu-mll/glue", "allenai/winogrande"]
-            .into_iter()
-            .find(|r| p.contains(r))
+        [
+            "spindle-test/stories",
+            "spindle-test/gated",
+            "spindle-test/hostile",
+            "Salesforce/wikitext",
+            "nyu-mll/glue",
+            "allenai/winogrande",
+            "allenai/c4",
+        ]
+        .into_iter()
+        .find(|r| p.contains(r))
     };
     let Some(repo) = repo_of(&path) else { return respond(&mut conn, "404 Not Found", &[], b"no such repo") };
     if repo.ends_with("gated") && headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}")) {
@@ -271,6 +279,19 @@ fn named_corpora_and_tasks_missing_from_the_data_folder_are_fetched_and_checked(
         ),
     ]
     .into();
+    // Two tiny C4 shards, gzipped JSON lines as allenai/c4 holds them.
+    let c4: BTreeMap<&str, Vec<u8>> = ["en/c4-validation.00000-of-00008.json.gz", "en/c4-train.00000-of-01024.json.gz"]
+        .into_iter()
+        .map(|shard| {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            for i in 0..1200 {
+                writeln!(e, "{}", serde_json::json!({"text": format!("Once upon a time there was a cat number {i} in {shard}.")})).unwrap();
+            }
+            (shard, e.finish().unwrap())
+        })
+        .collect();
+    let files: BTreeMap<String, Vec<u8>> = files.into_iter().chain(c4.iter().map(|(k, v)| ((*k).to_owned(), v.clone()))).collect();
     let mut hub = Hub::serve(files);
     let url = hub.url.clone();
     let data = t.path().join("data");
@@ -336,6 +357,27 @@ fn named_corpora_and_tasks_missing_from_the_data_folder_are_fetched_and_checked(
     // No data folder anywhere: spindle's cache holds what is fetched.
     assert_eq!(stats("", &t.path().join("b.json"), &work, &[]), reference);
     assert_eq!(std::fs::read(t.path().join("cache/data/wikitext").join(wikitext)).unwrap(), real);
+
+    // The papers' C4 shards, fetched into the folder's layout, are what C4 then reads (no
+    // offline-sample note), for perplexity and calibration.
+    for shard in ["en/c4-validation.00000-of-00008.json.gz", "en/c4-train.00000-of-01024.json.gz"] {
+        let o = run(&["data", "fetch", "allenai/c4", shard, "--into", d], &[], &work);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(data.join("c4").join(shard)).unwrap(), c4[shard]);
+    }
+    let json = t.path().join("c4.json");
+    let o = run(
+        &["data", "stats", "--model", m, "--corpus", "c4", "--seqlen", "16", "--data-dir", d, "--json", json.to_str().unwrap()],
+        &[],
+        &work,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((v["documents"].as_u64(), v["note"].as_str()), (Some(1100), Some("")), "{v}");
+    let o = run(&["data", "calib", "--model", m, "--calib", "c4", "--nsamples", "2", "--seqlen", "8", "--data-dir", d], &[], &work);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.lines().count() == 2 && !out.contains("no train shard"), "{out}");
 
     // The hub gone: the fetched file serves.
     hub.stop();

@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow};
 use serde_json::json;
 use spindle::{output, progress, zoo};
 use spindle_data::cache::TokenCache;
-use spindle_data::corpus::{Corpus, calibration_documents, eval_tokens, sample_windows, tokenize_documents};
+use spindle_data::corpus::{Corpus, calibration_documents, eval_tokens};
 use spindle_data::{DataDir, DataError, Fetch, FileStatus, Tokenizer};
 
 use crate::Failure;
@@ -115,8 +115,8 @@ fn calib(dir: &DataDir, args: CalibArgs) -> Result<(), Failure> {
     let seqlen = c.seqlen.unwrap_or(2048.min(context));
     let Ok(corpus) = c.source.parse::<Corpus>();
     let docs = calibration_documents(&corpus, dir).map_err(crate::cmd::corpus_failure)?;
-    let (tokens, _) = tokenize_documents(&docs, &format!("calib:{corpus}"), &tokenizer, &token_cache()).map_err(anyhow::Error::from)?;
-    let windows = sample_windows(&docs, &mut |i| Ok(tokens[i].clone()), c.nsamples, seqlen, c.seed).map_err(anyhow::Error::from)?;
+    let windows = spindle::recipe::calibration_windows(&docs, &corpus, &tokenizer, &token_cache(), c.nsamples, seqlen, c.seed)
+        .map_err(anyhow::Error::from)?;
     for (k, w) in windows.iter().enumerate() {
         say!("{k}\tdoc {}\toffset {}", w.doc, w.offset);
     }
