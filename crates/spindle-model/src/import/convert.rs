@@ -612,7 +612,16 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
         let t = Tensor::from_slice(&values).view(dims.as_slice());
         match transform {
             Transform::Copy => out_dir.push(name, t)?,
-            Transform::Unpermute(h) => out_dir.push(name, unpermute_rope_rows(&t, h))?,
+            Transform::Unpermute(h) => {
+                // Rows in pairs per head, as the permutation needs them (else a malformed file).
+                if dims.len() != 2 || h <= 0 || dims[0] % (2 * h) != 0 {
+                    return Err(ConvertError::Invalid {
+                        path,
+                        what: format!("tensor `{}` has shape {dims:?}, not [{h} heads × an even head size, columns]", info.name),
+                    });
+                }
+                out_dir.push(name, unpermute_rope_rows(&t, h))?
+            }
             // In fp32, as transformers' Gemma2TensorProcessor does after dequantizing.
             Transform::MinusOne => out_dir.push(name, t - 1.0)?,
             Transform::Experts(which) => {
