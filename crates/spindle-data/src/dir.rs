@@ -94,11 +94,10 @@ impl DataDir {
         Err(DataError::NoDataDir { looked: defaults.into_iter().map(|(p, _)| p).collect() })
     }
 
-    /// A data folder in spindle's cache (`root`, created if needed), for when no folder is found
-    /// and files can be fetched.
-    pub fn in_cache(root: &Path) -> Result<DataDir, DataError> {
-        std::fs::create_dir_all(root).map_err(|io| DataError::Io { path: root.to_path_buf(), io })?;
-        Ok(DataDir { root: root.to_path_buf(), source: DataDirSource::Cache, fetch: Fetch::Never })
+    /// A data folder in spindle's cache (`root`, created when a file is fetched into it), for
+    /// when no folder is found and files can be fetched.
+    pub fn in_cache(root: &Path) -> DataDir {
+        DataDir { root: root.to_path_buf(), source: DataDirSource::Cache, fetch: Fetch::Never }
     }
 
     /// The same folder with `fetch` for missing files.

@@ -74,7 +74,8 @@ pub fn fetch_verified(h: &crate::sources::HubFile, target: &Path) -> Result<(), 
     let partial = parent.join(format!(".{}.partial", target.file_name().and_then(|n| n.to_str()).unwrap_or("download")));
     std::fs::copy(&downloaded, &partial).map_err(|io| DataError::Io { path: partial.clone(), io })?;
     std::fs::rename(&partial, target).map_err(|io| DataError::Io { path: target.to_path_buf(), io })?;
-    tracing::info!(repo = %h.repo, file = %h.file, path = %target.display(), "fetched and verified");
+    // A download is worth seeing: where the data now is.
+    tracing::warn!("fetched {} from hub dataset {} (SHA-256 checked) into {}", h.file, h.repo, target.display());
     Ok(())
 }
 

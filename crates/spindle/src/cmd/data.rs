@@ -27,12 +27,12 @@ pub(crate) fn data_dir(flag: Option<&Path>) -> Result<DataDir, Failure> {
         Ok(dir) => Ok(dir.with_fetch(fetch)),
         Err(DataError::NoDataDir { looked }) if fetch == Fetch::Hub => {
             let root = zoo::cache_dir().join("data");
-            tracing::warn!(
+            tracing::debug!(
                 "no data folder in {}: using {}, where named corpora and tasks are fetched as needed",
                 looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
                 root.display()
             );
-            Ok(DataDir::in_cache(&root).map_err(|e| Failure::Usage(e.to_string()))?.with_fetch(fetch))
+            Ok(DataDir::in_cache(&root).with_fetch(fetch))
         }
         Err(e) => Err(Failure::Usage(e.to_string())),
     }
