@@ -95,10 +95,24 @@ pub(crate) fn derived_ppl(eval: &Value, d: &crate::spec::Derived) -> Result<f64>
     Ok((total / (d.windows as u64 * seqlen) as f64).exp())
 }
 
+/// The data hash of a listing made without a data folder (never a real SHA-256).
+const NO_DATA: &str = "none (no data folder)";
+
 pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     let root = project_root();
     let table = spec::load(&root, &args.table)?;
-    let fp = fingerprint(args.data_dir.as_deref(), &root)?;
+    // A listing needs no data folder: the runs are the spec's, only their keys hash the folder.
+    // Without one, `--dry-run` lists them with no keys (CI checks the specs this way in a fork).
+    let listing_without_data = args.dry_run && crate::cache::data_dir(args.data_dir.as_deref(), &root).is_err();
+    let fp = if listing_without_data {
+        crate::cache::Fingerprint {
+            data_dir: PathBuf::from("(no data folder)"),
+            data_hash: NO_DATA.to_owned(),
+            code_version: crate::cache::code_version(&root)?,
+        }
+    } else {
+        fingerprint(args.data_dir.as_deref(), &root)?
+    };
     let mut planned = plan(&table, &args.profile, &args.only, &fp)?;
     let cache = cache_dir(&root);
     if args.jobs == 0 || args.threads == 0 {
@@ -154,6 +168,11 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     }
 
     if args.dry_run {
+        if listing_without_data {
+            println!(
+                "no data folder (pass --data-dir, set SPINDLE_DATA, or place it at ./data or ../shared/data): the run keys are not shown"
+            );
+        }
         println!(
             "{} ({} profile): {} runs; code {}, data {} ({})",
             table.name,
@@ -170,7 +189,7 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
                 (Ok(_), None) if p.dir(&cache).is_some_and(|d| d.join("model/config.json").is_file()) => "pruned, to evaluate".to_owned(),
                 (Ok(_), None) => "to run".to_owned(),
             };
-            let key = p.key.as_deref().unwrap_or("-");
+            let key = if listing_without_data { "-" } else { p.key.as_deref().unwrap_or("-") };
             let seed = p.run.seed.map_or_else(|| "-".to_owned(), |s| s.to_string());
             println!("  {:<14} {:<28} seed {seed:<3} {key:<24}  {state}", p.run.model.id, p.run.row.id);
             if let Ok(src) = &p.source {
