@@ -168,20 +168,12 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     }
 
     if args.dry_run {
-        if listing_without_data {
-            println!(
-                "no data folder (pass --data-dir, set SPINDLE_DATA, or place it at ./data or ../shared/data): the run keys are not shown"
-            );
-        }
-        println!(
-            "{} ({} profile): {} runs; code {}, data {} ({})",
-            table.name,
-            args.profile,
-            planned.len(),
-            &fp.code_version[..12],
-            &fp.data_hash[..12],
-            fp.data_dir.display()
-        );
+        let data = if listing_without_data {
+            "no data folder (pass --data-dir, set SPINDLE_DATA, or place it at ./data or ../shared/data): run keys not shown".to_owned()
+        } else {
+            format!("data {} ({})", &fp.data_hash[..12], fp.data_dir.display())
+        };
+        println!("{} ({} profile): {} runs; code {}, {data}", table.name, args.profile, planned.len(), &fp.code_version[..12]);
         for p in &planned {
             let state = match (&p.source, p.finished(&cache)) {
                 (Err(e), _) => format!("cannot run: {e}"),
