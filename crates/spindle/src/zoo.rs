@@ -67,6 +67,10 @@ pub enum ZooError {
     Data(#[from] spindle_data::DataError),
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
+    /// An `A/B` argument that is no directory was read as a hub id, and that failed too: a
+    /// mistyped relative path reads this way, so both readings are named.
+    #[error("{hub} (and no directory {arg:?} exists)")]
+    HubOrPath { arg: String, hub: crate::hub::HubError },
 }
 
 /// `$SPINDLE_CACHE`, else `$XDG_CACHE_HOME/spindle`, else `~/.cache/spindle`, else `./.spindle-cache`.
@@ -88,7 +92,8 @@ pub fn resolve_model(arg: &str, cache: &Path, progress: &mut dyn FnMut(usize, us
         return Ok(path.to_path_buf());
     }
     if let Some(id) = crate::hub::HubId::parse(arg) {
-        return Ok(crate::hub::resolve(&id, progress, &mut |w| tracing::warn!("{w}"))?);
+        return crate::hub::resolve(&id, progress, &mut |w| tracing::warn!("{w}"))
+            .map_err(|hub| ZooError::HubOrPath { arg: arg.to_owned(), hub });
     }
     let Some(model) = KnownModel::from_name(arg) else {
         let known = KnownModel::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");

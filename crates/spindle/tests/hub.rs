@@ -230,6 +230,8 @@ fn hub_ids_download_into_the_hugging_face_cache_and_resolve_offline() {
     let o = run(&["inspect", "spindle-test/other"], &env(&[]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("spindle-test/other@main") && err.contains("cannot be reached") && err.lines().count() == 1, "{err}");
+    // A mistyped relative path reads as a hub id: both readings are named.
+    assert!(err.trim_end().ends_with("(and no directory \"spindle-test/other\" exists)"), "{err}");
 
     // A pruned hub model runs end to end from the cache.
     let pruned = t.path().join("pruned");
