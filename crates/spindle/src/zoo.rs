@@ -70,7 +70,7 @@ pub enum ZooError {
     /// An `A/B` argument that is no directory was read as a hub id, and that failed too: a
     /// mistyped relative path reads this way, so both readings are named.
     #[error("{hub} (and no directory {arg:?} exists)")]
-    HubOrPath { arg: String, hub: crate::hub::HubError },
+    HubOrPath { arg: String, hub: Box<crate::hub::HubError> },
 }
 
 /// `$SPINDLE_CACHE`, else `$XDG_CACHE_HOME/spindle`, else `~/.cache/spindle`, else `./.spindle-cache`.
@@ -93,7 +93,7 @@ pub fn resolve_model(arg: &str, cache: &Path, progress: &mut dyn FnMut(usize, us
     }
     if let Some(id) = crate::hub::HubId::parse(arg) {
         return crate::hub::resolve(&id, progress, &mut |w| tracing::warn!("{w}"))
-            .map_err(|hub| ZooError::HubOrPath { arg: arg.to_owned(), hub });
+            .map_err(|hub| ZooError::HubOrPath { arg: arg.to_owned(), hub: Box::new(hub) });
     }
     let Some(model) = KnownModel::from_name(arg) else {
         let known = KnownModel::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
