@@ -22,61 +22,96 @@ pub fn local_path(into: &Path, repo: &str, file: &str) -> Result<PathBuf, DataEr
     Ok(into.join(name).join(rel))
 }
 
-/// Downloads `file` of dataset `repo` at `revision` (through hf-hub's own cache) and places it
-/// at [`local_path`]; returns that path. An existing file there is kept.
+/// Downloads `file` of dataset `repo` at `revision` through hf-hub's cache (`HF_HOME`,
+/// `HF_ENDPOINT`, and `HF_TOKEN` for a gated repository); the path of the cached file.
 #[cfg(feature = "hub")]
-pub fn fetch(repo: &str, revision: &str, file: &str, into: &Path) -> Result<PathBuf, DataError> {
-    use hf_hub::{Repo, RepoType};
-    let target = local_path(into, repo, file)?;
-    if target.is_file() {
-        return Ok(target);
-    }
-    let err = |problem: String| DataError::Hub { repo: repo.to_owned(), file: file.to_owned(), problem };
-    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(false).build().map_err(|e| err(e.to_string()))?;
-    let downloaded =
-        api.repo(Repo::with_revision(repo.to_owned(), RepoType::Dataset, revision.to_owned())).get(file).map_err(|e| err(e.to_string()))?;
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|io| DataError::Io { path: parent.to_path_buf(), io })?;
-    }
-    std::fs::copy(&downloaded, &target).map_err(|io| DataError::Io { path: target.clone(), io })?;
-    Ok(target)
-}
-
-/// Downloads `h` (through hf-hub's cache: `HF_HOME`, `HF_ENDPOINT`, and `HF_TOKEN` for a gated
-/// repository), checks its SHA-256 against the recorded one and places it at `target`
-/// atomically (a temporary file beside it, renamed). A file with another digest is not placed.
-#[cfg(feature = "hub")]
-pub fn fetch_verified(h: &crate::sources::HubFile, target: &Path) -> Result<(), DataError> {
+fn download(repo: &str, revision: &str, file: &str) -> Result<PathBuf, DataError> {
     use hf_hub::api::sync::ApiBuilder;
     use hf_hub::{Repo, RepoType};
-    let err = |problem: String| DataError::Hub { repo: h.repo.clone(), file: h.file.clone(), problem };
+    let err = |problem: String| DataError::Hub { repo: repo.to_owned(), file: file.to_owned(), problem };
     // No progress bar from this crate (ARCHITECTURE.md); the download is logged.
     let mut builder = ApiBuilder::from_env().with_progress(false);
     if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
         builder = builder.with_token(Some(token));
     }
     let api = builder.build().map_err(|e| err(e.to_string()))?;
-    let repo = api.repo(Repo::with_revision(h.repo.clone(), RepoType::Dataset, h.revision.clone()));
-    tracing::info!(repo = %h.repo, file = %h.file, "not in the data folder: fetching");
+    let handle = api.repo(Repo::with_revision(repo.to_owned(), RepoType::Dataset, revision.to_owned()));
+    tracing::info!(repo, file, "fetching");
     // hf-hub 0.4 panics on some malformed answers (a redirect without a Location).
-    let downloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| repo.get(&h.file)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle.get(file)))
         .map_err(|_| err("the hub's answer broke the download client".into()))?
-        .map_err(|e| err(e.to_string()))?;
-    let digest = crate::cache::file_sha256(&downloaded)?;
-    if digest != h.sha256 {
-        return Err(err(format!(
-            "downloaded SHA-256 {digest}, not the recorded {} (eval/data_sources.toml): the file is not used",
-            h.sha256
-        )));
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Checks a downloaded file against the checksum the hub sent as its ETag, which hf-hub names
+/// the cached blob by: the SHA-256 of a file stored in LFS, the git blob id (SHA-1 of
+/// `blob <len>\0` and the bytes) of one that is not. Anything else cannot be verified and is
+/// refused.
+#[cfg(feature = "hub")]
+fn verify_etag(downloaded: &Path, repo: &str, file: &str) -> Result<(), DataError> {
+    use sha1::Digest as _;
+    let err = |problem: String| DataError::Hub { repo: repo.to_owned(), file: file.to_owned(), problem };
+    let blob = std::fs::canonicalize(downloaded).map_err(|io| DataError::Io { path: downloaded.to_path_buf(), io })?;
+    let etag = blob.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned();
+    let hex_of = |n: usize| etag.len() == n && etag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let actual = if hex_of(64) {
+        crate::cache::file_sha256(&blob)?
+    } else if hex_of(40) {
+        let bytes = std::fs::read(&blob).map_err(|io| DataError::Io { path: blob.clone(), io })?;
+        let mut h = sha1::Sha1::new();
+        h.update(format!("blob {}\0", bytes.len()).as_bytes());
+        h.update(&bytes);
+        crate::cache::hex(&h.finalize())
+    } else {
+        return Err(err(format!("the hub's ETag {etag:?} is neither a SHA-256 nor a git blob id, so the file cannot be verified")));
+    };
+    if actual != etag {
+        return Err(err(format!("the downloaded bytes hash to {actual}, not the hub's ETag {etag}: the file is not used")));
     }
+    Ok(())
+}
+
+/// Copies `from` to `target` atomically (a temporary file beside it, renamed).
+#[cfg(feature = "hub")]
+fn place(from: &Path, target: &Path) -> Result<(), DataError> {
     let parent = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|io| DataError::Io { path: parent.to_path_buf(), io })?;
     let partial = parent.join(format!(".{}.partial", target.file_name().and_then(|n| n.to_str()).unwrap_or("download")));
-    std::fs::copy(&downloaded, &partial).map_err(|io| DataError::Io { path: partial.clone(), io })?;
+    std::fs::copy(from, &partial).map_err(|io| DataError::Io { path: partial.clone(), io })?;
     std::fs::rename(&partial, target).map_err(|io| DataError::Io { path: target.to_path_buf(), io })?;
     // A download is worth seeing: where the data now is.
-    tracing::warn!("fetched {} from hub dataset {} (SHA-256 checked) into {}", h.file, h.repo, target.display());
+    tracing::warn!("fetched {} (checksum verified) into {}", from.display(), target.display());
     Ok(())
+}
+
+/// Downloads `file` of dataset `repo` at `revision`, checks it against the hub's own checksum
+/// (its ETag), and places it at [`local_path`]; returns that path. An existing file there is kept.
+#[cfg(feature = "hub")]
+pub fn fetch(repo: &str, revision: &str, file: &str, into: &Path) -> Result<PathBuf, DataError> {
+    let target = local_path(into, repo, file)?;
+    if target.is_file() {
+        return Ok(target);
+    }
+    let downloaded = download(repo, revision, file)?;
+    verify_etag(&downloaded, repo, file)?;
+    place(&downloaded, &target)?;
+    Ok(target)
+}
+
+/// Downloads `h`, checks its SHA-256 against the recorded one (`eval/data_sources.toml`) and
+/// places it at `target`. A file with another digest is not placed.
+#[cfg(feature = "hub")]
+pub fn fetch_verified(h: &crate::sources::HubFile, target: &Path) -> Result<(), DataError> {
+    let downloaded = download(&h.repo, &h.revision, &h.file)?;
+    let digest = crate::cache::file_sha256(&downloaded)?;
+    if digest != h.sha256 {
+        return Err(DataError::Hub {
+            repo: h.repo.clone(),
+            file: h.file.clone(),
+            problem: format!("downloaded SHA-256 {digest}, not the recorded {} (eval/data_sources.toml): the file is not used", h.sha256),
+        });
+    }
+    place(&downloaded, target)
 }
 
 /// Without the `hub` feature nothing is downloaded.
@@ -88,6 +123,35 @@ pub fn fetch_verified(h: &crate::sources::HubFile, _target: &Path) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hub's ETag is the SHA-256 of an LFS file and the git blob id of any other; a download
+    /// is checked against whichever it is, and an ETag that is neither is not trusted.
+    #[cfg(feature = "hub")]
+    #[test]
+    fn downloads_are_checked_against_the_hubs_etag() {
+        let t = tempfile::tempdir().unwrap();
+        let blob = |etag: &str| {
+            let p = t.path().join(etag);
+            std::fs::write(&p, "hello\n").unwrap();
+            p
+        };
+        // `git hash-object` and `sha256sum` of "hello\n".
+        assert!(verify_etag(&blob("ce013625030ba8dba906f756967f9e9ca394464a"), "r", "f").is_ok());
+        assert!(verify_etag(&blob("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"), "r", "f").is_ok());
+        let err = verify_etag(&blob(&"0".repeat(40)), "r", "f").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "hub dataset r, file f: the downloaded bytes hash to ce013625030ba8dba906f756967f9e9ca394464a, not the hub's ETag {}: the file is not used",
+                "0".repeat(40)
+            )
+        );
+        let err = verify_etag(&blob("W-abc"), "r", "f").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "hub dataset r, file f: the hub's ETag \"W-abc\" is neither a SHA-256 nor a git blob id, so the file cannot be verified"
+        );
+    }
 
     #[test]
     fn hub_files_land_where_the_offline_folder_has_them() {

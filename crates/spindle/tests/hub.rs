@@ -10,6 +10,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+
+use sha2::Digest as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -124,7 +126,12 @@ fn answer(mut conn: TcpStream, files: &BTreeMap<String, Vec<u8>>) -> std::io::Re
     }
     let Some((rev, file)) = rest.split_once('/') else { return respond(&mut conn, "404 Not Found", &[], b"") };
     let (true, Some(body)) = (revision_ok(rev), files.get(file)) else { return respond(&mut conn, "404 Not Found", &[], b"") };
-    let etag = format!("\"{:016x}{}\"", body.len(), file.len());
+    // The hub's ETag of a file in LFS is its SHA-256 (a file named `tampered…` gets a wrong one).
+    let etag = if file.contains("tampered") {
+        format!("\"{}\"", "0".repeat(64))
+    } else {
+        format!("\"{}\"", sha2::Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect::<String>())
+    };
     let common = vec![("X-Repo-Commit", COMMIT.to_owned()), ("ETag", etag)];
     match headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.split_once('-')) {
         Some((start, end)) => {
@@ -293,7 +300,11 @@ fn named_corpora_and_tasks_missing_from_the_data_folder_are_fetched_and_checked(
             (shard, e.finish().unwrap())
         })
         .collect();
-    let files: BTreeMap<String, Vec<u8>> = files.into_iter().chain(c4.iter().map(|(k, v)| ((*k).to_owned(), v.clone()))).collect();
+    let files: BTreeMap<String, Vec<u8>> = files
+        .into_iter()
+        .chain(c4.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+        .chain([("en/tampered.json.gz".to_owned(), c4["en/c4-train.00000-of-01024.json.gz"].clone())])
+        .collect();
     let mut hub = Hub::serve(files);
     let url = hub.url.clone();
     let data = t.path().join("data");
@@ -367,6 +378,15 @@ fn named_corpora_and_tasks_missing_from_the_data_folder_are_fetched_and_checked(
         assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(std::fs::read(data.join("c4").join(shard)).unwrap(), c4[shard]);
     }
+    // A download whose bytes do not hash to the hub's ETag is refused and not placed.
+    let o = run(&["data", "fetch", "allenai/c4", "en/tampered.json.gz", "--into", d], &[], &work);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("hub dataset allenai/c4, file en/tampered.json.gz: the downloaded bytes hash to ") && err.contains(&"0".repeat(64)),
+        "{err}"
+    );
+    assert!(!data.join("c4/en/tampered.json.gz").exists());
     let json = t.path().join("c4.json");
     let o = run(
         &["data", "stats", "--model", m, "--corpus", "c4", "--seqlen", "16", "--data-dir", d, "--json", json.to_str().unwrap()],
