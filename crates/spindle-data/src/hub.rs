@@ -74,8 +74,8 @@ fn verify_etag(downloaded: &Path, repo: &str, file: &str) -> Result<(), DataErro
 /// Copies `from` to `target` atomically (a temporary file beside it, renamed).
 #[cfg(feature = "hub")]
 fn place(from: &Path, target: &Path) -> Result<(), DataError> {
-    let parent = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|io| DataError::Io { path: parent.to_path_buf(), io })?;
+    let parent = spindle_io::parent_dir(target);
+    std::fs::create_dir_all(&parent).map_err(|io| DataError::Io { path: parent.to_path_buf(), io })?;
     let partial = parent.join(format!(".{}.partial", target.file_name().and_then(|n| n.to_str()).unwrap_or("download")));
     std::fs::copy(from, &partial).map_err(|io| DataError::Io { path: partial.clone(), io })?;
     std::fs::rename(&partial, target).map_err(|io| DataError::Io { path: target.to_path_buf(), io })?;

@@ -22,7 +22,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The most a text file spindle reads whole may hold (configs, tokenizers, task specs,
 /// checksum lists, one corpus file): 4 GiB. A larger one is refused, never read.
@@ -92,9 +92,25 @@ pub fn read_to_string(path: &Path) -> io::Result<String> {
     String::from_utf8(read(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not UTF-8 text ({e})")))
 }
 
+/// The folder an output path will be written into: its parent, or `.` for a bare file name
+/// (whose `parent()` is the empty path, which no file-system call accepts).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_file_name_is_written_into_the_working_folder() {
+        assert_eq!(parent_dir(Path::new("out")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("a/out")), Path::new("a"));
+        assert_eq!(parent_dir(Path::new("/out")), Path::new("/"));
+    }
 
     #[test]
     fn only_regular_files_are_read_and_never_past_their_bound() {

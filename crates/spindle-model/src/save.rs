@@ -121,10 +121,7 @@ impl HfDirWriter {
         if out.exists() {
             return Err(SaveError::Exists { out: out.to_path_buf() });
         }
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let parent = spindle_io::parent_dir(out);
         std::fs::create_dir_all(&parent).map_err(|io| SaveError::Io { path: parent.clone(), io })?;
         let (removed, unknown) = sweep_partials(&parent);
         for r in removed {

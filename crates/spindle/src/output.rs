@@ -74,10 +74,7 @@ pub fn check_output_path(
             return fail(format!("collides with the output {}", other.display()));
         }
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = spindle_io::parent_dir(path);
     if !parent.is_dir() {
         return fail(format!("the folder {} does not exist", parent.display()));
     }
