@@ -728,13 +728,18 @@ fn train_block(
                         for (path, w) in ws {
                             let s = scalers[k].to_kind(w.kind());
                             let scaled = w * s.view([1, -1]);
+                            let ones = || Tensor::ones([sizes[k]], (Kind::Float, device));
                             let sq_owned;
-                            let sq = match stats {
-                                Some(st) => st.get(k).ok_or(InduceError::NoStatistics)?.sq_norms()?,
-                                None => {
-                                    sq_owned = Tensor::ones([sizes[k]], (Kind::Float, device));
+                            let sq = match stats.map(|st| st.get(k).ok_or(InduceError::NoStatistics).and_then(ChannelStats::sq_norms)) {
+                                Some(Ok(sq)) => sq,
+                                // No statistics asked for, or a group no calibration token reached
+                                // (an expert of a mixture): its mask is by magnitude. It never runs
+                                // on a calibration token, so it adds nothing to the loss either way.
+                                None | Some(Err(InduceError::Prune(PruneError::NoStatistics))) => {
+                                    sq_owned = ones();
                                     &sq_owned
                                 }
+                                Some(Err(e)) => return Err(e),
                             };
                             let m = scorer.select(&scorer.score(&scaled.detach(), sq)?, *pattern)?;
                             match block.linear_at_mut(path) {

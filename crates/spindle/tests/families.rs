@@ -337,3 +337,47 @@ fn owl_sees_each_experts_tokens_per_sequence() {
     assert!(report.blocks.iter().all(|b| b.outlier_ratio.is_some()), "{:?}", report.blocks);
     assert!(report.linears.iter().any(|l| l.fallback.is_some()), "some expert is unreached by four tokens");
 }
+
+/// Sparsity Induction on a mixture of experts, with an expert no calibration token reaches: the
+/// distribution and feature stages run (the feature stage through Wanda's mask reads each
+/// group's statistics), the unreached experts are pruned by the magnitude rule and reported, and
+/// every other expert is pruned on its own tokens.
+#[test]
+fn sparsity_induction_runs_on_a_mixture_with_an_unreached_expert() {
+    use spindle::induce::{InduceConfig, SiteChoice};
+    use spindle_induce::{DistributionConfig, FeatureConfig, PruningAware, Scorer};
+    tch::set_num_threads(1);
+    let model = Model::open(&golden_dir("mixtral"), Device::Cpu, Kind::Float).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let half = Pattern::Unstructured { sparsity: 0.5 };
+    let induce = InduceConfig {
+        distribution: Some(DistributionConfig { scorer: Scorer::Wanda, ..Default::default() }),
+        refine: None,
+        equivalent: None,
+        feature: Some(FeatureConfig { epochs: 1, ..Default::default() }),
+        pruning_aware: PruningAware::Mask,
+        mask: Scorer::Wanda,
+        pattern: half,
+        sites: SiteChoice::All,
+        shift: false,
+    };
+    let one = Tensor::from_slice(&[5i64, 9, 17, 3]).view([1, 4]);
+    let config = PruneConfig { induce: Some(induce), ..cfg(Method::Wanda, half) };
+    let report = prune_model(&model, Some(&one), &config, &t.path().join("si"), &mut |_, _| {}).unwrap();
+    assert_eq!(report.induction.len(), 2, "both blocks were induced");
+    let unreached: Vec<_> = report.linears.iter().filter(|l| l.calibration_tokens == Some(0)).collect();
+    assert!(!unreached.is_empty(), "four tokens leave an expert unreached");
+    assert!(unreached.iter().all(|l| l.fallback.as_deref() == Some(spindle::prune::UNREACHED_RULE)));
+    let pruned = Model::open(&t.path().join("si"), Device::Cpu, Kind::Float).unwrap();
+    let logits = pruned.forward(&golden("mixtral", "input_ids"), None).unwrap();
+    assert!(bool::try_from(logits.isfinite().all()).unwrap());
+    // The equivalent shift needs biases Mixtral has nowhere: refused by name. Reconstruction after
+    // pruning runs.
+    let shift = InduceConfig { distribution: None, feature: None, shift: true, ..config.induce.unwrap() };
+    let shifted = PruneConfig { induce: Some(shift), ..cfg(Method::Wanda, half) };
+    let err = prune_model(&model, Some(&one), &shifted, &t.path().join("shift"), &mut |_, _| {}).unwrap_err();
+    assert_eq!(err.to_string(), "the shift needs linears that can carry a bias, and MixtralForCausalLM has none");
+    let recon = PruneConfig { reconstruct: Some(FeatureConfig { epochs: 1, ..Default::default() }), ..cfg(Method::Wanda, half) };
+    let report = prune_model(&model, Some(&one), &recon, &t.path().join("recon"), &mut |_, _| {}).unwrap();
+    assert_eq!(report.reconstruction.len(), 2);
+}
