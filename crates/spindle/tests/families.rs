@@ -373,11 +373,15 @@ fn sparsity_induction_runs_on_a_mixture_with_an_unreached_expert() {
     assert!(bool::try_from(logits.isfinite().all()).unwrap());
     // The equivalent shift needs biases Mixtral has nowhere: refused by name. Reconstruction after
     // pruning runs.
-    let shift = InduceConfig { distribution: None, feature: None, shift: true, ..config.induce.unwrap() };
+    let shift = InduceConfig { distribution: None, feature: None, shift: true, ..config.induce.clone().unwrap() };
     let shifted = PruneConfig { induce: Some(shift), ..cfg(Method::Wanda, half) };
     let err = prune_model(&model, Some(&one), &shifted, &t.path().join("shift"), &mut |_, _| {}).unwrap_err();
     assert_eq!(err.to_string(), "the shift needs linears that can carry a bias, and MixtralForCausalLM has none");
     let recon = PruneConfig { reconstruct: Some(FeatureConfig { epochs: 1, ..Default::default() }), ..cfg(Method::Wanda, half) };
     let report = prune_model(&model, Some(&one), &recon, &t.path().join("recon"), &mut |_, _| {}).unwrap();
     assert_eq!(report.reconstruction.len(), 2);
+    // With OWL's per-block sparsities too.
+    let owl = PruneConfig { allocation: Allocation::Owl(Default::default()), ..config };
+    let report = prune_model(&model, Some(&one), &owl, &t.path().join("owl"), &mut |_, _| {}).unwrap();
+    assert!(report.blocks.iter().all(|b| b.outlier_ratio.is_some()) && report.induction.len() == 2);
 }
