@@ -373,7 +373,7 @@ fn sparsity_induction_runs_on_a_mixture_with_an_unreached_expert() {
     assert!(bool::try_from(logits.isfinite().all()).unwrap());
     // The equivalent shift needs biases Mixtral has nowhere: refused by name. Reconstruction after
     // pruning runs.
-    let shift = InduceConfig { distribution: None, feature: None, shift: true, ..config.induce.clone().unwrap() };
+    let shift = InduceConfig { distribution: None, feature: None, shift: true, ..config.induce.unwrap() };
     let shifted = PruneConfig { induce: Some(shift), ..cfg(Method::Wanda, half) };
     let err = prune_model(&model, Some(&one), &shifted, &t.path().join("shift"), &mut |_, _| {}).unwrap_err();
     assert_eq!(err.to_string(), "the shift needs linears that can carry a bias, and MixtralForCausalLM has none");
