@@ -316,6 +316,46 @@ fn qwen2_and_qwen3_ggufs_convert_to_transformers_logits_and_tokens() {
     }
 }
 
+/// A Llama-3-style GGUF (`tests/golden/gguf/make_llama3_gguf.py`: the `llama3-rope` fixture as
+/// llama.cpp writes Llama 3.x, its RoPE scaling only in `rope_freqs.weight`, the split named
+/// "llama-bpe") converts into a directory with the fixture's llama3 RoPE scaling (recovered from
+/// the tensor, which is not written), logits equal to transformers' on the fixture itself, and a
+/// tokenizer that encodes as transformers' tokenizer built from the GGUF. transformers' own GGUF
+/// loader drops the tensor and rotates without the scaling (its logits differ by 1.9, recorded).
+#[test]
+fn a_llama3_gguf_keeps_its_rope_scaling_and_its_split() {
+    tch::set_num_threads(1);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+    let dir = golden.join("gguf");
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("llama3_gguf.expected.json")).unwrap()).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("llama3");
+    spindle_model::convert_gguf(&dir.join("llama3.gguf"), &out, &mut |_, _| {}).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden.join("llama3-rope/config.json")).unwrap()).unwrap();
+    let (want, got) = (&fixture["rope_parameters"], &config["rope_scaling"]);
+    assert_eq!((got["rope_type"].as_str(), want["rope_type"].as_str()), (Some("llama3"), Some("llama3")));
+    for key in ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"] {
+        assert_eq!(got[key].as_f64(), want[key].as_f64(), "{key}");
+    }
+    assert!(!dir_tensors(&out).contains_key("rope_freqs.weight"), "the tensor is read, not written");
+    let model = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
+    let rows: Vec<Vec<i64>> = serde_json::from_value(e["input_ids"].clone()).unwrap();
+    let ids = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
+    let logits = model.forward(&ids, None).unwrap();
+    let w: Vec<Vec<Vec<f32>>> = serde_json::from_value(e["logits"].clone()).unwrap();
+    let want = Tensor::from_slice(&w.concat().concat()).view(logits.size().as_slice());
+    let diff = (&logits - &want).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "logits differ from transformers' on the fixture by {diff}");
+    let tok = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
+    for sample in e["tokenizer"]["encodings"].as_array().unwrap() {
+        let text = sample["text"].as_str().unwrap();
+        let ids: Vec<u32> = serde_json::from_value(sample["input_ids"].clone()).unwrap();
+        assert_eq!(tok.encode(text, false).unwrap(), ids, "{text:?}");
+    }
+}
+
 /// The tensors of a Hugging Face directory's safetensors files, by name.
 fn dir_tensors(dir: &Path) -> std::collections::BTreeMap<String, Tensor> {
     let mut all = std::collections::BTreeMap::new();

@@ -941,6 +941,11 @@ fn a_gguf_that_describes_no_loadable_model_is_refused_before_anything_is_written
             "model.layers.0.self_attn.v_proj.weight",
         ),
         (
+            "rope_freqs with one factor for two rotary frequencies",
+            Box::new(|g| g.tensors.push(("rope_freqs.weight".into(), vec![1]))),
+            "tensor `rope_freqs.weight` holds 1 values, not 2 finite factors of at least 1",
+        ),
+        (
             "q rows that do not pair up per head",
             Box::new(|g| g.tensors.iter_mut().filter(|(n, _)| n == "blk.0.attn_q.weight").for_each(|(_, ne)| *ne = vec![8, 7])),
             "`blk.0.attn_q.weight` has shape [7, 8], not [2 heads × an even head size, columns]",

@@ -173,6 +173,8 @@ enum Transform {
     /// A stacked `[experts, rows, cols]` tensor split into one tensor per expert, named
     /// `{name}.{expert}.{this}.weight`.
     Experts(&'static str),
+    /// Read into the config instead (llama.cpp's `rope_freqs.weight`): not written.
+    Consumed,
 }
 
 /// The GGUF → Hugging Face name of a tensor and how to convert it (SPM.md §5 for the
@@ -181,6 +183,8 @@ fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64, arch: GgufArch, target: T
     let gemma = target.gemma();
     let norm = if gemma { Transform::MinusOne } else { Transform::Copy };
     let top = match gguf_name {
+        // Read into the config's rope_scaling (`llama3_rope_scaling`); elsewhere refused.
+        "rope_freqs.weight" if target == Target::Llama => Some(("", Transform::Consumed)),
         "token_embd.weight" => Some(("model.embed_tokens.weight", Transform::Copy)),
         "output_norm.weight" => Some(("model.norm.weight", norm)),
         "output.weight" => Some(("lm_head.weight", Transform::Copy)),
@@ -230,6 +234,12 @@ fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64, arch: GgufArch, target: T
 /// GGUF loader uses for `tokenizer.ggml.pre = "qwen2"`.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// transformers' `_LLAMA3_SPLIT` (`integrations/gguf/gguf_tokenizer_mapping.py`), the split of
+/// Llama 3's vocabulary (`tokenizer.ggml.pre` "llama-bpe" and the names transformers maps to it):
+/// as Qwen2's, but digits in runs of up to three.
+const LLAMA3_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// The pre-tokenizer llama.cpp names in `tokenizer.ggml.pre`, as a tokenizers pipeline.
 fn pre_tokenizer(path: &Path, pre: &str) -> Result<Value, ConvertError> {
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
@@ -246,10 +256,15 @@ fn pre_tokenizer(path: &Path, pre: &str) -> Result<Value, ConvertError> {
             {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
         ]})),
+        // Llama 3.x, and the vocabularies transformers' GGUF loader splits the same way.
+        "llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" | "falcon3" | "dbrx" => Ok(json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        ]})),
         other => Err(ConvertError::Unsupported {
             path: path.to_path_buf(),
             what: "tokenizer.ggml.pre",
-            value: format!("{other:?} (supported: smollm, gpt2, default, qwen2)"),
+            value: format!("{other:?} (supported: smollm, gpt2, default, qwen2, llama-bpe, llama3, llama-v3, smaug-bpe, falcon3, dbrx)"),
         }),
     }
 }
@@ -421,6 +436,59 @@ fn sentencepiece_tokenizer(g: &GgufFile, flavour: SpmFlavour) -> Result<(Value, 
     Ok(spm_tokenizer(flavour, &vocab))
 }
 
+/// llama.cpp's `rope_freqs.weight` for a base `theta` and `dim` rotary dimensions, as
+/// `LlamaModel.generate_extra_tensors` computes it (in f32) from Llama 3's RoPE scaling.
+fn llama3_factors(theta: f64, dim: usize, factor: f32, low: f32, high: f32, old_context: f32) -> Vec<f32> {
+    let (low_wavelen, high_wavelen) = (old_context / low, old_context / high);
+    (0..dim / 2)
+        .map(|i| {
+            let freq = 1.0 / (theta as f32).powf((2 * i) as f32 / dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old_context / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// The `rope_scaling` of a llama GGUF: Llama 3's, recovered from `rope_freqs.weight` (the only
+/// place llama.cpp stores it), or none without that tensor. The factor is the tensor's largest
+/// entry; the low/high frequency factors are Llama 3's 1 and 4, and the original context the
+/// power of two that reproduces every entry (within 1e-6 relative). Scaling the three together
+/// leaves the frequencies unchanged, so these are as good as the original ones; a tensor no such
+/// choice reproduces is refused.
+fn llama3_rope_scaling(g: &GgufFile, theta: f64, head_dim: usize) -> Result<Value, ConvertError> {
+    let Some(info) = g.tensor("rope_freqs.weight") else {
+        return Ok(Value::Null);
+    };
+    let dim = g.get("llama.rope.dimension_count").and_then(GgufValue::as_u64).map_or(head_dim, |d| d as usize);
+    let invalid = |what: String| ConvertError::Invalid { path: g.path().to_path_buf(), what };
+    let got = g.dequantize(&info.name)?;
+    if got.len() != dim / 2 || got.iter().any(|v| !v.is_finite() || *v < 1.0) {
+        return Err(invalid(format!(
+            "tensor `rope_freqs.weight` holds {} values, not {} finite factors of at least 1 (one per rotary frequency)",
+            got.len(),
+            dim / 2
+        )));
+    }
+    let factor = got.iter().copied().fold(1.0f32, f32::max);
+    let close = |a: &[f32]| a.iter().zip(&got).all(|(x, y)| (x - y).abs() <= 1e-6 * y.abs().max(1.0));
+    let Some(old_context) = (0..=24).map(|k| (1u32 << k) as f32).find(|&l| close(&llama3_factors(theta, dim, factor, 1.0, 4.0, l))) else {
+        return Err(invalid(
+            "tensor `rope_freqs.weight` holds frequency factors that no Llama 3 RoPE scaling (low/high frequency factors 1 and 4, a \
+             power-of-two original context) reproduces"
+                .into(),
+        ));
+    };
+    Ok(json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": old_context as u64}))
+}
+
 /// Which layers of a Gemma model slide, as llama.cpp decides (`set_swa_pattern`): Gemma 2 every
 /// other layer from layer 0, Gemma 3 five of every six.
 fn gemma_layer_types(target: Target, layers: usize) -> Vec<&'static str> {
@@ -477,7 +545,8 @@ fn hf_config(g: &GgufFile, arch: GgufArch, target: Target, vocab: usize) -> Resu
     });
     let extra = match target {
         Target::Llama | Target::Qwen2 | Target::Qwen3 => {
-            let mut e = json!({"head_dim": head_dim, "rope_theta": theta, "rope_scaling": null, "hidden_act": "silu"});
+            let scaling = if target == Target::Llama { llama3_rope_scaling(g, theta, head_dim)? } else { Value::Null };
+            let mut e = json!({"head_dim": head_dim, "rope_theta": theta, "rope_scaling": scaling, "hidden_act": "silu"});
             match target {
                 Target::Llama => {
                     e["attention_bias"] = json!(false);
@@ -612,6 +681,7 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
         let t = Tensor::from_slice(&values).view(dims.as_slice());
         match transform {
             Transform::Copy => out_dir.push(name, t)?,
+            Transform::Consumed => {}
             Transform::Unpermute(h) => {
                 // Rows in pairs per head, as the permutation needs them (else a malformed file).
                 if dims.len() != 2 || h <= 0 || dims[0] % (2 * h) != 0 {
