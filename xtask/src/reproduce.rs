@@ -254,7 +254,7 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
                     let what = p.name();
                     let t0 = Instant::now();
                     match claim_and_execute(p, &ctx) {
-                        Ok(true) => {
+                        Ok(Claim::Executed) => {
                             bar.inc(1);
                             let line = format!(
                                 "finished {what} in {:.1} min ({}/{})",
@@ -275,12 +275,17 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
                                 f.push(e);
                             }
                         }
-                        Ok(false) => {
+                        Ok(claim @ (Claim::Held | Claim::DoneElsewhere)) => {
                             bar.inc(1);
-                            if let Ok(mut n) = skipped.lock() {
+                            if let (Claim::Held, Ok(mut n)) = (&claim, skipped.lock()) {
                                 *n += 1;
                             }
-                            let line = format!("{what}: another runner holds it; left to it");
+                            // Only runs computed here are reported as finished (one line per
+                            // run across every runner sharing the cache).
+                            let line = match claim {
+                                Claim::Held => format!("{what}: another runner holds it; left to it"),
+                                _ => format!("{what}: another runner finished it"),
+                            };
                             if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
                         }
                         Err(e) => {
@@ -325,18 +330,27 @@ struct Ctx<'a> {
     bar: &'a ProgressBar,
 }
 
-/// Claims the run and computes it; `Ok(false)` when another runner holds it.
-fn claim_and_execute(p: &Planned, ctx: &Ctx<'_>) -> Result<bool> {
+/// What became of a pending run.
+enum Claim {
+    /// Computed here.
+    Executed,
+    /// Another runner finished it between the plan and the claim.
+    DoneElsewhere,
+    /// Another runner holds it.
+    Held,
+}
+
+/// Claims the run and computes it, unless another runner holds it or has finished it.
+fn claim_and_execute(p: &Planned, ctx: &Ctx<'_>) -> Result<Claim> {
     let dir = p.dir(ctx.cache).context("the run has no resolved model")?;
     let Some(_lock) = RunLock::take(&dir)? else {
-        return Ok(false);
+        return Ok(Claim::Held);
     };
-    // Another runner may have finished it between the plan and the claim.
     if p.finished(ctx.cache).is_some() {
-        return Ok(true);
+        return Ok(Claim::DoneElsewhere);
     }
     execute(p, ctx)?;
-    Ok(true)
+    Ok(Claim::Executed)
 }
 
 /// Shows the step on the bar, or as a line when the bar is hidden.
