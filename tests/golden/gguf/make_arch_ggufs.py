@@ -68,6 +68,8 @@ import gguf
 from gguf import GGMLQuantizationType as T, MODEL_ARCH
 from safetensors import safe_open
 
+from gguf_fixture import as_floats, dumps, f32, gguf_name, read_metadata, read_tensors
+
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode as hf_bytes_to_unicode
@@ -196,13 +198,6 @@ def bpe_encode(text: str, vocab: dict[str, int], merges: list[str]) -> list[int]
     return ids
 
 
-def gguf_name(name_map, hf_name: str) -> str:
-    """llama.cpp's map_tensor_name: strip .weight/.bias, map, put the suffix back."""
-    out = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-    assert out is not None, hf_name
-    return out
-
-
 def write_gguf(arch: str, tokens: list[str], merges: list[str]) -> tuple[str, list[str], list[str]]:
     src = os.path.join(GOLDEN, arch)
     with open(os.path.join(src, "config.json")) as f:
@@ -262,37 +257,6 @@ def write_gguf(arch: str, tokens: list[str], merges: list[str]) -> tuple[str, li
     w.close()
     keys = [k for k in gguf.GGUFReader(path).fields if not k.startswith("GGUF.")]
     return path, keys, written
-
-
-def read_metadata(path: str) -> dict:
-    """Every key (GGUF.* header fields aside) with its value type(s) and value, as GGUFReader reads it."""
-    out = {}
-    for name, field in gguf.GGUFReader(path).fields.items():
-        if name.startswith("GGUF."):
-            continue
-        value = field.contents()
-        if isinstance(value, float):
-            value = f32(value)
-        out[name] = {"type": "/".join(gguf.GGUFValueType(t).name for t in field.types), "value": value}
-    return out
-
-
-def read_tensors(path: str) -> list[dict]:
-    """Name, ggml type and dims (ne order, innermost first) of every tensor, in file order."""
-    return [{"name": t.name, "ggml_type": int(t.tensor_type), "type_name": t.tensor_type.name,
-             "dims": [int(d) for d in t.shape]} for t in gguf.GGUFReader(path).tensors]
-
-
-def f32(x) -> float:
-    """Shortest decimal that round-trips the float32 value."""
-    v = np.float32(x)
-    out = float(str(v))
-    assert np.float32(out) == v, (v, out)
-    return out
-
-
-def as_floats(t: torch.Tensor):
-    return [as_floats(r) for r in t] if t.dim() > 1 else [f32(v) for v in t.tolist()]
 
 
 def check_model(arch: str, ids: torch.Tensor) -> dict:
@@ -415,24 +379,6 @@ def main() -> None:
     for arch, e in out["archs"].items():
         print(arch, "diff vs fixture", e["max_abs_diff_vs_safetensors_fixture"], "vs q8_0 round trip",
               e["max_abs_diff_vs_fixture_with_q8_0_roundtrip"], "params", e["max_abs_param_diff_vs_fixture_with_q8_0_roundtrip"])
-
-
-def dumps(obj) -> str:
-    """json with indent 1, but every list of plain numbers on one line (the logits stay compact)."""
-    leaves = []
-
-    def mark(o):
-        if isinstance(o, dict):
-            return {k: mark(v) for k, v in o.items()}
-        if isinstance(o, list):
-            if o and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in o):
-                leaves.append(json.dumps(o))
-                return f"@@{len(leaves) - 1}@@"
-            return [mark(x) for x in o]
-        return o
-
-    text = json.dumps(mark(obj), indent=1)
-    return regex.sub(r'"@@(\d+)@@"', lambda m: leaves[int(m.group(1))], text) + "\n"
 
 
 if __name__ == "__main__":

@@ -52,17 +52,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_arch_ggufs as arch_ggufs  # noqa: E402  (asserts the pinned versions)
+from gguf_fixture import as_floats, dumps, f32, gguf_name, permute, read_metadata, read_tensors  # noqa: E402
 
 HERE = arch_ggufs.HERE
 GOLDEN = arch_ggufs.GOLDEN
 SRC = os.path.join(GOLDEN, "llama3-rope")
 OUT = os.path.join(HERE, "llama3.gguf")
 EXPECTED = os.path.join(HERE, "llama3_gguf.expected.json")
-
-
-def permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    rows = w.shape[0]
-    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def rope_factors(cfg: dict) -> torch.Tensor:
@@ -125,11 +121,11 @@ def main() -> None:
         for hf_name in sorted(st.keys()):
             x = st.get_tensor(hf_name)
             assert x.dtype == np.float32
-            name = arch_ggufs.gguf_name(name_map, hf_name)
+            name = gguf_name(name_map, hf_name)
             if name.endswith("attn_q.weight"):
                 x = permute(x, n_head)
             elif name.endswith("attn_k.weight"):
-                x = permute(x, n_kv)
+                x = permute(x, n_head, n_kv)
             w.add_tensor(name, np.ascontiguousarray(x))
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -147,20 +143,20 @@ def main() -> None:
     out = {
         "gguf": "llama3.gguf",
         "fixture": "llama3-rope",
-        "metadata": arch_ggufs.read_metadata(OUT),
-        "tensors": arch_ggufs.read_tensors(OUT),
-        "rope_freqs": [arch_ggufs.f32(v) for v in rope_factors(cfg).tolist()],
+        "metadata": read_metadata(OUT),
+        "tensors": read_tensors(OUT),
+        "rope_freqs": [f32(v) for v in rope_factors(cfg).tolist()],
         "tokenizer": {"encodings": [{"text": s, "input_ids": e} for s, e in zip(arch_ggufs.SAMPLES, enc)]},
         "input_ids": ids.tolist(),
-        "logits": arch_ggufs.as_floats(want),
+        "logits": as_floats(want),
         "transformers_gguf_loader": {
             "config_rope": getattr(via_gguf.config, "rope_parameters", None),
-            "max_abs_diff_from_fixture_logits": arch_ggufs.f32((got - want).abs().max().item()),
+            "max_abs_diff_from_fixture_logits": f32((got - want).abs().max().item()),
             "note": "transformers 5.24 drops rope_freqs.weight and builds the model without the llama3 scaling",
         },
     }
     with open(EXPECTED, "w") as f:
-        f.write(arch_ggufs.dumps(out))
+        f.write(dumps(out))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ import gguf
 from gguf import GGMLQuantizationType as T, MODEL_ARCH
 from safetensors import safe_open
 
+from gguf_fixture import as_floats, dumps, f32, gguf_name, permute, read_metadata, read_tensors
+
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -231,19 +233,6 @@ def generate_merges_spec(tokens: list[str], keys: list[float]) -> list[list[str]
     return [[found[i][0], found[i][1]] for i in order]
 
 
-def gguf_name(name_map, hf_name: str) -> str:
-    out = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-    assert out is not None, hf_name
-    return out
-
-
-def permute(w: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
-    """llama.cpp LlamaModel.permute."""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def write_params(w: gguf.GGUFWriter, stem: str, cfg: dict, n_layers: int) -> None:
     """set_gguf_parameters of the llama.cpp converter class, in its order."""
     rope = cfg.get("rope_parameters") or {}
@@ -392,36 +381,6 @@ def write_gguf(stem: str) -> tuple[str, dict]:
     w.write_tensors_to_file()
     w.close()
     return path, {"tokens": tokens, "scores": scores, "types": types, "cfg": cfg, "written": written, "q8": q8}
-
-
-def f32(x) -> float:
-    v = np.float32(x)
-    out = float(str(v))
-    assert np.float32(out) == v, (v, out)
-    return out
-
-
-def as_floats(t: torch.Tensor):
-    return [as_floats(r) for r in t] if t.dim() > 1 else [f32(v) for v in t.tolist()]
-
-
-def read_metadata(path: str) -> dict:
-    out = {}
-    for name, field in gguf.GGUFReader(path).fields.items():
-        if name.startswith("GGUF."):
-            continue
-        value = field.contents()
-        if isinstance(value, float):
-            value = f32(value)
-        elif isinstance(value, list) and value and isinstance(value[0], float):
-            value = [f32(v) for v in value]
-        out[name] = {"type": "/".join(gguf.GGUFValueType(t).name for t in field.types), "value": value}
-    return out
-
-
-def read_tensors(path: str) -> list[dict]:
-    return [{"name": t.name, "ggml_type": int(t.tensor_type), "type_name": t.tensor_type.name,
-             "dims": [int(d) for d in t.shape]} for t in gguf.GGUFReader(path).tensors]
 
 
 def fixture_q8(stem: str, info: dict, derived_config=None):
@@ -587,24 +546,6 @@ def main() -> None:
               e.get("max_abs_diff_vs_fixture_with_q8_0_roundtrip_under_derived_config"),
               e.get("max_abs_param_diff_vs_fixture_with_q8_0_roundtrip"))
         print("   config diffs:", e["derived_config_vs_fixture"])
-
-
-def dumps(obj) -> str:
-    """json with indent 1, but every list of plain numbers on one line (the logits stay compact)."""
-    leaves = []
-
-    def mark(o):
-        if isinstance(o, dict):
-            return {k: mark(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            if o and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in o):
-                leaves.append(json.dumps(list(o)))
-                return f"@@{len(leaves) - 1}@@"
-            return [mark(x) for x in o]
-        return o
-
-    text = json.dumps(mark(obj), indent=1)
-    return regex.sub(r'"@@(\d+)@@"', lambda m: leaves[int(m.group(1))], text) + "\n"
 
 
 if __name__ == "__main__":
