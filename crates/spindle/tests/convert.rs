@@ -280,6 +280,34 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
     assert_eq!(String::from_utf8_lossy(&o.stderr), "spindle: error: nothing to evaluate: pass --ppl CORPORA and/or --tasks TASKS\n");
 }
 
+/// A JSON file of `tests/golden/gguf/`.
+fn gguf_golden(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/gguf").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Recorded `input_ids` rows `[batch, seq]`.
+fn recorded_ids(ids: &serde_json::Value) -> Tensor {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(ids.clone()).unwrap();
+    Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1])
+}
+
+/// Recorded `logits` `[batch, seq, vocab]`.
+fn recorded_logits(logits: &serde_json::Value) -> Tensor {
+    let w: Vec<Vec<Vec<f32>>> = serde_json::from_value(logits.clone()).unwrap();
+    let (b, s) = (w.len() as i64, w.first().map_or(0, Vec::len) as i64);
+    Tensor::from_slice(&w.concat().concat()).view([b, s, -1])
+}
+
+/// Every recorded sample encodes (no special tokens) to its recorded ids.
+fn assert_encodings(tok: &spindle_data::Tokenizer, samples: &serde_json::Value, what: &str) {
+    for sample in samples.as_array().unwrap() {
+        let text = sample["text"].as_str().unwrap();
+        let ids: Vec<u32> = serde_json::from_value(sample["input_ids"].clone()).unwrap();
+        assert_eq!(tok.encode(text, false).unwrap(), ids, "{what}: {text:?}");
+    }
+}
+
 /// GGUF files of the qwen2 and qwen3 architectures (`tests/golden/gguf/make_arch_ggufs.py`:
 /// the tiny transformers fixtures written as llama.cpp writes them, one matrix in Q8_0, a
 /// byte-level BPE tokenizer with the `qwen2` pre-tokenizer) convert into directories whose logits
@@ -289,8 +317,7 @@ fn spindle_eval_reports_perplexity_and_tasks_as_text_and_json() {
 fn qwen2_and_qwen3_ggufs_convert_to_transformers_logits_and_tokens() {
     tch::set_num_threads(1);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/gguf");
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("arch_ggufs.expected.json")).unwrap()).unwrap();
+    let expected = gguf_golden("arch_ggufs.expected.json");
     let t = tempfile::tempdir().unwrap();
     for arch in ["qwen2", "qwen3"] {
         let e = &expected["archs"][arch];
@@ -301,18 +328,11 @@ fn qwen2_and_qwen3_ggufs_convert_to_transformers_logits_and_tokens() {
         assert_eq!(c.architecture.hf_name(), e["derived_config"]["model_class"].as_str().unwrap(), "{arch}");
         // Qwen3's head size is the file's key_length (16), not hidden / heads (8).
         assert_eq!(c.head_dim, if arch == "qwen3" { 16 } else { 8 }, "{arch}");
-        let rows: Vec<Vec<i64>> = serde_json::from_value(e["input_ids"].clone()).unwrap();
-        let ids = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
-        let want: Vec<Vec<Vec<f32>>> = serde_json::from_value(e["logits"].clone()).unwrap();
-        let want = Tensor::from_slice(&want.concat().concat()).view(model.forward(&ids, None).unwrap().size().as_slice());
-        let diff = (model.forward(&ids, None).unwrap() - &want).abs().max().double_value(&[]);
+        let ids = recorded_ids(&e["input_ids"]);
+        let diff = (model.forward(&ids, None).unwrap() - recorded_logits(&e["logits"])).abs().max().double_value(&[]);
         assert!(diff <= 1e-4, "{arch}: logits differ from transformers' GGUF loader by {diff}");
         let tok = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
-        for sample in e["tokenizer"]["encodings"].as_array().unwrap() {
-            let text = sample["text"].as_str().unwrap();
-            let ids: Vec<u32> = serde_json::from_value(sample["input_ids"].clone()).unwrap();
-            assert_eq!(tok.encode(text, false).unwrap(), ids, "{arch}: {text:?}");
-        }
+        assert_encodings(&tok, &e["tokenizer"]["encodings"], arch);
     }
 }
 
@@ -327,7 +347,7 @@ fn a_llama3_gguf_keeps_its_rope_scaling_and_its_split() {
     tch::set_num_threads(1);
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
     let dir = golden.join("gguf");
-    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("llama3_gguf.expected.json")).unwrap()).unwrap();
+    let e = gguf_golden("llama3_gguf.expected.json");
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("llama3");
     spindle_model::convert_gguf(&dir.join("llama3.gguf"), &out, &mut |_, _| {}).unwrap();
@@ -341,19 +361,11 @@ fn a_llama3_gguf_keeps_its_rope_scaling_and_its_split() {
     }
     assert!(!dir_tensors(&out).contains_key("rope_freqs.weight"), "the tensor is read, not written");
     let model = Model::open(&out, Device::Cpu, Kind::Float).unwrap();
-    let rows: Vec<Vec<i64>> = serde_json::from_value(e["input_ids"].clone()).unwrap();
-    let ids = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
-    let logits = model.forward(&ids, None).unwrap();
-    let w: Vec<Vec<Vec<f32>>> = serde_json::from_value(e["logits"].clone()).unwrap();
-    let want = Tensor::from_slice(&w.concat().concat()).view(logits.size().as_slice());
-    let diff = (&logits - &want).abs().max().double_value(&[]);
+    let logits = model.forward(&recorded_ids(&e["input_ids"]), None).unwrap();
+    let diff = (&logits - recorded_logits(&e["logits"])).abs().max().double_value(&[]);
     assert!(diff <= 1e-4, "logits differ from transformers' on the fixture by {diff}");
     let tok = spindle_data::Tokenizer::from_file(&out.join("tokenizer.json")).unwrap();
-    for sample in e["tokenizer"]["encodings"].as_array().unwrap() {
-        let text = sample["text"].as_str().unwrap();
-        let ids: Vec<u32> = serde_json::from_value(sample["input_ids"].clone()).unwrap();
-        assert_eq!(tok.encode(text, false).unwrap(), ids, "{text:?}");
-    }
+    assert_encodings(&tok, &e["tokenizer"]["encodings"], "llama3");
 }
 
 /// The tensors of a Hugging Face directory's safetensors files, by name.
@@ -382,8 +394,7 @@ fn keep_for_transformers(
         let p = entry.unwrap().path();
         std::fs::copy(&p, keep.join(p.file_name().unwrap())).unwrap();
     }
-    let rows: Vec<Vec<i64>> = serde_json::from_value(input_ids.clone()).unwrap();
-    let ids = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
+    let ids = recorded_ids(input_ids);
     let logits = Model::open(out, Device::Cpu, Kind::Float).unwrap().forward(&ids, None).unwrap();
     Tensor::write_safetensors(&[("input_ids", &ids), ("logits", &logits)], keep.join("spindle_logits.safetensors")).unwrap();
     let encodings: Vec<serde_json::Value> = samples
@@ -418,7 +429,7 @@ fn sentencepiece_ggufs_of_every_family_convert_to_the_fixtures_tokens_and_logits
     tch::set_num_threads(1);
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
     let dir = golden.join("gguf");
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("spm_ggufs.expected.json")).unwrap()).unwrap();
+    let expected = gguf_golden("spm_ggufs.expected.json");
     let t = tempfile::tempdir().unwrap();
     for (file, q8) in [
         ("llama-spm", "model.layers.1.mlp.down_proj.weight"),
@@ -473,8 +484,7 @@ fn sentencepiece_ggufs_of_every_family_convert_to_the_fixtures_tokens_and_logits
 
         // Logits.
         let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-        let rows: Vec<Vec<i64>> = serde_json::from_value(e["input_ids"].clone()).unwrap();
-        let ids = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
+        let ids = recorded_ids(&e["input_ids"]);
         if file.starts_with("gemma") {
             let layers = if file == "gemma2" { vec!["sliding_attention", "full_attention"] } else { vec!["sliding_attention"; 3] };
             assert_eq!(config["layer_types"], serde_json::json!(layers), "{file}: llama.cpp's layer pattern");
@@ -494,8 +504,7 @@ fn sentencepiece_ggufs_of_every_family_convert_to_the_fixtures_tokens_and_logits
         let want = if file == "mixtral" {
             Model::open(&fixture, Device::Cpu, Kind::Float).unwrap().forward(&ids, None).unwrap()
         } else {
-            let w: Vec<Vec<Vec<f32>>> = serde_json::from_value(e["logits"].clone()).unwrap();
-            Tensor::from_slice(&w.concat().concat()).view(logits.size().as_slice())
+            recorded_logits(&e["logits"])
         };
         let diff = (&logits - &want).abs().max().double_value(&[]);
         let scale = want.abs().max().double_value(&[]);
