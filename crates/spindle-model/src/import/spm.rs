@@ -129,7 +129,8 @@ pub(crate) fn spm_tokenizer(flavour: SpmFlavour, v: &SpmVocab) -> (Value, Value)
     if flavour == SpmFlavour::Gemma {
         named.push("<mask>".to_owned());
     }
-    let mut next = spelled.len().max(vocab.values().max().map_or(0, |m| m + 1));
+    // Every vocabulary id is a position in the token list: new ids start past its end.
+    let mut next = spelled.len();
     for t in named {
         if let Some(a) = added.iter_mut().find(|a| a.1 == t) {
             a.2 = true;
