@@ -332,6 +332,16 @@ fn range(d: &Tensor) -> (f64, f64) {
     (d.min().double_value(&[]), d.max().double_value(&[]))
 }
 
+/// A group's squared input norms, or `None` for a group no calibration token reached (an expert
+/// of a mixture the router never chose), whose masks are chosen by magnitude as the pruner does.
+fn reached_sq(stats: &ChannelStats) -> Result<Option<&Tensor>, InduceError> {
+    match stats.sq_norms() {
+        Ok(sq) => Ok(Some(sq)),
+        Err(InduceError::Prune(PruneError::NoStatistics)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn stats_at(stats: &[ChannelStats], k: usize) -> Result<&ChannelStats, PipelineError> {
     stats.get(k).ok_or_else(|| missing("statistics of an input group"))
 }
@@ -539,12 +549,9 @@ fn refine_sites(
         if !cfg.mask.uses_statistics() {
             return Ok(Tensor::ones([1], (Kind::Float, device)));
         }
-        let sq = match stats.get(g).ok_or(InduceError::NoStatistics)?.sq_norms() {
-            Ok(sq) => sq,
-            // A group no calibration token reached (an expert of a mixture): its mask is
-            // chosen by magnitude, the rule the pruner applies to it.
-            Err(InduceError::Prune(PruneError::NoStatistics)) => return Ok(Tensor::ones([1], (Kind::Float, device))),
-            Err(e) => return Err(e),
+        // A group no calibration token reached: its mask is chosen by magnitude.
+        let Some(sq) = reached_sq(stats.get(g).ok_or(InduceError::NoStatistics)?)? else {
+            return Ok(Tensor::ones([1], (Kind::Float, device)));
         };
         Ok(match e {
             Some(e) => sq / e.detach().pow_tensor_scalar(2),
@@ -728,18 +735,20 @@ fn train_block(
                         for (path, w) in ws {
                             let s = scalers[k].to_kind(w.kind());
                             let scaled = w * s.view([1, -1]);
-                            let ones = || Tensor::ones([sizes[k]], (Kind::Float, device));
+                            let sq = match stats {
+                                Some(st) => reached_sq(st.get(k).ok_or(InduceError::NoStatistics)?)?,
+                                None => None,
+                            };
+                            // No statistics asked for, or a group no calibration token reached:
+                            // the mask is by magnitude (such a group never runs on a calibration
+                            // token, so it adds nothing to the loss either way).
                             let sq_owned;
-                            let sq = match stats.map(|st| st.get(k).ok_or(InduceError::NoStatistics).and_then(ChannelStats::sq_norms)) {
-                                Some(Ok(sq)) => sq,
-                                // No statistics asked for, or a group no calibration token reached
-                                // (an expert of a mixture): its mask is by magnitude. It never runs
-                                // on a calibration token, so it adds nothing to the loss either way.
-                                None | Some(Err(InduceError::Prune(PruneError::NoStatistics))) => {
-                                    sq_owned = ones();
+                            let sq = match sq {
+                                Some(sq) => sq,
+                                None => {
+                                    sq_owned = Tensor::ones([sizes[k]], (Kind::Float, device));
                                     &sq_owned
                                 }
-                                Some(Err(e)) => return Err(e),
                             };
                             let m = scorer.select(&scorer.score(&scaled.detach(), sq)?, *pattern)?;
                             match block.linear_at_mut(path) {
