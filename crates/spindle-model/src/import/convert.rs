@@ -657,7 +657,8 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
         }
     };
     let (tokenizer, tokenizer_config) = gguf_tokenizer(&g, arch)?;
-    let vocab = gguf_strings(&g, "tokenizer.ggml.tokens")?.len();
+    // The token list, already read and checked by the tokenizer builder: its length.
+    let vocab = g.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map_or(0, <[GgufValue]>::len);
     let config = hf_config(&g, arch, target, vocab)?;
     let (heads, kv_heads) = (config["num_attention_heads"].as_i64().unwrap_or(0), config["num_key_value_heads"].as_i64().unwrap_or(0));
 
