@@ -4,7 +4,9 @@
 //! baseline `eval/baselines/<table>.json`, cell by cell, each with its tolerance: relative for
 //! perplexity, absolute (points) for accuracy. It fails when a cell moved beyond its tolerance,
 //! or is missing from the results, and prints every such cell. `--bless` writes the baseline from
-//! the current results with the tolerances of the table's spec.
+//! the current results with the tolerances of the table's spec. A baseline keeps the version of
+//! the table spec it was blessed from: results of another version (another protocol: other
+//! items, budget or rows) are refused as a whole rather than compared cell by cell.
 
 use std::path::{Path, PathBuf};
 
@@ -56,9 +58,28 @@ pub(crate) struct Cell {
 pub(crate) struct Baseline {
     pub table: String,
     pub profile: String,
+    /// The table spec's version (`version` in `eval/tables/<table>.toml`) it was blessed from.
+    pub version: u64,
     /// The code version of the results it was blessed from.
     pub code_version: String,
     pub cells: Vec<Cell>,
+}
+
+/// Refuses results of another table version than the baseline's: their cells measure another
+/// protocol, so a cell-by-cell comparison would report noise as regressions (or hide them).
+pub(crate) fn same_version(baseline: &Baseline, baseline_path: &Path, results_version: u64) -> Result<()> {
+    if baseline.version != results_version {
+        bail!(
+            "{} was blessed from {} version {}, but the results are version {}: the protocol changed, so no cell is comparable; \
+             bless a new baseline from a full run (`cargo xtask compare {} --bless`)",
+            baseline_path.display(),
+            baseline.table,
+            baseline.version,
+            results_version,
+            baseline.table
+        );
+    }
+    Ok(())
 }
 
 /// The cells of a results JSON, each with the tolerance of its kind from the results' table.
@@ -141,6 +162,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
             args.profile
         );
     }
+    let results_version = results["version"].as_u64().with_context(|| format!("{} lacks the table's version", results_path.display()))?;
     let current = cells(&results).with_context(|| format!("in {}", results_path.display()))?;
     if args.bless {
         if results["pending"].as_u64() != Some(0) {
@@ -149,6 +171,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
         let baseline = Baseline {
             table: args.table.clone(),
             profile: args.profile.clone(),
+            version: results_version,
             code_version: results["code_version"].as_str().unwrap_or_default().to_owned(),
             cells: current,
         };
@@ -162,6 +185,7 @@ pub(crate) fn run(args: &CompareArgs) -> Result<()> {
     }
     let text = std::fs::read_to_string(&baseline_path).with_context(|| format!("reading the baseline {}", baseline_path.display()))?;
     let baseline: Baseline = serde_json::from_str(&text).with_context(|| format!("parsing {}", baseline_path.display()))?;
+    same_version(&baseline, &baseline_path, results_version)?;
     let moved = regressions(&baseline, &current);
     if moved.is_empty() {
         println!("{} ({}): all {} cells within tolerance of {}", args.table, args.profile, baseline.cells.len(), baseline_path.display());
@@ -185,6 +209,7 @@ mod tests {
         Baseline {
             table: "t".into(),
             profile: "cpu".into(),
+            version: 2,
             code_version: String::new(),
             cells: vec![cell("ppl", Kind::Ppl, 20.0, 0.02), cell("acc", Kind::Acc, 60.0, 1.5)],
         }
@@ -203,6 +228,20 @@ mod tests {
         assert_eq!(moved.len(), 2, "{moved:?}");
         assert!(moved[0].starts_with("m / ppl / c: 20.0000 → 20.4100, +2.05%"), "{}", moved[0]);
         assert!(moved[1].starts_with("m / acc / c: 60.0000 → 61.6000, +1.60 points"), "{}", moved[1]);
+    }
+
+    #[test]
+    fn results_of_another_table_version_are_refused_naming_both() {
+        let path = Path::new("eval/baselines/t.json");
+        assert!(same_version(&baseline(), path, 2).is_ok());
+        let e = same_version(&baseline(), path, 3).unwrap_err().to_string();
+        assert!(e.starts_with("eval/baselines/t.json was blessed from t version 2, but the results are version 3"), "{e}");
+    }
+
+    #[test]
+    fn a_committed_baseline_without_its_version_is_a_parse_error() {
+        let e = serde_json::from_str::<Baseline>(r#"{"table": "t", "profile": "cpu", "code_version": "", "cells": []}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `version`"), "{e}");
     }
 
     #[test]
