@@ -8,9 +8,15 @@
 //! over the whole workspace. nextest goes last so its summary line ("N passed") is the last thing
 //! printed; its exit status becomes ours.
 //!
-//! Without an offline data folder (`$SPINDLE_DATA`, `./data`, `../shared/data`, the convention
-//! spindle itself follows), nextest runs the `no-data` profile of `.config/nextest.toml`, which
-//! leaves out the tests that read the folder, and this says so before it starts.
+//! The tests that read the offline data folder (`$SPINDLE_DATA`, `./data`, `../shared/data`, the
+//! convention spindle itself follows) run as far as the folder allows, and this says which before
+//! nextest starts (`.config/nextest.toml`):
+//! - the whole offline folder (it has its `SHA256SUMS`): every test;
+//! - a folder holding every file that has a public source (`eval/data_sources.toml`; what
+//!   `spindle data fetch --named` builds on a runner without the offline folder): the `hub-data`
+//!   profile, which leaves out only the tests that need the re-packaged files no repository holds;
+//! - no folder, or one with neither: the `no-data` profile, which leaves out every test that
+//!   reads the folder.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -67,18 +73,82 @@ fn data_folder_with(env: Option<&std::ffi::OsStr>, root: &Path) -> Result<Option
     Ok([root.join("data"), root.join("..").join("shared").join("data")].into_iter().find(|p| p.is_dir()))
 }
 
+/// What the tests can read, and so which nextest profile runs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DataSet {
+    /// The offline folder, complete (its SHA256SUMS is there): the default profile.
+    Offline(PathBuf),
+    /// Every file with a public source and no `SHA256SUMS`: profile `hub-data`.
+    Hub(PathBuf),
+    /// No folder, or one with neither: profile `no-data`.
+    Nothing,
+}
+
+impl DataSet {
+    fn profile(&self) -> Option<&'static str> {
+        match self {
+            DataSet::Offline(_) => None,
+            DataSet::Hub(_) => Some("hub-data"),
+            DataSet::Nothing => Some("no-data"),
+        }
+    }
+}
+
+/// The data-folder paths of `eval/data_sources.toml`'s entries that have a public source.
+fn hub_paths(root: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        path: String,
+        repo: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Sources {
+        file: Vec<Entry>,
+    }
+    let path = root.join("eval/data_sources.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let sources: Sources = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(sources.file.into_iter().filter(|f| f.repo.is_some()).map(|f| f.path).collect())
+}
+
+fn data_set(folder: Option<PathBuf>, hub_paths: &[String]) -> DataSet {
+    match folder {
+        Some(f) if f.join("SHA256SUMS").is_file() => DataSet::Offline(f),
+        Some(f) if !hub_paths.is_empty() && hub_paths.iter().all(|p| f.join(p).is_file()) => DataSet::Hub(f),
+        _ => DataSet::Nothing,
+    }
+}
+
 pub(crate) fn run(args: &TestArgs) -> Result<()> {
     let root = project_root();
     let profile_given = args.nextest_args.iter().any(|a| a == "--profile" || a.starts_with("--profile=") || a == "-P");
-    let no_data = data_folder(&root)?.is_none() && !profile_given;
-    if no_data {
-        eprintln!(
-            "no offline data folder ($SPINDLE_DATA, {}, {}): running nextest's `no-data` profile (.config/nextest.toml), which \
-             leaves out the tests that read it (stories260K, WikiText-2, C4, PTB, the task sets, SmolLM2); nextest counts them \
-             as skipped",
-            root.join("data").display(),
-            root.join("../shared/data").display()
-        );
+    let folder = data_folder(&root)?;
+    let data = data_set(folder.clone(), &hub_paths(&root)?);
+    let profile = if profile_given { None } else { data.profile() };
+    match (&data, profile_given) {
+        (_, true) | (DataSet::Offline(_), _) => {}
+        (DataSet::Hub(f), false) => eprintln!(
+            "{} holds the data files that have a public source but not the offline folder's re-packagings (no SHA256SUMS): \
+             running nextest's `hub-data` profile (.config/nextest.toml), which leaves out the tests that need those \
+             (stories260K, the C4 sample, PIQA, OpenBookQA, ARC, HellaSwag); nextest counts them as skipped",
+            f.display()
+        ),
+        (DataSet::Nothing, false) => eprintln!(
+            "{}: running nextest's `no-data` profile (.config/nextest.toml), which leaves out the tests that read it \
+             (stories260K, WikiText-2, C4, PTB, the task sets, SmolLM2); nextest counts them as skipped. \
+             `spindle data fetch --named --into data` builds the part of it that has public sources",
+            match &folder {
+                Some(f) => format!(
+                    "the data folder {} has neither the offline folder's SHA256SUMS nor every file that has a public source",
+                    f.display()
+                ),
+                None => format!(
+                    "no offline data folder ($SPINDLE_DATA, {}, {})",
+                    root.join("data").display(),
+                    root.join("../shared/data").display()
+                ),
+            }
+        ),
     }
     libtorch::ensure()?;
     ensure_nextest()?;
@@ -97,14 +167,14 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
 
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-tests=pass"]);
-    if no_data {
-        nextest.args(["--profile", "no-data"]);
+    if let Some(p) = profile {
+        nextest.args(["--profile", p]);
     }
     nextest.args(&args.nextest_args);
     with_env(&mut nextest);
     eprintln!(
         "$ cargo nextest run --workspace --no-tests=pass {}{}",
-        if no_data { "--profile no-data " } else { "" },
+        profile.map(|p| format!("--profile {p} ")).unwrap_or_default(),
         args.nextest_args.join(" ")
     );
     let status = nextest.status().context("could not start cargo nextest")?;
@@ -131,6 +201,31 @@ mod tests {
         assert_eq!(data_folder_with(Some(elsewhere.as_os_str()), &root).unwrap(), Some(elsewhere.clone()));
         let err = data_folder_with(Some(std::ffi::OsStr::new("/no/such/folder")), &root).unwrap_err();
         assert_eq!(err.to_string(), "SPINDLE_DATA=/no/such/folder does not exist");
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn the_profile_follows_what_the_data_folder_holds() {
+        let root = project_root();
+        let hub = hub_paths(&root).unwrap();
+        assert_eq!(hub.len(), 6, "{hub:?}");
+        let t = std::env::temp_dir().join(format!("xtask-data-set-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(&t).unwrap();
+        assert_eq!(data_set(None, &hub), DataSet::Nothing);
+        assert_eq!(data_set(Some(t.clone()), &hub), DataSet::Nothing);
+        for p in &hub[1..] {
+            std::fs::create_dir_all(t.join(p).parent().unwrap()).unwrap();
+            std::fs::write(t.join(p), b"").unwrap();
+        }
+        assert_eq!(data_set(Some(t.clone()), &hub), DataSet::Nothing, "one hub file missing");
+        std::fs::create_dir_all(t.join(&hub[0]).parent().unwrap()).unwrap();
+        std::fs::write(t.join(&hub[0]), b"").unwrap();
+        assert_eq!(data_set(Some(t.clone()), &hub), DataSet::Hub(t.clone()));
+        assert_eq!(DataSet::Hub(t.clone()).profile(), Some("hub-data"));
+        std::fs::write(t.join("SHA256SUMS"), b"").unwrap();
+        assert_eq!(data_set(Some(t.clone()), &hub), DataSet::Offline(t.clone()));
+        assert_eq!(DataSet::Offline(t.clone()).profile(), None);
         std::fs::remove_dir_all(&t).unwrap();
     }
 }

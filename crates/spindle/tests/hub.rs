@@ -102,6 +102,8 @@ fn answer(mut conn: TcpStream, files: &BTreeMap<String, Vec<u8>>) -> std::io::Re
             "nyu-mll/glue",
             "allenai/winogrande",
             "allenai/c4",
+            "ptb-text-only/ptb_text_only",
+            "aps/super_glue",
         ]
         .into_iter()
         .find(|r| p.contains(r))
@@ -404,4 +406,60 @@ fn named_corpora_and_tasks_missing_from_the_data_folder_are_fetched_and_checked(
     // The hub gone: the fetched file serves.
     hub.stop();
     assert_eq!(stats(d, &t.path().join("c.json"), &work, &[]), reference);
+}
+
+/// `spindle data fetch --named` builds a data folder from public sources (CI's data step on a
+/// runner without the offline folder): every file with a hub origin, byte for byte the offline
+/// folder's, and a list of the re-packagings left out with their reasons; run again with the hub
+/// gone, it finds them in place and fetches nothing.
+#[test]
+fn data_fetch_named_builds_the_hub_part_of_the_data_folder() {
+    use spindle_data::sources::{Origin, sources};
+    let t = tempfile::tempdir().unwrap();
+    let shared = common::data();
+    let hub_files: Vec<(&str, &str)> = sources()
+        .iter()
+        .filter_map(|s| match &s.origin {
+            Origin::Hub(h) => Some((s.path.as_str(), h.file.as_str())),
+            Origin::Unavailable(_) => None,
+        })
+        .collect();
+    let unavailable = sources().len() - hub_files.len();
+    assert_eq!((hub_files.len(), unavailable), (6, 7));
+    let files: BTreeMap<String, Vec<u8>> =
+        hub_files.iter().map(|(path, file)| ((*file).to_owned(), std::fs::read(shared.join(path)).unwrap())).collect();
+    let mut hub = Hub::serve(files);
+    let url = hub.url.clone();
+    let data = t.path().join("built");
+    let run = |extra: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_spindle"));
+        c.current_dir(t.path()).args(["data", "fetch", "--named", "--into", data.to_str().unwrap()]);
+        c.env_remove("RUST_LOG").env_remove("HF_TOKEN").env_remove("HF_HUB_OFFLINE").env_remove("SPINDLE_DATA");
+        c.env("HF_ENDPOINT", &url).env("HF_HOME", t.path().join("hf")).env("SPINDLE_CACHE", t.path().join("cache"));
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // Offline with nothing in place: the first file is named, nothing is written.
+    let o = run(&[("HF_HUB_OFFLINE", "1")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("HF_HUB_OFFLINE is set, so it is not fetched from hub dataset Salesforce/wikitext"), "{err}");
+    assert!(!data.exists());
+
+    let o = run(&[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    for (path, _) in &hub_files {
+        assert_eq!(std::fs::read(data.join(path)).unwrap(), std::fs::read(shared.join(path)).unwrap(), "{path}");
+    }
+    let left: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("left out")).skip(1).collect();
+    assert_eq!(left.len(), unavailable, "{out}");
+    assert!(left.iter().any(|l| l.starts_with("  c4/en/c4-validation-sample-2k.parquet: a 2000-document sample")), "{out}");
+
+    // In place already: the hub is not asked again.
+    hub.stop();
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }

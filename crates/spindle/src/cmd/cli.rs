@@ -466,12 +466,19 @@ pub enum DataCommand {
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// The dataset repository, e.g. Salesforce/wikitext.
-    pub repo: String,
+    #[arg(required_unless_present = "named")]
+    pub repo: Option<String>,
     /// The file inside it, e.g. wikitext-2-raw-v1/test-00000-of-00001.parquet.
-    pub file: String,
+    #[arg(required_unless_present = "named")]
+    pub file: Option<String>,
     /// Branch, tag or commit.
-    #[arg(long, default_value = "main")]
+    #[arg(long, default_value = "main", conflicts_with = "named")]
     pub revision: String,
+    /// Instead of one file: every file of the named corpora and tasks that has a public source
+    /// (eval/data_sources.toml), each checked against its recorded SHA-256; the files no
+    /// repository holds are listed with the reason.
+    #[arg(long, conflicts_with_all = ["repo", "file"])]
+    pub named: bool,
     /// The data folder to place it in.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub into: PathBuf,

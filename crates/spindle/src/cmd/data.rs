@@ -66,17 +66,46 @@ pub fn run(cmd: DataCommand, flag: Option<&Path>) -> Result<(), Failure> {
 
 #[cfg(feature = "hub")]
 fn fetch(args: FetchArgs) -> Result<(), Failure> {
+    let (repo, file) = match (&args.repo, &args.file, args.named) {
+        (_, _, true) => return fetch_named(&args.into),
+        (Some(repo), Some(file), false) => (repo, file),
+        _ => return Err(Failure::Usage("give REPO and FILE, or --named".into())),
+    };
     // A path that would leave the data folder is a usage error, found before any download.
-    spindle_data::hub::local_path(&args.into, &args.repo, &args.file).map_err(|e| Failure::Usage(e.to_string()))?;
-    let path = spindle_data::hub::fetch(&args.repo, &args.revision, &args.file, &args.into).map_err(anyhow::Error::from)?;
+    spindle_data::hub::local_path(&args.into, repo, file).map_err(|e| Failure::Usage(e.to_string()))?;
+    let path = spindle_data::hub::fetch(repo, &args.revision, file, &args.into).map_err(anyhow::Error::from)?;
     say!("{}", path.display());
+    Ok(())
+}
+
+/// Every named file with a hub origin into `into` (kept only when its SHA-256 is the recorded
+/// one; a file already there is left as it is), then the files left out and why.
+#[cfg(feature = "hub")]
+fn fetch_named(into: &Path) -> Result<(), Failure> {
+    use spindle_data::sources::{Origin, sources};
+    let dir = DataDir::in_cache(into).with_fetch(if spindle::hub::offline() { Fetch::Offline } else { Fetch::Hub });
+    let mut left_out = Vec::new();
+    for s in sources() {
+        match &s.origin {
+            Origin::Hub(_) => {
+                let path = dir.file(&s.path).map_err(anyhow::Error::from)?;
+                say!("{}", path.display());
+            }
+            Origin::Unavailable(reason) => left_out.push(format!("  {}: {reason}", s.path)),
+        }
+    }
+    if !left_out.is_empty() {
+        say!("left out, as no public repository holds them:\n{}", left_out.join("\n"));
+    }
     Ok(())
 }
 
 #[cfg(not(feature = "hub"))]
 fn fetch(args: FetchArgs) -> Result<(), Failure> {
     // Validate the request even so, then say what is missing.
-    spindle_data::hub::local_path(&args.into, &args.repo, &args.file).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let (Some(repo), Some(file)) = (&args.repo, &args.file) {
+        spindle_data::hub::local_path(&args.into, repo, file).map_err(|e| Failure::Usage(e.to_string()))?;
+    }
     Err(Failure::Usage(
         "this spindle was built without the `hub` feature: rebuild with `cargo build --release -p spindle --features hub`, or place the file in the data folder yourself".into(),
     ))
