@@ -515,3 +515,37 @@ fn sentencepiece_ggufs_of_every_family_convert_to_the_fixtures_tokens_and_logits
         assert_eq!(model.config().architecture.hf_name(), fixture_class, "{file}: the family of the fixture");
     }
 }
+
+/// A Mixtral GGUF written before llama.cpp stacked the experts (one tensor per expert,
+/// `blk.N.ffn_gate.E.weight` and its up/down twins, until April 2024; made from mixtral.gguf by
+/// make_mixtral_per_expert_gguf.py) converts to exactly what the stacked file gives: the same
+/// tensors bit for bit, the same config and tokenizer. An expert index past `llama.expert_count`
+/// is refused naming the tensor.
+#[test]
+fn a_mixtral_gguf_with_one_tensor_per_expert_converts_like_the_stacked_one() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/gguf");
+    let t = tempfile::tempdir().unwrap();
+    let (stacked, split) = (t.path().join("stacked"), t.path().join("split"));
+    spindle_model::convert_gguf(&dir.join("mixtral.gguf"), &stacked, &mut |_, _| {}).unwrap();
+    spindle_model::convert_gguf(&dir.join("mixtral-per-expert.gguf"), &split, &mut |_, _| {}).unwrap();
+    let (a, b) = (dir_tensors(&stacked), dir_tensors(&split));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.keys().any(|k| k == "model.layers.1.block_sparse_moe.experts.3.w2.weight"), "{:?}", a.keys());
+    for (name, x) in &a {
+        assert!(x.equal(&b[name]), "{name}");
+    }
+    for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        assert_eq!(std::fs::read(stacked.join(file)).unwrap(), std::fs::read(split.join(file)).unwrap(), "{file}");
+    }
+
+    // The same file with expert 3 renamed 9: past the count of 4.
+    let mut bytes = std::fs::read(dir.join("mixtral-per-expert.gguf")).unwrap();
+    let from = b"blk.0.ffn_gate.3.weight";
+    let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+    bytes[at + 15] = b'9';
+    let bad = t.path().join("bad.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let e = spindle_model::convert_gguf(&bad, &t.path().join("bad"), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("tensor `blk.0.ffn_gate.9.weight` names expert 9, but `llama.expert_count` is 4"), "{e}");
+    assert!(!t.path().join("bad").exists(), "nothing is left behind");
+}

@@ -173,6 +173,9 @@ enum Transform {
     /// A stacked `[experts, rows, cols]` tensor split into one tensor per expert, named
     /// `{name}.{expert}.{this}.weight`.
     Experts(&'static str),
+    /// One expert's tensor as llama.cpp wrote Mixtral before it stacked them (`blk.N.ffn_gate.E`
+    /// and its up/down twins, until April 2024): copied, once `E` is checked against the count.
+    Expert(u64),
     /// Read into the config instead (llama.cpp's `rope_freqs.weight`): not written.
     Consumed,
 }
@@ -198,6 +201,9 @@ fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64, arch: GgufArch, target: T
     let index: usize = index.parse().ok()?;
     let permute = |n| if arch.permuted_qk { Transform::Unpermute(n) } else { Transform::Copy };
     let (phi3, moe) = (target == Target::Phi3, target == Target::Mixtral);
+    if moe && let Some((which, expert)) = per_expert(part) {
+        return Some((format!("model.layers.{index}.block_sparse_moe.experts.{expert}.{which}.weight"), Transform::Expert(expert)));
+    }
     let (hf, transform) = match part {
         "attn_norm.weight" => ("input_layernorm.weight", norm),
         "ffn_norm.weight" if gemma => ("pre_feedforward_layernorm.weight", norm),
@@ -228,6 +234,23 @@ fn hf_name(gguf_name: &str, heads: i64, kv_heads: i64, arch: GgufArch, target: T
         _ => return None,
     };
     Some((format!("model.layers.{index}.{hf}"), transform))
+}
+
+/// `ffn_gate.E.weight` (and up, down): the Mixtral expert tensor names of llama.cpp's converter
+/// before April 2024, as transformers' w1 (gate), w3 (up) and w2 (down) of expert `E`.
+fn per_expert(part: &str) -> Option<(&'static str, u64)> {
+    let (kind, rest) = part.strip_prefix("ffn_")?.split_once('.')?;
+    let which = match kind {
+        "gate" => "w1",
+        "up" => "w3",
+        "down" => "w2",
+        _ => return None,
+    };
+    let expert = rest.strip_suffix(".weight")?;
+    if expert.is_empty() || !expert.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((which, expert.parse().ok()?))
 }
 
 /// transformers' `PRETOKENIZE_REGEX` of Qwen2 (`models/qwen2/tokenization_qwen2.py`), which its
@@ -695,6 +718,15 @@ pub fn convert_gguf(src: &Path, out: &Path, progress: &mut dyn FnMut(usize, usiz
             }
             // In fp32, as transformers' Gemma2TensorProcessor does after dequantizing.
             Transform::MinusOne => out_dir.push(name, t - 1.0)?,
+            Transform::Expert(e) => {
+                if e >= experts {
+                    return Err(ConvertError::Invalid {
+                        path,
+                        what: format!("tensor `{}` names expert {e}, but `llama.expert_count` is {experts}", info.name),
+                    });
+                }
+                out_dir.push(name, t)?
+            }
             Transform::Experts(which) => {
                 if dims.len() != 3 || dims[0] as u64 != experts {
                     return Err(ConvertError::Invalid {
