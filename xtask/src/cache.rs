@@ -8,6 +8,12 @@
 //! tests). A run is finished when its `run.json` exists (written atomically, last). Runners that
 //! share one cache take a run by locking its `run.lock` (`flock`, see [`RunLock`]), so two never compute
 //! the same run at once.
+//!
+//! Every run computes with one set of ATen CPU kernels, [`kernels`]: libtorch picks the widest
+//! its CPU has (AVX-512 on the machines this project ran on), and SparseGPT's and SI's figures
+//! move with that choice (up to 2.8% on table1, `docs/results/cross_cpu.md`), while Intel and AMD
+//! CPUs computed bit-identical figures with the same kernels. Pinned to AVX2, which every x86-64
+//! CPU of the last decade and every hosted CI runner has, a table is the same on any of them.
 
 use std::fs::File;
 use std::io::Read;
@@ -24,6 +30,23 @@ pub(crate) struct Fingerprint {
     pub data_dir: PathBuf,
     pub data_hash: String,
     pub code_version: String,
+    /// The ATen CPU kernels the runs compute with ([`kernels`]).
+    pub kernels: String,
+}
+
+/// The ATen CPU capability runs are computed with: `$ATEN_CPU_CAPABILITY` when the caller set it,
+/// else `avx2` on x86-64 (the kernels every such CPU has, so figures do not depend on whether it
+/// also has AVX-512), else `native` (libtorch's own choice, not pinned).
+pub(crate) fn kernels() -> String {
+    kernels_from(std::env::var("ATEN_CPU_CAPABILITY").ok().as_deref(), cfg!(target_arch = "x86_64"))
+}
+
+fn kernels_from(env: Option<&str>, x86_64: bool) -> String {
+    match env.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) => v.to_owned(),
+        None if x86_64 => "avx2".to_owned(),
+        None => "native".to_owned(),
+    }
 }
 
 /// A run with its cache key and state.
@@ -250,6 +273,7 @@ pub(crate) fn run_key(run: &Run, model_hash: &str, fp: &Fingerprint) -> String {
     }
     line("data", &fp.data_hash);
     line("code", &fp.code_version);
+    line("kernels", &fp.kernels);
     hex(&h.finalize())[..24].to_owned()
 }
 
@@ -327,7 +351,7 @@ pub(crate) fn fingerprint(data_flag: Option<&Path>, root: &Path) -> Result<Finge
             bytes.extend_from_slice(format!("\n{}  {s}", hex(&h.finalize())).as_bytes());
         }
     }
-    Ok(Fingerprint { data_hash: hex(&Sha256::digest(&bytes)), data_dir, code_version: code_version(root)? })
+    Ok(Fingerprint { data_hash: hex(&Sha256::digest(&bytes)), data_dir, code_version: code_version(root)?, kernels: kernels() })
 }
 
 /// A claim on one run's cache directory: an exclusive advisory lock (`flock`) on its `run.lock`,
@@ -370,7 +394,16 @@ mod tests {
     use crate::project_root;
 
     fn fp() -> Fingerprint {
-        Fingerprint { data_dir: PathBuf::from("/d"), data_hash: "d".repeat(64), code_version: "c".repeat(64) }
+        Fingerprint { data_dir: PathBuf::from("/d"), data_hash: "d".repeat(64), code_version: "c".repeat(64), kernels: "avx2".into() }
+    }
+
+    #[test]
+    fn the_kernels_are_avx2_on_x86_64_unless_the_caller_chose() {
+        assert_eq!(kernels_from(None, true), "avx2");
+        assert_eq!(kernels_from(Some(""), true), "avx2");
+        assert_eq!(kernels_from(Some("avx512"), true), "avx512");
+        assert_eq!(kernels_from(None, false), "native");
+        assert_eq!(kernels_from(Some("default"), false), "default");
     }
 
     #[test]
@@ -397,6 +430,9 @@ mod tests {
         let mut other = fp();
         other.data_hash = "e".repeat(64);
         assert_ne!(base, k(&runs[1], &other), "data differs");
+        let mut other = fp();
+        other.kernels = "avx512".into();
+        assert_ne!(base, k(&runs[1], &other), "kernels differ");
         let mut other = fp();
         other.data_dir = PathBuf::from("/elsewhere");
         assert_eq!(base, k(&runs[1], &other), "the same data in another folder is the same run");

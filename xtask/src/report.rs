@@ -261,14 +261,15 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
         format!("cargo xtask reproduce {} --profile {}", table.name, profile.name)
     };
     s += &format!(
-        "Written by `{cmd}` (spec `eval/tables/{}.toml` v{}, profile `{}`: {}). Budget: {}. Code {}, data {}.\n\n",
+        "Written by `{cmd}` (spec `eval/tables/{}.toml` v{}, profile `{}`: {}). Budget: {}. Code {}, data {}, ATen CPU kernels {}.\n\n",
         table.name,
         table.version,
         profile.name,
         profile.description,
         budget(profile, table),
         &fp.code_version[..12],
-        &fp.data_hash[..12]
+        &fp.data_hash[..12],
+        fp.kernels
     );
     if figures.pending > 0 {
         s += &format!("**Incomplete:** {} run(s) not finished; their cells are empty or leave their seed out.\n\n", figures.pending);
@@ -486,7 +487,7 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
         .collect();
     json!({
         "table": table.name, "version": table.version, "title": table.title, "profile": profile.name,
-        "budget": budget(profile, table), "seeds": profile.seeds, "code_version": fp.code_version, "data_hash": fp.data_hash,
+        "budget": budget(profile, table), "seeds": profile.seeds, "code_version": fp.code_version, "data_hash": fp.data_hash, "kernels": fp.kernels,
         "pending": figures.pending, "columns": columns, "models": models, "references": references,
         "tolerance": {"ppl_rel": table.tolerance.ppl_rel, "acc_abs": table.tolerance.acc_abs},
     })
@@ -589,7 +590,7 @@ mod tests {
     }
 
     fn fp() -> Fingerprint {
-        Fingerprint { data_dir: "/d".into(), data_hash: "d".repeat(64), code_version: "c".repeat(64) }
+        Fingerprint { data_dir: "/d".into(), data_hash: "d".repeat(64), code_version: "c".repeat(64), kernels: "avx2".into() }
     }
 
     #[test]

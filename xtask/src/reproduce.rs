@@ -109,6 +109,7 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
             data_dir: PathBuf::from("(no data folder)"),
             data_hash: NO_DATA.to_owned(),
             code_version: crate::cache::code_version(&root)?,
+            kernels: crate::cache::kernels(),
         }
     } else {
         fingerprint(args.data_dir.as_deref(), &root)?
@@ -173,7 +174,14 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
         } else {
             format!("data {} ({})", &fp.data_hash[..12], fp.data_dir.display())
         };
-        println!("{} ({} profile): {} runs; code {}, {data}", table.name, args.profile, planned.len(), &fp.code_version[..12]);
+        println!(
+            "{} ({} profile): {} runs; code {}, {data}, ATen CPU kernels {}",
+            table.name,
+            args.profile,
+            planned.len(),
+            &fp.code_version[..12],
+            fp.kernels
+        );
         for p in &planned {
             let state = match (&p.source, p.finished(&cache)) {
                 (Err(e), _) => format!("cannot run: {e}"),
@@ -394,6 +402,9 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
     let base = |cmd: &mut Command| {
         cmd.arg("--threads").arg(ctx.threads.to_string());
         cmd.arg("--data-dir").arg(&ctx.fp.data_dir);
+        if ctx.fp.kernels != "native" {
+            cmd.env("ATEN_CPU_CAPABILITY", &ctx.fp.kernels);
+        }
     };
     let label = match p.run.seed {
         Some(s) => format!("{} seed {s}", p.run.row.id),
@@ -487,6 +498,7 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
         "machine": crate::bench::machine(),
         "code_version": ctx.fp.code_version,
         "data_hash": ctx.fp.data_hash,
+        "kernels": ctx.fp.kernels,
     });
     write_atomic(&dir.join("run.json"), &(serde_json::to_string_pretty(&record)? + "\n"))?;
     if model.exists() {

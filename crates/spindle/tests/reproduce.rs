@@ -208,3 +208,54 @@ fn an_interrupted_table_leaves_a_consistent_cache_and_resumes_to_the_same_figure
     assert!(runs(&shared).iter().all(|(_, done)| *done) && runs(&shared).len() == 5);
     assert_eq!(figures(&shared), want, "two runners side by side changed the table");
 }
+
+/// Every spindle a table runs computes with the pinned ATen kernels: `avx2` unless the caller
+/// set `ATEN_CPU_CAPABILITY`, whose value is then used and recorded; runs of other kernels are
+/// other runs (another key), since SparseGPT's and SI's figures move with the kernels.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn every_run_computes_with_the_pinned_aten_kernels() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("stories");
+    stories(&model);
+    let spec = spec(t.path(), &model);
+    let log = t.path().join("kernels.log");
+    let wrapper = t.path().join("spindle-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"${{ATEN_CPU_CAPABILITY-unset}}\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            env!("CARGO_BIN_EXE_spindle")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |results: &Path, kernels: Option<&str>| {
+        let mut c = Command::new(xtask());
+        c.current_dir(root()).arg("reproduce").arg(&spec).args(["--only", "wanda", "--data-dir"]).arg(data());
+        c.env("SPINDLE_RESULTS", results).env("SPINDLE_BIN", &wrapper).env_remove("RUST_LOG").env_remove("ATEN_CPU_CAPABILITY");
+        if let Some(k) = kernels {
+            c.env("ATEN_CPU_CAPABILITY", k);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let lines = std::fs::read_to_string(&log).unwrap();
+        std::fs::remove_file(&log).unwrap();
+        let recorded: Vec<serde_json::Value> = runs(results)
+            .iter()
+            .map(|(dir, _)| serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap())
+            .collect();
+        (lines, recorded)
+    };
+    let (lines, recorded) = run(&t.path().join("pinned"), None);
+    // Two seeds, a prune and an evaluation each.
+    assert_eq!(lines, "avx2\n".repeat(4));
+    assert!(recorded.len() == 2 && recorded.iter().all(|r| r["kernels"] == "avx2"), "{recorded:?}");
+    let (lines, other) = run(&t.path().join("chosen"), Some("default"));
+    assert_eq!(lines, "default\n".repeat(4));
+    assert!(other.iter().all(|r| r["kernels"] == "default"), "{other:?}");
+    let keys = |v: &[serde_json::Value]| v.iter().map(|r| r["key"].as_str().unwrap().to_owned()).collect::<std::collections::BTreeSet<_>>();
+    assert!(keys(&recorded).is_disjoint(&keys(&other)), "runs of other kernels are other runs");
+}
