@@ -7,7 +7,8 @@
 //! two sides alternating (medians reported):
 //!
 //! - **matmul**: the machine's fp32 `torch.mm` rate (`tests/reference/bench_matmul.py`, the same
-//!   libtorch build spindle links), the ceiling for the forward's FLOP rate;
+//!   libtorch build spindle links), the ceiling for the forward's FLOP rate, and the rate of the
+//!   model's own linears against M, the tokens of one pass (what batching windows can gain);
 //! - **ppl**: perplexity-evaluation throughput, `spindle eval --max-windows K` against
 //!   `tests/reference/bench_ppl.py` (transformers); only the window loop is timed on either side,
 //!   and spindle's FLOP rate is its tokens/s times the model's FLOPs per token;
@@ -224,6 +225,20 @@ pub(crate) fn flops_per_token(config: &Value, seqlen: usize) -> Result<f64> {
     Ok(layers * (2.0 * linears + attention) + 2.0 * h * vocab)
 }
 
+/// Linear shapes, `(out, in)` each.
+type Shapes = Vec<(u64, u64)>;
+
+/// The `(out, in)` of a decoder block's seven linears (q, k, v, o, gate, up, down) and of the LM
+/// head, from a Llama-family `config.json`.
+pub(crate) fn linear_shapes(config: &Value) -> Result<(Shapes, Shapes)> {
+    let get = |k: &str| config[k].as_u64().with_context(|| format!("config.json lacks {k}"));
+    let (h, i, vocab, heads) = (get("hidden_size")?, get("intermediate_size")?, get("vocab_size")?, get("num_attention_heads")?);
+    let kv = config["num_key_value_heads"].as_u64().unwrap_or(heads);
+    let head_dim = config["head_dim"].as_u64().unwrap_or(h / heads.max(1));
+    let (q, k) = (heads * head_dim, kv * head_dim);
+    Ok((vec![(q, h), (k, h), (k, h), (h, q), (i, h), (i, h), (h, i)], vec![(vocab, h)]))
+}
+
 /// A random-weight Llama (the named sizes, `layers` blocks) written as safetensors with a copied
 /// tokenizer: the scaling curve's models. Deterministic (a fixed xorshift stream).
 /// The shape of a random-weight Llama the bench writes.
@@ -400,6 +415,27 @@ fn run_in(args: &BenchArgs, root: &Path, spindle: &Path, python: &Path, tmp: &Pa
         let v = read_json(&j)?;
         matmul_gflops = v["gflops"].as_f64();
         figures.insert("matmul".into(), json!({"result": v, "seconds": m.seconds}));
+        // The GEMM efficiency against M: the block's seven linears at one to eight windows of
+        // `--seqlen` tokens per pass, and the LM head at the 128 positions spindle's evaluation
+        // gives it at a time and at whole windows.
+        let (block, head) = linear_shapes(&config)?;
+        let mut gemm = serde_json::Map::new();
+        for (name, shapes, ms) in
+            [("block", block, [1, 2, 4, 8].map(|b| b * args.seqlen)), ("head", head, [128, args.seqlen, 4 * args.seqlen, 8 * args.seqlen])]
+        {
+            let j = tmp.join(format!("gemm-{name}.json"));
+            let mut c = py("bench_matmul.py");
+            c.args(["--threads", &threads, "--n", "256", "--repeats", "5", "--json"]).arg(&j);
+            for (o, i) in &shapes {
+                c.arg("--linear").arg(format!("{o},{i}"));
+            }
+            for m in ms {
+                c.arg("--m").arg(m.to_string());
+            }
+            measure(&mut c, &log(&format!("gemm-{name}")))?;
+            gemm.insert(name.into(), read_json(&j)?["linears"].clone());
+        }
+        figures.insert("gemm_against_m".into(), Value::Object(gemm));
     }
 
     if args.wants(Section::Ppl) {
@@ -811,6 +847,35 @@ pub(crate) fn report(f: &Value) -> String {
             sizes.unwrap_or_default()
         );
     }
+    let g = &f["gemm_against_m"];
+    if g.is_object() {
+        s += "### The GEMM efficiency against M\n\n`F.linear(x, w)` with `x` `[M, in]`: the set of a decoder block's seven linears \
+              (q, k, v, o, gate, up, down: FLOPs summed over the set, as a forward pass weighs them) and the LM head, \
+              median of 5 passes. M is the tokens of one pass: one window, or several batched (`spindle eval --batch-size`); \
+              spindle's evaluation gives the head 128 positions at a time.\n\n| M | block linears GFLOP/s | share of the matmul rate | LM head GFLOP/s |\n|---:|---:|---:|---:|\n";
+        let mut ms: Vec<(u64, String)> = Vec::new();
+        for part in ["block", "head"] {
+            if let Some(o) = g[part]["m"].as_object() {
+                for m in o.keys() {
+                    if let Ok(n) = m.parse::<u64>()
+                        && !ms.iter().any(|(x, _)| *x == n)
+                    {
+                        ms.push((n, m.clone()));
+                    }
+                }
+            }
+        }
+        ms.sort();
+        let cell = |part: &str, m: &str| g[part]["m"][m]["median"].as_f64().map_or("–".to_owned(), |v| format!("{v:.1}"));
+        for (_, m) in &ms {
+            let share = match (g["block"]["m"][m.as_str()]["median"].as_f64(), matmul) {
+                (Some(b), Some(mm)) => format!("{:.0}%", b / mm * 100.0),
+                _ => "–".to_owned(),
+            };
+            s += &format!("| {m} | {} | {share} | {} |\n", cell("block", m), cell("head", m));
+        }
+        s += "\n";
+    }
     let p = &f["ppl_eval"];
     if p.is_object() {
         let ratio = f64_of(&p["ratio"]);
@@ -1085,6 +1150,21 @@ mod tests {
         let old = format!("# Benchmarks\n\nold figures\n\n{READING_MARKER}\n\n## Reading\n\nwhy\n");
         assert_eq!(kept_reading(&old), format!("{READING_MARKER}\n\n## Reading\n\nwhy\n"));
         assert_eq!(kept_reading("# Benchmarks\n\nold figures\n"), "");
+    }
+
+    #[test]
+    fn the_gemm_table_lists_smollm2s_linears_and_every_m_of_either_set() {
+        let c = json!({"hidden_size": 576, "intermediate_size": 1536, "vocab_size": 49152,
+            "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64});
+        let (block, head) = linear_shapes(&c).unwrap();
+        assert_eq!(block, vec![(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]);
+        assert_eq!(head, vec![(49152, 576)]);
+        assert!(format!("{:#}", linear_shapes(&json!({"hidden_size": 8})).unwrap_err()).contains("intermediate_size"));
+        let f = json!({"matmul": {"result": {"gflops": 100.0, "sizes": {}}},
+            "gemm_against_m": {"block": {"m": {"512": {"median": 80.0}, "2048": {"median": 90.0}}},
+                               "head": {"m": {"128": {"median": 70.0}, "512": {"median": 85.0}}}}});
+        let text = report(&f);
+        assert!(text.contains("| 128 | – | – | 70.0 |\n| 512 | 80.0 | 80% | 85.0 |\n| 2048 | 90.0 | 90% | – |\n"), "{text}");
     }
 
     #[test]
