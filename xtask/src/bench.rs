@@ -214,15 +214,13 @@ fn stats(v: &[Measured]) -> Value {
 /// (scores and values, 2·2·d_q per earlier key; (seqlen+1)/2 keys on average). Norms,
 /// activations and softmax are left out, so the rate derived from it is a lower bound.
 pub(crate) fn flops_per_token(config: &Value, seqlen: usize) -> Result<f64> {
-    let get = |k: &str| config[k].as_f64().with_context(|| format!("config.json lacks {k}"));
-    let (h, i, layers, vocab) = (get("hidden_size")?, get("intermediate_size")?, get("num_hidden_layers")?, get("vocab_size")?);
-    let heads = get("num_attention_heads")?;
-    let kv = config["num_key_value_heads"].as_f64().unwrap_or(heads);
-    let head_dim = config["head_dim"].as_f64().unwrap_or(h / heads);
-    let (q, k) = (heads * head_dim, kv * head_dim);
-    let linears = h * q + 2.0 * h * k + q * h + 3.0 * h * i;
+    let (block, head) = linear_shapes(config)?;
+    let layers = config["num_hidden_layers"].as_f64().context("config.json lacks num_hidden_layers")?;
+    let weights = |shapes: &Shapes| shapes.iter().map(|&(o, i)| (o * i) as f64).sum::<f64>();
+    // q_proj's outputs: the attention's width.
+    let q = block[0].0 as f64;
     let attention = 2.0 * 2.0 * q * (seqlen as f64 + 1.0) / 2.0;
-    Ok(layers * (2.0 * linears + attention) + 2.0 * h * vocab)
+    Ok(layers * (2.0 * weights(&block) + attention) + 2.0 * weights(&head))
 }
 
 /// Linear shapes, `(out, in)` each.
@@ -853,22 +851,16 @@ pub(crate) fn report(f: &Value) -> String {
               (q, k, v, o, gate, up, down: FLOPs summed over the set, as a forward pass weighs them) and the LM head, \
               median of 5 passes. M is the tokens of one pass: one window, or several batched (`spindle eval --batch-size`); \
               spindle's evaluation gives the head 128 positions at a time.\n\n| M | block linears GFLOP/s | share of the matmul rate | LM head GFLOP/s |\n|---:|---:|---:|---:|\n";
-        let mut ms: Vec<(u64, String)> = Vec::new();
-        for part in ["block", "head"] {
-            if let Some(o) = g[part]["m"].as_object() {
-                for m in o.keys() {
-                    if let Ok(n) = m.parse::<u64>()
-                        && !ms.iter().any(|(x, _)| *x == n)
-                    {
-                        ms.push((n, m.clone()));
-                    }
-                }
-            }
-        }
-        ms.sort();
+        // Every M either set measured, in numeric order.
+        let ms: std::collections::BTreeMap<u64, &str> = ["block", "head"]
+            .iter()
+            .filter_map(|part| g[*part]["m"].as_object())
+            .flat_map(|o| o.keys())
+            .filter_map(|m| Some((m.parse::<u64>().ok()?, m.as_str())))
+            .collect();
         let cell = |part: &str, m: &str| g[part]["m"][m]["median"].as_f64().map_or("–".to_owned(), |v| format!("{v:.1}"));
-        for (_, m) in &ms {
-            let share = match (g["block"]["m"][m.as_str()]["median"].as_f64(), matmul) {
+        for m in ms.values() {
+            let share = match (g["block"]["m"][*m]["median"].as_f64(), matmul) {
                 (Some(b), Some(mm)) => format!("{:.0}%", b / mm * 100.0),
                 _ => "–".to_owned(),
             };
