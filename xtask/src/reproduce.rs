@@ -383,6 +383,14 @@ fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `seconds.total` of a finished prune's `--json` report, when a resumed run did not time the
+/// prune itself. `None` when the report is missing or lacks it: the run record then says so.
+fn reported_prune_seconds(report: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(report).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["seconds"]["total"].as_f64()
+}
+
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
@@ -429,6 +437,9 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
         cmd.arg("--out").arg(&model).arg("--json").arg(dir.join("prune.json"));
         logged(&mut cmd, &dir.join("prune.log"))?;
         prune_seconds = Some(t0.elapsed().as_secs_f64());
+    } else if p.run.prune.is_some() {
+        // Pruned by an earlier, interrupted runner: its time is in the prune's own report.
+        prune_seconds = reported_prune_seconds(&dir.join("prune.json"));
     }
     let mut figures = serde_json::Map::new();
     let mut stderr = serde_json::Map::new();
@@ -520,6 +531,21 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_resumed_run_takes_its_prune_time_from_the_prune_report() {
+        let dir = std::env::temp_dir().join(format!("spindle-prune-seconds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let report = dir.join("prune.json");
+        assert_eq!(reported_prune_seconds(&report), None);
+        std::fs::write(&report, r#"{"seconds": {"load": 0.5, "total": 443.25}}"#).unwrap();
+        assert_eq!(reported_prune_seconds(&report), Some(443.25));
+        std::fs::write(&report, r#"{"seconds": {"load": 0.5}}"#).unwrap();
+        assert_eq!(reported_prune_seconds(&report), None);
+        std::fs::write(&report, "{ not json").unwrap();
+        assert_eq!(reported_prune_seconds(&report), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     const SPEC: &str = r#"
         name = "t"
