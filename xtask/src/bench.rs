@@ -38,7 +38,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{cargo, libtorch, project_root, run_echoed};
+use crate::{cargo, libtorch, project_root, read_json, run_echoed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub(crate) enum Section {
@@ -132,11 +132,6 @@ fn python(args: &BenchArgs) -> Result<PathBuf> {
          (e.g. at {}) or pass --python / set SPINDLE_BENCH_PYTHON",
         venv.display()
     )
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -74,9 +74,7 @@ impl Planned {
 
     /// The figures of a finished run, from its `run.json`.
     pub(crate) fn finished(&self, cache: &Path) -> Option<Value> {
-        let path = self.dir(cache)?.join("run.json");
-        let text = std::fs::read_to_string(path).ok()?;
-        serde_json::from_str(&text).ok()
+        crate::read_json(&self.dir(cache)?.join("run.json")).ok()
     }
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cache::output_stem;
-use crate::project_root;
+use crate::{project_root, read_json};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct CompareArgs {
@@ -137,11 +137,6 @@ pub(crate) fn regressions(baseline: &Baseline, current: &[Cell]) -> Vec<String> 
         }
     }
     out
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 pub(crate) fn run(args: &CompareArgs) -> Result<()> {

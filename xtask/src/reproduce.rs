@@ -386,9 +386,7 @@ fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
 /// `seconds.total` of a finished prune's `--json` report, when a resumed run did not time the
 /// prune itself. `None` when the report is missing or lacks it: the run record then says so.
 fn reported_prune_seconds(report: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(report).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v["seconds"]["total"].as_f64()
+    crate::read_json(report).ok()?["seconds"]["total"].as_f64()
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
@@ -461,8 +459,7 @@ fn execute(p: &Planned, ctx: &Ctx<'_>) -> Result<()> {
         let log = if i == 0 { "eval.log".to_owned() } else { format!("eval-{i}.log") };
         logged(&mut cmd, &dir.join(log))?;
         eval_seconds.push(t1.elapsed().as_secs_f64());
-        let text = std::fs::read_to_string(&eval_json).with_context(|| format!("reading {}", eval_json.display()))?;
-        let eval: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", eval_json.display()))?;
+        let eval = crate::read_json(&eval_json)?;
         for id in &e.columns {
             let c = ctx.table.columns.iter().find(|c| &c.id == id).context("an evaluation names a column the table lacks")?;
             let (v, se, maj) = match &c.measure {
