@@ -15,6 +15,12 @@
 //! others), `.json` and `.csv` beside it, rendered from the cache by [`crate::report`] after
 //! every finished run, so an interrupted table shows what it has. The Markdown is also printed.
 //!
+//! **Archive.** `results/runs/<table>/<key>.json` holds finished runs' records (`--archive` writes
+//! them; they are small and meant for git). A run the cache lacks and the archive holds is copied
+//! into the cache before anything runs or renders: its key hashes everything that determines its
+//! figures, code version included, so a checkout at the same code version on a fresh disk renders
+//! the table from git, or resumes it where the archive stops.
+//!
 //! `--dry-run` lists the runs, their keys and whether each is cached, without building anything.
 
 use std::fs::File;
@@ -72,6 +78,11 @@ pub(crate) struct ReproduceArgs {
     /// `slurm` writes results/<table>.slurm.sh, one Slurm array task per run, then a render job.
     #[arg(long, value_enum, value_name = "WHAT")]
     emit: Option<Emit>,
+    /// Also keep every finished run's record in results/runs/<table>/<key>.json, to commit: a
+    /// checkout at the same code version restores archived runs from there instead of computing
+    /// them again (with --render: archive what the cache holds).
+    #[arg(long)]
+    archive: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -116,6 +127,7 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     };
     let mut planned = plan(&table, &args.profile, &args.only, &fp)?;
     let cache = cache_dir(&root);
+    let archive = archive_dir(&root, &table.name, &args.profile);
     if args.jobs == 0 || args.threads == 0 {
         bail!("--jobs and --threads must be at least 1");
     }
@@ -134,8 +146,21 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
             )
         })?;
     }
+    if args.dry_run && args.archive {
+        bail!("--archive keeps finished runs: it does not go with --dry-run, which writes nothing");
+    }
+    if !args.dry_run {
+        // Every row's runs, also under --only or --run-key: the table renders them all.
+        let n = restore(&plan(&table, &args.profile, &[], &fp)?, &cache, &archive)?;
+        if n > 0 {
+            eprintln!("restored {n} finished run(s) from {} into the cache", archive.display());
+        }
+    }
     if args.render {
         let all_planned = plan(&table, &args.profile, &[], &fp)?;
+        if args.archive {
+            report_archived(archive_finished(&all_planned, &cache, &archive)?, &archive);
+        }
         let md = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
         print!("{md}");
         return Ok(());
@@ -186,6 +211,9 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
             let state = match (&p.source, p.finished(&cache)) {
                 (Err(e), _) => format!("cannot run: {e}"),
                 (Ok(_), Some(_)) => "cached".to_owned(),
+                (Ok(_), None) if p.key.as_ref().is_some_and(|k| archive.join(format!("{k}.json")).is_file()) => {
+                    format!("archived in {} (restored when run or rendered)", archive.display())
+                }
                 (Ok(_), None) if p.dir(&cache).is_some_and(|d| d.join("model/config.json").is_file()) => "pruned, to evaluate".to_owned(),
                 (Ok(_), None) => "to run".to_owned(),
             };
@@ -277,7 +305,9 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
                                 bar.println(line)
                             }
                             let _one = render.lock();
-                            if let Err(e) = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)
+                            let kept = if args.archive { archive_finished(&all_planned, &cache, &archive).map(|_| ()) } else { Ok(()) };
+                            if let Err(e) =
+                                kept.and_then(|()| report::write(&root, &table, &args.profile, &all_planned, &cache, &fp).map(|_| ()))
                                 && let Ok(mut f) = failures.lock()
                             {
                                 f.push(e);
@@ -311,6 +341,12 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     if let Some(e) = failures.into_iter().next() {
         return Err(e);
     }
+    if args.archive {
+        // Runs another runner sharing the cache finished are archived here too.
+        archive_finished(&all_planned, &cache, &archive)?;
+        let n = all_planned.iter().filter(|p| p.key.as_ref().is_some_and(|k| archive.join(format!("{k}.json")).is_file())).count();
+        eprintln!("{n} of {} runs archived in {}", all_planned.len(), archive.display());
+    }
     let md = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
     print!("{md}");
     let skipped = skipped.into_inner().unwrap_or(0);
@@ -318,6 +354,56 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
         eprintln!("{skipped} run(s) were held by another runner; rerun to render them once they finish");
     }
     Ok(())
+}
+
+/// `results/runs/<table>` (`<table>-<profile>` for profiles other than `cpu`): the run archive.
+pub(crate) fn archive_dir(root: &Path, table: &str, profile: &str) -> PathBuf {
+    let name = if profile == "cpu" { table.to_owned() } else { format!("{table}-{profile}") };
+    crate::cache::results_dir(root).join("runs").join(name)
+}
+
+/// Copies into the cache every planned run the cache lacks and the archive holds; how many.
+/// An archived record whose `key` field is not its file name is an error naming the file, never
+/// a run silently taken for another.
+fn restore(planned: &[Planned], cache: &Path, archive: &Path) -> Result<usize> {
+    let mut n = 0;
+    for p in planned {
+        let (Some(key), Some(dir)) = (&p.key, p.dir(cache)) else { continue };
+        let file = archive.join(format!("{key}.json"));
+        if p.finished(cache).is_some() || !file.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let record: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        if record["key"].as_str() != Some(key.as_str()) {
+            bail!("{}: its key field is {}, not {key}, the key its name says", file.display(), record["key"]);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_atomic(&dir.join("run.json"), &text)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Copies every finished planned run the archive lacks into it; how many.
+fn archive_finished(planned: &[Planned], cache: &Path, archive: &Path) -> Result<usize> {
+    let mut n = 0;
+    for p in planned {
+        let (Some(key), Some(dir)) = (&p.key, p.dir(cache)) else { continue };
+        let (src, dst) = (dir.join("run.json"), archive.join(format!("{key}.json")));
+        if dst.is_file() || !src.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+        std::fs::create_dir_all(archive).with_context(|| format!("creating {}", archive.display()))?;
+        write_atomic(&dst, &text)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn report_archived(n: usize, archive: &Path) {
+    eprintln!("archived {n} more finished run(s) in {}", archive.display());
 }
 
 /// The planned runs whose keys are `keys`, in plan order; the first key no run has is the error.
@@ -585,5 +671,41 @@ mod tests {
             [("key0".into(), Some(0)), ("key2".into(), Some(2))]
         );
         assert_eq!(select_keys(planned(), &["key1".into(), "nope".into()]).err(), Some("nope".to_owned()));
+    }
+
+    /// `--archive` copies finished runs (and only those) out of the cache; a fresh cache takes them
+    /// back before anything runs; a record under another run's name is refused, naming the file.
+    #[test]
+    fn archived_runs_come_back_into_an_empty_cache_and_a_misnamed_record_is_refused() {
+        let t = spec::parse(SPEC).unwrap();
+        let planned: Vec<Planned> = t
+            .runs(t.profile("cpu").unwrap())
+            .into_iter()
+            .enumerate()
+            .map(|(i, run)| Planned { run, source: Ok("smollm2-135m".into()), key: Some(format!("key{i}")) })
+            .collect();
+        let root = std::env::temp_dir().join(format!("spindle-archive-{}", std::process::id()));
+        let (cache, archive) = (root.join("cache"), root.join("runs/t"));
+        let record = |k: &str| format!("{{\"key\": \"{k}\", \"figures\": {{\"w\": 12.5}}}}\n");
+        std::fs::create_dir_all(cache.join("key0")).unwrap();
+        std::fs::write(cache.join("key0/run.json"), record("key0")).unwrap();
+        // key1 was pruned but not evaluated: not finished, not archived.
+        std::fs::create_dir_all(cache.join("key1/model")).unwrap();
+        assert_eq!(archive_finished(&planned, &cache, &archive).unwrap(), 1);
+        assert_eq!(std::fs::read_to_string(archive.join("key0.json")).unwrap(), record("key0"));
+        assert!(!archive.join("key1.json").exists());
+        assert_eq!(archive_finished(&planned, &cache, &archive).unwrap(), 0);
+
+        std::fs::remove_dir_all(&cache).unwrap();
+        assert_eq!(restore(&planned, &cache, &archive).unwrap(), 1);
+        assert_eq!(planned[0].finished(&cache).unwrap()["figures"]["w"], 12.5);
+        assert!(planned[1].finished(&cache).is_none());
+        assert_eq!(restore(&planned, &cache, &archive).unwrap(), 0);
+
+        std::fs::write(archive.join("key2.json"), record("key1")).unwrap();
+        let e = format!("{:#}", restore(&planned, &cache, &archive).unwrap_err());
+        assert!(e.contains("key2.json: its key field is \"key1\", not key2"), "{e}");
+        assert!(planned[2].finished(&cache).is_none());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

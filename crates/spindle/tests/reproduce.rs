@@ -62,10 +62,16 @@ fn spec(dir: &Path, model: &Path) -> PathBuf {
 
 /// `cargo xtask reproduce SPEC` into `results`, in a process group of its own.
 fn reproduce(spec: &Path, results: &Path) -> std::process::Child {
+    reproduce_with(spec, results, &[])
+}
+
+/// `cargo xtask reproduce SPEC ARGS...` into `results`, in a process group of its own.
+fn reproduce_with(spec: &Path, results: &Path, args: &[&str]) -> std::process::Child {
     Command::new(xtask())
         .current_dir(root())
         .arg("reproduce")
         .arg(spec)
+        .args(args)
         .arg("--data-dir")
         .arg(data())
         .env("SPINDLE_RESULTS", results)
@@ -207,6 +213,38 @@ fn an_interrupted_table_leaves_a_consistent_cache_and_resumes_to_the_same_figure
     assert_eq!(done_by.iter().sum::<usize>(), 5, "each run done by exactly one runner: {done_by:?}");
     assert!(runs(&shared).iter().all(|(_, done)| *done) && runs(&shared).len() == 5);
     assert_eq!(figures(&shared), want, "two runners side by side changed the table");
+
+    // The run archive: `--render --archive` keeps each finished run's record in
+    // runs/<table>/<key>.json; a results folder holding only that archive lists the runs as
+    // archived and renders the same table from it, running nothing (no spindle is reachable).
+    let o = reproduce_with(&spec, &shared, &["--render", "--archive"]).wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let archived: Vec<PathBuf> = walk(&shared.join("runs/interrupt_check"));
+    assert_eq!(archived.len(), 5, "{archived:?}");
+    let fresh = t.path().join("fresh");
+    std::fs::create_dir_all(fresh.join("runs/interrupt_check")).unwrap();
+    for f in &archived {
+        std::fs::copy(f, fresh.join("runs/interrupt_check").join(f.file_name().unwrap())).unwrap();
+    }
+    let listing = Command::new(xtask())
+        .current_dir(root())
+        .args(["reproduce".as_ref(), spec.as_os_str(), "--dry-run".as_ref(), "--data-dir".as_ref(), data().as_os_str()])
+        .env("SPINDLE_RESULTS", &fresh)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(text.matches("archived in").count(), 5, "{text}");
+    let o = Command::new(xtask())
+        .current_dir(root())
+        .args(["reproduce".as_ref(), spec.as_os_str(), "--render".as_ref(), "--data-dir".as_ref(), data().as_os_str()])
+        .env("SPINDLE_RESULTS", &fresh)
+        .env("SPINDLE_BIN", "/nonexistent/spindle")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("restored 5 finished run(s)"), "{err}");
+    assert_eq!(figures(&fresh), want, "the table rendered from the archive differs");
 }
 
 /// Every spindle a table runs computes with the pinned ATen kernels: `avx2` unless the caller
