@@ -252,6 +252,22 @@ fn control_of<'a>(table: &Table, row_id: &str, rows: &'a [RowFigures]) -> Option
     rows.iter().find(|o| o.id == control.id)
 }
 
+/// The reconstruction row an SI + reconstruction row extends: same base, same reconstruction,
+/// same calibration budget, no SI. Pairing the two says what SI adds once reconstruction runs.
+fn reconstruction_of<'a>(table: &Table, row_id: &str, rows: &'a [RowFigures]) -> Option<&'a RowFigures> {
+    let row = table.row(row_id)?;
+    if row.family() != Family::SiReconstruction {
+        return None;
+    }
+    let recon = table.rows.iter().find(|o| {
+        o.family() == Family::Reconstruction
+            && o.base == row.base
+            && o.reconstruct == row.reconstruct
+            && o.nsamples_factor == row.nsamples_factor
+    })?;
+    rows.iter().find(|o| o.id == recon.id)
+}
+
 pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: &Fingerprint) -> String {
     let seeded = table.seeded(profile);
     let mut s = format!("# {}: {}\n\n", table.name, table.title);
@@ -320,6 +336,21 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
                         m.label,
                         r.label,
                         ctl.label,
+                        c.label,
+                        fmt_paired(ppl, &p),
+                        p.per_seed.len(),
+                        p.verdict(ppl)
+                    );
+                }
+                if seeded
+                    && let Some(rec) = reconstruction_of(table, &r.id, &m.rows)
+                    && let Some(p) = paired(r, rec, i, ppl).filter(|p| p.ci.is_some())
+                {
+                    pairs_md += &format!(
+                        "- {} / {} against {} (what SI adds to reconstruction), {}: {} ({} seeds): **{}**\n",
+                        m.label,
+                        r.label,
+                        rec.label,
                         c.label,
                         fmt_paired(ppl, &p),
                         p.per_seed.len(),
@@ -419,7 +450,20 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
                     let mut deltas = serde_json::Map::new();
                     let mut against_control = serde_json::Map::new();
                     let control = control_of(table, &r.id, &m.rows);
+                    let mut against_reconstruction = serde_json::Map::new();
+                    let recon = reconstruction_of(table, &r.id, &m.rows);
                     for (i, c) in table.columns.iter().enumerate() {
+                        if let Some(p) = recon.and_then(|rec| paired(r, rec, i, is_ppl(&c.measure))) {
+                            against_reconstruction.insert(
+                                c.id.clone(),
+                                json!({
+                                    "reconstruction": recon.map(|rec| rec.id.clone()),
+                                    "unit": if is_ppl(&c.measure) { "percent" } else { "points" },
+                                    "per_seed": p.per_seed.iter().map(|(s, d)| json!({"seed": s, "delta": d})).collect::<Vec<_>>(),
+                                    "mean": p.mean, "ci95": p.ci.map(|(lo, hi)| vec![lo, hi]), "verdict": p.verdict(is_ppl(&c.measure)),
+                                }),
+                            );
+                        }
                         if let Some(p) = control.and_then(|ctl| paired(r, ctl, i, is_ppl(&c.measure))) {
                             against_control.insert(
                                 c.id.clone(),
@@ -450,9 +494,15 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
                         .runs
                         .iter()
                         .map(|x| {
-                            let cells: serde_json::Map<String, Value> = table.columns.iter().zip(&x.values).map(|(c, v)| (c.id.clone(), json!(v))).collect();
-                            let se: serde_json::Map<String, Value> =
-                                table.columns.iter().zip(&x.stderr).filter(|(_, v)| v.is_some()).map(|(c, v)| (c.id.clone(), json!(v))).collect();
+                            let cells: serde_json::Map<String, Value> =
+                                table.columns.iter().zip(&x.values).map(|(c, v)| (c.id.clone(), json!(v))).collect();
+                            let se: serde_json::Map<String, Value> = table
+                                .columns
+                                .iter()
+                                .zip(&x.stderr)
+                                .filter(|(_, v)| v.is_some())
+                                .map(|(c, v)| (c.id.clone(), json!(v)))
+                                .collect();
                             json!({"seed": x.seed, "run": x.key, "figures": cells, "stderr": se})
                         })
                         .collect();
@@ -461,7 +511,8 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
                         "id": r.id, "label": r.label, "family": r.family.name(), "run": r.runs.first().and_then(|x| x.key.clone()),
                         "base": row.and_then(|x| x.base.clone()),
                         "pattern": row.and_then(|x| x.pattern).map(|p: Pattern| p.to_string()),
-                        "figures": means, "sd": sds, "n": ns, "delta": deltas, "delta_vs_control": against_control, "runs": runs, "mean": mean,
+                        "figures": means, "sd": sds, "n": ns, "delta": deltas, "delta_vs_control": against_control,
+                        "delta_vs_reconstruction": against_reconstruction, "runs": runs, "mean": mean,
                     })
                 })
                 .collect();
@@ -708,6 +759,52 @@ mod tests {
         let want = [(9.0 / 9.9 - 1.0) * 100.0, (10.8 / 11.88 - 1.0) * 100.0, (13.3 / 13.86 - 1.0) * 100.0];
         assert!(per_seed.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-9), "{per_seed:?}");
         assert_eq!(json["models"][0]["rows"][0]["delta_vs_control"], json!({}), "a base row has no control");
+    }
+
+    /// Does SI add anything once reconstruction runs? An SI + reconstruction row is also paired
+    /// with the reconstruction row of its base (same reconstruction, no SI), and only with that
+    /// one: a reconstruction of another configuration is not its counterpart.
+    #[test]
+    fn si_with_reconstruction_is_also_paired_with_reconstruction_alone() {
+        let spec = SPEC.replace("max_windows = 64\n", "max_windows = 64\nseeds = [0, 1, 2]\n")
+            + "\n[[rows]]\nid = \"wanda+recon1\"\nlabel = \"Wanda + reconstruction, 1 epoch\"\nmethod = \"wanda\"\nsparsity = 0.5\nreconstruct = { epochs = 1 }\nbase = \"wanda\"\n"
+            + "\n[[rows]]\nid = \"wanda+recon\"\nlabel = \"Wanda + reconstruction\"\nmethod = \"wanda\"\nsparsity = 0.5\nreconstruct = { snl = \"none\" }\nbase = \"wanda\"\n"
+            + "\n[[rows]]\nid = \"wanda+si+recon\"\nlabel = \"Wanda + SI + reconstruction\"\nmethod = \"wanda\"\nsparsity = 0.5\nsi = { stages = [\"feature\"] }\nreconstruct = { snl = \"none\" }\nbase = \"wanda\"\n";
+        let t = crate::spec::parse(&spec).unwrap();
+        let seeds = |f: &dyn Fn(f64) -> f64| (0..3).map(|s| run(Some(s), vec![Some(f(10.0 + 2.0 * s as f64)), None])).collect::<Vec<_>>();
+        let rows = vec![
+            row("wanda", "Wanda", seeds(&|v| v)),
+            row("wanda+si", "Wanda + SI", seeds(&|v| 0.98 * v)),
+            row("wanda+recon1", "Wanda + reconstruction, 1 epoch", seeds(&|v| 0.95 * v)),
+            row("wanda+recon", "Wanda + reconstruction", seeds(&|v| 0.9 * v)),
+            // 0.9 * 1.01, 0.9 * 1.02, 0.9 * 1.03 of the base: +1%, +2%, +3% against reconstruction.
+            row(
+                "wanda+si+recon",
+                "Wanda + SI + reconstruction",
+                (0..3).map(|s| run(Some(s), vec![Some(0.9 * (1.01 + 0.01 * s as f64) * (10.0 + 2.0 * s as f64)), None])).collect(),
+            ),
+        ];
+        let figures = Figures { models: vec![ModelFigures { id: "m".into(), label: "Model M".into(), rows }], pending: 0 };
+        let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
+        let line = md
+            .lines()
+            .find(|l| l.contains("against Wanda + reconstruction (what SI adds to reconstruction)"))
+            .unwrap_or_else(|| panic!("{md}"));
+        assert!(
+            line.starts_with("- Model M / Wanda + SI + reconstruction against")
+                && line.contains("+2.0% [-0.5, +4.5]")
+                && line.ends_with("**within noise**"),
+            "{line}"
+        );
+        assert_eq!(md.matches("what SI adds to reconstruction").count(), 1, "{md}");
+        let json = to_json(&t, t.profile("cpu").unwrap(), &figures, &fp());
+        let d = &json["models"][0]["rows"][4]["delta_vs_reconstruction"]["w"];
+        assert_eq!(d["reconstruction"], "wanda+recon");
+        let per_seed: Vec<f64> = d["per_seed"].as_array().unwrap().iter().map(|x| x["delta"].as_f64().unwrap()).collect();
+        assert!(per_seed.iter().zip([1.0, 2.0, 3.0]).all(|(a, b)| (a - b).abs() < 1e-9), "{per_seed:?}");
+        for i in 0..4 {
+            assert_eq!(json["models"][0]["rows"][i]["delta_vs_reconstruction"], json!({}), "row {i} has no reconstruction counterpart");
+        }
     }
 
     #[test]

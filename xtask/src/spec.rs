@@ -302,7 +302,7 @@ pub(crate) struct Si {
 }
 
 /// Reconstruction after pruning (`spindle prune --reconstruct`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Reconstruct {
     pub snl: Option<String>,
     pub snl_lambda: Option<f64>,
