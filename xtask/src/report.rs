@@ -184,10 +184,21 @@ fn fmt_paired(ppl: bool, p: &Paired) -> String {
 }
 
 fn budget(profile: &Profile, table: &Table) -> String {
-    let seeds = match profile.seeds.as_slice() {
+    let list = |seeds: &[u64]| match seeds {
         [s] => format!("seed {s}"),
         many => format!("seeds {}", many.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
     };
+    let mut seeds = list(&profile.seeds);
+    // Rows with seeds of their own (a spec that spends seeds where the noise needs them).
+    let mut own: Vec<&Vec<u64>> = Vec::new();
+    for r in table.rows.iter().filter(|r| r.uses_calibration()) {
+        if let Some(s) = r.seeds.as_ref().filter(|s| **s != profile.seeds && !own.contains(s)) {
+            own.push(s);
+        }
+    }
+    if !own.is_empty() {
+        seeds += &format!("; rows with seeds of their own: {}", own.iter().map(|s| list(s)).collect::<Vec<_>>().join(" or "));
+    }
     let mut parts = vec![format!(
         "calibration {} × {} tokens of {} ({seeds})",
         profile.nsamples,
@@ -667,6 +678,13 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("**Incomplete:** 1 run(s) not finished"), "{md}");
+        let mixed = crate::spec::parse(&SPEC.replace("base = \"wanda\"\n", "base = \"wanda\"\nseeds = [0, 1, 2]\n")).unwrap();
+        assert!(
+            budget(mixed.profile("cpu").unwrap(), &mixed)
+                .starts_with("calibration 8 × 512 tokens of c4 (seed 0; rows with seeds of their own: seeds 0, 1, 2); "),
+            "{}",
+            budget(mixed.profile("cpu").unwrap(), &mixed)
+        );
         assert!(md.contains("| Wanda | 11.00 [ref 10, +10.0%] | 20.00 |\n"), "{md}");
         assert!(md.contains("| Wanda + SI | 9.90 (-10.0%) |  |\n"), "{md}");
         assert!(md.contains("a paper"), "{md}");
