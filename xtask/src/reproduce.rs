@@ -475,8 +475,13 @@ fn reported_prune_seconds(report: &Path) -> Option<f64> {
     crate::read_json(report).ok()?["seconds"]["total"].as_f64()
 }
 
+/// Writes `text` to `path` through a temporary file of this process and thread beside it, so
+/// that runners writing the same file at once (Slurm array tasks restoring one archive, two
+/// `--archive` runners) each rename a whole file of their own into place.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    let mut name = path.file_name().context("a file path")?.to_os_string();
+    name.push(format!(".{}.{:?}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    let tmp = path.with_file_name(name);
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
@@ -707,5 +712,28 @@ mod tests {
         assert!(e.contains("key2.json: its key field is \"key1\", not key2"), "{e}");
         assert!(planned[2].finished(&cache).is_none());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Writers of one file at once each rename a whole file of their own into place: none fails
+    /// for another's temporary file, and the file is always one writer's text.
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("spindle-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.json");
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..100 {
+                        write_atomic(path, &format!("{{\"writer\": {t}, \"i\": {i}}}\n")).unwrap();
+                    }
+                });
+            }
+        });
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["i"], 99);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
