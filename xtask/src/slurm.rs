@@ -3,7 +3,8 @@
 //! Runs are content-addressed and several runners may share one cache (each run is claimed by a
 //! lock file), so a cluster needs no scheduler of ours: one array task per uncached run, each
 //! addressed by its run key (`reproduce --run-key KEY`), all on one checkout on a shared
-//! filesystem, and a last job that renders the table from the cache (`reproduce --render`).
+//! filesystem, and a last job that renders the table from the cache and archives its runs
+//! (`reproduce --render --archive`).
 //! The script is written beside the table (`results/<table>.slurm.sh`); `bash SCRIPT submit`
 //! builds once and submits both jobs, `bash SCRIPT task` (with `SLURM_ARRAY_TASK_ID`) is one
 //! array task, and `bash SCRIPT render` the last step, so every step can also be run by hand.
@@ -45,7 +46,8 @@ pub(crate) fn script(p: &SlurmPlan) -> String {
          # be on a filesystem all nodes share (its results/cache is the shared cache).\n\
          #   bash THIS submit   build once, submit the array and the render job after it\n\
          #   bash THIS task     one array task (SLURM_ARRAY_TASK_ID picks the run)\n\
-         #   bash THIS render   write the table from whatever the cache holds\n\
+         #   bash THIS render   write the table from whatever the cache holds, and keep the finished\n\
+         #                      runs' records in results/runs/ (`--archive`: commit them)\n\
          # A run already cached or held by another runner is skipped, so resubmitting is safe.\n",
         &p.code_version[..p.code_version.len().min(12)],
         p.runs.len()
@@ -73,7 +75,7 @@ pub(crate) fn script(p: &SlurmPlan) -> String {
          \x20   cargo xtask reproduce {common} --run-key \"$key\"\n\
          \x20   ;;\n\
          \x20 render)\n\
-         \x20   cargo xtask reproduce {common} --render\n\
+         \x20   cargo xtask reproduce {common} --render --archive\n\
          \x20   ;;\n\
          \x20 *)\n\
          \x20   echo \"usage: bash $0 submit|task|render\" >&2\n\
@@ -107,7 +109,7 @@ mod tests {
         assert!(s.contains("cd '/shared/it'\\''s here'\n"), "{s}");
         assert!(s.contains("KEYS=(\n  aaa  # m / wanda / seed 0\n  bbb  # m / wanda / seed 1\n)\n"), "{s}");
         assert!(s.contains("cargo xtask reproduce table2 --profile cpu --threads 1 --data-dir '/data' --run-key \"$key\"\n"), "{s}");
-        assert!(s.contains("cargo xtask reproduce table2 --profile cpu --threads 1 --data-dir '/data' --render\n"), "{s}");
+        assert!(s.contains("cargo xtask reproduce table2 --profile cpu --threads 1 --data-dir '/data' --render --archive\n"), "{s}");
         assert!(s.contains("--array=0-$((${#KEYS[@]} - 1)) --cpus-per-task=1"), "{s}");
         assert!(s.contains("--dependency=afterany:\"$jid\""), "{s}");
     }
@@ -143,7 +145,7 @@ mod tests {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "cargo xtask reproduce t --profile cpu --threads 2 --run-key k1\n");
         let out = run("render", None);
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "cargo xtask reproduce t --profile cpu --threads 2 --render\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "cargo xtask reproduce t --profile cpu --threads 2 --render --archive\n");
         let out = run("task", None);
         assert!(!out.status.success(), "a task without an index fails");
         assert!(String::from_utf8_lossy(&out.stderr).contains("set SLURM_ARRAY_TASK_ID"));
