@@ -2,7 +2,8 @@
 //! (log scale) against the rows' sparsity patterns in spec order, one line per row family (base
 //! pruner, SI before pruning, reconstruction after, both, more calibration data), each point the
 //! mean over the seeds finished with a bar of ± one standard deviation where there are several.
-//! Drawn by plotters into a buffer, encoded by `png`, written atomically beside the table.
+//! Each panel has its own range, labelled at least four times, so a few percent between Wanda's
+//! rows stays visible beside magnitude's tens of thousands. Drawn by plotters into a buffer, encoded by `png`, written atomically beside the table.
 //! Labels use a system TrueType font (DejaVu Sans or Liberation Sans); without one the figure is
 //! drawn unlabelled.
 
@@ -98,11 +99,18 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
     for (_, _, pts) in &mut lines {
         pts.sort_by_key(|p| p.0);
     }
-    let (lo, hi) = lines
-        .iter()
-        .flat_map(|(_, _, p)| p.iter())
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), (_, m, sd)| (lo.min((m - sd).max(m * 0.5)), hi.max(m + sd)));
-    let (lo, hi) = (lo * 0.8, hi * 1.25);
+    // Each panel has its own range: magnitude's perplexities reach tens of thousands while
+    // Wanda's and SparseGPT's differences are a few percent, which a shared axis would flatten.
+    let range = |method: Method| {
+        let (lo, hi) = lines
+            .iter()
+            .filter(|(m, _, _)| *m == method)
+            .flat_map(|(_, _, p)| p.iter())
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), (_, m, sd)| (lo.min((m - sd).max(m * 0.5)), hi.max(m + sd)));
+        // Headroom above the highest point for the legend (a quarter of the panel, log scale).
+        let (lo, hi) = (lo * 0.8, hi * 1.25);
+        if lo.is_finite() { (lo, hi * (hi / lo).powf(0.35)) } else { (1.0, 10.0) }
+    };
     let labels = font();
     let size = (420 * methods.len().max(1) as u32, 460u32);
     let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
@@ -112,14 +120,16 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
         let root = if labels { root.titled(&fig.title, ("sans-serif", 20)).map_err(|e| anyhow::anyhow!("{e}"))? } else { root };
         let panels = root.split_evenly((1, methods.len().max(1)));
         for (panel, method) in panels.iter().zip(&methods) {
+            let (lo, hi) = range(*method);
             let n = patterns.len();
             let mut builder = ChartBuilder::on(panel);
             builder.margin(12);
             if labels {
                 builder.caption(method_name(*method), ("sans-serif", 18)).x_label_area_size(36).y_label_area_size(56);
             }
-            let mut chart =
-                builder.build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut chart = builder
+                .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut mesh = chart.configure_mesh();
             mesh.x_labels(n).disable_x_mesh();
             let names = patterns.clone();
@@ -128,6 +138,8 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
                 if (x - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
             };
             mesh.x_label_formatter(&fmt);
+            let y_fmt = |y: &f64| if *y >= 10.0 { format!("{y:.0}") } else { format!("{y:.1}") };
+            mesh.y_label_formatter(&y_fmt);
             if labels {
                 mesh.y_desc(table.columns[column].label.as_str());
             } else {
@@ -176,6 +188,21 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Labelled values of a log axis over `[lo, hi]`, at least four where the range allows: the
+/// powers of ten, else 1, 2, 5 × 10^k, else every 1–9 × 10^k (a panel spanning less than a
+/// decade would otherwise have no label).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let within = |mantissas: &[f64]| -> Vec<f64> {
+        let (k0, k1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        (k0..=k1).flat_map(|k| mantissas.iter().map(move |m| m * 10f64.powi(k))).filter(|v| *v >= lo && *v <= hi).collect()
+    };
+    [&[1.0][..], &[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]]
+        .iter()
+        .map(|m| within(m))
+        .find(|t| t.len() >= 4)
+        .unwrap_or_else(|| within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]))
+}
+
 fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     {
@@ -186,4 +213,17 @@ fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
         writer.write_image_data(rgb)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_ticks;
+
+    #[test]
+    fn a_log_axis_is_labelled_even_within_one_decade() {
+        assert_eq!(log_ticks(50.0, 2500.0), [50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]);
+        assert_eq!(log_ticks(70.0, 600000.0), [100.0, 1000.0, 10000.0, 100000.0]);
+        assert_eq!(log_ticks(52.0, 88.0), [60.0, 70.0, 80.0]);
+        assert_eq!(log_ticks(1.5, 9.0), [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    }
 }
