@@ -279,6 +279,31 @@ fn reconstruction_of<'a>(table: &Table, row_id: &str, rows: &'a [RowFigures]) ->
     rows.iter().find(|o| o.id == recon.id)
 }
 
+/// One line of the markdown's list of paired differences: `row` against `other` (with `note`
+/// after its label) in `column`, the interval and the verdict.
+fn pair_line(model: &str, row: &str, other: &str, note: &str, column: &str, p: &Paired, ppl: bool) -> String {
+    format!(
+        "- {model} / {row} against {other}{note}, {column}: {} ({} seeds): **{}**\n",
+        fmt_paired(ppl, p),
+        p.per_seed.len(),
+        p.verdict(ppl)
+    )
+}
+
+/// A paired difference in the JSON: unit, every seed's difference, mean, 95% interval, verdict,
+/// and the row it was paired with where that is not the base (`("control", id)`).
+fn pair_json(p: &Paired, ppl: bool, against: Option<(&str, &str)>) -> Value {
+    let mut v = json!({
+        "unit": if ppl { "percent" } else { "points" },
+        "per_seed": p.per_seed.iter().map(|(s, d)| json!({"seed": s, "delta": d})).collect::<Vec<_>>(),
+        "mean": p.mean, "ci95": p.ci.map(|(lo, hi)| vec![lo, hi]), "verdict": p.verdict(ppl),
+    });
+    if let (Some((key, id)), Some(map)) = (against, v.as_object_mut()) {
+        map.insert(key.to_owned(), json!(id));
+    }
+    v
+}
+
 pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: &Fingerprint) -> String {
     let seeded = table.seeded(profile);
     let mut s = format!("# {}: {}\n\n", table.name, table.title);
@@ -326,47 +351,20 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
                 if let Some(p) = base.and_then(|b| paired(r, b, i, ppl)) {
                     cell += &format!(" ({})", if seeded { fmt_paired(ppl, &p) } else { fmt_change(ppl, p.mean) });
                     if seeded && p.ci.is_some() {
-                        pairs_md += &format!(
-                            "- {} / {} against {}, {}: {} ({} seeds): **{}**\n",
-                            m.label,
-                            r.label,
-                            base.map_or("", |b| b.label.as_str()),
-                            c.label,
-                            fmt_paired(ppl, &p),
-                            p.per_seed.len(),
-                            p.verdict(ppl)
-                        );
+                        pairs_md += &pair_line(&m.label, &r.label, base.map_or("", |b| b.label.as_str()), "", &c.label, &p, ppl);
                     }
                 }
                 if seeded
                     && let Some(ctl) = control_of(table, &r.id, &m.rows)
                     && let Some(p) = paired(r, ctl, i, ppl).filter(|p| p.ci.is_some())
                 {
-                    pairs_md += &format!(
-                        "- {} / {} against {} (more calibration data, no SI), {}: {} ({} seeds): **{}**\n",
-                        m.label,
-                        r.label,
-                        ctl.label,
-                        c.label,
-                        fmt_paired(ppl, &p),
-                        p.per_seed.len(),
-                        p.verdict(ppl)
-                    );
+                    pairs_md += &pair_line(&m.label, &r.label, &ctl.label, " (more calibration data, no SI)", &c.label, &p, ppl);
                 }
                 if seeded
                     && let Some(rec) = reconstruction_of(table, &r.id, &m.rows)
                     && let Some(p) = paired(r, rec, i, ppl).filter(|p| p.ci.is_some())
                 {
-                    pairs_md += &format!(
-                        "- {} / {} against {} (what SI adds to reconstruction), {}: {} ({} seeds): **{}**\n",
-                        m.label,
-                        r.label,
-                        rec.label,
-                        c.label,
-                        fmt_paired(ppl, &p),
-                        p.per_seed.len(),
-                        p.verdict(ppl)
-                    );
+                    pairs_md += &pair_line(&m.label, &r.label, &rec.label, " (what SI adds to reconstruction)", &c.label, &p, ppl);
                 }
                 if let Some(rf) = table.references.iter().find(|x| x.model == m.id && x.row == r.id && x.column == c.id) {
                     cell += &format!(" [ref {}", rf.value);
@@ -464,41 +462,23 @@ pub(crate) fn to_json(table: &Table, profile: &Profile, figures: &Figures, fp: &
                     let mut against_reconstruction = serde_json::Map::new();
                     let recon = reconstruction_of(table, &r.id, &m.rows);
                     for (i, c) in table.columns.iter().enumerate() {
-                        if let Some(p) = recon.and_then(|rec| paired(r, rec, i, is_ppl(&c.measure))) {
-                            against_reconstruction.insert(
-                                c.id.clone(),
-                                json!({
-                                    "reconstruction": recon.map(|rec| rec.id.clone()),
-                                    "unit": if is_ppl(&c.measure) { "percent" } else { "points" },
-                                    "per_seed": p.per_seed.iter().map(|(s, d)| json!({"seed": s, "delta": d})).collect::<Vec<_>>(),
-                                    "mean": p.mean, "ci95": p.ci.map(|(lo, hi)| vec![lo, hi]), "verdict": p.verdict(is_ppl(&c.measure)),
-                                }),
-                            );
+                        let ppl = is_ppl(&c.measure);
+                        if let Some(rec) = recon
+                            && let Some(p) = paired(r, rec, i, ppl)
+                        {
+                            against_reconstruction.insert(c.id.clone(), pair_json(&p, ppl, Some(("reconstruction", &rec.id))));
                         }
-                        if let Some(p) = control.and_then(|ctl| paired(r, ctl, i, is_ppl(&c.measure))) {
-                            against_control.insert(
-                                c.id.clone(),
-                                json!({
-                                    "control": control.map(|ctl| ctl.id.clone()),
-                                    "unit": if is_ppl(&c.measure) { "percent" } else { "points" },
-                                    "per_seed": p.per_seed.iter().map(|(s, d)| json!({"seed": s, "delta": d})).collect::<Vec<_>>(),
-                                    "mean": p.mean, "ci95": p.ci.map(|(lo, hi)| vec![lo, hi]), "verdict": p.verdict(is_ppl(&c.measure)),
-                                }),
-                            );
+                        if let Some(ctl) = control
+                            && let Some(p) = paired(r, ctl, i, ppl)
+                        {
+                            against_control.insert(c.id.clone(), pair_json(&p, ppl, Some(("control", &ctl.id))));
                         }
                         let s = summary(&r.column(i));
                         means.insert(c.id.clone(), json!(s.map(|s| s.mean)));
                         sds.insert(c.id.clone(), json!(s.map(|s| s.sd)));
                         ns.insert(c.id.clone(), json!(s.map_or(0, |s| s.n)));
-                        if let Some(p) = base.and_then(|b| paired(r, b, i, is_ppl(&c.measure))) {
-                            deltas.insert(
-                                c.id.clone(),
-                                json!({
-                                    "unit": if is_ppl(&c.measure) { "percent" } else { "points" },
-                                    "per_seed": p.per_seed.iter().map(|(s, d)| json!({"seed": s, "delta": d})).collect::<Vec<_>>(),
-                                    "mean": p.mean, "ci95": p.ci.map(|(lo, hi)| vec![lo, hi]), "verdict": p.verdict(is_ppl(&c.measure)),
-                                }),
-                            );
+                        if let Some(p) = base.and_then(|b| paired(r, b, i, ppl)) {
+                            deltas.insert(c.id.clone(), pair_json(&p, ppl, None));
                         }
                     }
                     let runs: Vec<Value> = r

@@ -159,7 +159,8 @@ pub(crate) fn run(args: &ReproduceArgs) -> Result<()> {
     if args.render {
         let all_planned = plan(&table, &args.profile, &[], &fp)?;
         if args.archive {
-            report_archived(archive_finished(&all_planned, &cache, &archive)?, &archive);
+            let n = archive_finished(&all_planned, &cache, &archive)?;
+            eprintln!("archived {n} more finished run(s) in {}", archive.display());
         }
         let md = report::write(&root, &table, &args.profile, &all_planned, &cache, &fp)?;
         print!("{md}");
@@ -400,10 +401,6 @@ fn archive_finished(planned: &[Planned], cache: &Path, archive: &Path) -> Result
         n += 1;
     }
     Ok(n)
-}
-
-fn report_archived(n: usize, archive: &Path) {
-    eprintln!("archived {n} more finished run(s) in {}", archive.display());
 }
 
 /// The planned runs whose keys are `keys`, in plan order; the first key no run has is the error.
