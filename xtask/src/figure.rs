@@ -1,6 +1,7 @@
 //! A table's figure (`[figure]` in its spec): one panel per pruning method, the chosen column
 //! (log scale) against the rows' sparsity patterns in spec order, one line per row family (base
-//! pruner, SI before pruning, reconstruction after, both, more calibration data), each point the
+//! pruner, SI before pruning, reconstruction after, both, more calibration data) that joins the
+//! unstructured levels and, apart from them, the N:M patterns, each point the
 //! mean over the seeds finished with a bar of ± one standard deviation where there are several.
 //! Each panel has its own range, labelled at least four times, so a few percent between Wanda's
 //! rows stays visible beside magnitude's tens of thousands. Drawn by plotters into a buffer, encoded by `png`, written atomically beside the table.
@@ -14,7 +15,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 
 use crate::figures::{Figures, summary};
-use crate::spec::{Family, Figure, Method, Profile, Table};
+use crate::spec::{Family, Figure, Method, Pattern, Profile, Table};
 
 const FONTS: [&str; 4] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -63,11 +64,26 @@ fn method_name(m: Method) -> &'static str {
 /// One point: (pattern index, mean, sd).
 type Series = Vec<(usize, f64, f64)>;
 
+/// The runs of consecutive points that one line joins: a line runs along the unstructured
+/// levels and along the N:M patterns, never from one kind to the other (70% unstructured and
+/// 2:4 are not neighbours on any sparsity axis). `nm[x]` says whether pattern `x` is N:M.
+fn segments(pts: &Series, nm: &[bool]) -> Vec<Series> {
+    let mut out: Vec<Series> = Vec::new();
+    for p in pts {
+        match out.last_mut() {
+            Some(seg) if seg.last().is_some_and(|q| nm.get(q.0) == nm.get(p.0)) => seg.push(*p),
+            _ => out.push(vec![*p]),
+        }
+    }
+    out
+}
+
 /// Draws `fig` for the first model of `figures` into `path`.
 pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Figures, path: &Path) -> Result<()> {
     let Some(model) = figures.models.first() else { return Ok(()) };
     let column = table.columns.iter().position(|c| c.id == fig.column).context("the figure's column")?;
     let mut patterns: Vec<String> = Vec::new();
+    let mut nm: Vec<bool> = Vec::new();
     let mut methods: Vec<Method> = Vec::new();
     // (method, family) → points
     let mut lines: Vec<(Method, Family, Series)> = Vec::new();
@@ -79,6 +95,7 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
             Some(i) => i,
             None => {
                 patterns.push(p);
+                nm.push(matches!(pattern, Pattern::NM { .. }));
                 patterns.len() - 1
             }
         };
@@ -152,13 +169,15 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
                 }
                 let (color, name) = family_style(*family);
                 let style = ShapeStyle::from(&color).stroke_width(2);
-                let series = chart
-                    .draw_series(LineSeries::new(pts.iter().map(|(x, y, _)| (*x as f64, *y)), style))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                if labels {
-                    series
-                        .label(name)
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle::from(&color).stroke_width(2)));
+                for (i, seg) in segments(pts, &nm).iter().enumerate() {
+                    let series = chart
+                        .draw_series(LineSeries::new(seg.iter().map(|(x, y, _)| (*x as f64, *y)), style))
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if labels && i == 0 {
+                        series
+                            .label(name)
+                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle::from(&color).stroke_width(2)));
+                    }
                 }
                 chart
                     .draw_series(pts.iter().map(|(x, y, _)| Circle::new((*x as f64, *y), 4, ShapeStyle::from(&color).filled())))
@@ -217,7 +236,17 @@ fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::log_ticks;
+    use super::{log_ticks, segments};
+
+    #[test]
+    fn lines_join_unstructured_levels_and_nm_patterns_but_not_one_to_the_other() {
+        // 50%, 60%, 70%, 2:4, 4:8, with 60% unfinished.
+        let nm = [false, false, false, true, true];
+        let pts = vec![(0, 1.0, 0.0), (2, 3.0, 0.0), (3, 4.0, 0.0), (4, 5.0, 0.0)];
+        assert_eq!(segments(&pts, &nm), [vec![(0, 1.0, 0.0), (2, 3.0, 0.0)], vec![(3, 4.0, 0.0), (4, 5.0, 0.0)]]);
+        assert_eq!(segments(&vec![(3, 4.0, 0.0)], &nm), [vec![(3, 4.0, 0.0)]]);
+        assert!(segments(&Vec::new(), &nm).is_empty());
+    }
 
     #[test]
     fn a_log_axis_is_labelled_even_within_one_decade() {
