@@ -283,9 +283,10 @@ fn reconstruction_of<'a>(table: &Table, row_id: &str, rows: &'a [RowFigures]) ->
 /// after its label) in `column`, the interval and the verdict.
 fn pair_line(model: &str, row: &str, other: &str, note: &str, column: &str, p: &Paired, ppl: bool) -> String {
     format!(
-        "- {model} / {row} against {other}{note}, {column}: {} ({} seeds): **{}**\n",
+        "- {model} / {row} against {other}{note}, {column}: {} ({} seed{}): **{}**\n",
         fmt_paired(ppl, p),
         p.per_seed.len(),
+        if p.per_seed.len() == 1 { "" } else { "s" },
         p.verdict(ppl)
     )
 }
@@ -306,6 +307,14 @@ fn pair_json(p: &Paired, ppl: bool, against: Option<(&str, &str)>) -> Value {
 
 pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: &Fingerprint) -> String {
     let seeded = table.seeded(profile);
+    // How many seeds the rows ask for: the profile's, or a row's own.
+    let asked = {
+        let n = table.rows.iter().map(|r| r.seeds.as_ref().map_or(profile.seeds.len(), Vec::len));
+        match (n.clone().min(), n.max()) {
+            (Some(lo), Some(hi)) if lo != hi => format!("{lo} to {hi} asked for, by row"),
+            _ => format!("{} asked for", profile.seeds.len()),
+        }
+    };
     let mut s = format!("# {}: {}\n\n", table.name, table.title);
     let cmd = if profile.name == "cpu" {
         format!("cargo xtask reproduce {}", table.name)
@@ -350,7 +359,7 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
                 let mut cell = value_cell(r, i, seeded);
                 if let Some(p) = base.and_then(|b| paired(r, b, i, ppl)) {
                     cell += &format!(" ({})", if seeded { fmt_paired(ppl, &p) } else { fmt_change(ppl, p.mean) });
-                    if seeded && p.ci.is_some() {
+                    if seeded {
                         pairs_md += &pair_line(&m.label, &r.label, base.map_or("", |b| b.label.as_str()), "", &c.label, &p, ppl);
                     }
                 }
@@ -416,12 +425,11 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
     }
     if seeded {
         s += &format!(
-            "Cells are the mean ± standard deviation over the calibration seeds finished ({} asked for); ¹ marks a row that reads no calibration data, computed once. \
-             The figure in parentheses is the paired difference from the row's base, per seed (perplexity: relative; accuracy: points), with its 95% confidence interval (Student's t).\n",
-            profile.seeds.len()
+            "Cells are the mean ± standard deviation over the calibration seeds finished ({asked}); ¹ marks a row that reads no calibration data, computed once. \
+             The figure in parentheses is the paired difference from the row's base, per seed (perplexity: relative; accuracy: points), with its 95% confidence interval (Student's t).\n"
         );
         if !pairs_md.is_empty() {
-            s += "\nPaired differences and what their intervals show (helps: the interval excludes 0 on the better side; hurts: on the worse side; within noise: it contains 0):\n\n";
+            s += "\nPaired differences and what their intervals show (helps: the interval excludes 0 on the better side; hurts: on the worse side; within noise: it contains 0; one seed: no interval, so no verdict here):\n\n";
             s += &pairs_md;
         }
     } else {
@@ -803,6 +811,24 @@ mod tests {
         for i in 0..4 {
             assert_eq!(json["models"][0]["rows"][i]["delta_vs_reconstruction"], json!({}), "row {i} has no reconstruction counterpart");
         }
+    }
+
+    /// A row run under one seed (where its difference is large against the seed spread) has no
+    /// interval: its pair is listed as one seed, with no verdict, and the caption says rows ask
+    /// for different numbers of seeds.
+    #[test]
+    fn a_one_seed_pair_is_listed_without_a_verdict() {
+        let spec = SPEC
+            .replace("max_windows = 64\n", "max_windows = 64\nseeds = [0, 1, 2]\n")
+            .replace("si = { stages = [\"feature\"] }\n", "si = { stages = [\"feature\"] }\n        seeds = [0]\n");
+        let t = crate::spec::parse(&spec).unwrap();
+        let base = row("wanda", "Wanda", (0..3).map(|s| run(Some(s), vec![Some(10.0 + s as f64), None])).collect());
+        let si = row("wanda+si", "Wanda + SI", vec![run(Some(0), vec![Some(5.0), None])]);
+        let figures = Figures { models: vec![ModelFigures { id: "m".into(), label: "Model M".into(), rows: vec![base, si] }], pending: 0 };
+        let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
+        assert!(md.contains("- Model M / Wanda + SI against Wanda, W: -50.0% (1 seed): **one seed**\n"), "{md}");
+        assert!(md.contains("over the calibration seeds finished (1 to 3 asked for, by row)"), "{md}");
+        assert!(!md.contains("**helps**"), "{md}");
     }
 
     #[test]
