@@ -312,7 +312,7 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
         let n = table.rows.iter().map(|r| r.seeds.as_ref().map_or(profile.seeds.len(), Vec::len));
         match (n.clone().min(), n.max()) {
             (Some(lo), Some(hi)) if lo != hi => format!("{lo} to {hi} asked for, by row"),
-            _ => format!("{} asked for", profile.seeds.len()),
+            (lo, _) => format!("{} asked for", lo.unwrap_or(profile.seeds.len())),
         }
     };
     let mut s = format!("# {}: {}\n\n", table.name, table.title);
@@ -829,6 +829,11 @@ mod tests {
         assert!(md.contains("- Model M / Wanda + SI against Wanda, W: -50.0% (1 seed): **one seed**\n"), "{md}");
         assert!(md.contains("over the calibration seeds finished (1 to 3 asked for, by row)"), "{md}");
         assert!(!md.contains("**helps**"), "{md}");
+        // Every row asking for the same seeds of its own: that count, not the profile's.
+        let spec = SPEC.replace("sparsity = 0.5\n", "sparsity = 0.5\n        seeds = [0, 1, 2]\n");
+        let t = crate::spec::parse(&spec).unwrap();
+        let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
+        assert!(md.contains("over the calibration seeds finished (3 asked for)"), "{md}");
     }
 
     #[test]
