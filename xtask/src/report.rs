@@ -365,13 +365,13 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
                 }
                 if seeded
                     && let Some(ctl) = control_of(table, &r.id, &m.rows)
-                    && let Some(p) = paired(r, ctl, i, ppl).filter(|p| p.ci.is_some())
+                    && let Some(p) = paired(r, ctl, i, ppl)
                 {
                     pairs_md += &pair_line(&m.label, &r.label, &ctl.label, " (more calibration data, no SI)", &c.label, &p, ppl);
                 }
                 if seeded
                     && let Some(rec) = reconstruction_of(table, &r.id, &m.rows)
-                    && let Some(p) = paired(r, rec, i, ppl).filter(|p| p.ci.is_some())
+                    && let Some(p) = paired(r, rec, i, ppl)
                 {
                     pairs_md += &pair_line(&m.label, &r.label, &rec.label, " (what SI adds to reconstruction)", &c.label, &p, ppl);
                 }
@@ -732,7 +732,8 @@ mod tests {
     }
 
     /// SI has to beat "just more data": an SI row is also paired, seed by seed, with the base
-    /// pruner's more-calibration row, in the markdown's list and in the JSON.
+    /// pruner's more-calibration row, in the markdown's list and in the JSON, one seed included
+    /// (as its pairing with the base is).
     #[test]
     fn si_rows_are_also_paired_with_the_more_data_control() {
         let spec = SPEC.replace("max_windows = 64\n", "max_windows = 64\nseeds = [0, 1, 2]\n")
@@ -743,17 +744,24 @@ mod tests {
         let si = row(
             "wanda+si",
             "Wanda + SI",
-            vec![run(Some(0), vec![Some(9.0), None]), run(Some(1), vec![Some(10.8), None]), run(Some(2), vec![Some(13.3), None])],
+            vec![run(Some(0), vec![Some(9.0), Some(20.0)]), run(Some(1), vec![Some(10.8), None]), run(Some(2), vec![Some(13.3), None])],
         );
+        // Column C is seed 0 alone (as a full-protocol check is): listed, one seed, no verdict.
         let more = row(
             "wanda-4x",
             "Wanda, 4x calibration",
-            (0..3).map(|s| run(Some(s), vec![Some(0.99 * (10.0 + 2.0 * s as f64)), None])).collect(),
+            (0..3).map(|s| run(Some(s), vec![Some(0.99 * (10.0 + 2.0 * s as f64)), (s == 0).then_some(25.0)])).collect(),
         );
         let figures =
             Figures { models: vec![ModelFigures { id: "m".into(), label: "Model M".into(), rows: vec![base, si, more] }], pending: 0 };
         let md = markdown(&t, t.profile("cpu").unwrap(), &figures, &fp());
         assert!(md.contains("- Model M / Wanda + SI against Wanda, 4x calibration (more calibration data, no SI), W: "), "{md}");
+        assert!(
+            md.contains(
+                "- Model M / Wanda + SI against Wanda, 4x calibration (more calibration data, no SI), C: -20.0% (1 seed): **one seed**\n"
+            ),
+            "{md}"
+        );
         assert!(
             !md.contains("- Model M / Wanda, 4x calibration against Wanda, 4x calibration"),
             "the control is not paired with itself: {md}"
