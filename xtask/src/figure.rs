@@ -82,8 +82,8 @@ fn segments(pts: &Series, nm: &[bool]) -> Vec<Series> {
 pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Figures, path: &Path) -> Result<()> {
     let Some(model) = figures.models.first() else { return Ok(()) };
     let column = table.columns.iter().position(|c| c.id == fig.column).context("the figure's column")?;
-    let mut patterns: Vec<String> = Vec::new();
-    let mut nm: Vec<bool> = Vec::new();
+    // The x axis: each pattern's name, and whether it is N:M (which lines may join).
+    let mut patterns: Vec<(String, bool)> = Vec::new();
     let mut methods: Vec<Method> = Vec::new();
     // (method, family) → points
     let mut lines: Vec<(Method, Family, Series)> = Vec::new();
@@ -91,11 +91,10 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
         let Some(row) = table.row(&r.id) else { continue };
         let Some(pattern) = row.pattern else { continue };
         let p = pattern.to_string().replace(" unstructured", "");
-        let x = match patterns.iter().position(|q| *q == p) {
+        let x = match patterns.iter().position(|(q, _)| *q == p) {
             Some(i) => i,
             None => {
-                patterns.push(p);
-                nm.push(matches!(pattern, Pattern::NM { .. }));
+                patterns.push((p, matches!(pattern, Pattern::NM { .. })));
                 patterns.len() - 1
             }
         };
@@ -128,6 +127,7 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
         let (lo, hi) = (lo * 0.8, hi * 1.25);
         if lo.is_finite() { (lo, hi * (hi / lo).powf(0.35)) } else { (1.0, 10.0) }
     };
+    let nm: Vec<bool> = patterns.iter().map(|(_, nm)| *nm).collect();
     let labels = font();
     let size = (420 * methods.len().max(1) as u32, 460u32);
     let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
@@ -149,7 +149,7 @@ pub(crate) fn draw(table: &Table, _profile: &Profile, fig: &Figure, figures: &Fi
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut mesh = chart.configure_mesh();
             mesh.x_labels(n).disable_x_mesh();
-            let names = patterns.clone();
+            let names: Vec<String> = patterns.iter().map(|(name, _)| name.clone()).collect();
             let fmt = move |x: &f64| {
                 let i = x.round();
                 if (x - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
