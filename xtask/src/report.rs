@@ -353,6 +353,11 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
         s += "\n";
         for r in &m.rows {
             let base = table.row(&r.id).and_then(|row| row.base.clone()).and_then(|b| m.rows.iter().find(|o| o.id == b));
+            // The row's other references, listed (not shown in its cell) after its base.
+            let others = [
+                (control_of(table, &r.id, &m.rows), " (more calibration data, no SI)"),
+                (reconstruction_of(table, &r.id, &m.rows), " (what SI adds to reconstruction)"),
+            ];
             s += &format!("| {} |", r.label);
             for (i, c) in table.columns.iter().enumerate() {
                 let ppl = is_ppl(&c.measure);
@@ -363,17 +368,13 @@ pub(crate) fn markdown(table: &Table, profile: &Profile, figures: &Figures, fp: 
                         pairs_md += &pair_line(&m.label, &r.label, base.map_or("", |b| b.label.as_str()), "", &c.label, &p, ppl);
                     }
                 }
-                if seeded
-                    && let Some(ctl) = control_of(table, &r.id, &m.rows)
-                    && let Some(p) = paired(r, ctl, i, ppl)
-                {
-                    pairs_md += &pair_line(&m.label, &r.label, &ctl.label, " (more calibration data, no SI)", &c.label, &p, ppl);
-                }
-                if seeded
-                    && let Some(rec) = reconstruction_of(table, &r.id, &m.rows)
-                    && let Some(p) = paired(r, rec, i, ppl)
-                {
-                    pairs_md += &pair_line(&m.label, &r.label, &rec.label, " (what SI adds to reconstruction)", &c.label, &p, ppl);
+                for (other, note) in &others {
+                    if seeded
+                        && let Some(o) = other
+                        && let Some(p) = paired(r, o, i, ppl)
+                    {
+                        pairs_md += &pair_line(&m.label, &r.label, &o.label, note, &c.label, &p, ppl);
+                    }
                 }
                 if let Some(rf) = table.references.iter().find(|x| x.model == m.id && x.row == r.id && x.column == c.id) {
                     cell += &format!(" [ref {}", rf.value);
